@@ -1,0 +1,1 @@
+"""Ray actors of rayrec: item shards, the query router and user-vector partitions."""

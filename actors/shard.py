@@ -1,0 +1,113 @@
+"""ShardActor: one slice of the catalog in a faiss index, as a Ray actor."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import ray
+
+from rayrec import constants as C
+from rayrec.catalog import ItemBatch, iter_items
+from rayrec.config import RayrecConfig
+from rayrec.exceptions import InvalidInputError
+from rayrec.hashing import partitions_of
+from rayrec.item_index import ItemIndex, omp_threads
+from rayrec.validation import check_vectors
+
+
+class Shard:
+    """One shard: an ItemIndex plus two-phase bulk loads of its own rows.
+
+    Plain Python; ShardActor below is this class as a Ray actor, which runs
+    calls one at a time, in order.
+    """
+
+    def __init__(self, config: RayrecConfig, shard_id: int, num_shards: int, threads: int | None = None) -> None:
+        if threads is not None:
+            import faiss
+
+            # One OpenMP thread per actor: two make a single query ~2x slower on 2 cores.
+            faiss.omp_set_num_threads(threads)
+            faiss.cvar.distance_compute_blas_threshold = C.FAISS_BLAS_THRESHOLD
+        if not 0 <= shard_id < num_shards:
+            raise InvalidInputError(f"shard id {shard_id} is outside 0..{num_shards - 1}")
+        self.config = config
+        self.shard_id = shard_id
+        self.num_shards = num_shards
+        self.index = ItemIndex(config.index, build_threads=C.SHARD_BUILD_THREADS)
+        self._staged: list[ItemBatch] = []
+
+    def _mine(self, ids: list[str]) -> np.ndarray:
+        return partitions_of(ids, self.num_shards) == self.shard_id
+
+    def search(
+        self,
+        queries: np.ndarray,
+        k: int,
+        excludes: list[list[str] | None] | None = None,
+        categories: list[list[str] | None] | None = None,
+        with_metadata: bool = False,
+    ) -> tuple[np.ndarray, ...]:
+        """Partial top-k of this shard: (scores, ids) or (scores, ids, metadata)."""
+        queries = check_vectors(queries, self.config.index.dim, what="query vector")
+        scores, ids = self.index.search(queries, k, excludes, categories)
+        if with_metadata:
+            return scores, ids, self.index.metadata_of(ids)
+        return scores, ids
+
+    def stage(self, source: str | pa.Table) -> int:
+        """Reads and checks this shard's rows of a catalog without applying them yet."""
+        batches = list(iter_items(source, self.config.index.dim, keep=self._mine))
+        self._staged.extend(batches)
+        return sum(len(b) for b in batches)
+
+    def commit_staged(self) -> int:
+        """Applies every staged batch (an upsert each); returns the rows written."""
+        staged, self._staged = self._staged, []
+        with omp_threads(C.SHARD_BUILD_THREADS):
+            return sum(self.index.upsert(b.ids, b.vectors, b.metadata) for b in staged)
+
+    def abort_staged(self) -> None:
+        self._staged = []
+
+    def upsert(self, ids: list[str], vectors: np.ndarray, metadata: dict[str, list[Any]] | None = None) -> int:
+        return self.index.upsert(ids, vectors, metadata)
+
+    def delete(self, ids: list[str]) -> int:
+        return self.index.delete(ids)
+
+    def count(self) -> int:
+        return len(self.index)
+
+    def fetch(self, ids: list[str]) -> list[dict[str, Any] | None]:
+        return self.index.fetch(ids)
+
+    def vectors_of(self, ids: list[str]) -> tuple[np.ndarray, list[bool]]:
+        return self.index.vectors_of(ids)
+
+    def vector_sum(self) -> tuple[np.ndarray, int]:
+        return self.index.vector_sum()
+
+    def compact(self) -> None:
+        self.index.compact()
+
+    def clear(self) -> None:
+        self.index.clear()
+        self._staged = []
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "shard_id": self.shard_id,
+            "items": len(self.index),
+            "tombstones": self.index.tombstones,
+            "index": self.config.index.factory,
+            "index_ready": self.index.index_ready,
+            "node_id": ray.get_runtime_context().get_node_id() if ray.is_initialized() else None,
+        }
+
+
+ShardActor = ray.remote(Shard)
+
+

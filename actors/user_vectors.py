@@ -1,0 +1,119 @@
+"""UserVectorActor: one partition of users, updated in real time by feedback."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import ray
+
+from rayrec.config import RayrecConfig
+from rayrec.exceptions import InvalidInputError
+from rayrec.topk import SearchResult
+from rayrec.user_state import UserStore
+from rayrec.validation import check_event, check_exclude, check_id, check_ids, check_k
+
+
+class UserVectors:
+    """The users of one partition; recommends through the router.
+
+    Plain async Python over a router handle; UserVectorActor is this class as a
+    Ray async actor. Each user-changing method finishes its update before it
+    returns, so the next recommend sees it (read-your-writes).
+    """
+
+    def __init__(self, config: RayrecConfig, router: Any) -> None:
+        self.config = config
+        self.router = router
+        self.store = UserStore(config.index.dim, config.feedback)
+
+    async def _cold_start_vector(self) -> np.ndarray:
+        mean = await self.router.mean_vector.remote()
+        if mean is None:  # empty catalog, or vectors that cancel out: a fixed direction
+            mean = np.zeros(self.config.index.dim, dtype=np.float32)
+            mean[0] = 1.0
+        return mean
+
+    async def feedback(
+        self, user_id: Any, item_id: Any, event: str, event_id: str | None = None
+    ) -> dict[str, Any]:
+        """Applies one event to the user's vector.
+
+        Returns:
+            {"user_id", "version", "applied"}; applied is False when event_id was
+            already applied (nothing changes then).
+        """
+        user_id = check_id(user_id, "user id")
+        item_id = check_id(item_id)
+        event = check_event(event)
+        event_id = None if event_id is None else check_id(event_id, "event id")
+        if self.store.applied(user_id, event_id):
+            return {"user_id": user_id, "version": self.store.get(user_id).version, "applied": False}
+        vectors, _ = await self.router.vectors_of.remote([item_id])
+        start = None if self.store.get(user_id) is not None else await self._cold_start_vector()
+        version, applied = self.store.apply(user_id, item_id, event, vectors[0], event_id, start)
+        return {"user_id": user_id, "version": version, "applied": applied}
+
+    async def set_vector(self, user_id: Any, vector: Any, event_id: str | None = None) -> dict[str, Any]:
+        """Sets a user's interest vector directly."""
+        event_id = None if event_id is None else check_id(event_id, "event id")
+        version, applied = self.store.set_vector(user_id, vector, event_id)
+        return {"user_id": str(user_id), "version": version, "applied": applied}
+
+    async def set_history(self, user_id: Any, item_ids: Any, event_id: str | None = None) -> dict[str, Any]:
+        """Sets a user from the items they engaged with (oldest first)."""
+        user_id = check_id(user_id, "user id")
+        item_ids = check_ids(item_ids)
+        if not item_ids:
+            raise InvalidInputError("a user history needs at least one item id")
+        event_id = None if event_id is None else check_id(event_id, "event id")
+        if self.store.applied(user_id, event_id):
+            return {"user_id": user_id, "version": self.store.get(user_id).version, "applied": False}
+        vectors, _ = await self.router.vectors_of.remote(item_ids)
+        version, applied = self.store.set_history(user_id, item_ids, vectors, event_id)
+        return {"user_id": user_id, "version": version, "applied": applied}
+
+    async def get(self, user_id: Any) -> dict[str, Any] | None:
+        """The user's state (vector, version, history, updated_at), or None if unknown."""
+        user_id = check_id(user_id, "user id")
+        state = self.store.get(user_id)
+        return None if state is None else state.as_dict(user_id)
+
+    async def recommend(
+        self,
+        user_id: Any,
+        k: int,
+        exclude_seen: bool = True,
+        categories: list[str] | None = None,
+        exclude: list[str] | None = None,
+    ) -> dict[str, Any]:
+        """Top-k items for a user; an unknown user gets the items nearest the catalog mean.
+
+        Returns:
+            {"user_id", "items": [{"item_id", "score", metadata...}], "version",
+            "cold_start", "partial", "failed_shards"}.
+        """
+        user_id = check_id(user_id, "user id")
+        k = check_k(k, self.config.index.max_k)
+        excluded = check_exclude(exclude) or []
+        state = self.store.get(user_id)
+        if exclude_seen:
+            excluded = excluded + self.store.seen(user_id)
+        vector = state.vector if state is not None else await self._cold_start_vector()
+        result: SearchResult = await self.router.search.remote(
+            vector, k, excluded or None, categories, with_metadata=True
+        )
+        return {
+            "user_id": user_id,
+            "items": result.query(0),
+            "version": 0 if state is None else state.version,
+            "cold_start": state is None,
+            "partial": result.partial,
+            "failed_shards": result.failed_shards,
+        }
+
+    async def count(self) -> int:
+        return len(self.store)
+
+
+UserVectorActor = ray.remote(UserVectors)

@@ -1,0 +1,78 @@
+"""Defaults for every rayrec knob, each overridable by an environment variable."""
+
+from __future__ import annotations
+
+import os
+
+
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ValueError(f"environment variable {name}={raw!r} is not a number") from None
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"environment variable {name}={raw!r} is not an integer") from None
+
+
+# Index and search.
+DEFAULT_INDEX_FACTORY = os.environ.get("RAYREC_INDEX_FACTORY", "Flat")
+DEFAULT_EF_SEARCH = _env_int("RAYREC_EF_SEARCH", 64)
+DEFAULT_NPROBE = _env_int("RAYREC_NPROBE", 16)
+DEFAULT_MAX_K = _env_int("RAYREC_MAX_K", 1000)
+# Rebuild a shard's index once this fraction of its rows are tombstones.
+DEFAULT_COMPACT_RATIO = _env_float("RAYREC_COMPACT_RATIO", 0.3)
+# Tombstones below this many rows never trigger a rebuild (not worth it).
+COMPACT_MIN_ROWS = _env_int("RAYREC_COMPACT_MIN_ROWS", 1024)
+# A filtered query with at most this many eligible rows is answered by exact
+# search over just those rows: cheaper than the index, and always k results.
+EXACT_SUBSET_MAX_ROWS = _env_int("RAYREC_EXACT_SUBSET_MAX_ROWS", 4096)
+# IVF indexes are trained once a shard holds this many vectors per list
+# (faiss warns below 39); until then the shard answers by exact search.
+IVF_TRAIN_POINTS_PER_LIST = _env_int("RAYREC_IVF_TRAIN_POINTS_PER_LIST", 39)
+# faiss uses BLAS for batches at least this large (7x faster at batch 64 here).
+FAISS_BLAS_THRESHOLD = _env_int("RAYREC_FAISS_BLAS_THRESHOLD", 20)
+SHARD_SEARCH_THREADS = _env_int("RAYREC_SHARD_SEARCH_THREADS", 1)
+SHARD_BUILD_THREADS = _env_int("RAYREC_SHARD_BUILD_THREADS", 1)
+
+# Topology and placement.
+DEFAULT_NUM_SHARDS = _env_int("RAYREC_NUM_SHARDS", 2)
+DEFAULT_NUM_USER_ACTORS = _env_int("RAYREC_NUM_USER_ACTORS", 1)
+DEFAULT_SHARD_NUM_CPUS = _env_float("RAYREC_SHARD_NUM_CPUS", 0.25)
+DEFAULT_ROUTER_NUM_CPUS = _env_float("RAYREC_ROUTER_NUM_CPUS", 0.25)
+DEFAULT_USER_ACTOR_NUM_CPUS = _env_float("RAYREC_USER_ACTOR_NUM_CPUS", 0.1)
+DEFAULT_NAMESPACE = os.environ.get("RAYREC_NAMESPACE", "rayrec")
+
+# Fan-out failure policy.
+DEFAULT_SHARD_TIMEOUT_S = _env_float("RAYREC_SHARD_TIMEOUT_S", 10.0)
+DEFAULT_SHARD_RETRIES = _env_int("RAYREC_SHARD_RETRIES", 1)
+DEFAULT_ON_SHARD_FAILURE = os.environ.get("RAYREC_ON_SHARD_FAILURE", "partial")
+# Most queries the router puts into one call per shard.
+DEFAULT_MAX_BATCH_QUERIES = _env_int("RAYREC_MAX_BATCH_QUERIES", 256)
+
+# Feedback rule: signed learning rate per event type (positive pulls the user
+# vector toward the item, negative pushes it away).
+DEFAULT_LEARNING_RATES: dict[str, float] = {
+    "click": 0.10,
+    "like": 0.25,
+    "purchase": 0.40,
+    "skip": -0.05,
+    "dislike": -0.25,
+}
+# Half-life of a user's vector between events; 0 disables time decay.
+DEFAULT_DECAY_HALF_LIFE_S = _env_float("RAYREC_DECAY_HALF_LIFE_S", 0.0)
+# Weight ratio between consecutive items when a user is set from a history.
+DEFAULT_HISTORY_RECENCY = _env_float("RAYREC_HISTORY_RECENCY", 0.9)
+DEFAULT_HISTORY_LEN = _env_int("RAYREC_HISTORY_LEN", 200)
+# Event ids remembered per user for idempotent replay.
+DEFAULT_EVENT_ID_MEMORY = _env_int("RAYREC_EVENT_ID_MEMORY", 100_000)

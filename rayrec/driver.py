@@ -1,0 +1,221 @@
+"""The Python driver API: start or connect to rayrec on a Ray cluster and use it."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import ray
+from ray.exceptions import RayTaskError
+
+from rayrec import constants as C
+from rayrec.config import RayrecConfig
+from rayrec.exceptions import InvalidInputError
+from rayrec.hashing import partition_of
+from rayrec.topk import SearchResult
+from rayrec.validation import check_id
+
+ROUTER_NAME = "router"
+
+
+def shard_name(i: int) -> str:
+    return f"shard-{i}"
+
+
+def users_name(i: int) -> str:
+    return f"users-{i}"
+
+
+def _get(ref: Any, timeout_s: float | None = None) -> Any:
+    """ray.get that raises the error an actor raised, not Ray's wrapper around it."""
+    try:
+        return ray.get(ref, timeout=timeout_s)
+    except RayTaskError as exc:
+        cause: BaseException = exc
+        while isinstance(cause, RayTaskError) and getattr(cause, "cause", None) is not None:
+            cause = cause.cause
+        if cause is exc:
+            raise
+        raise cause from None
+
+
+def build_actors(config: RayrecConfig, detached: bool = False) -> tuple[Any, list[Any], list[Any]]:
+    """Creates the named shard, router and user-vector actors of a rayrec system.
+
+    Returns:
+        (router, shards, user_actors) handles.
+    """
+    from actors.router import RouterActor
+    from actors.shard import ShardActor
+    from actors.user_vectors import UserVectorActor
+
+    common: dict[str, Any] = {"namespace": config.namespace}
+    if detached:
+        common["lifetime"] = "detached"
+    shards = [
+        ShardActor.options(name=shard_name(i), num_cpus=config.shard_num_cpus, **common).remote(
+            config, i, config.num_shards, C.SHARD_SEARCH_THREADS
+        )
+        for i in range(config.num_shards)
+    ]
+    router = RouterActor.options(name=ROUTER_NAME, num_cpus=config.router_num_cpus, **common).remote(config, shards)
+    users = [
+        UserVectorActor.options(name=users_name(i), num_cpus=config.user_actor_num_cpus, **common).remote(
+            config, router
+        )
+        for i in range(config.num_user_actors)
+    ]
+    _get(router.count.remote())  # waits until every shard and the router are up
+    _get([u.count.remote() for u in users])
+    return router, shards, users
+
+
+class Rayrec:
+    """A running rayrec system, driven from Python.
+
+    Use Rayrec.start(...) to create one (starting a local Ray if none is
+    connected) or Rayrec.connect(...) to attach to one another driver started.
+    Every method blocks until the system has applied the call.
+    """
+
+    def __init__(self, config: RayrecConfig, router: Any, shards: list[Any], users: list[Any], owns_ray: bool) -> None:
+        self.config = config
+        self.router = router
+        self.shards = shards
+        self.users = users
+        self._owns_ray = owns_ray
+
+    # ----- lifecycle ------------------------------------------------------
+    @classmethod
+    def start(
+        cls,
+        config: RayrecConfig,
+        address: str | None = None,
+        num_cpus: int | None = None,
+        catalog: str | pa.Table | None = None,
+        detached: bool = False,
+    ) -> Rayrec:
+        """Starts a rayrec system.
+
+        Args:
+            config: the system's settings.
+            address: a Ray cluster to connect to ("auto", "host:port"); None
+                starts a local Ray unless this process is already connected.
+            num_cpus: CPUs of a local Ray (default: all of this machine's).
+            catalog: optional Parquet path/URI or Arrow table to bulk-load.
+            detached: keep the actors alive after this driver exits.
+        """
+        owns_ray = False
+        if not ray.is_initialized():
+            kwargs: dict[str, Any] = {"namespace": config.namespace, "include_dashboard": False}
+            if address is None:
+                kwargs["num_cpus"] = num_cpus if num_cpus is not None else os.cpu_count()
+            ray.init(address=address, **kwargs)
+            owns_ray = True
+        router, shards, users = build_actors(config, detached)
+        system = cls(config, router, shards, users, owns_ray)
+        if catalog is not None:
+            system.load(catalog)
+        return system
+
+    @classmethod
+    def connect(cls, namespace: str = C.DEFAULT_NAMESPACE, address: str | None = "auto") -> Rayrec:
+        """Attaches to a running system by its named actors."""
+        owns_ray = False
+        if not ray.is_initialized():
+            ray.init(address=address, namespace=namespace)
+            owns_ray = True
+        try:
+            router = ray.get_actor(ROUTER_NAME, namespace=namespace)
+        except ValueError:
+            raise InvalidInputError(f"no rayrec system runs in Ray namespace {namespace!r}") from None
+        config: RayrecConfig = _get(router.get_config.remote())
+        shards = _get(router.get_shards.remote())
+        users = [ray.get_actor(users_name(i), namespace=namespace) for i in range(config.num_user_actors)]
+        return cls(config, router, shards, users, owns_ray)
+
+    def shutdown(self) -> None:
+        """Stops the system's actors (and the local Ray this object started)."""
+        for handle in [*self.users, self.router, *self.shards]:
+            try:
+                ray.kill(handle)
+            except Exception:  # already dead: nothing to stop
+                pass
+        if self._owns_ray:
+            ray.shutdown()
+
+    def __enter__(self) -> Rayrec:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+
+    # ----- items ----------------------------------------------------------
+    def load(self, source: str | pa.Table) -> int:
+        """Bulk-loads a catalog (Parquet path/URI or Arrow table with item_id and embedding)."""
+        if isinstance(source, os.PathLike):
+            source = os.fspath(source)
+        return _get(self.router.load.remote(source))
+
+    def upsert(self, ids: Sequence[Any], vectors: Any, metadata: dict[str, list[Any]] | None = None) -> int:
+        """Inserts or replaces items; returns how many were written."""
+        return _get(self.router.upsert.remote(list(ids), np.asarray(vectors, dtype=np.float32), metadata))
+
+    def delete(self, ids: Sequence[Any]) -> int:
+        """Deletes items; returns how many existed."""
+        return _get(self.router.delete.remote(list(ids)))
+
+    def fetch(self, ids: Sequence[Any]) -> list[dict[str, Any] | None]:
+        """Per id, its record (item_id, vector, metadata) or None."""
+        return _get(self.router.fetch.remote(list(ids)))
+
+    def count(self) -> int:
+        """Items in the catalog."""
+        return _get(self.router.count.remote())
+
+    def search(
+        self, vectors: Any, k: int = 10, exclude: Any = None, categories: Any = None, with_metadata: bool = False
+    ) -> SearchResult:
+        """Global top-k of one or more query vectors."""
+        return _get(self.router.search.remote(vectors, k, exclude, categories, with_metadata))
+
+    # ----- users ----------------------------------------------------------
+    def _users_of(self, user_id: Any) -> Any:
+        return self.users[partition_of(check_id(user_id, "user id"), len(self.users))]
+
+    def recommend(
+        self,
+        user_id: Any,
+        k: int = 10,
+        exclude_seen: bool = True,
+        categories: list[str] | None = None,
+        exclude: list[str] | None = None,
+    ) -> dict[str, Any]:
+        """Top-k items for a user (see UserVectors.recommend for the fields)."""
+        return _get(self._users_of(user_id).recommend.remote(user_id, k, exclude_seen, categories, exclude))
+
+    def feedback(self, user_id: Any, item_id: Any, event: str, event_id: str | None = None) -> dict[str, Any]:
+        """Applies click/like/purchase/skip/dislike; the next recommend sees it."""
+        return _get(self._users_of(user_id).feedback.remote(user_id, item_id, event, event_id))
+
+    def set_user(
+        self,
+        user_id: Any,
+        vector: Any = None,
+        history: Sequence[Any] | None = None,
+        event_id: str | None = None,
+    ) -> dict[str, Any]:
+        """Sets a user from a vector, or from a history of item ids (oldest first)."""
+        if (vector is None) == (history is None):
+            raise InvalidInputError("set_user needs exactly one of vector= or history=")
+        actor = self._users_of(user_id)
+        if vector is not None:
+            return _get(actor.set_vector.remote(user_id, np.asarray(vector, dtype=np.float32), event_id))
+        return _get(actor.set_history.remote(user_id, list(history or []), event_id))
+
+    def get_user(self, user_id: Any) -> dict[str, Any] | None:
+        """A user's vector, version, history and updated_at (None if unknown)."""
+        return _get(self._users_of(user_id).get.remote(user_id))

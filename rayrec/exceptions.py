@@ -1,0 +1,26 @@
+"""Errors rayrec raises; each message says what was wrong and what is accepted."""
+
+from __future__ import annotations
+
+
+class RayrecError(Exception):
+    """Base class of every rayrec error."""
+
+
+class InvalidInputError(RayrecError, ValueError):
+    """A caller passed a value rayrec cannot accept (bad vector, k, id, event...)."""
+
+
+class ItemNotFoundError(RayrecError, KeyError):
+    """An operation named an item id that no shard holds."""
+
+    def __str__(self) -> str:  # KeyError would quote the whole message
+        return str(self.args[0]) if self.args else "item not found"
+
+
+class ShardUnavailableError(RayrecError, RuntimeError):
+    """A shard failed or missed its deadline, and the router is set to raise."""
+
+
+class DimensionMismatchError(InvalidInputError):
+    """A vector's dimension differs from the index's."""

@@ -1,0 +1,399 @@
+"""One shard's items: a faiss inner-product index, the string-id map, metadata and tombstones.
+
+faiss ids are row numbers: row r holds the r-th vector ever added since the last
+compaction. Replacing or deleting an item tombstones its row; searches select
+live rows only (an IDSelector), so every index kind honours deletes, including
+those faiss cannot remove from (HNSW). Rows are compacted once tombstones pass
+a configured share.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import faiss
+import numpy as np
+
+from rayrec import constants as C
+from rayrec.config import IndexConfig
+from rayrec.exceptions import InvalidInputError
+from rayrec.topk import MISSING_ID, MISSING_SCORE
+from rayrec.validation import check_ids, check_vectors
+
+CATEGORY = "category"
+_NO_CATEGORY = -1
+
+
+@contextlib.contextmanager
+def omp_threads(n: int | None) -> Iterator[None]:
+    """Runs a block with faiss using n OpenMP threads (None leaves it alone)."""
+    if n is None:
+        yield
+        return
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(n)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(before)
+
+
+def _as_meta_column(name: str, values: Sequence[Any], n: int) -> list[str | None]:
+    if len(values) != n:
+        raise InvalidInputError(f"metadata column {name!r} has {len(values)} values for {n} items")
+    out: list[str | None] = []
+    for v in values:
+        if v is None or isinstance(v, str):
+            out.append(v)
+        else:
+            raise InvalidInputError(f"metadata column {name!r} must hold strings or None, got {type(v).__name__} {v!r}")
+    return out
+
+
+class ItemIndex:
+    """The items of one shard, searchable by inner product over L2-normalised vectors."""
+
+    def __init__(self, config: IndexConfig, build_threads: int | None = None) -> None:
+        self.config = config
+        self.build_threads = build_threads
+        self._index = self._new_faiss_index()
+        self._cap = 0
+        self._n = 0  # rows used (live + tombstoned)
+        self._indexed = 0  # rows already added to the faiss index
+        self._vectors = np.empty((0, config.dim), dtype=np.float32)
+        self._alive = np.empty(0, dtype=bool)
+        self._category = np.empty(0, dtype=np.int32)
+        self._ids = np.empty(0, dtype=object)
+        self._row: dict[str, int] = {}
+        self._cat_code: dict[str, int] = {}
+        self._meta: dict[str, list[str | None]] = {}
+        self._sum = np.zeros(config.dim, dtype=np.float64)
+        self._alive_bitmap: np.ndarray | None = None
+
+    # ----- faiss plumbing -------------------------------------------------
+    def _new_faiss_index(self) -> faiss.Index:
+        index = faiss.index_factory(self.config.dim, self.config.factory, faiss.METRIC_INNER_PRODUCT)
+        if hasattr(index, "hnsw"):
+            index.hnsw.efSearch = self.config.ef_search
+        ivf = self._ivf_of(index)
+        if ivf is not None:
+            ivf.nprobe = self.config.nprobe
+        return index
+
+    @staticmethod
+    def _ivf_of(index: faiss.Index) -> Any:
+        try:
+            return faiss.extract_index_ivf(index)
+        except RuntimeError:
+            return None
+
+    def _train_sizes(self) -> tuple[int, int]:
+        """(vectors needed before training, most vectors worth training on)."""
+        ivf = self._ivf_of(self._index)
+        centroids = ivf.nlist if ivf is not None else 256  # 256: a PQ sub-quantizer's codebook
+        return centroids * C.IVF_TRAIN_POINTS_PER_LIST, centroids * 256
+
+    def _search_params(self, selector: Any) -> faiss.SearchParameters:
+        if hasattr(self._index, "hnsw"):
+            return faiss.SearchParametersHNSW(sel=selector, efSearch=self.config.ef_search)
+        if self._ivf_of(self._index) is not None:
+            return faiss.SearchParametersIVF(sel=selector, nprobe=self.config.nprobe)
+        return faiss.SearchParameters(sel=selector)
+
+    @property
+    def index_ready(self) -> bool:
+        """Whether searches go through faiss (an untrained IVF answers exactly instead)."""
+        return bool(self._index.is_trained) and self._indexed == self._n
+
+    def _sync_index(self) -> None:
+        """Trains the index when it needs and can, then adds rows not yet indexed."""
+        with omp_threads(self.build_threads):
+            if not self._index.is_trained:
+                live = np.flatnonzero(self._alive[: self._n])
+                need, most = self._train_sizes()
+                if live.size < need:
+                    return  # too few vectors to train: searched exactly until then
+                rng = np.random.default_rng(0)
+                sample = rng.choice(live, size=min(live.size, most), replace=False)
+                self._index.train(self._vectors[np.sort(sample)])
+            if self._indexed < self._n:
+                self._index.add(self._vectors[self._indexed : self._n])
+                self._indexed = self._n
+
+    # ----- storage --------------------------------------------------------
+    def _reserve(self, extra: int) -> None:
+        need = self._n + extra
+        if need <= self._cap:
+            return
+        cap = max(need, 2 * self._cap, 1024)
+        vectors = np.empty((cap, self.config.dim), dtype=np.float32)
+        vectors[: self._n] = self._vectors[: self._n]
+        self._vectors = vectors
+        for name, fill, dtype in (("_alive", False, bool), ("_category", _NO_CATEGORY, np.int32), ("_ids", MISSING_ID, object)):
+            grown = np.full(cap, fill, dtype=dtype)
+            grown[: self._n] = getattr(self, name)[: self._n]
+            setattr(self, name, grown)
+        self._cap = cap
+
+    def _kill_row(self, row: int) -> None:
+        self._alive[row] = False
+        self._sum -= self._vectors[row]
+        self._alive_bitmap = None
+
+    # ----- writes ---------------------------------------------------------
+    def upsert(
+        self, ids: Sequence[Any], vectors: Any, metadata: Mapping[str, Sequence[Any]] | None = None
+    ) -> int:
+        """Inserts items, replacing any with the same id (the last of duplicates wins).
+
+        Args:
+            ids: item ids (non-empty strings, or integers taken as strings).
+            vectors: (n, dim) array; normalised here.
+            metadata: string columns of n values each (None allowed), e.g. category.
+
+        Returns:
+            The number of items written. Nothing is written if any input is bad.
+        """
+        ids = check_ids(ids)
+        vecs = check_vectors(vectors, self.config.dim)
+        n = len(ids)
+        if vecs.shape[0] != n:
+            raise InvalidInputError(f"got {n} ids but {vecs.shape[0]} vectors")
+        meta = {name: _as_meta_column(name, col, n) for name, col in (metadata or {}).items()}
+        for name in meta:
+            if name in ("item_id", "embedding", "vector"):
+                raise InvalidInputError(f"metadata column name {name!r} is reserved")
+        last = {item: pos for pos, item in enumerate(ids)}
+        if len(last) != n:
+            keep = sorted(last.values())
+            ids = [ids[p] for p in keep]
+            vecs = vecs[keep]
+            meta = {name: [col[p] for p in keep] for name, col in meta.items()}
+            n = len(ids)
+        if n == 0:
+            return 0
+
+        self._reserve(n)
+        for item in ids:
+            old = self._row.get(item)
+            if old is not None:
+                self._kill_row(old)
+        start = self._n
+        rows = range(start, start + n)
+        self._vectors[start : start + n] = vecs
+        self._alive[start : start + n] = True
+        self._ids[start : start + n] = ids
+        categories = meta.pop(CATEGORY, [None] * n)
+        self._category[start : start + n] = [self._code(c) for c in categories]
+        for name in set(self._meta) | set(meta):
+            column = self._meta.setdefault(name, [None] * start)
+            column.extend(meta.get(name, [None] * n))
+        self._row.update(zip(ids, rows))
+        self._sum += vecs.sum(axis=0, dtype=np.float64)
+        self._n += n
+        self._alive_bitmap = None
+        self._sync_index()
+        self._maybe_compact()
+        return n
+
+    def _code(self, category: str | None) -> int:
+        if category is None:
+            return _NO_CATEGORY
+        return self._cat_code.setdefault(category, len(self._cat_code))
+
+    def delete(self, ids: Sequence[Any]) -> int:
+        """Deletes items by id; unknown ids are ignored. Returns how many were deleted."""
+        deleted = 0
+        for item in check_ids(ids):
+            row = self._row.pop(item, None)
+            if row is not None:
+                self._kill_row(row)
+                deleted += 1
+        if deleted:
+            self._maybe_compact()
+        return deleted
+
+    def clear(self) -> None:
+        """Removes every item."""
+        self.__init__(self.config, self.build_threads)  # type: ignore[misc]
+
+    def _maybe_compact(self) -> None:
+        dead = self._n - len(self._row)
+        if dead >= C.COMPACT_MIN_ROWS and dead >= self.config.compact_ratio * self._n:
+            self.compact()
+
+    def compact(self) -> None:
+        """Drops tombstoned rows and rebuilds the faiss index over the live ones."""
+        live = np.flatnonzero(self._alive[: self._n])
+        trained_ivf = self._index.is_trained and self._ivf_of(self._index) is not None
+        if trained_ivf:  # keep the trained coarse quantizer; only the lists are rebuilt
+            index = faiss.clone_index(self._index)
+            index.reset()
+        else:
+            index = self._new_faiss_index()
+        self._vectors = np.ascontiguousarray(self._vectors[live])
+        self._alive = np.ones(live.size, dtype=bool)
+        self._category = self._category[live].copy()
+        self._ids = self._ids[live].copy()
+        self._meta = {name: [col[r] for r in live] for name, col in self._meta.items()}
+        self._row = {item: r for r, item in enumerate(self._ids)}
+        self._sum = self._vectors.sum(axis=0, dtype=np.float64)
+        self._n = self._cap = live.size
+        self._index = index
+        self._indexed = 0
+        self._alive_bitmap = None
+        self._sync_index()
+
+    # ----- reads ----------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self._row)
+
+    @property
+    def tombstones(self) -> int:
+        """Rows that are dead but still in the faiss index."""
+        return self._n - len(self._row)
+
+    def __contains__(self, item: str) -> bool:
+        return item in self._row
+
+    def vector_sum(self) -> tuple[np.ndarray, int]:
+        """Sum of the live (normalised) vectors and their count."""
+        return self._sum.copy(), len(self._row)
+
+    def fetch(self, ids: Sequence[Any]) -> list[dict[str, Any] | None]:
+        """Per id, a dict of item_id, vector (float32) and metadata; None when absent."""
+        ids = check_ids(ids)
+        meta = self.metadata_of(np.array(ids, dtype=object))
+        out: list[dict[str, Any] | None] = []
+        for item, record in zip(ids, meta):
+            if record is None:
+                out.append(None)
+            else:
+                out.append({"item_id": item, "vector": self._vectors[self._row[item]].copy(), **record})
+        return out
+
+    def metadata_of(self, ids: np.ndarray) -> np.ndarray:
+        """Object array shaped like ids: the metadata dict of each id (None for "")."""
+        names = {code: name for name, code in self._cat_code.items()}
+        out = np.full(ids.shape, None, dtype=object)
+        for pos, item in np.ndenumerate(ids):
+            row = self._row.get(item)
+            if row is not None:
+                record = {CATEGORY: names.get(int(self._category[row]))}
+                record.update((name, col[row]) for name, col in self._meta.items())
+                out[pos] = record
+        return out
+
+    def vectors_of(self, ids: Sequence[str]) -> tuple[np.ndarray, list[bool]]:
+        """Vectors of the given ids (zeros where absent) and which were found."""
+        out = np.zeros((len(ids), self.config.dim), dtype=np.float32)
+        found = []
+        for pos, item in enumerate(ids):
+            row = self._row.get(item)
+            found.append(row is not None)
+            if row is not None:
+                out[pos] = self._vectors[row]
+        return out, found
+
+    # ----- search ---------------------------------------------------------
+    def search(
+        self,
+        queries: np.ndarray,
+        k: int,
+        excludes: Sequence[Sequence[str] | None] | None = None,
+        categories: Sequence[Sequence[str] | None] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k live items per query, honouring per-query exclusions and category filters.
+
+        Args:
+            queries: (nq, dim) float32, already checked and normalised.
+            k: results per query.
+            excludes: per query, item ids never to return (or None).
+            categories: per query, the categories allowed (or None for all).
+
+        Returns:
+            (scores (nq, k) float32, ids (nq, k) object), best first; when fewer
+            than k items are eligible the tail holds -inf and "".
+        """
+        nq = queries.shape[0]
+        excludes = excludes or [None] * nq
+        categories = categories or [None] * nq
+        scores = np.full((nq, k), MISSING_SCORE, dtype=np.float32)
+        ids = np.full((nq, k), MISSING_ID, dtype=object)
+        if nq == 0 or not self._row:
+            return scores, ids
+        plain = [q for q in range(nq) if not excludes[q] and categories[q] is None]
+        if plain:
+            mask = None if self.tombstones == 0 else self._alive[: self._n]
+            s, r = self._search_mask(queries[plain], k, mask, len(self._row), alive_only=True)
+            self._fill(scores, ids, plain, s, r)
+        for q in range(nq):
+            if excludes[q] or categories[q] is not None:
+                mask = self._mask(excludes[q], categories[q])
+                s, r = self._search_mask(queries[q : q + 1], k, mask, int(mask.sum()))
+                self._fill(scores, ids, [q], s, r)
+        return scores, ids
+
+    def _fill(self, scores: np.ndarray, ids: np.ndarray, at: list[int], s: np.ndarray, rows: np.ndarray) -> None:
+        width = s.shape[1]
+        valid = rows >= 0
+        taken = np.full(rows.shape, MISSING_ID, dtype=object)
+        taken[valid] = self._ids[rows[valid]]
+        ids[at, :width] = taken
+        scores[at, :width] = np.where(valid, s, MISSING_SCORE)
+
+    def _mask(self, exclude: Sequence[str] | None, categories: Sequence[str] | None) -> np.ndarray:
+        mask = self._alive[: self._n].copy()
+        if categories is not None:
+            codes = [self._cat_code[c] for c in categories if c in self._cat_code]
+            mask &= np.isin(self._category[: self._n], codes)
+        if exclude:
+            rows = [r for r in (self._row.get(i) for i in exclude) if r is not None]
+            mask[rows] = False
+        return mask
+
+    def _search_mask(
+        self, q: np.ndarray, k: int, mask: np.ndarray | None, eligible: int, alive_only: bool = False
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Searches rows allowed by mask (None = all rows); eligible = how many that is.
+
+        alive_only says the mask is exactly the live rows, whose bitmap is cached.
+        """
+        want = min(k, eligible)
+        if want == 0:
+            return np.full((q.shape[0], 0), MISSING_SCORE, np.float32), np.full((q.shape[0], 0), -1, np.int64)
+        if not self.index_ready or (mask is not None and eligible <= C.EXACT_SUBSET_MAX_ROWS):
+            return self._exact(q, want, mask)
+        selector, keep = None, None
+        if mask is not None:
+            if alive_only:
+                if self._alive_bitmap is None:
+                    self._alive_bitmap = np.packbits(mask, bitorder="little")
+                keep = self._alive_bitmap
+            else:
+                keep = np.packbits(mask, bitorder="little")
+            selector = faiss.IDSelectorBitmap(keep.size, faiss.swig_ptr(keep))
+        s, r = self._index.search(q, want, params=self._search_params(selector))
+        del keep  # the bitmap must outlive the search call above
+        short = np.flatnonzero((r >= 0).sum(axis=1) < want)
+        if short.size:  # an approximate index missed eligible items: answer those exactly
+            es, er = self._exact(q[short], want, mask)
+            s[short], r[short] = es, er
+        return s, r
+
+    def _exact(self, q: np.ndarray, want: int, mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        rows = np.flatnonzero(mask) if mask is not None else np.flatnonzero(self._alive[: self._n])
+        sims = q @ self._vectors[rows].T
+        want = min(want, rows.size)
+        if want < rows.size:
+            part = np.argpartition(-sims, want - 1, axis=1)[:, :want]
+        else:
+            part = np.broadcast_to(np.arange(rows.size), (q.shape[0], rows.size))
+        top = np.take_along_axis(sims, part, axis=1)
+        order = np.argsort(-top, axis=1, kind="stable")
+        return (
+            np.take_along_axis(top, order, axis=1).astype(np.float32),
+            rows[np.take_along_axis(part, order, axis=1)].astype(np.int64),
+        )

@@ -1,0 +1,182 @@
+"""User interest vectors and the real-time feedback rule, without Ray."""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from rayrec.config import FeedbackRule
+from rayrec.exceptions import InvalidInputError
+from rayrec.validation import check_event, check_id, check_vectors
+
+_MIN_NORM = 1e-12
+
+
+def normalise(v: np.ndarray) -> np.ndarray:
+    """v / |v| as float32; a zero vector is returned unchanged."""
+    norm = float(np.linalg.norm(v))
+    return (v / norm).astype(np.float32) if norm > _MIN_NORM else v.astype(np.float32)
+
+
+def decay_factor(elapsed_s: float, half_life_s: float) -> float:
+    """Weight left on the old vector after elapsed_s (1 when decay is off)."""
+    if half_life_s <= 0 or elapsed_s <= 0:
+        return 1.0
+    return 0.5 ** (elapsed_s / half_life_s)
+
+
+def update_vector(v: np.ndarray, x: np.ndarray, rate: float, decay: float = 1.0) -> np.ndarray:
+    """The feedback rule: normalise(decay * v + rate * x).
+
+    A positive rate turns v toward the item vector x, a negative one away from
+    it; with unit v and x and |rate| < 1 the result is never the zero vector.
+    """
+    out = normalise(decay * v.astype(np.float64) + rate * x.astype(np.float64))
+    if float(np.linalg.norm(out)) <= _MIN_NORM:  # only if v = 0 and rate = 0
+        raise InvalidInputError("feedback left the user vector at zero; use a non-zero learning rate")
+    return out
+
+
+def history_vector(vectors: np.ndarray, recency: float) -> np.ndarray:
+    """Recency-weighted mean of item vectors (oldest first), normalised.
+
+    The newest item weighs 1, the one before it `recency`, then recency**2, ...
+    """
+    n = vectors.shape[0]
+    if n == 0:
+        raise InvalidInputError("a user history needs at least one item")
+    weights = recency ** np.arange(n - 1, -1, -1, dtype=np.float64)
+    return normalise(weights @ vectors.astype(np.float64))
+
+
+@dataclass(slots=True)
+class UserState:
+    """One user: interest vector, version, bounded history and applied event ids."""
+
+    vector: np.ndarray
+    version: int = 0
+    updated_at: float = 0.0
+    history: deque[tuple[str, str, float]] = field(default_factory=deque)
+    event_ids: OrderedDict[str, None] = field(default_factory=OrderedDict)
+
+    def as_dict(self, user_id: str) -> dict[str, Any]:
+        return {
+            "user_id": user_id,
+            "vector": self.vector.copy(),
+            "version": self.version,
+            "updated_at": self.updated_at,
+            "history": [{"item_id": i, "event": e, "timestamp": t} for i, e, t in self.history],
+        }
+
+
+class UserStore:
+    """The users of one partition, updated by the feedback rule."""
+
+    def __init__(self, dim: int, rule: FeedbackRule, clock: Callable[[], float] = time.time) -> None:
+        self.dim = dim
+        self.rule = rule
+        self._clock = clock
+        self._users: dict[str, UserState] = {}
+
+    def __len__(self) -> int:
+        return len(self._users)
+
+    def get(self, user_id: str) -> UserState | None:
+        return self._users.get(user_id)
+
+    def seen(self, user_id: str) -> list[str]:
+        """Item ids in the user's recent history (what exclude_seen excludes)."""
+        state = self._users.get(user_id)
+        return [] if state is None else list(dict.fromkeys(i for i, _, _ in state.history))
+
+    def applied(self, user_id: str, event_id: str | None) -> bool:
+        """Whether this event id was already applied to this user."""
+        state = self._users.get(user_id)
+        return event_id is not None and state is not None and event_id in state.event_ids
+
+    def _state(self, user_id: str) -> UserState:
+        state = self._users.get(user_id)
+        if state is None:
+            state = UserState(
+                vector=np.zeros(self.dim, dtype=np.float32),
+                history=deque(maxlen=self.rule.history_len),
+            )
+            self._users[user_id] = state
+        return state
+
+    def _commit(self, state: UserState, vector: np.ndarray, event_id: str | None, now: float) -> int:
+        state.vector = vector
+        state.version += 1
+        state.updated_at = now
+        if event_id is not None:
+            state.event_ids[event_id] = None
+            while len(state.event_ids) > self.rule.event_id_memory:
+                state.event_ids.popitem(last=False)
+        return state.version
+
+    def set_vector(self, user_id: str, vector: Any, event_id: str | None = None) -> tuple[int, bool]:
+        """Sets a user's vector. Returns (version, applied); a known event id applies nothing."""
+        user_id = check_id(user_id, "user id")
+        vec = check_vectors(vector, self.dim, what="user vector")
+        if vec.shape[0] != 1:
+            raise InvalidInputError(f"a user vector is one vector, got {vec.shape[0]}")
+        if self.applied(user_id, event_id):
+            return self._users[user_id].version, False
+        state = self._state(user_id)
+        return self._commit(state, vec[0], event_id, self._clock()), True
+
+    def set_history(
+        self, user_id: str, item_ids: Sequence[str], vectors: np.ndarray, event_id: str | None = None
+    ) -> tuple[int, bool]:
+        """Sets a user from a history (oldest first): the vector is its recency-weighted mean."""
+        user_id = check_id(user_id, "user id")
+        if len(item_ids) != vectors.shape[0]:
+            raise InvalidInputError(f"got {len(item_ids)} history items but {vectors.shape[0]} vectors")
+        if self.applied(user_id, event_id):
+            return self._users[user_id].version, False
+        vec = history_vector(check_vectors(vectors, self.dim, what="item vector"), self.rule.history_recency)
+        state = self._state(user_id)
+        now = self._clock()
+        state.history.clear()
+        state.history.extend((item, "history", now) for item in item_ids)
+        return self._commit(state, vec, event_id, now), True
+
+    def apply(
+        self,
+        user_id: str,
+        item_id: str,
+        event: str,
+        item_vector: np.ndarray,
+        event_id: str | None = None,
+        start: np.ndarray | None = None,
+    ) -> tuple[int, bool]:
+        """Applies one feedback event. Returns (version, applied).
+
+        Args:
+            item_vector: the item's (normalised) vector.
+            event_id: optional; an id already applied to this user changes nothing.
+            start: vector a user without one starts from (e.g. the catalog mean).
+        """
+        user_id = check_id(user_id, "user id")
+        item_id = check_id(item_id)
+        event = check_event(event)
+        if self.applied(user_id, event_id):
+            return self._users[user_id].version, False
+        x = check_vectors(item_vector, self.dim, what="item vector")[0]
+        now = self._clock()
+        state = self._users.get(user_id)
+        if state is not None:
+            v = state.vector
+            decay = decay_factor(now - state.updated_at, self.rule.decay_half_life_s)
+        else:
+            v = np.zeros(self.dim, np.float32) if start is None else normalise(np.asarray(start, np.float32))
+            decay = 1.0
+        vector = update_vector(v, x, self.rule.learning_rates[event], decay)
+        state = self._state(user_id)
+        state.history.append((item_id, event, now))
+        return self._commit(state, vector, event_id, now), True
