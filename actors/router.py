@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,7 +13,7 @@ import ray
 
 from rayrec.config import RayrecConfig
 from rayrec.exceptions import InvalidInputError, ItemNotFoundError, ShardUnavailableError
-from rayrec.fanout import Coalescer, FanOutResult, fan_out
+from rayrec.fanout import Coalescer, FanOutResult, describe, fan_out
 from rayrec.hashing import group_by_partition
 from rayrec.topk import SearchResult, merge_topk
 from rayrec.validation import check_categories, check_exclude, check_ids, check_k, check_vectors, per_query
@@ -30,8 +31,9 @@ class _Query:
 class Router:
     """Query fan-out with exact merge, coalescing concurrent queries into one call per shard.
 
-    Every write goes to the shard that owns the id (stable hash). Plain async
-    Python over shard handles; RouterActor is this class as a Ray async actor.
+    Every write goes to the shard that owns the id (stable hash of the id over
+    the number of shards). Plain async Python over shard handles; RouterActor
+    is this class as a Ray async actor.
     """
 
     def __init__(self, config: RayrecConfig, shards: list[Any]) -> None:
@@ -44,18 +46,42 @@ class Router:
         )
 
     # ----- fan-out helpers -----------------------------------------------
-    async def _all(self, method: str, *args: Any, tolerate: bool = False) -> FanOutResult[Any]:
-        calls = [lambda s=s: getattr(s, method).remote(*args) for s in self.shards]
-        return self._check(await fan_out(calls, self.config.shard_timeout_s, self.config.shard_retries), tolerate)
+    async def _fan_out(
+        self,
+        calls: list[Callable[[], Awaitable[Any]]],
+        kind: str,
+        tolerate: bool = False,
+        shard_ids: list[int] | None = None,
+    ) -> FanOutResult[Any]:
+        """Runs shard calls under the deadline and retries of their kind (query, write, load).
 
-    def _check(self, res: FanOutResult[Any], tolerate: bool) -> FanOutResult[Any]:
-        if res.errors and (not tolerate or len(res.errors) == len(self.shards)):
-            detail = "; ".join(f"shard {i}: {e}" for i, e in sorted(res.errors.items()))
-            raise ShardUnavailableError(f"{len(res.errors)} of {len(self.shards)} shards failed: {detail}")
+        shard_ids names the shard of each call in errors (default: call i is shard i).
+        """
+        cfg = self.config
+        timeout, retries = {
+            "query": (cfg.shard_timeout_s, cfg.shard_retries),
+            "write": (cfg.write_timeout_s, cfg.shard_retries),
+            "load": (cfg.load_timeout_s, 0),
+        }[kind]
+        res = await fan_out(calls, timeout, retries)
+        bad_request = res.caller_error()
+        if bad_request is not None:
+            raise bad_request
+        if res.errors and (not tolerate or len(res.errors) == len(calls)):
+            names = shard_ids or list(range(len(calls)))
+            detail = "; ".join(f"shard {names[i]}: {describe(e)}" for i, e in sorted(res.errors.items()))
+            raise ShardUnavailableError(f"{len(res.errors)} of {len(calls)} shards failed: {detail}")
         return res
 
-    async def _by_owner(self, method: str, ids: list[str], *columns: Any) -> dict[int, Any]:
-        """Calls method on each owning shard with its ids (and the matching rows of columns)."""
+    async def _all(self, method: str, *args: Any, kind: str = "query", tolerate: bool = False) -> FanOutResult[Any]:
+        calls = [lambda s=s: getattr(s, method).remote(*args) for s in self.shards]
+        return await self._fan_out(calls, kind, tolerate)
+
+    async def _by_owner(self, method: str, ids: list[str], *columns: Any, kind: str = "query") -> list[tuple[list[int], Any]]:
+        """Calls method on each owning shard with its ids (and the matching rows of columns).
+
+        Returns (positions in ids, shard's answer) per owning shard.
+        """
         groups = group_by_partition(ids, len(self.shards))
         owners = sorted(groups)
         calls = []
@@ -63,8 +89,8 @@ class Router:
             pos = groups[shard]
             args = [[ids[p] for p in pos]] + [_rows(c, pos) for c in columns]
             calls.append(lambda s=self.shards[shard], a=args: getattr(s, method).remote(*a))
-        res = self._check(await fan_out(calls, self.config.shard_timeout_s, self.config.shard_retries), False)
-        return {shard: (groups[shard], out) for shard, out in zip(owners, res.results)}
+        res = await self._fan_out(calls, kind, shard_ids=owners)
+        return [(groups[shard], out) for shard, out in zip(owners, res.results)]
 
     # ----- queries --------------------------------------------------------
     async def search(
@@ -114,14 +140,12 @@ class Router:
         return out
 
     async def mean_vector(self) -> np.ndarray | None:
-        """Normalised mean of every live item vector (None for an empty catalog)."""
+        """Normalised mean of every live item vector (None for an empty catalog or no direction)."""
         res = await self._all("vector_sum")
         total = sum(r[0] for r in res.results)
         count = sum(r[1] for r in res.results)
-        if count == 0:
-            return None
-        norm = float(np.linalg.norm(total))
-        if norm < 1e-9:  # the vectors cancel out: the mean has no direction
+        norm = float(np.linalg.norm(total)) if count else 0.0
+        if norm < 1e-9:
             return None
         return (total / norm).astype(np.float32)
 
@@ -130,7 +154,7 @@ class Router:
         """Per id, its record (item_id, vector, metadata) or None."""
         ids = check_ids(ids)
         out: list[dict[str, Any] | None] = [None] * len(ids)
-        for pos, records in (await self._by_owner("fetch", ids)).values():
+        for pos, records in await self._by_owner("fetch", ids):
             for p, rec in zip(pos, records):
                 out[p] = rec
         return out
@@ -140,7 +164,7 @@ class Router:
         ids = check_ids(ids)
         vectors = np.zeros((len(ids), self.config.index.dim), dtype=np.float32)
         found = [False] * len(ids)
-        for pos, (vecs, hit) in (await self._by_owner("vectors_of", ids)).values():
+        for pos, (vecs, hit) in await self._by_owner("vectors_of", ids):
             vectors[pos] = vecs
             for p, h in zip(pos, hit):
                 found[p] = h
@@ -157,30 +181,38 @@ class Router:
 
     # ----- writes ---------------------------------------------------------
     async def upsert(self, ids: Any, vectors: Any, metadata: dict[str, list[Any]] | None = None) -> int:
-        """Inserts or replaces items on their owning shards; returns how many were written."""
+        """Inserts or replaces items on their owning shards; returns how many were written.
+
+        Input is checked whole before any shard is written. A shard failure
+        raises ShardUnavailableError; upserts are idempotent, so retrying the
+        call is safe.
+        """
         ids = check_ids(ids)
         vecs = check_vectors(vectors, self.config.index.dim, what="item vector")
         if vecs.shape[0] != len(ids):
             raise InvalidInputError(f"got {len(ids)} ids but {vecs.shape[0]} vectors")
         metadata = dict(metadata or {})
         for name, col in metadata.items():
-            if len(col) != len(ids):
-                raise InvalidInputError(f"metadata column {name!r} has {len(col)} values for {len(ids)} items")
+            if isinstance(col, (str, bytes)) or len(col) != len(ids):
+                raise InvalidInputError(f"metadata column {name!r} must be a list of {len(ids)} values")
+            bad = next((v for v in col if v is not None and not isinstance(v, str)), None)
+            if bad is not None:
+                raise InvalidInputError(f"metadata column {name!r} must hold strings or None, got {bad!r}")
         if not ids:
             return 0
         names = list(metadata)
-        calls = await self._by_owner("upsert", ids, vecs, _MetaColumns(names, [metadata[n] for n in names]))
-        return sum(out for _, out in calls.values())
+        meta = _MetaColumns(names, [metadata[n] for n in names])
+        return sum(out for _, out in await self._by_owner("upsert", ids, vecs, meta, kind="write"))
 
     async def delete(self, ids: Any) -> int:
-        """Deletes items by id; returns how many existed."""
+        """Deletes items by id; returns how many existed. Idempotent."""
         ids = check_ids(ids)
         if not ids:
             return 0
-        return sum(out for _, out in (await self._by_owner("delete", ids)).values())
+        return sum(out for _, out in await self._by_owner("delete", ids, kind="write"))
 
     async def load(self, source: str | pa.Table) -> int:
-        """Bulk-loads a catalog (Parquet path/URI or Arrow table), all shards or none.
+        """Bulk-loads a catalog (Parquet path/URI or Arrow table): all shards or none.
 
         Each shard reads the rows it owns and checks them; only when every shard
         has staged its rows without error are they applied.
@@ -189,16 +221,18 @@ class Router:
             raise InvalidInputError(f"a catalog is a Parquet path or a pyarrow Table, got {type(source).__name__}")
         if isinstance(source, pa.Table):
             source = ray.put(source)  # one copy in the object store, read by every shard
+        n = len(self.shards)
+        calls = [lambda s=s, i=i: s.stage.remote(source, i, n) for i, s in enumerate(self.shards)]
         try:
-            staged = await self._all("stage", source)
+            await self._fan_out(calls, "load")
         except BaseException:
             await asyncio.gather(*(s.abort_staged.remote() for s in self.shards), return_exceptions=True)
             raise
-        del staged
-        return sum((await self._all("commit_staged")).results)
+        return sum((await self._all("commit_staged", kind="load")).results)
 
     async def clear(self) -> None:
-        await self._all("clear")
+        """Removes every item from every shard."""
+        await self._all("clear", kind="write")
 
     def get_config(self) -> RayrecConfig:
         return self.config

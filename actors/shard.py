@@ -24,23 +24,17 @@ class Shard:
     calls one at a time, in order.
     """
 
-    def __init__(self, config: RayrecConfig, shard_id: int, num_shards: int, threads: int | None = None) -> None:
+    def __init__(self, config: RayrecConfig, shard_id: int, threads: int | None = None) -> None:
         if threads is not None:
             import faiss
 
             # One OpenMP thread per actor: two make a single query ~2x slower on 2 cores.
             faiss.omp_set_num_threads(threads)
             faiss.cvar.distance_compute_blas_threshold = C.FAISS_BLAS_THRESHOLD
-        if not 0 <= shard_id < num_shards:
-            raise InvalidInputError(f"shard id {shard_id} is outside 0..{num_shards - 1}")
         self.config = config
         self.shard_id = shard_id
-        self.num_shards = num_shards
         self.index = ItemIndex(config.index, build_threads=C.SHARD_BUILD_THREADS)
         self._staged: list[ItemBatch] = []
-
-    def _mine(self, ids: list[str]) -> np.ndarray:
-        return partitions_of(ids, self.num_shards) == self.shard_id
 
     def search(
         self,
@@ -57,9 +51,18 @@ class Shard:
             return scores, ids, self.index.metadata_of(ids)
         return scores, ids
 
-    def stage(self, source: str | pa.Table) -> int:
-        """Reads and checks this shard's rows of a catalog without applying them yet."""
-        batches = list(iter_items(source, self.config.index.dim, keep=self._mine))
+    def stage(self, source: str | pa.Table, part: int, num_parts: int) -> int:
+        """Reads and checks the catalog rows whose ids hash to part (of num_parts), without applying them.
+
+        The router owns the layout, so it says which part this shard holds.
+        """
+        if not 0 <= part < num_parts:
+            raise InvalidInputError(f"part {part} is outside 0..{num_parts - 1}")
+
+        def mine(ids: list[str]) -> np.ndarray:
+            return partitions_of(ids, num_parts) == part
+
+        batches = list(iter_items(source, self.config.index.dim, keep=mine))
         self._staged.extend(batches)
         return sum(len(b) for b in batches)
 

@@ -71,8 +71,19 @@ def check_schema(schema: pa.Schema, dim: int, where: str) -> list[str]:
     return [n for n in names if n not in (ID_COLUMN, EMBEDDING_COLUMN) and _is_stringish(schema.field(n).type)]
 
 
-def batch_to_items(batch: pa.RecordBatch | pa.Table, dim: int, meta_columns: list[str], where: str, first_row: int = 0) -> ItemBatch:
-    """Converts rows of a checked catalog to an ItemBatch, naming the first bad row."""
+def batch_to_items(
+    batch: pa.RecordBatch | pa.Table,
+    dim: int,
+    meta_columns: list[str],
+    where: str,
+    first_row: int = 0,
+    keep: Callable[[list[str]], np.ndarray] | None = None,
+) -> ItemBatch:
+    """Converts rows of a checked catalog to an ItemBatch, naming the first bad row.
+
+    keep, given the batch's ids, selects the rows to convert (a shard keeps its
+    own); only those rows' vectors are read and checked.
+    """
     ids_col = batch.column(ID_COLUMN)
     if ids_col.null_count:
         row = first_row + int(pc.index(pc.is_null(ids_col), True).as_py())
@@ -81,28 +92,40 @@ def batch_to_items(batch: pa.RecordBatch | pa.Table, dim: int, meta_columns: lis
     empty = [p for p, v in enumerate(ids) if not v.strip()]
     if empty:
         raise InvalidInputError(f"{where}: row {first_row + empty[0]} has an empty '{ID_COLUMN}'")
+    rows = np.arange(len(ids))
+    if keep is not None:
+        rows = np.flatnonzero(keep(ids))
+        batch = batch.take(pa.array(rows))
+        ids = [ids[p] for p in rows]
     emb = batch.column(EMBEDDING_COLUMN)
     if isinstance(emb, pa.ChunkedArray):
         emb = emb.combine_chunks()
     if emb.null_count:
-        row = first_row + int(pc.index(pc.is_null(emb), True).as_py())
-        raise InvalidInputError(f"{where}: row {row} (item {ids[row - first_row]!r}) has no '{EMBEDDING_COLUMN}'")
+        p = int(pc.index(pc.is_null(emb), True).as_py())
+        raise InvalidInputError(f"{where}: row {first_row + rows[p]} (item {ids[p]!r}) has no '{EMBEDDING_COLUMN}'")
     lengths = pc.list_value_length(emb).to_numpy(zero_copy_only=False)
     bad = np.flatnonzero(lengths != dim)
     if bad.size:
         p = int(bad[0])
         raise InvalidInputError(
-            f"{where}: row {first_row + p} (item {ids[p]!r}) has a {lengths[p]}-d embedding, "
+            f"{where}: row {first_row + rows[p]} (item {ids[p]!r}) has a {lengths[p]}-d embedding, "
             f"but the index holds {dim}-d vectors"
         )
     flat = emb.flatten()
     if flat.null_count:
         raise InvalidInputError(f"{where}: '{EMBEDDING_COLUMN}' contains null values")
     values = flat.to_numpy(zero_copy_only=False).reshape(len(ids), dim)
-    try:
-        vectors = check_vectors(values, dim, what="embedding")
-    except InvalidInputError as exc:
-        raise InvalidInputError(f"{where}: {exc} (counting from row {first_row})") from None
+    finite = np.isfinite(values).all(axis=1)
+    if not finite.all():
+        p = int(np.flatnonzero(~finite)[0])
+        raise InvalidInputError(
+            f"{where}: row {first_row + rows[p]} (item {ids[p]!r}) has NaN or infinite values in '{EMBEDDING_COLUMN}'"
+        )
+    norms = np.linalg.norm(values, axis=1)
+    if (norms == 0).any():
+        p = int(np.flatnonzero(norms == 0)[0])
+        raise InvalidInputError(f"{where}: row {first_row + rows[p]} (item {ids[p]!r}) has an all-zero embedding")
+    vectors = check_vectors(values, dim, what="embedding")
     metadata = {name: batch.column(name).cast(pa.string()).to_pylist() for name in meta_columns}
     return ItemBatch(ids, vectors, metadata)
 
@@ -143,10 +166,8 @@ def iter_items(
         raise InvalidInputError(f"a catalog is a Parquet path or a pyarrow Table, got {type(source).__name__}")
     row = 0
     for batch in batches:
-        items = batch_to_items(batch, dim, meta, where, first_row=row)
+        items = batch_to_items(batch, dim, meta, where, first_row=row, keep=keep)
         row += batch.num_rows
-        if keep is not None:
-            items = items.take(np.flatnonzero(keep(items.ids)))
         if len(items):
             yield items
 

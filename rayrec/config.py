@@ -116,7 +116,9 @@ class RayrecConfig:
         num_shards: item shards; items are placed by a stable hash of their id.
         num_user_actors: user-vector actors; users are placed by a stable hash.
         shard_timeout_s: deadline of one shard call inside a query.
-        shard_retries: retries of a failed or late shard call before giving up.
+        shard_retries: retries of a failed or late shard query or write before giving up.
+        write_timeout_s: deadline of one shard's part of an upsert or delete.
+        load_timeout_s: deadline of one shard's part of a bulk load (not retried).
         on_shard_failure: "partial" returns the answering shards' merge flagged
             partial; "raise" raises ShardUnavailableError.
         max_batch_queries: most queries the router sends to a shard in one call.
@@ -130,6 +132,8 @@ class RayrecConfig:
     num_user_actors: int = C.DEFAULT_NUM_USER_ACTORS
     shard_timeout_s: float = C.DEFAULT_SHARD_TIMEOUT_S
     shard_retries: int = C.DEFAULT_SHARD_RETRIES
+    write_timeout_s: float = C.DEFAULT_WRITE_TIMEOUT_S
+    load_timeout_s: float = C.DEFAULT_LOAD_TIMEOUT_S
     on_shard_failure: str = C.DEFAULT_ON_SHARD_FAILURE
     max_batch_queries: int = C.DEFAULT_MAX_BATCH_QUERIES
     shard_num_cpus: float = C.DEFAULT_SHARD_NUM_CPUS
@@ -148,8 +152,10 @@ class RayrecConfig:
         _positive_int("max_batch_queries", self.max_batch_queries)
         if isinstance(self.shard_retries, bool) or not isinstance(self.shard_retries, int) or self.shard_retries < 0:
             raise InvalidInputError(f"shard_retries must be an integer >= 0, got {self.shard_retries!r}")
-        if not isinstance(self.shard_timeout_s, (int, float)) or not self.shard_timeout_s > 0:
-            raise InvalidInputError(f"shard_timeout_s must be > 0, got {self.shard_timeout_s!r}")
+        for name in ("shard_timeout_s", "write_timeout_s", "load_timeout_s"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+                raise InvalidInputError(f"{name} must be a number > 0, got {value!r}")
         if self.on_shard_failure not in ON_SHARD_FAILURE:
             raise InvalidInputError(
                 f"on_shard_failure must be one of {ON_SHARD_FAILURE}, got {self.on_shard_failure!r}"

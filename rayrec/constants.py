@@ -56,6 +56,11 @@ DEFAULT_NAMESPACE = os.environ.get("RAYREC_NAMESPACE", "rayrec")
 # Fan-out failure policy.
 DEFAULT_SHARD_TIMEOUT_S = _env_float("RAYREC_SHARD_TIMEOUT_S", 10.0)
 DEFAULT_SHARD_RETRIES = _env_int("RAYREC_SHARD_RETRIES", 1)
+# Deadline of a write (upsert, delete) on one shard; writes are idempotent, so retried.
+DEFAULT_WRITE_TIMEOUT_S = _env_float("RAYREC_WRITE_TIMEOUT_S", 60.0)
+# Deadline of a bulk load on one shard (reading, checking and indexing its rows;
+# building HNSW over 250k vectors takes ~100 s on 2 cores). Never retried.
+DEFAULT_LOAD_TIMEOUT_S = _env_float("RAYREC_LOAD_TIMEOUT_S", 3600.0)
 DEFAULT_ON_SHARD_FAILURE = os.environ.get("RAYREC_ON_SHARD_FAILURE", "partial")
 # Most queries the router puts into one call per shard.
 DEFAULT_MAX_BATCH_QUERIES = _env_int("RAYREC_MAX_BATCH_QUERIES", 256)

@@ -13,7 +13,7 @@ from ray.exceptions import RayTaskError
 
 from rayrec import constants as C
 from rayrec.config import RayrecConfig
-from rayrec.exceptions import InvalidInputError
+from rayrec.exceptions import InvalidInputError, root_cause
 from rayrec.hashing import partition_of
 from rayrec.topk import SearchResult
 from rayrec.validation import check_id
@@ -34,9 +34,7 @@ def _get(ref: Any, timeout_s: float | None = None) -> Any:
     try:
         return ray.get(ref, timeout=timeout_s)
     except RayTaskError as exc:
-        cause: BaseException = exc
-        while isinstance(cause, RayTaskError) and getattr(cause, "cause", None) is not None:
-            cause = cause.cause
+        cause = root_cause(exc)
         if cause is exc:
             raise
         raise cause from None
@@ -57,7 +55,7 @@ def build_actors(config: RayrecConfig, detached: bool = False) -> tuple[Any, lis
         common["lifetime"] = "detached"
     shards = [
         ShardActor.options(name=shard_name(i), num_cpus=config.shard_num_cpus, **common).remote(
-            config, i, config.num_shards, C.SHARD_SEARCH_THREADS
+            config, i, C.SHARD_SEARCH_THREADS
         )
         for i in range(config.num_shards)
     ]

@@ -24,3 +24,16 @@ class ShardUnavailableError(RayrecError, RuntimeError):
 
 class DimensionMismatchError(InvalidInputError):
     """A vector's dimension differs from the index's."""
+
+
+# Errors that say the caller's request is wrong: never retried, never blamed on a shard.
+CALLER_ERRORS: tuple[type[Exception], ...] = (InvalidInputError, ItemNotFoundError)
+
+
+def root_cause(exc: BaseException) -> BaseException:
+    """The error an actor raised, under the wrappers Ray puts around it (RayTaskError.cause)."""
+    seen = 0
+    while isinstance(getattr(exc, "cause", None), BaseException) and seen < 16:
+        exc = exc.cause  # type: ignore[attr-defined]
+        seen += 1
+    return exc

@@ -8,20 +8,35 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
+from rayrec.exceptions import CALLER_ERRORS, root_cause
+
 T = TypeVar("T")
 R = TypeVar("R")
 
 
+def describe(exc: BaseException) -> str:
+    """One line naming an error: its type and the last line of its message."""
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[-1] if text else ''}"
+
+
 @dataclass(slots=True)
 class FanOutResult(Generic[T]):
-    """Per target, its answer (None where it failed), and why each failure happened."""
+    """Per target, its answer (None where it failed), and the error of each failed target."""
 
     results: list[T | None]
-    errors: dict[int, str] = field(default_factory=dict)
+    errors: dict[int, BaseException] = field(default_factory=dict)
 
     @property
     def failed(self) -> list[int]:
         return sorted(self.errors)
+
+    def caller_error(self) -> BaseException | None:
+        """The first error that blames the request rather than a target, if any."""
+        for i in sorted(self.errors):
+            if isinstance(self.errors[i], CALLER_ERRORS):
+                return self.errors[i]
+        return None
 
 
 async def _await(awaitable: Awaitable[T]) -> T:
@@ -31,7 +46,9 @@ async def _await(awaitable: Awaitable[T]) -> T:
 async def call_with_retry(call: Callable[[], Awaitable[T]], timeout_s: float, retries: int) -> T:
     """Awaits call() within timeout_s, calling again up to `retries` times on failure.
 
-    Raises the last error, or TimeoutError when the last try missed the deadline.
+    A caller error (bad input) is raised at once, as the actor raised it; other
+    errors are retried. Raises the last error, or TimeoutError when the last
+    try missed the deadline.
     """
     for attempt in range(retries + 1):
         try:
@@ -39,7 +56,10 @@ async def call_with_retry(call: Callable[[], Awaitable[T]], timeout_s: float, re
         except asyncio.TimeoutError:
             if attempt == retries:
                 raise TimeoutError(f"no answer within {timeout_s:g} s ({retries + 1} tries)") from None
-        except Exception:
+        except Exception as exc:
+            cause = root_cause(exc)
+            if isinstance(cause, CALLER_ERRORS):
+                raise cause from None
             if attempt == retries:
                 raise
     raise AssertionError("unreachable")
@@ -52,10 +72,10 @@ async def fan_out(calls: Sequence[Callable[[], Awaitable[T]]], timeout_s: float,
     )
     result: FanOutResult[T] = FanOutResult(results=[None] * len(calls))
     for i, out in enumerate(outcomes):
+        if isinstance(out, asyncio.CancelledError):
+            raise out
         if isinstance(out, BaseException):
-            if isinstance(out, asyncio.CancelledError):
-                raise out
-            result.errors[i] = f"{type(out).__name__}: {str(out).strip().splitlines()[-1] if str(out).strip() else ''}"
+            result.errors[i] = out
         else:
             result.results[i] = out
     return result
@@ -123,5 +143,3 @@ class Coalescer(Generic[T, R]):
                         fut.set_result(res)
         finally:
             self._in_flight -= 1
-
-

@@ -1,0 +1,1 @@
+"""Unit tier: plain rayrec logic, checked against brute force, never starting Ray."""
