@@ -16,6 +16,7 @@ from rayrec.exceptions import InvalidInputError, ItemNotFoundError, ShardUnavail
 from rayrec.fanout import Coalescer, FanOutResult, describe, fan_out
 from rayrec.hashing import group_by_partition
 from rayrec.topk import SearchResult, merge_topk
+from rayrec.wire import pack_search, unpack_partial
 from rayrec.validation import check_categories, check_exclude, check_ids, check_k, check_vectors, per_query
 
 
@@ -129,8 +130,9 @@ class Router:
         categories = [c for r in batch for c in r.categories]
         with_meta = any(r.with_metadata for r in batch)
         tolerate = self.config.on_shard_failure == "partial"
-        res = await self._all("search", queries, k, excludes, categories, with_meta, tolerate=tolerate)
-        merged = merge_topk([r for r in res.results if r is not None], k)
+        request = pack_search(queries, k, excludes, categories, with_meta)
+        res = await self._all("search_packed", request, tolerate=tolerate)
+        merged = merge_topk([unpack_partial(r) for r in res.results if r is not None], k)
         out, start = [], 0
         for r in batch:
             rows = slice(start, start + r.queries.shape[0])

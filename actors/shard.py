@@ -15,6 +15,7 @@ from rayrec.exceptions import InvalidInputError
 from rayrec.hashing import partitions_of
 from rayrec.item_index import ItemIndex, omp_threads
 from rayrec.validation import check_vectors
+from rayrec.wire import pack_partial, unpack_search
 
 
 class Shard:
@@ -50,6 +51,10 @@ class Shard:
         if with_metadata:
             return scores, ids, self.index.metadata_of(ids)
         return scores, ids
+
+    def search_packed(self, request: bytes) -> bytes:
+        """search() with its arguments and answer encoded by rayrec.wire (the router's hot path)."""
+        return pack_partial(self.search(*unpack_search(request)))
 
     def stage(self, source: str | pa.Table, part: int, num_parts: int) -> int:
         """Reads and checks the catalog rows whose ids hash to part (of num_parts), without applying them.

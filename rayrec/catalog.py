@@ -66,6 +66,9 @@ def check_schema(schema: pa.Schema, dim: int, where: str) -> list[str]:
         raise InvalidInputError(
             f"{where}: '{EMBEDDING_COLUMN}' holds {emb.list_size}-d vectors, but the index holds {dim}-d vectors"
         )
+    for reserved in ("score", "vector"):
+        if reserved in names and _is_stringish(schema.field(reserved).type):
+            raise InvalidInputError(f"{where}: a metadata column may not be named {reserved!r}; rename it")
     if "category" in names and not _is_stringish(schema.field("category").type):
         raise InvalidInputError(f"{where}: 'category' must be strings, got {schema.field('category').type}")
     return [n for n in names if n not in (ID_COLUMN, EMBEDDING_COLUMN) and _is_stringish(schema.field(n).type)]

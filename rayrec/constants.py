@@ -37,6 +37,8 @@ COMPACT_MIN_ROWS = _env_int("RAYREC_COMPACT_MIN_ROWS", 1024)
 # A filtered query with at most this many eligible rows is answered by exact
 # search over just those rows: cheaper than the index, and always k results.
 EXACT_SUBSET_MAX_ROWS = _env_int("RAYREC_EXACT_SUBSET_MAX_ROWS", 4096)
+# Largest efSearch a filtered HNSW query may grow to (efSearch / selectivity).
+FILTERED_EF_SEARCH_MAX = _env_int("RAYREC_FILTERED_EF_SEARCH_MAX", 1024)
 # IVF indexes are trained once a shard holds this many vectors per list
 # (faiss warns below 39); until then the shard answers by exact search.
 IVF_TRAIN_POINTS_PER_LIST = _env_int("RAYREC_IVF_TRAIN_POINTS_PER_LIST", 39)

@@ -29,6 +29,8 @@ def partitions_of(keys: Iterable[str], n: int) -> np.ndarray:
 
 def group_by_partition(keys: list[str], n: int) -> dict[int, list[int]]:
     """Positions of keys grouped by owning partition (only non-empty groups)."""
+    if n <= 0:
+        raise ValueError(f"number of partitions must be >= 1, got {n}")
     groups: dict[int, list[int]] = {}
     for pos, key in enumerate(keys):
         groups.setdefault(stable_hash(key) % n, []).append(pos)

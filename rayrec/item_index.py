@@ -23,6 +23,8 @@ from rayrec.topk import MISSING_ID, MISSING_SCORE
 from rayrec.validation import check_ids, check_vectors
 
 CATEGORY = "category"
+# Metadata names that would collide with the fields of a result or record.
+RESERVED_NAMES = ("item_id", "score", "embedding", "vector")
 _NO_CATEGORY = -1
 
 
@@ -95,11 +97,22 @@ class ItemIndex:
         centroids = ivf.nlist if ivf is not None else 256  # 256: a PQ sub-quantizer's codebook
         return centroids * C.IVF_TRAIN_POINTS_PER_LIST, centroids * 256
 
-    def _search_params(self, selector: Any) -> faiss.SearchParameters:
+    def _search_params(self, selector: Any, selectivity: float) -> faiss.SearchParameters:
+        """Search parameters for a selector letting `selectivity` of the rows through.
+
+        A selector hides rows from the result but not from the graph walk or the
+        probed lists, so efSearch / nprobe grow by 1 / selectivity (capped) to
+        keep recall when a filter is restrictive.
+        """
+        boost = 1.0 / max(selectivity, 1e-6)
         if hasattr(self._index, "hnsw"):
-            return faiss.SearchParametersHNSW(sel=selector, efSearch=self.config.ef_search)
-        if self._ivf_of(self._index) is not None:
-            return faiss.SearchParametersIVF(sel=selector, nprobe=self.config.nprobe)
+            ef = self.config.ef_search
+            ef = int(min(max(ef * boost, ef), max(ef, C.FILTERED_EF_SEARCH_MAX)))
+            return faiss.SearchParametersHNSW(sel=selector, efSearch=ef)
+        ivf = self._ivf_of(self._index)
+        if ivf is not None:
+            nprobe = int(min(max(self.config.nprobe * boost, self.config.nprobe), ivf.nlist))
+            return faiss.SearchParametersIVF(sel=selector, nprobe=nprobe)
         return faiss.SearchParameters(sel=selector)
 
     @property
@@ -163,8 +176,10 @@ class ItemIndex:
             raise InvalidInputError(f"got {n} ids but {vecs.shape[0]} vectors")
         meta = {name: _as_meta_column(name, col, n) for name, col in (metadata or {}).items()}
         for name in meta:
-            if name in ("item_id", "embedding", "vector"):
-                raise InvalidInputError(f"metadata column name {name!r} is reserved")
+            if name in RESERVED_NAMES:
+                raise InvalidInputError(
+                    f"metadata column name {name!r} is reserved (reserved: {', '.join(RESERVED_NAMES)}); rename it"
+                )
         last = {item: pos for pos, item in enumerate(ids)}
         if len(last) != n:
             keep = sorted(last.values())
@@ -375,7 +390,8 @@ class ItemIndex:
             else:
                 keep = np.packbits(mask, bitorder="little")
             selector = faiss.IDSelectorBitmap(keep.size, faiss.swig_ptr(keep))
-        s, r = self._index.search(q, want, params=self._search_params(selector))
+        params = self._search_params(selector, eligible / max(self._n, 1))
+        s, r = self._index.search(q, want, params=params)
         del keep  # the bitmap must outlive the search call above
         short = np.flatnonzero((r >= 0).sum(axis=1) < want)
         if short.size:  # an approximate index missed eligible items: answer those exactly

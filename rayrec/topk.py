@@ -83,8 +83,7 @@ class SearchResult:
         """Query q's results as dicts: item_id, score and metadata fields."""
         out = []
         for pos, (item, score) in enumerate(zip(self.ids[q], self.scores[q])):
-            row = {"item_id": item, "score": score}
-            if self.metadata is not None:
-                row.update(self.metadata[q][pos] or {})
+            row = dict(self.metadata[q][pos] or {}) if self.metadata is not None else {}
+            row.update(item_id=item, score=score)
             out.append(row)
         return out

@@ -36,7 +36,9 @@ def test_oracle_rejects_wrong_answers() -> None:
     with pytest.raises(AssertionError):  # right scores, but an excluded item
         eligible = np.array([True, True, True, True, False])
         assert_equals_brute_force(
-            np.array([[1, 0.8, 0.6]], np.float32), np.array([["a", "e", "c"]], dtype=object), query, vectors, ids, 3, eligible
+            np.array([[1, 0.8, 0.6]], np.float32),
+            np.array([["a", "e", "c"]], dtype=object),
+            query, vectors, ids, 3, eligible,
         )
     with pytest.raises(AssertionError):  # an item twice
         assert_equals_brute_force(

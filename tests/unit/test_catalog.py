@@ -77,19 +77,51 @@ def test_integer_ids_and_float64_lists_are_accepted() -> None:
     np.testing.assert_array_equal(vectors, np.array([[1, 0, 0, 0], [0, 1, 0, 0]], np.float32))
 
 
+def test_dictionary_and_large_types_are_accepted() -> None:
+    table = pa.table(
+        {
+            "item_id": pa.array(["a", "b", "c"]).dictionary_encode(),
+            "embedding": pa.array([[2.0, 0, 0, 0], [0, 1.0, 0, 0], [0, 0, 3.0, 0]], pa.large_list(pa.float32())),
+            "category": pa.array(["x", "y", "x"]).dictionary_encode(),
+            "brand": pa.array(["p", None, "q"], pa.large_string()),
+            "price": [1, 2, 3],  # not a string column: not metadata
+        }
+    )
+    ids, vectors, meta = _read(table, keep=lambda batch_ids: np.array([i != "b" for i in batch_ids]))
+    assert ids == ["a", "c"]
+    np.testing.assert_array_equal(vectors, np.array([[1, 0, 0, 0], [0, 0, 1, 0]], np.float32))
+    assert meta == {"category": ["x", "x"], "brand": ["p", "q"]}
+
+
 # ----- errors -----------------------------------------------------------------
 GOOD = [0.5, 0.5, 0.5, 0.5]
+LIST = pa.list_(pa.float32())
 
 
 @pytest.mark.parametrize(
     ("table", "message"),
     [
-        (pa.table({"id": ["a"], "embedding": pa.array([GOOD], pa.list_(pa.float32()))}), r"no 'item_id' column \(columns: \['id', 'embedding'\]\)"),
-        (pa.table({"item_id": ["a"], "vec": pa.array([GOOD], pa.list_(pa.float32()))}), "no 'embedding' column; a catalog needs item vectors as a fixed-size list of 4 float32"),
-        (pa.table({"item_id": ["a"], "embedding": pa.array([[1, 2, 3, 4]], pa.list_(pa.int32()))}), "'embedding' values must be floats, got int32"),
+        (
+            pa.table({"id": ["a"], "embedding": pa.array([GOOD], LIST)}),
+            r"no 'item_id' column \(columns: \['id', 'embedding'\]\)",
+        ),
+        (
+            pa.table({"item_id": ["a"], "vec": pa.array([GOOD], LIST)}),
+            "no 'embedding' column; a catalog needs item vectors as a fixed-size list of 4 float32",
+        ),
+        (
+            pa.table({"item_id": ["a"], "embedding": pa.array([[1, 2, 3, 4]], pa.list_(pa.int32()))}),
+            "'embedding' values must be floats, got int32",
+        ),
         (pa.table({"item_id": ["a"], "embedding": ["1,2,3,4"]}), "'embedding' must be a list of floats, got string"),
-        (pa.table({"item_id": pa.array([1.5]), "embedding": pa.array([GOOD], pa.list_(pa.float32()))}), "'item_id' must be strings or integers, got double"),
-        (pa.table({"item_id": ["a"], "embedding": pa.array([GOOD], pa.list_(pa.float32())), "category": [3]}), "'category' must be strings, got int64"),
+        (
+            pa.table({"item_id": pa.array([1.5]), "embedding": pa.array([GOOD], LIST)}),
+            "'item_id' must be strings or integers, got double",
+        ),
+        (
+            pa.table({"item_id": ["a"], "embedding": pa.array([GOOD], LIST), "category": [3]}),
+            "'category' must be strings, got int64",
+        ),
     ],
 )
 def test_schema_errors(table: pa.Table, message: str) -> None:
@@ -105,7 +137,7 @@ def test_fixed_size_dimension_mismatch_is_caught_from_the_schema() -> None:
 
 def test_wrong_dimension_row_is_named() -> None:
     table = _table([("a", GOOD), ("b", GOOD), ("c", [1.0, 2.0, 3.0]), ("d", [1.0] * 5)])
-    with pytest.raises(InvalidInputError, match=r"row 2 \(item 'c'\) has a 3-d embedding, but the index holds 4-d vectors"):
+    with pytest.raises(InvalidInputError, match=r"row 2 \(item 'c'\) has a 3-d embedding, but the index holds 4-d"):
         list(iter_items(table, DIM))
 
 
@@ -149,7 +181,8 @@ def test_bad_rows_are_named_by_their_row_in_the_whole_catalog() -> None:
     more = _table([(f"i{k}", GOOD) for k in range(3, 6)])
     bad_dim = _table([("i6", GOOD), ("i7", GOOD), ("i8", [1.0])])
     with pytest.raises(InvalidInputError, match=r"row 8 \(item 'i8'\) has a 1-d embedding"):
-        list(iter_items(pa.concat_tables([good, more, bad_dim]), DIM, keep=lambda ids: np.array([i not in ("i6", "i7") for i in ids])))
+        not_i6_i7 = lambda ids: np.array([i not in ("i6", "i7") for i in ids])  # noqa: E731
+        list(iter_items(pa.concat_tables([good, more, bad_dim]), DIM, keep=not_i6_i7))
     bad_id = _table([("i3", GOOD), (None, GOOD)])
     with pytest.raises(InvalidInputError, match="row 4 has no 'item_id'"):
         list(iter_items(pa.concat_tables([good, bad_id]), DIM))

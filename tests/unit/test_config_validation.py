@@ -109,9 +109,10 @@ def test_from_dict_builds_nested_sections() -> None:
 
 
 def test_from_dict_rejects_unknown_keys() -> None:
-    with pytest.raises(InvalidInputError, match=r"unknown config keys \['num_shard', 'timeout'\]; known keys are \[.*'num_shards'"):
+    known = r"known keys are \[.*'num_shards'"
+    with pytest.raises(InvalidInputError, match=r"unknown config keys \['num_shard', 'timeout'\]; " + known):
         RayrecConfig.from_dict({"index": {"dim": 8}, "num_shard": 2, "timeout": 1})
-    with pytest.raises(InvalidInputError, match=r"unknown keys \['nlist'\] in config section 'index'; known: \[.*'nprobe'"):
+    with pytest.raises(InvalidInputError, match=r"unknown keys \['nlist'\] in config section 'index'; known: .*nprobe"):
         RayrecConfig.from_dict({"index": {"dim": 8, "nlist": 4}})
     with pytest.raises(InvalidInputError, match=r"unknown keys \['half_life'\] in config section 'feedback'"):
         RayrecConfig.from_dict({"index": {"dim": 8}, "feedback": {"half_life": 3}})
@@ -164,7 +165,8 @@ def test_check_k() -> None:
 def test_check_event() -> None:
     for event in EVENT_TYPES:
         assert check_event(event) == event
-    with pytest.raises(InvalidInputError, match=r"unknown event type 'share'; accepted: click, like, purchase, skip, dislike"):
+    accepted = "accepted: click, like, purchase, skip, dislike"
+    with pytest.raises(InvalidInputError, match=f"unknown event type 'share'; {accepted}"):
         check_event("share")
     with pytest.raises(InvalidInputError, match="unknown event type None"):
         check_event(None)
@@ -222,7 +224,7 @@ def test_per_query_expands_one_or_checks_each() -> None:
     assert per_query(["a", "b"], 2, check_categories, "category") == [["a", "b"], ["a", "b"]]
     assert per_query([["a"], None, ("b",)], 3, check_categories, "category") == [["a"], None, ["b"]]
     assert per_query(["x", "y"], 3, check_exclude, "exclude") == [["x", "y"]] * 3
-    with pytest.raises(InvalidInputError, match="got 2 category lists for 3 queries; give one per query or one for all"):
+    with pytest.raises(InvalidInputError, match="got 2 category lists for 3 queries; give one per query or one for"):
         per_query([["a"], ["b"]], 3, check_categories, "category")
     with pytest.raises(InvalidInputError, match="empty list"):
         per_query([["a"], []], 2, check_categories, "category")

@@ -130,6 +130,19 @@ def test_root_cause_unwraps_nested_wrappers() -> None:
     assert root_cause(plain) is plain
 
 
+def test_a_call_that_raises_before_awaiting_is_retried() -> None:
+    attempts = []
+
+    def call():  # fails while building the awaitable, e.g. a dead actor handle
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise ConnectionError("handle is dead")
+        return asyncio.sleep(0, result="ok")
+
+    result = asyncio.run(fan_out([call], DEADLINE_S, retries=1))
+    assert result.results == ["ok"] and result.errors == {} and len(attempts) == 2
+
+
 def test_fan_out_of_nothing() -> None:
     assert asyncio.run(fan_out([], DEADLINE_S, retries=1)) == FanOutResult(results=[], errors={})
 
@@ -227,6 +240,18 @@ def test_size_of_limits_a_batch_by_weight() -> None:
     assert asyncio.run(main()) == [16, 25, 9, 144, 1]
     # 4+5 fits 10, 3 would not; an oversized request goes alone.
     assert run.batches == [[4, 5], [3], [12], [1]]
+
+
+def test_more_batches_in_flight_when_allowed() -> None:
+    run = BatchRun()
+
+    async def main() -> list[int]:
+        coalescer = Coalescer(run, max_size=10, max_in_flight=2)
+        return await asyncio.gather(*(coalescer.submit(i) for i in range(40)))
+
+    assert asyncio.run(main()) == [i * i for i in range(40)]
+    assert run.most_running == 2
+    assert sorted(len(b) for b in run.batches) == [10, 10, 10, 10]
 
 
 def test_coalescer_rejects_bad_limits() -> None:

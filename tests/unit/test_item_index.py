@@ -10,6 +10,7 @@ from rayrec import constants as C
 from rayrec.config import IndexConfig
 from rayrec.exceptions import DimensionMismatchError, InvalidInputError
 from rayrec.item_index import ItemIndex
+from rayrec.topk import SearchResult
 
 from ._helpers import assert_equals_brute_force, brute_force, clustered, item_ids, normalise_rows, recall
 
@@ -153,6 +154,22 @@ def test_approximate_category_filter_returns_only_allowed(factory: str, selector
     assert recall(found, brute_force(queries, vectors, ids, k, cats == "rare")[1]) >= 0.9
 
 
+def test_ivf_probing_too_few_items_falls_back_to_exact(monkeypatch: pytest.MonkeyPatch) -> None:
+    """nprobe=1 over a 2% category: the probed list holds only a few eligible items, so the
+    shard must complete the answer by exact search (k results, equal to brute force)."""
+    monkeypatch.setattr(C, "EXACT_SUBSET_MAX_ROWS", 0)
+    n, k = 3000, 20
+    rng = np.random.default_rng(14)
+    cats = np.where(rng.random(n) < 0.02, "rare", "common").astype(object)
+    index = ItemIndex(IndexConfig(dim=DIM, factory="IVF16,Flat", nprobe=1))
+    _, ids, vectors = _filled(index, n, seed=15, categories=list(cats))
+    assert index.index_ready
+    queries = normalise_rows(clustered(rng, 20, DIM))
+    scores, found = index.search(queries, k, categories=[["rare"]] * len(queries))
+    assert (found != "").all()
+    assert_equals_brute_force(scores, found, queries, vectors, ids, k, cats == "rare")
+
+
 def test_ivf_answers_exactly_until_trained() -> None:
     config = IndexConfig(dim=DIM, factory="IVF16,Flat", nprobe=1)
     need = 16 * C.IVF_TRAIN_POINTS_PER_LIST
@@ -259,7 +276,8 @@ def test_integer_ids_are_strings() -> None:
 
 # ----- compaction -------------------------------------------------------------
 @pytest.mark.parametrize("factory", ["Flat", "IVF16,Flat"])
-def test_compaction_keeps_results_equal_to_brute_force(factory: str) -> None:
+def test_compaction_keeps_results_equal_to_brute_force(factory: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(C, "COMPACT_MIN_ROWS", 1024)  # the default, whatever the environment says
     n = 3000
     config = IndexConfig(dim=DIM, factory=factory, nprobe=16, compact_ratio=0.3)  # nprobe = nlist: exhaustive
     index = ItemIndex(config)
@@ -322,9 +340,10 @@ def test_metadata_fetch_and_vectors_of() -> None:
     index.upsert(["c"], [[0, 0, 5]], {"colour": ["red"]})  # a new column; older rows get None
     a, b, c, missing = index.fetch(["a", "b", "c", "zzz"])
     assert missing is None
-    assert {k: v for k, v in a.items() if k != "vector"} == {"item_id": "a", "category": "shoes", "brand": "acme", "colour": None}
-    assert {k: v for k, v in b.items() if k != "vector"} == {"item_id": "b", "category": None, "brand": "zeta", "colour": None}
-    assert {k: v for k, v in c.items() if k != "vector"} == {"item_id": "c", "category": None, "brand": None, "colour": "red"}
+    fields = lambda record: {k: v for k, v in record.items() if k != "vector"}  # noqa: E731
+    assert fields(a) == {"item_id": "a", "category": "shoes", "brand": "acme", "colour": None}
+    assert fields(b) == {"item_id": "b", "category": None, "brand": "zeta", "colour": None}
+    assert fields(c) == {"item_id": "c", "category": None, "brand": None, "colour": "red"}
     np.testing.assert_array_equal(a["vector"], np.array([1, 0, 0], np.float32))
 
     meta = index.metadata_of(np.array([["b", ""], ["a", "c"]], dtype=object))
@@ -372,3 +391,21 @@ def test_clear_removes_everything() -> None:
     scores, found = index.search(normalise_rows(np.ones((1, DIM))), 3)
     assert (found == "").all() and np.isneginf(scores).all()
     assert index.vector_sum()[1] == 0
+
+
+def test_metadata_cannot_shadow_the_result_score() -> None:
+    """A string column named 'score' must not replace the similarity in SearchResult.query().
+
+    'vector' and 'item_id' are reserved for the same reason (fetch() and query() add them);
+    either 'score' is refused at upsert, or query() keeps the similarity.
+    """
+    index = ItemIndex(IndexConfig(dim=2, factory="Flat"))
+    try:
+        index.upsert(["a"], [[1.0, 0.0]], {"score": ["high"]})
+    except InvalidInputError as exc:
+        assert "'score'" in str(exc)
+        return
+    scores, found = index.search(np.array([[0.6, 0.8]], np.float32), 1)
+    row = SearchResult.from_arrays(scores, found, index.metadata_of(found)).query(0)[0]
+    assert row["item_id"] == "a"
+    assert row["score"] == pytest.approx(0.6, abs=1e-6)

@@ -97,7 +97,8 @@ def test_fewer_than_k_results_are_padded() -> None:
     a = _shard_part(np.array([[0.3], [0.7]]), np.array([["a"], ["b"]]), np.array([["ma"], ["mb"]]))
     b = _shard_part(np.array([[0.6], [MISSING_SCORE]]), np.array([["c"], [MISSING_ID]]), np.array([["mc"], [None]]))
     scores, ids, meta = merge_topk([a, b], 4)
-    np.testing.assert_array_equal(scores, np.array([[0.6, 0.3, -np.inf, -np.inf], [0.7, -np.inf, -np.inf, -np.inf]], np.float32))
+    inf = np.inf
+    np.testing.assert_array_equal(scores, np.array([[0.6, 0.3, -inf, -inf], [0.7, -inf, -inf, -inf]], np.float32))
     np.testing.assert_array_equal(ids, np.array([["c", "a", "", ""], ["b", "", "", ""]], dtype=object))
     np.testing.assert_array_equal(meta, np.array([["mc", "ma", None, None], ["mb", None, None, None]], dtype=object))
 
@@ -138,4 +139,7 @@ def test_search_result_keeps_only_filled_slots() -> None:
     assert result.query(1) == []
     plain = SearchResult.from_arrays(scores, ids)
     assert plain.partial is False and plain.metadata is None
-    assert plain.query(0) == [{"item_id": "a", "score": pytest.approx(0.9)}, {"item_id": "b", "score": pytest.approx(0.4)}]
+    assert plain.query(0) == [
+        {"item_id": "a", "score": pytest.approx(0.9)},
+        {"item_id": "b", "score": pytest.approx(0.4)},
+    ]
