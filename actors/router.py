@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -12,21 +11,13 @@ import pyarrow as pa
 import ray
 
 from rayrec.config import RayrecConfig
-from rayrec.exceptions import InvalidInputError, ItemNotFoundError, ShardUnavailableError
+from rayrec.exceptions import CALLER_ERRORS, InvalidInputError, ItemNotFoundError, ShardUnavailableError
 from rayrec.fanout import Coalescer, FanOutResult, describe, fan_out
 from rayrec.hashing import group_by_partition
 from rayrec.topk import SearchResult, merge_topk
-from rayrec.wire import pack_search, unpack_partial
-from rayrec.validation import check_categories, check_exclude, check_ids, check_k, check_vectors, per_query
-
-
-@dataclass(slots=True)
-class _Query:
-    queries: np.ndarray
-    k: int
-    excludes: list[list[str] | None]
-    categories: list[list[str] | None]
-    with_metadata: bool
+from rayrec.wire import pack_answers, pack_search, unpack_partial, unpack_requests
+from rayrec.query import SearchRequest, make_request
+from rayrec.validation import check_ids, check_vectors
 
 
 class Router:
@@ -42,8 +33,9 @@ class Router:
             raise InvalidInputError(f"config says {config.num_shards} shards but {len(shards)} handles were given")
         self.config = config
         self.shards = list(shards)
-        self._coalescer: Coalescer[_Query, SearchResult] = Coalescer(
-            self._run_batch, max_size=config.max_batch_queries, size_of=lambda q: q.queries.shape[0]
+        # A parcel is the requests of one call (search: one; search_many: a client's batch).
+        self._coalescer: Coalescer[list[SearchRequest], list[SearchResult]] = Coalescer(
+            self._run_batch, max_size=config.max_batch_queries, size_of=lambda p: sum(r.rows for r in p)
         )
 
     # ----- fan-out helpers -----------------------------------------------
@@ -111,19 +103,31 @@ class Router:
             categories: allowed categories: one list for all queries or one per query.
             with_metadata: also return each result's metadata.
         """
-        q = check_vectors(queries, self.config.index.dim, what="query vector")
-        k = check_k(k, self.config.index.max_k)
-        n = q.shape[0]
-        request = _Query(
-            q,
-            k,
-            per_query(exclude, n, check_exclude, "exclude"),
-            per_query(categories, n, check_categories, "category"),
-            bool(with_metadata),
-        )
-        return await self._coalescer.submit(request)
+        cfg = self.config.index
+        request = make_request(queries, k, exclude, categories, with_metadata, dim=cfg.dim, max_k=cfg.max_k)
+        return (await self._coalescer.submit([request]))[0]
 
-    async def _run_batch(self, batch: list[_Query]) -> list[SearchResult]:
+    async def search_many(self, blob: bytes) -> bytes:
+        """Several callers' searches in one call (RouterClient's coalesced batch).
+
+        blob and the answer are encoded by rayrec.wire: in, a list of
+        SearchRequest fields; out, per request a SearchResult or the error
+        that request alone caused (bad input fails only its own request).
+        """
+        cfg = self.config.index
+        answers: list[SearchResult | BaseException | None] = []
+        parcel: list[SearchRequest] = []
+        for fields in unpack_requests(blob):
+            try:
+                parcel.append(make_request(*fields, dim=cfg.dim, max_k=cfg.max_k))
+                answers.append(None)
+            except CALLER_ERRORS as exc:
+                answers.append(exc)
+        results = iter(await self._coalescer.submit(parcel) if parcel else [])
+        return pack_answers([a if a is not None else next(results) for a in answers])
+
+    async def _run_batch(self, parcels: list[list[SearchRequest]]) -> list[list[SearchResult]]:
+        batch = [r for p in parcels for r in p]
         queries = np.concatenate([r.queries for r in batch]) if len(batch) > 1 else batch[0].queries
         k = max(r.k for r in batch)
         excludes = [e for r in batch for e in r.excludes]
@@ -133,12 +137,16 @@ class Router:
         request = pack_search(queries, k, excludes, categories, with_meta)
         res = await self._all("search_packed", request, tolerate=tolerate)
         merged = merge_topk([unpack_partial(r) for r in res.results if r is not None], k)
-        out, start = [], 0
+        flat, start = [], 0
         for r in batch:
-            rows = slice(start, start + r.queries.shape[0])
+            rows = slice(start, start + r.rows)
             start = rows.stop
             meta = merged[2][rows, : r.k] if r.with_metadata else None
-            out.append(SearchResult.from_arrays(merged[0][rows, : r.k], merged[1][rows, : r.k], meta, res.failed))
+            flat.append(SearchResult.from_arrays(merged[0][rows, : r.k], merged[1][rows, : r.k], meta, res.failed))
+        out, start = [], 0
+        for p in parcels:
+            out.append(flat[start : start + len(p)])
+            start += len(p)
         return out
 
     async def mean_vector(self) -> np.ndarray | None:

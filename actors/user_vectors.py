@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 import ray
 
+from rayrec.client import RouterClient
 from rayrec.config import RayrecConfig
 from rayrec.exceptions import InvalidInputError
 from rayrec.topk import SearchResult
@@ -26,6 +27,7 @@ class UserVectors:
         self.config = config
         self.router = router
         self.store = UserStore(config.index.dim, config.feedback)
+        self.client = RouterClient(router, config.index.dim, config.index.max_k, config.max_batch_queries)
 
     async def _cold_start_vector(self) -> np.ndarray:
         mean = await self.router.mean_vector.remote()
@@ -100,9 +102,7 @@ class UserVectors:
         if exclude_seen:
             excluded = excluded + self.store.seen(user_id)
         vector = state.vector if state is not None else await self._cold_start_vector()
-        result: SearchResult = await self.router.search.remote(
-            vector, k, excluded or None, categories, with_metadata=True
-        )
+        result: SearchResult = await self.client.search(vector, k, excluded or None, categories, with_metadata=True)
         return {
             "user_id": user_id,
             "items": result.query(0),

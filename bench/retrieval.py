@@ -40,6 +40,7 @@ import numpy as np  # noqa: E402
 
 from rayrec import IndexConfig, Rayrec, RayrecConfig  # noqa: E402
 from rayrec.catalog import items_table  # noqa: E402
+from rayrec.client import RouterClient  # noqa: E402
 
 
 def log(msg: str) -> None:
@@ -144,20 +145,29 @@ def main() -> dict:
         router_p50, router_p99 = percentiles(lat)
         recall = float(np.mean([len(set(f) & set(t)) / 10 for f, t in zip(found, truth)]))
 
-        async def caller(i: int, stop: float) -> int:
+        async def caller(search, i: int, stop: float) -> int:
             n = 0
             while time.perf_counter() < stop:
-                await router.search.remote(q[(i * 7 + n) % args.queries], 10)
+                await search(q[(i * 7 + n) % args.queries], 10)
                 n += 1
             return n
 
-        async def throughput() -> float:
-            t0 = time.perf_counter()
-            counts = await asyncio.gather(*(caller(i, t0 + args.qps_seconds) for i in range(args.callers)))
-            return sum(counts) / (time.perf_counter() - t0)
+        async def throughput(coalesce: bool) -> tuple[float, int]:
+            """Queries/s of concurrent single-query callers in this process.
 
-        log(f"router throughput: {args.callers} concurrent callers")
-        router_qps = asyncio.run(throughput())
+            coalesce: through a RouterClient, as a server process calls (its concurrent
+            searches share router calls); else one router call per query.
+            """
+            client = RouterClient(router, args.dim, config.index.max_k)
+            search = client.search if coalesce else (lambda v, k: router.search.remote(v, k))
+            t0 = time.perf_counter()
+            counts = await asyncio.gather(*(caller(search, i, t0 + args.qps_seconds) for i in range(args.callers)))
+            return sum(counts) / (time.perf_counter() - t0), client.calls_sent
+
+        log(f"router throughput: {args.callers} concurrent callers, one router call each")
+        router_qps_uncoalesced, _ = asyncio.run(throughput(False))
+        log(f"router throughput: {args.callers} concurrent callers through a RouterClient")
+        router_qps, router_calls = asyncio.run(throughput(True))
     finally:
         system.shutdown()
 
@@ -172,6 +182,8 @@ def main() -> dict:
         "router_p50_ms": round(router_p50, 3),
         "router_p99_ms": round(router_p99, 3),
         "router_qps": round(router_qps, 1),
+        "router_qps_uncoalesced": round(router_qps_uncoalesced, 1),
+        "router_calls_per_s_coalesced": round(router_calls / args.qps_seconds, 1),
         "single_p50_ms": round(single_p50, 3),
         "single_p99_ms": round(single_p99, 3),
         "single_qps": round(single_qps, 1),

@@ -65,19 +65,58 @@ async def call_with_retry(call: Callable[[], Awaitable[T]], timeout_s: float, re
     raise AssertionError("unreachable")
 
 
+def _start(call: Callable[[], Awaitable[T]]) -> asyncio.Future[T]:
+    """Starts a call and returns its future; a Ray ObjectRef gives one directly (no wrapper task).
+
+    A call that raises while being started (a dead handle, say) gives a failed future.
+    """
+    try:
+        awaitable = call()
+    except Exception as exc:
+        failed: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        failed.set_exception(exc)
+        return failed
+    future = getattr(awaitable, "future", None)  # ray.ObjectRef.future(): a concurrent.futures.Future
+    if callable(future):
+        return asyncio.wrap_future(future())
+    return asyncio.ensure_future(awaitable)
+
+
 async def fan_out(calls: Sequence[Callable[[], Awaitable[T]]], timeout_s: float, retries: int) -> FanOutResult[T]:
-    """Runs every call concurrently, each with its own deadline and retries."""
-    outcomes = await asyncio.gather(
-        *(call_with_retry(c, timeout_s, retries) for c in calls), return_exceptions=True
-    )
+    """Runs every call concurrently under one deadline per round; failed calls are retried.
+
+    Each round starts the calls still owed an answer and waits at most
+    timeout_s for them. A call that raised a caller error (bad input) is not
+    retried; other failures and late answers are, up to `retries` more rounds.
+    """
     result: FanOutResult[T] = FanOutResult(results=[None] * len(calls))
-    for i, out in enumerate(outcomes):
-        if isinstance(out, asyncio.CancelledError):
-            raise out
-        if isinstance(out, BaseException):
-            result.errors[i] = out
-        else:
-            result.results[i] = out
+    todo = list(range(len(calls)))
+    for attempt in range(retries + 1):
+        if not todo:
+            break
+        futures = {i: _start(calls[i]) for i in todo}
+        done, _ = await asyncio.wait(futures.values(), timeout=timeout_s)
+        todo = []
+        for i, fut in futures.items():
+            if fut not in done:
+                fut.cancel()
+                result.errors[i] = TimeoutError(f"no answer within {timeout_s:g} s ({attempt + 1} tries)")
+                todo.append(i)
+            elif fut.cancelled():
+                result.errors[i] = asyncio.CancelledError("the call was cancelled")
+                todo.append(i)
+            elif fut.exception() is not None:
+                cause = root_cause(fut.exception())
+                if isinstance(cause, CALLER_ERRORS):
+                    result.errors[i] = cause
+                else:
+                    result.errors[i] = fut.exception()  # type: ignore[assignment]
+                    todo.append(i)
+            else:
+                result.results[i] = fut.result()
+                result.errors.pop(i, None)
+        if not todo:
+            break
     return result
 
 
@@ -86,7 +125,8 @@ class Coalescer(Generic[T, R]):
 
     Requests queue while a batch is in flight; the next batch takes everything
     queued (up to max_size). No timer: a lone request is sent at once, and under
-    load batches grow by themselves.
+    load batches grow by themselves. run returns one result per request; a
+    result that is an exception is raised to that request's caller alone.
     """
 
     def __init__(
@@ -107,12 +147,30 @@ class Coalescer(Generic[T, R]):
         self.batches_run = 0
 
     async def submit(self, request: T) -> R:
+        if not self._queue and self._in_flight < self._max_in_flight:
+            # Nothing waiting: run this request at once, in the caller's task.
+            self._in_flight += 1
+            self.batches_run += 1
+            try:
+                results = await self._run([request])
+            finally:
+                self._in_flight -= 1
+                self._kick()
+            if len(results) != 1:
+                raise RuntimeError(f"batch run returned {len(results)} results for 1 request")
+            if isinstance(results[0], BaseException):
+                raise results[0]
+            return results[0]
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._queue.append((request, future))
-        if self._in_flight < self._max_in_flight:
+        self._kick()
+        return await future
+
+    def _kick(self) -> None:
+        """Starts a drain task when requests wait and a batch slot is free."""
+        if self._queue and self._in_flight < self._max_in_flight:
             self._in_flight += 1
             asyncio.get_running_loop().create_task(self._drain())
-        return await future
 
     def _take(self) -> list[tuple[T, asyncio.Future[R]]]:
         batch = [self._queue.popleft()]
@@ -125,7 +183,6 @@ class Coalescer(Generic[T, R]):
 
     async def _drain(self) -> None:
         try:
-            await asyncio.sleep(0)  # let requests that arrive in this tick join the batch
             while self._queue:
                 batch = self._take()
                 self.batches_run += 1
@@ -139,7 +196,11 @@ class Coalescer(Generic[T, R]):
                             fut.set_exception(exc)
                     continue
                 for (_, fut), res in zip(batch, results):
-                    if not fut.done():
+                    if fut.done():
+                        continue
+                    if isinstance(res, BaseException):  # this request alone failed
+                        fut.set_exception(res)
+                    else:
                         fut.set_result(res)
         finally:
             self._in_flight -= 1

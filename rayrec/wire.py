@@ -40,3 +40,21 @@ def pack_partial(part: tuple[np.ndarray, ...]) -> bytes:
 
 def unpack_partial(blob: bytes) -> tuple[np.ndarray, ...]:
     return pickle.loads(blob)
+
+
+def pack_requests(requests: list[tuple[Any, ...]]) -> bytes:
+    """A client's coalesced searches: per request (queries, k, exclude, categories, with_metadata)."""
+    return pickle.dumps(requests, protocol=_PROTOCOL)
+
+
+def unpack_requests(blob: bytes) -> list[tuple[Any, ...]]:
+    return pickle.loads(blob)
+
+
+def pack_answers(answers: list[Any]) -> bytes:
+    """Per request, a SearchResult or the exception raised for it."""
+    return pickle.dumps(answers, protocol=_PROTOCOL)
+
+
+def unpack_answers(blob: bytes) -> list[Any]:
+    return pickle.loads(blob)

@@ -91,3 +91,38 @@ def test_batched_queries_with_per_query_exclusions(layouts):
     for qi, excl in enumerate(excludes):
         allowed = [i for i in np.argsort(-sims[qi], kind="stable") if ids[i] not in excl][:5]
         assert result.ids[qi] == [ids[i] for i in allowed]
+
+
+def test_router_client_coalesces_and_answers_each_caller(layouts):
+    """Concurrent searches through one RouterClient share router calls, each gets its own exact answer,
+    and a bad request fails alone."""
+    import asyncio
+
+    from rayrec.client import RouterClient
+    from rayrec.exceptions import InvalidInputError
+
+    router = layouts(2)
+    ray.get(router.clear.remote())
+    rng = np.random.default_rng(21)
+    x = unit_vectors(rng, 500, DIM)
+    ids = [f"c{i}" for i in range(500)]
+    ray.get(router.upsert.remote(ids, x))
+    queries = unit_vectors(rng, 40, DIM)
+
+    async def main():
+        client = RouterClient(router, DIM, max_k=100)
+        calls = [client.search(queries[i], k=3 + i % 5, exclude=[ids[i]]) for i in range(40)]
+        calls.append(client.search(np.ones(DIM + 1), k=3))  # wrong dimension: fails alone
+        calls.append(client.search(queries[0], k=3, categories=["none-such"]))
+        out = await asyncio.gather(*calls, return_exceptions=True)
+        return out, client.calls_sent
+
+    out, calls_sent = asyncio.run(main())
+    assert calls_sent < 40  # coalesced
+    sims = queries @ x.T
+    for i in range(40):
+        k = 3 + i % 5
+        order = [j for j in np.argsort(-sims[i], kind="stable") if j != i][:k]
+        assert out[i].ids[0] == [ids[j] for j in order]
+    assert isinstance(out[40], InvalidInputError) and "dimension is 25" in str(out[40])
+    assert out[41].ids == [[]]  # a category nothing has: no results, not an error

@@ -181,7 +181,8 @@ def test_concurrent_submits_are_batched_and_routed() -> None:
 
     results = asyncio.run(main())
     assert results == [i * i for i in range(50)]
-    assert [len(b) for b in run.batches] == [16, 16, 16, 2]
+    # the first request goes out alone at once; the rest queue behind it
+    assert [len(b) for b in run.batches] == [1, 16, 16, 16, 1]
     assert sorted(r for b in run.batches for r in b) == list(range(50))
     assert run.most_running == 1  # one batch in flight
 
@@ -210,9 +211,9 @@ def test_batch_error_reaches_every_caller_of_that_batch_only() -> None:
         return await asyncio.gather(*(coalescer.submit(i) for i in range(25)), return_exceptions=True)
 
     outcomes = asyncio.run(main())
-    assert [len(b) for b in run.batches] == [10, 10, 5]
+    assert [len(b) for b in run.batches] == [1, 10, 10, 4]
     for i, out in enumerate(outcomes):
-        if 10 <= i < 20:  # the batch holding 13
+        if 11 <= i < 21:  # the batch holding 13
             assert isinstance(out, RuntimeError) and str(out) == "batch with 13 failed"
         else:
             assert out == i * i
@@ -220,6 +221,7 @@ def test_batch_error_reaches_every_caller_of_that_batch_only() -> None:
 
 def test_wrong_result_count_fails_the_batch() -> None:
     async def short(batch: list[int]) -> list[int]:
+        await asyncio.sleep(0.001)  # yield, so the other submits queue up meanwhile
         return batch[:-1]
 
     async def main() -> list[object]:
@@ -227,7 +229,9 @@ def test_wrong_result_count_fails_the_batch() -> None:
         return await asyncio.gather(*(coalescer.submit(i) for i in range(3)), return_exceptions=True)
 
     outcomes = asyncio.run(main())
-    assert all(isinstance(o, RuntimeError) and "returned 2 results for 3 requests" in str(o) for o in outcomes)
+    # the lone first request, then the two that queued behind it
+    assert isinstance(outcomes[0], RuntimeError) and "returned 0 results for 1 request" in str(outcomes[0])
+    assert all(isinstance(o, RuntimeError) and "returned 1 results for 2 requests" in str(o) for o in outcomes[1:])
 
 
 def test_size_of_limits_a_batch_by_weight() -> None:
@@ -238,8 +242,8 @@ def test_size_of_limits_a_batch_by_weight() -> None:
         return await asyncio.gather(*(coalescer.submit(r) for r in [4, 5, 3, 12, 1]))
 
     assert asyncio.run(main()) == [16, 25, 9, 144, 1]
-    # 4+5 fits 10, 3 would not; an oversized request goes alone.
-    assert run.batches == [[4, 5], [3], [12], [1]]
+    # 4 goes out alone at once; then 5+3 fits 10, 12 would not; an oversized request goes alone.
+    assert run.batches == [[4], [5, 3], [12], [1]]
 
 
 def test_more_batches_in_flight_when_allowed() -> None:
@@ -251,7 +255,8 @@ def test_more_batches_in_flight_when_allowed() -> None:
 
     assert asyncio.run(main()) == [i * i for i in range(40)]
     assert run.most_running == 2
-    assert sorted(len(b) for b in run.batches) == [10, 10, 10, 10]
+    # two lone requests fill the two slots at once; the other 38 queue in batches of at most 10
+    assert sorted(len(b) for b in run.batches) == [1, 1, 8, 10, 10, 10]
 
 
 def test_coalescer_rejects_bad_limits() -> None:
@@ -262,3 +267,20 @@ def test_coalescer_rejects_bad_limits() -> None:
         Coalescer(run, max_size=0)
     with pytest.raises(ValueError, match="max_size and max_in_flight must be >= 1"):
         Coalescer(run, max_size=4, max_in_flight=0)
+
+
+def test_an_exception_as_a_result_fails_only_its_own_request() -> None:
+    async def run(batch: list[int]) -> list[object]:
+        await asyncio.sleep(0.001)
+        return [ValueError(f"bad {r}") if r % 2 else r * 10 for r in batch]
+
+    async def main() -> list[object]:
+        coalescer = Coalescer(run, max_size=8)
+        return await asyncio.gather(*(coalescer.submit(i) for i in range(6)), return_exceptions=True)
+
+    outcomes = asyncio.run(main())
+    for i, out in enumerate(outcomes):
+        if i % 2:
+            assert isinstance(out, ValueError) and str(out) == f"bad {i}"
+        else:
+            assert out == i * 10
