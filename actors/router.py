@@ -10,14 +10,24 @@ import numpy as np
 import pyarrow as pa
 import ray
 
+from rayrec import constants as C
 from rayrec.config import RayrecConfig
 from rayrec.exceptions import CALLER_ERRORS, InvalidInputError, ItemNotFoundError, ShardUnavailableError
 from rayrec.fanout import Coalescer, FanOutResult, describe, fan_out
-from rayrec.hashing import group_by_partition
-from rayrec.topk import SearchResult, merge_topk
-from rayrec.wire import pack_answers, pack_search, unpack_partial, unpack_requests
+from rayrec.hashing import group_by_partition, partition_of
+from rayrec.item_index import RESERVED_NAMES
 from rayrec.query import SearchRequest, make_request
+from rayrec.topk import SearchResult, merge_topk
 from rayrec.validation import check_ids, check_vectors
+from rayrec.wire import pack_answers, pack_search, unpack_partial, unpack_requests
+
+
+def _cancel(ref: Any) -> None:
+    """Cancels a late shard call so its work does not pile up on a slow shard."""
+    try:
+        ray.cancel(ref)
+    except Exception:  # already finished, or not a Ray task: nothing to cancel
+        pass
 
 
 class Router:
@@ -35,8 +45,14 @@ class Router:
         self.shards = list(shards)
         # A parcel is the requests of one call (search: one; search_many: a client's batch).
         self._coalescer: Coalescer[list[SearchRequest], list[SearchResult]] = Coalescer(
-            self._run_batch, max_size=config.max_batch_queries, size_of=lambda p: sum(r.rows for r in p)
+            self._run_batch,
+            max_size=config.max_batch_queries,
+            size_of=lambda p: sum(r.rows for r in p),
+            max_in_flight=C.ROUTER_BATCHES_IN_FLIGHT,
         )
+        self._load_lock = asyncio.Lock()
+        self._writes = 0  # bumped by every write: the cached catalog mean is stale once it moves
+        self._mean: tuple[int, np.ndarray | None] | None = None
 
     # ----- fan-out helpers -----------------------------------------------
     async def _fan_out(
@@ -56,14 +72,20 @@ class Router:
             "write": (cfg.write_timeout_s, cfg.shard_retries),
             "load": (cfg.load_timeout_s, 0),
         }[kind]
-        res = await fan_out(calls, timeout, retries)
+        res = await fan_out(calls, timeout, retries, on_timeout=_cancel)
         bad_request = res.caller_error()
         if bad_request is not None:
             raise bad_request
         if res.errors and (not tolerate or len(res.errors) == len(calls)):
             names = shard_ids or list(range(len(calls)))
             detail = "; ".join(f"shard {names[i]}: {describe(e)}" for i, e in sorted(res.errors.items()))
-            raise ShardUnavailableError(f"{len(res.errors)} of {len(calls)} shards failed: {detail}")
+            hint = (
+                "a write that failed may still have been applied; retrying it is safe"
+                if kind != "query"
+                else "see the shard's log; raise shard_timeout_s, or set on_shard_failure='partial' "
+                "to answer from the other shards"
+            )
+            raise ShardUnavailableError(f"{len(res.errors)} of {len(calls)} shards failed: {detail} ({hint})")
         return res
 
     async def _all(self, method: str, *args: Any, kind: str = "query", tolerate: bool = False) -> FanOutResult[Any]:
@@ -87,22 +109,9 @@ class Router:
 
     # ----- queries --------------------------------------------------------
     async def search(
-        self,
-        queries: Any,
-        k: int,
-        exclude: Any = None,
-        categories: Any = None,
-        with_metadata: bool = False,
+        self, queries: Any, k: int, exclude: Any = None, categories: Any = None, with_metadata: bool = False
     ) -> SearchResult:
-        """Global top-k per query vector.
-
-        Args:
-            queries: (nq, dim) or (dim,) vectors; normalised here.
-            k: results per query, 1..max_k.
-            exclude: item ids never to return: one list for all queries or one per query.
-            categories: allowed categories: one list for all queries or one per query.
-            with_metadata: also return each result's metadata.
-        """
+        """Global top-k per query vector (arguments as in rayrec.query.make_request)."""
         cfg = self.config.index
         request = make_request(queries, k, exclude, categories, with_metadata, dim=cfg.dim, max_k=cfg.max_k)
         return (await self._coalescer.submit([request]))[0]
@@ -126,17 +135,31 @@ class Router:
         results = iter(await self._coalescer.submit(parcel) if parcel else [])
         return pack_answers([a if a is not None else next(results) for a in answers])
 
+    def _excludes_by_shard(self, excludes: list[list[str] | None]) -> list[list[list[str] | None]]:
+        """Per shard, each query row's excluded ids that live on that shard (None when there are none)."""
+        n = len(self.shards)
+        out: list[list[list[str] | None]] = [[None] * len(excludes) for _ in range(n)]
+        for row, ids in enumerate(excludes):
+            for item in ids or ():
+                shard = partition_of(item, n)
+                if out[shard][row] is None:
+                    out[shard][row] = []
+                out[shard][row].append(item)  # type: ignore[union-attr]
+        return out
+
     async def _run_batch(self, parcels: list[list[SearchRequest]]) -> list[list[SearchResult]]:
         batch = [r for p in parcels for r in p]
         queries = np.concatenate([r.queries for r in batch]) if len(batch) > 1 else batch[0].queries
         k = max(r.k for r in batch)
-        excludes = [e for r in batch for e in r.excludes]
         categories = [c for r in batch for c in r.categories]
         with_meta = any(r.with_metadata for r in batch)
-        tolerate = self.config.on_shard_failure == "partial"
-        request = pack_search(queries, k, excludes, categories, with_meta)
-        res = await self._all("search_packed", request, tolerate=tolerate)
+        excludes = self._excludes_by_shard([e for r in batch for e in r.excludes])
+        blobs = [pack_search(queries, k, excludes[s], categories, with_meta) for s in range(len(self.shards))]
+        calls = [lambda s=s, b=b: s.search_packed.remote(b) for s, b in zip(self.shards, blobs)]
+        res = await self._fan_out(calls, "query", tolerate=self.config.on_shard_failure == "partial")
         merged = merge_topk([unpack_partial(r) for r in res.results if r is not None], k)
+        if with_meta:
+            _same_keys(merged[2])
         flat, start = [], 0
         for r in batch:
             rows = slice(start, start + r.rows)
@@ -150,14 +173,23 @@ class Router:
         return out
 
     async def mean_vector(self) -> np.ndarray | None:
-        """Normalised mean of every live item vector (None for an empty catalog or no direction)."""
-        res = await self._all("vector_sum")
-        total = sum(r[0] for r in res.results)
-        count = sum(r[1] for r in res.results)
+        """Normalised mean of every live item vector: None for an empty catalog or no direction.
+
+        Cached until the next write. Shards that fail are left out (the mean of
+        the others), so a cold-start answer survives a dead shard.
+        """
+        if self._mean is not None and self._mean[0] == self._writes:
+            return self._mean[1]
+        writes = self._writes
+        res = await self._all("vector_sum", tolerate=True)
+        parts = [r for r in res.results if r is not None]
+        total = sum(p[0] for p in parts)
+        count = sum(p[1] for p in parts)
         norm = float(np.linalg.norm(total)) if count else 0.0
-        if norm < 1e-9:
-            return None
-        return (total / norm).astype(np.float32)
+        mean = (total / norm).astype(np.float32) if norm > C.MIN_NORM else None
+        if not res.errors:
+            self._mean = (writes, mean)
+        return mean
 
     # ----- reads by id ----------------------------------------------------
     async def fetch(self, ids: Any) -> list[dict[str, Any] | None]:
@@ -170,7 +202,10 @@ class Router:
         return out
 
     async def vectors_of(self, ids: Any, required: bool = True) -> tuple[np.ndarray, list[bool]]:
-        """Vectors of ids; raises ItemNotFoundError for a missing one when required."""
+        """Vectors of ids (zeros where absent) and which were found.
+
+        Raises ItemNotFoundError naming the missing ids when required.
+        """
         ids = check_ids(ids)
         vectors = np.zeros((len(ids), self.config.index.dim), dtype=np.float32)
         found = [False] * len(ids)
@@ -180,38 +215,42 @@ class Router:
                 found[p] = h
         if required and not all(found):
             missing = [i for i, f in zip(ids, found) if not f]
-            raise ItemNotFoundError(f"unknown item id(s): {missing[:10]}{' ...' if len(missing) > 10 else ''}")
+            more = " ..." if len(missing) > 10 else ""
+            raise ItemNotFoundError(f"unknown item id(s): {missing[:10]}{more}; upsert the items first")
         return vectors, found
 
     async def count(self) -> int:
+        """Live items over all shards."""
         return sum((await self._all("count")).results)
 
     async def info(self) -> list[dict[str, Any]]:
+        """Per shard: id, items, tombstones, index kind, node."""
         return list((await self._all("info")).results)
 
     # ----- writes ---------------------------------------------------------
     async def upsert(self, ids: Any, vectors: Any, metadata: dict[str, list[Any]] | None = None) -> int:
-        """Inserts or replaces items on their owning shards; returns how many were written.
+        """Inserts or replaces items on their owning shards.
 
-        Input is checked whole before any shard is written. A shard failure
-        raises ShardUnavailableError; upserts are idempotent, so retrying the
-        call is safe.
+        Args:
+            ids: item ids (strings, or integers taken as strings).
+            vectors: (n, dim) array, any scale (normalised here).
+            metadata: optional string columns of n values (None allowed), e.g. category.
+
+        Returns:
+            The number of items written. Input is checked whole before any shard
+            is written; a shard failure raises ShardUnavailableError (upserts are
+            idempotent, so retrying the call is safe).
         """
         ids = check_ids(ids)
         vecs = check_vectors(vectors, self.config.index.dim, what="item vector")
         if vecs.shape[0] != len(ids):
             raise InvalidInputError(f"got {len(ids)} ids but {vecs.shape[0]} vectors")
-        metadata = dict(metadata or {})
-        for name, col in metadata.items():
-            if isinstance(col, (str, bytes)) or len(col) != len(ids):
-                raise InvalidInputError(f"metadata column {name!r} must be a list of {len(ids)} values")
-            bad = next((v for v in col if v is not None and not isinstance(v, str)), None)
-            if bad is not None:
-                raise InvalidInputError(f"metadata column {name!r} must hold strings or None, got {bad!r}")
+        metadata = _check_metadata(metadata, len(ids))
         if not ids:
             return 0
         names = list(metadata)
         meta = _MetaColumns(names, [metadata[n] for n in names])
+        self._writes += 1
         return sum(out for _, out in await self._by_owner("upsert", ids, vecs, meta, kind="write"))
 
     async def delete(self, ids: Any) -> int:
@@ -219,36 +258,79 @@ class Router:
         ids = check_ids(ids)
         if not ids:
             return 0
+        self._writes += 1
         return sum(out for _, out in await self._by_owner("delete", ids, kind="write"))
 
     async def load(self, source: str | pa.Table) -> int:
-        """Bulk-loads a catalog (Parquet path/URI or Arrow table): all shards or none.
+        """Bulk-loads a catalog (Parquet path/URI or Arrow table) as an upsert.
 
         Each shard reads the rows it owns and checks them; only when every shard
-        has staged its rows without error are they applied.
+        has staged its rows without error are they applied, so bad input writes
+        nothing. Loads run one at a time. A shard answers no queries while it
+        reads, checks and indexes its part.
+
+        Returns:
+            The number of rows applied.
         """
         if not isinstance(source, (str, pa.Table)):
             raise InvalidInputError(f"a catalog is a Parquet path or a pyarrow Table, got {type(source).__name__}")
         if isinstance(source, pa.Table):
             source = ray.put(source)  # one copy in the object store, read by every shard
         n = len(self.shards)
-        calls = [lambda s=s, i=i: s.stage.remote(source, i, n) for i, s in enumerate(self.shards)]
-        try:
-            await self._fan_out(calls, "load")
-        except BaseException:
-            await asyncio.gather(*(s.abort_staged.remote() for s in self.shards), return_exceptions=True)
-            raise
-        return sum((await self._all("commit_staged", kind="load")).results)
+        async with self._load_lock:
+            calls = [lambda s=s, i=i: s.stage.remote(source, i, n) for i, s in enumerate(self.shards)]
+            try:
+                await self._fan_out(calls, "load")
+            except BaseException:
+                await asyncio.gather(*(s.abort_staged.remote() for s in self.shards), return_exceptions=True)
+                raise
+            self._writes += 1
+            return sum((await self._all("commit_staged", kind="load")).results)
+
+    async def compact(self) -> None:
+        """Rebuilds every shard's index without its tombstones (HNSW shards only compact so)."""
+        await self._all("compact", kind="load")
 
     async def clear(self) -> None:
         """Removes every item from every shard."""
+        self._writes += 1
         await self._all("clear", kind="write")
 
     def get_config(self) -> RayrecConfig:
+        """The system's config (Rayrec.connect reads it)."""
         return self.config
 
     def get_shards(self) -> list[Any]:
+        """The shard handles, in shard order."""
         return list(self.shards)
+
+
+def _check_metadata(metadata: Any, n: int) -> dict[str, list[Any]]:
+    """Checks metadata columns up front, so no shard is written when one is bad."""
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, dict):
+        raise InvalidInputError(f"metadata must be a dict of column name to list of strings, got {type(metadata).__name__}")
+    out = {}
+    for name, col in metadata.items():
+        if not isinstance(name, str) or name in RESERVED_NAMES:
+            raise InvalidInputError(f"metadata column name {name!r} is reserved or not a string; rename it")
+        if isinstance(col, (str, bytes)) or not hasattr(col, "__len__") or len(col) != n:
+            raise InvalidInputError(f"metadata column {name!r} must be a list of {n} values")
+        bad = next((v for v in col if v is not None and not isinstance(v, str)), None)
+        if bad is not None:
+            raise InvalidInputError(f"metadata column {name!r} must hold strings or None, got {bad!r}")
+        out[name] = list(col)
+    return out
+
+
+def _same_keys(meta: np.ndarray) -> None:
+    """Gives every result's metadata the same keys: a column only some shards have seen is None elsewhere."""
+    keys = set().union(*(m for m in meta.flat if m is not None))
+    for m in meta.flat:
+        if m is not None:
+            for key in keys - m.keys():
+                m[key] = None
 
 
 class _MetaColumns:

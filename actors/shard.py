@@ -13,7 +13,7 @@ from rayrec.catalog import ItemBatch, iter_items
 from rayrec.config import RayrecConfig
 from rayrec.exceptions import InvalidInputError
 from rayrec.hashing import partitions_of
-from rayrec.item_index import ItemIndex, omp_threads
+from rayrec.item_index import ItemIndex
 from rayrec.validation import check_vectors
 from rayrec.wire import pack_partial, unpack_search
 
@@ -74,38 +74,47 @@ class Shard:
     def commit_staged(self) -> int:
         """Applies every staged batch (an upsert each); returns the rows written."""
         staged, self._staged = self._staged, []
-        with omp_threads(C.SHARD_BUILD_THREADS):
-            return sum(self.index.upsert(b.ids, b.vectors, b.metadata) for b in staged)
+        return sum(self.index.upsert(b.ids, b.vectors, b.metadata) for b in staged)
 
     def abort_staged(self) -> None:
+        """Drops staged rows (a load failed on some shard)."""
         self._staged = []
 
     def upsert(self, ids: list[str], vectors: np.ndarray, metadata: dict[str, list[Any]] | None = None) -> int:
+        """ItemIndex.upsert on this shard."""
         return self.index.upsert(ids, vectors, metadata)
 
     def delete(self, ids: list[str]) -> int:
+        """ItemIndex.delete on this shard."""
         return self.index.delete(ids)
 
     def count(self) -> int:
+        """Live items on this shard."""
         return len(self.index)
 
     def fetch(self, ids: list[str]) -> list[dict[str, Any] | None]:
+        """ItemIndex.fetch on this shard."""
         return self.index.fetch(ids)
 
     def vectors_of(self, ids: list[str]) -> tuple[np.ndarray, list[bool]]:
+        """ItemIndex.vectors_of on this shard."""
         return self.index.vectors_of(ids)
 
     def vector_sum(self) -> tuple[np.ndarray, int]:
+        """Sum and count of this shard's live vectors (for the catalog mean)."""
         return self.index.vector_sum()
 
     def compact(self) -> None:
+        """Rebuilds the index without tombstones."""
         self.index.compact()
 
     def clear(self) -> None:
+        """Removes every item and anything staged."""
         self.index.clear()
         self._staged = []
 
     def info(self) -> dict[str, Any]:
+        """Id, item and tombstone counts, index kind and readiness, and the Ray node."""
         return {
             "shard_id": self.shard_id,
             "items": len(self.index),

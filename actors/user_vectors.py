@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import numpy as np
 import ray
 
+from rayrec import constants as C
 from rayrec.client import RouterClient
 from rayrec.config import RayrecConfig
 from rayrec.exceptions import InvalidInputError
+from rayrec.hashing import stable_hash
 from rayrec.topk import SearchResult
 from rayrec.user_state import UserStore
 from rayrec.validation import check_event, check_exclude, check_id, check_ids, check_k
@@ -19,8 +22,9 @@ class UserVectors:
     """The users of one partition; recommends through the router.
 
     Plain async Python over a router handle; UserVectorActor is this class as a
-    Ray async actor. Each user-changing method finishes its update before it
-    returns, so the next recommend sees it (read-your-writes).
+    Ray async actor. Changes to one user run one at a time, in arrival order
+    (a lock per user stripe), and each finishes before its call returns, so the
+    next recommend sees it (read-your-writes).
     """
 
     def __init__(self, config: RayrecConfig, router: Any) -> None:
@@ -28,6 +32,10 @@ class UserVectors:
         self.router = router
         self.store = UserStore(config.index.dim, config.feedback)
         self.client = RouterClient(router, config.index.dim, config.index.max_k, config.max_batch_queries)
+        self._locks = [asyncio.Lock() for _ in range(C.USER_LOCK_STRIPES)]
+
+    def _lock(self, user_id: str) -> asyncio.Lock:
+        return self._locks[stable_hash(user_id) % len(self._locks)]
 
     async def _cold_start_vector(self) -> np.ndarray:
         mean = await self.router.mean_vector.remote()
@@ -36,10 +44,12 @@ class UserVectors:
             mean[0] = 1.0
         return mean
 
-    async def feedback(
-        self, user_id: Any, item_id: Any, event: str, event_id: str | None = None
-    ) -> dict[str, Any]:
-        """Applies one event to the user's vector.
+    def _unchanged(self, user_id: str) -> dict[str, Any]:
+        state = self.store.get(user_id)
+        return {"user_id": user_id, "version": 0 if state is None else state.version, "applied": False}
+
+    async def feedback(self, user_id: Any, item_id: Any, event: str, event_id: str | None = None) -> dict[str, Any]:
+        """Applies one event (click, like, purchase, skip, dislike) to the user's vector.
 
         Returns:
             {"user_id", "version", "applied"}; applied is False when event_id was
@@ -49,30 +59,38 @@ class UserVectors:
         item_id = check_id(item_id)
         event = check_event(event)
         event_id = None if event_id is None else check_id(event_id, "event id")
-        if self.store.applied(user_id, event_id):
-            return {"user_id": user_id, "version": self.store.get(user_id).version, "applied": False}
-        vectors, _ = await self.router.vectors_of.remote([item_id])
-        start = None if self.store.get(user_id) is not None else await self._cold_start_vector()
-        version, applied = self.store.apply(user_id, item_id, event, vectors[0], event_id, start)
+        async with self._lock(user_id):
+            if self.store.applied(user_id, event_id):
+                return self._unchanged(user_id)
+            vectors, _ = await self.router.vectors_of.remote([item_id])
+            start = None if self.store.get(user_id) is not None else await self._cold_start_vector()
+            version, applied = self.store.apply(user_id, item_id, event, vectors[0], event_id, start)
         return {"user_id": user_id, "version": version, "applied": applied}
 
     async def set_vector(self, user_id: Any, vector: Any, event_id: str | None = None) -> dict[str, Any]:
-        """Sets a user's interest vector directly."""
+        """Sets a user's interest vector directly. Returns {"user_id", "version", "applied"}."""
+        user_id = check_id(user_id, "user id")
         event_id = None if event_id is None else check_id(event_id, "event id")
-        version, applied = self.store.set_vector(user_id, vector, event_id)
-        return {"user_id": str(user_id), "version": version, "applied": applied}
+        async with self._lock(user_id):
+            version, applied = self.store.set_vector(user_id, vector, event_id)
+        return {"user_id": user_id, "version": version, "applied": applied}
 
     async def set_history(self, user_id: Any, item_ids: Any, event_id: str | None = None) -> dict[str, Any]:
-        """Sets a user from the items they engaged with (oldest first)."""
+        """Sets a user from the items they engaged with, oldest first.
+
+        The vector becomes the recency-weighted mean of the items' vectors and
+        the history is replaced. Returns {"user_id", "version", "applied"}.
+        """
         user_id = check_id(user_id, "user id")
         item_ids = check_ids(item_ids)
         if not item_ids:
             raise InvalidInputError("a user history needs at least one item id")
         event_id = None if event_id is None else check_id(event_id, "event id")
-        if self.store.applied(user_id, event_id):
-            return {"user_id": user_id, "version": self.store.get(user_id).version, "applied": False}
-        vectors, _ = await self.router.vectors_of.remote(item_ids)
-        version, applied = self.store.set_history(user_id, item_ids, vectors, event_id)
+        async with self._lock(user_id):
+            if self.store.applied(user_id, event_id):
+                return self._unchanged(user_id)
+            vectors, _ = await self.router.vectors_of.remote(item_ids)
+            version, applied = self.store.set_history(user_id, item_ids, vectors, event_id)
         return {"user_id": user_id, "version": version, "applied": applied}
 
     async def get(self, user_id: Any) -> dict[str, Any] | None:
@@ -92,8 +110,8 @@ class UserVectors:
         """Top-k items for a user; an unknown user gets the items nearest the catalog mean.
 
         Returns:
-            {"user_id", "items": [{"item_id", "score", metadata...}], "version",
-            "cold_start", "partial", "failed_shards"}.
+            {"user_id", "items": [{"item_id", "score", metadata...}], "version"
+            (of the vector used), "cold_start", "partial", "failed_shards"}.
         """
         user_id = check_id(user_id, "user id")
         k = check_k(k, self.config.index.max_k)
@@ -101,18 +119,21 @@ class UserVectors:
         state = self.store.get(user_id)
         if exclude_seen:
             excluded = excluded + self.store.seen(user_id)
+        # Read vector and version together, before any await can let a change in.
+        version = 0 if state is None else state.version
         vector = state.vector if state is not None else await self._cold_start_vector()
         result: SearchResult = await self.client.search(vector, k, excluded or None, categories, with_metadata=True)
         return {
             "user_id": user_id,
             "items": result.query(0),
-            "version": 0 if state is None else state.version,
+            "version": version,
             "cold_start": state is None,
             "partial": result.partial,
             "failed_shards": result.failed_shards,
         }
 
     async def count(self) -> int:
+        """Users held by this actor."""
         return len(self.store)
 
 

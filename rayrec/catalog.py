@@ -124,11 +124,14 @@ def batch_to_items(
         raise InvalidInputError(
             f"{where}: row {first_row + rows[p]} (item {ids[p]!r}) has NaN or infinite values in '{EMBEDDING_COLUMN}'"
         )
-    norms = np.linalg.norm(values, axis=1)
-    if (norms == 0).any():
-        p = int(np.flatnonzero(norms == 0)[0])
+    zero = ~values.any(axis=1)
+    if zero.any():
+        p = int(np.flatnonzero(zero)[0])
         raise InvalidInputError(f"{where}: row {first_row + rows[p]} (item {ids[p]!r}) has an all-zero embedding")
-    vectors = check_vectors(values, dim, what="embedding")
+    try:
+        vectors = check_vectors(values, dim, what="embedding")
+    except InvalidInputError as exc:
+        raise InvalidInputError(f"{where}: {exc} (counting the rows this shard reads)") from None
     metadata = {name: batch.column(name).cast(pa.string()).to_pylist() for name in meta_columns}
     return ItemBatch(ids, vectors, metadata)
 

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from rayrec import constants as C
 from rayrec.fanout import Coalescer
 from rayrec.query import SearchRequest, make_request
 from rayrec.topk import SearchResult
 from rayrec.wire import pack_requests, unpack_answers
 
-# A client keeps this many batches at the router at once: one being answered
-# while the next one fills.
-CLIENT_BATCHES_IN_FLIGHT = 2
 
 
 class RouterClient:
@@ -23,7 +21,7 @@ class RouterClient:
     before anything is sent.
     """
 
-    def __init__(self, router: Any, dim: int, max_k: int, max_batch_queries: int = 256) -> None:
+    def __init__(self, router: Any, dim: int, max_k: int, max_batch_queries: int = C.DEFAULT_MAX_BATCH_QUERIES) -> None:
         self._router = router
         self._dim = dim
         self._max_k = max_k
@@ -31,7 +29,7 @@ class RouterClient:
             self._send,
             max_size=max_batch_queries,
             size_of=lambda r: r.rows,
-            max_in_flight=CLIENT_BATCHES_IN_FLIGHT,
+            max_in_flight=C.CLIENT_BATCHES_IN_FLIGHT,
         )
 
     @property
@@ -40,14 +38,9 @@ class RouterClient:
         return self._coalescer.batches_run
 
     async def search(
-        self,
-        queries: Any,
-        k: int,
-        exclude: Any = None,
-        categories: Any = None,
-        with_metadata: bool = False,
+        self, queries: Any, k: int, exclude: Any = None, categories: Any = None, with_metadata: bool = False
     ) -> SearchResult:
-        """Global top-k per query vector; the arguments are those of Router.search."""
+        """Global top-k per query vector (arguments as in rayrec.query.make_request)."""
         request = make_request(queries, k, exclude, categories, with_metadata, dim=self._dim, max_k=self._max_k)
         return await self._coalescer.submit(request)
 

@@ -56,10 +56,12 @@ class IndexConfig:
             raise InvalidInputError(
                 f"factory {self.factory!r}: leave out IDMap, rayrec maps item ids itself"
             )
-        import faiss  # the factory string is checked by faiss itself
+        from rayrec.faiss_kinds import new_index  # the factory string is checked by faiss itself
 
         try:
-            faiss.index_factory(self.dim, self.factory, faiss.METRIC_INNER_PRODUCT)
+            new_index(self.dim, self.factory, self.ef_search, self.nprobe)
+        except ValueError as exc:
+            raise InvalidInputError(str(exc)) from None
         except RuntimeError as exc:
             first = str(exc).strip().splitlines()[-1] if str(exc).strip() else ""
             raise InvalidInputError(

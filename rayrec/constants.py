@@ -25,6 +25,9 @@ def _env_int(name: str, default: int) -> int:
         raise ValueError(f"environment variable {name}={raw!r} is not an integer") from None
 
 
+# Below this L2 norm a vector has no direction (refused as a zero vector).
+MIN_NORM = 1e-30
+
 # Index and search.
 DEFAULT_INDEX_FACTORY = os.environ.get("RAYREC_INDEX_FACTORY", "Flat")
 DEFAULT_EF_SEARCH = _env_int("RAYREC_EF_SEARCH", 64)
@@ -64,6 +67,11 @@ DEFAULT_WRITE_TIMEOUT_S = _env_float("RAYREC_WRITE_TIMEOUT_S", 60.0)
 # building HNSW over 250k vectors takes ~100 s on 2 cores). Never retried.
 DEFAULT_LOAD_TIMEOUT_S = _env_float("RAYREC_LOAD_TIMEOUT_S", 3600.0)
 DEFAULT_ON_SHARD_FAILURE = os.environ.get("RAYREC_ON_SHARD_FAILURE", "partial")
+# Batches a router keeps at its shards at once: one being searched while the next one
+# waits in the shards' queues, so shards never idle between batches.
+ROUTER_BATCHES_IN_FLIGHT = _env_int("RAYREC_ROUTER_BATCHES_IN_FLIGHT", 2)
+# Batches a RouterClient keeps at the router at once.
+CLIENT_BATCHES_IN_FLIGHT = _env_int("RAYREC_CLIENT_BATCHES_IN_FLIGHT", 2)
 # Most queries the router puts into one call per shard.
 DEFAULT_MAX_BATCH_QUERIES = _env_int("RAYREC_MAX_BATCH_QUERIES", 256)
 
@@ -81,5 +89,7 @@ DEFAULT_DECAY_HALF_LIFE_S = _env_float("RAYREC_DECAY_HALF_LIFE_S", 0.0)
 # Weight ratio between consecutive items when a user is set from a history.
 DEFAULT_HISTORY_RECENCY = _env_float("RAYREC_HISTORY_RECENCY", 0.9)
 DEFAULT_HISTORY_LEN = _env_int("RAYREC_HISTORY_LEN", 200)
+# Locks a user-vector actor stripes its users over (one user's changes run in order).
+USER_LOCK_STRIPES = _env_int("RAYREC_USER_LOCK_STRIPES", 256)
 # Event ids remembered per user for idempotent replay.
 DEFAULT_EVENT_ID_MEMORY = _env_int("RAYREC_EVENT_ID_MEMORY", 100_000)

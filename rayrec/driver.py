@@ -6,7 +6,6 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 import ray
 from ray.exceptions import RayTaskError
@@ -16,7 +15,7 @@ from rayrec.config import RayrecConfig
 from rayrec.exceptions import InvalidInputError, root_cause
 from rayrec.hashing import partition_of
 from rayrec.topk import SearchResult
-from rayrec.validation import check_id
+from rayrec.validation import check_id, check_ids
 
 ROUTER_NAME = "router"
 
@@ -156,19 +155,26 @@ class Rayrec:
         """Bulk-loads a catalog (Parquet path/URI or Arrow table with item_id and embedding)."""
         if isinstance(source, os.PathLike):
             source = os.fspath(source)
+        if isinstance(source, str) and "://" not in source:
+            # Every shard opens the file itself, from its own working directory.
+            source = os.path.abspath(source)
         return _get(self.router.load.remote(source))
 
     def upsert(self, ids: Sequence[Any], vectors: Any, metadata: dict[str, list[Any]] | None = None) -> int:
         """Inserts or replaces items; returns how many were written."""
-        return _get(self.router.upsert.remote(list(ids), np.asarray(vectors, dtype=np.float32), metadata))
+        return _get(self.router.upsert.remote(check_ids(ids), vectors, metadata))
 
     def delete(self, ids: Sequence[Any]) -> int:
         """Deletes items; returns how many existed."""
-        return _get(self.router.delete.remote(list(ids)))
+        return _get(self.router.delete.remote(check_ids(ids)))
 
     def fetch(self, ids: Sequence[Any]) -> list[dict[str, Any] | None]:
         """Per id, its record (item_id, vector, metadata) or None."""
-        return _get(self.router.fetch.remote(list(ids)))
+        return _get(self.router.fetch.remote(check_ids(ids)))
+
+    def compact(self) -> None:
+        """Rebuilds every shard's index without tombstones (HNSW shards compact only when asked)."""
+        _get(self.router.compact.remote())
 
     def count(self) -> int:
         """Items in the catalog."""
@@ -211,8 +217,8 @@ class Rayrec:
             raise InvalidInputError("set_user needs exactly one of vector= or history=")
         actor = self._users_of(user_id)
         if vector is not None:
-            return _get(actor.set_vector.remote(user_id, np.asarray(vector, dtype=np.float32), event_id))
-        return _get(actor.set_history.remote(user_id, list(history or []), event_id))
+            return _get(actor.set_vector.remote(user_id, vector, event_id))
+        return _get(actor.set_history.remote(user_id, check_ids(history), event_id))
 
     def get_user(self, user_id: Any) -> dict[str, Any] | None:
         """A user's vector, version, history and updated_at (None if unknown)."""

@@ -39,67 +39,52 @@ class FanOutResult(Generic[T]):
         return None
 
 
-async def _await(awaitable: Awaitable[T]) -> T:
-    return await awaitable
+def _start(call: Callable[[], Awaitable[T]]) -> tuple[Awaitable[T] | None, asyncio.Future[T]]:
+    """Starts a call; returns what it gave and a future of its answer.
 
-
-async def call_with_retry(call: Callable[[], Awaitable[T]], timeout_s: float, retries: int) -> T:
-    """Awaits call() within timeout_s, calling again up to `retries` times on failure.
-
-    A caller error (bad input) is raised at once, as the actor raised it; other
-    errors are retried. Raises the last error, or TimeoutError when the last
-    try missed the deadline.
-    """
-    for attempt in range(retries + 1):
-        try:
-            return await asyncio.wait_for(_await(call()), timeout_s)
-        except asyncio.TimeoutError:
-            if attempt == retries:
-                raise TimeoutError(f"no answer within {timeout_s:g} s ({retries + 1} tries)") from None
-        except Exception as exc:
-            cause = root_cause(exc)
-            if isinstance(cause, CALLER_ERRORS):
-                raise cause from None
-            if attempt == retries:
-                raise
-    raise AssertionError("unreachable")
-
-
-def _start(call: Callable[[], Awaitable[T]]) -> asyncio.Future[T]:
-    """Starts a call and returns its future; a Ray ObjectRef gives one directly (no wrapper task).
-
-    A call that raises while being started (a dead handle, say) gives a failed future.
+    A Ray ObjectRef gives its future directly (no wrapper task). A call that
+    raises while being started (a dead handle, say) gives a failed future.
     """
     try:
         awaitable = call()
     except Exception as exc:
         failed: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         failed.set_exception(exc)
-        return failed
+        return None, failed
     future = getattr(awaitable, "future", None)  # ray.ObjectRef.future(): a concurrent.futures.Future
     if callable(future):
-        return asyncio.wrap_future(future())
-    return asyncio.ensure_future(awaitable)
+        return awaitable, asyncio.wrap_future(future())
+    return awaitable, asyncio.ensure_future(awaitable)
 
 
-async def fan_out(calls: Sequence[Callable[[], Awaitable[T]]], timeout_s: float, retries: int) -> FanOutResult[T]:
+async def fan_out(
+    calls: Sequence[Callable[[], Awaitable[T]]],
+    timeout_s: float,
+    retries: int,
+    on_timeout: Callable[[Awaitable[T]], None] | None = None,
+) -> FanOutResult[T]:
     """Runs every call concurrently under one deadline per round; failed calls are retried.
 
     Each round starts the calls still owed an answer and waits at most
     timeout_s for them. A call that raised a caller error (bad input) is not
     retried; other failures and late answers are, up to `retries` more rounds.
+    on_timeout receives the awaitable of each late call (the router cancels
+    the Ray task, so late work does not pile up on a slow shard).
     """
     result: FanOutResult[T] = FanOutResult(results=[None] * len(calls))
     todo = list(range(len(calls)))
     for attempt in range(retries + 1):
         if not todo:
             break
-        futures = {i: _start(calls[i]) for i in todo}
+        started = {i: _start(calls[i]) for i in todo}
+        futures = {i: fut for i, (_, fut) in started.items()}
         done, _ = await asyncio.wait(futures.values(), timeout=timeout_s)
         todo = []
         for i, fut in futures.items():
             if fut not in done:
                 fut.cancel()
+                if on_timeout is not None and started[i][0] is not None:
+                    on_timeout(started[i][0])
                 result.errors[i] = TimeoutError(f"no answer within {timeout_s:g} s ({attempt + 1} tries)")
                 todo.append(i)
             elif fut.cancelled():

@@ -9,14 +9,14 @@ a configured share.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import faiss
 import numpy as np
 
 from rayrec import constants as C
+from rayrec import faiss_kinds
 from rayrec.config import IndexConfig
 from rayrec.exceptions import InvalidInputError
 from rayrec.topk import MISSING_ID, MISSING_SCORE
@@ -26,20 +26,6 @@ CATEGORY = "category"
 # Metadata names that would collide with the fields of a result or record.
 RESERVED_NAMES = ("item_id", "score", "embedding", "vector")
 _NO_CATEGORY = -1
-
-
-@contextlib.contextmanager
-def omp_threads(n: int | None) -> Iterator[None]:
-    """Runs a block with faiss using n OpenMP threads (None leaves it alone)."""
-    if n is None:
-        yield
-        return
-    before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(n)
-    try:
-        yield
-    finally:
-        faiss.omp_set_num_threads(before)
 
 
 def _as_meta_column(name: str, values: Sequence[Any], n: int) -> list[str | None]:
@@ -76,44 +62,8 @@ class ItemIndex:
 
     # ----- faiss plumbing -------------------------------------------------
     def _new_faiss_index(self) -> faiss.Index:
-        index = faiss.index_factory(self.config.dim, self.config.factory, faiss.METRIC_INNER_PRODUCT)
-        if hasattr(index, "hnsw"):
-            index.hnsw.efSearch = self.config.ef_search
-        ivf = self._ivf_of(index)
-        if ivf is not None:
-            ivf.nprobe = self.config.nprobe
-        return index
-
-    @staticmethod
-    def _ivf_of(index: faiss.Index) -> Any:
-        try:
-            return faiss.extract_index_ivf(index)
-        except RuntimeError:
-            return None
-
-    def _train_sizes(self) -> tuple[int, int]:
-        """(vectors needed before training, most vectors worth training on)."""
-        ivf = self._ivf_of(self._index)
-        centroids = ivf.nlist if ivf is not None else 256  # 256: a PQ sub-quantizer's codebook
-        return centroids * C.IVF_TRAIN_POINTS_PER_LIST, centroids * 256
-
-    def _search_params(self, selector: Any, selectivity: float) -> faiss.SearchParameters:
-        """Search parameters for a selector letting `selectivity` of the rows through.
-
-        A selector hides rows from the result but not from the graph walk or the
-        probed lists, so efSearch / nprobe grow by 1 / selectivity (capped) to
-        keep recall when a filter is restrictive.
-        """
-        boost = 1.0 / max(selectivity, 1e-6)
-        if hasattr(self._index, "hnsw"):
-            ef = self.config.ef_search
-            ef = int(min(max(ef * boost, ef), max(ef, C.FILTERED_EF_SEARCH_MAX)))
-            return faiss.SearchParametersHNSW(sel=selector, efSearch=ef)
-        ivf = self._ivf_of(self._index)
-        if ivf is not None:
-            nprobe = int(min(max(self.config.nprobe * boost, self.config.nprobe), ivf.nlist))
-            return faiss.SearchParametersIVF(sel=selector, nprobe=nprobe)
-        return faiss.SearchParameters(sel=selector)
+        cfg = self.config
+        return faiss_kinds.new_index(cfg.dim, cfg.factory, cfg.ef_search, cfg.nprobe)
 
     @property
     def index_ready(self) -> bool:
@@ -122,10 +72,10 @@ class ItemIndex:
 
     def _sync_index(self) -> None:
         """Trains the index when it needs and can, then adds rows not yet indexed."""
-        with omp_threads(self.build_threads):
+        with faiss_kinds.omp_threads(self.build_threads):
             if not self._index.is_trained:
                 live = np.flatnonzero(self._alive[: self._n])
-                need, most = self._train_sizes()
+                need, most = faiss_kinds.train_sizes(self._index)
                 if live.size < need:
                     return  # too few vectors to train: searched exactly until then
                 rng = np.random.default_rng(0)
@@ -235,6 +185,14 @@ class ItemIndex:
         self.__init__(self.config, self.build_threads)  # type: ignore[misc]
 
     def _maybe_compact(self) -> None:
+        """Compacts once tombstones pass compact_ratio, unless that means an HNSW rebuild.
+
+        Rebuilding a graph takes minutes on a large shard, during which the shard
+        answers nothing; HNSW shards compact only when asked (compact()).
+        Tombstones cost nothing in correctness: searches skip them.
+        """
+        if faiss_kinds.is_hnsw(self._index):
+            return
         dead = self._n - len(self._row)
         if dead >= C.COMPACT_MIN_ROWS and dead >= self.config.compact_ratio * self._n:
             self.compact()
@@ -242,7 +200,7 @@ class ItemIndex:
     def compact(self) -> None:
         """Drops tombstoned rows and rebuilds the faiss index over the live ones."""
         live = np.flatnonzero(self._alive[: self._n])
-        trained_ivf = self._index.is_trained and self._ivf_of(self._index) is not None
+        trained_ivf = self._index.is_trained and faiss_kinds.ivf_of(self._index) is not None
         if trained_ivf:  # keep the trained coarse quantizer; only the lists are rebuilt
             index = faiss.clone_index(self._index)
             index.reset()
@@ -339,6 +297,8 @@ class ItemIndex:
         ids = np.full((nq, k), MISSING_ID, dtype=object)
         if nq == 0 or not self._row:
             return scores, ids
+        # Excluded ids this shard does not hold change nothing here.
+        excludes = [None if not e else [i for i in e if i in self._row] or None for e in excludes]
         plain = [q for q in range(nq) if not excludes[q] and categories[q] is None]
         if plain:
             mask = None if self.tombstones == 0 else self._alive[: self._n]
@@ -390,7 +350,8 @@ class ItemIndex:
             else:
                 keep = np.packbits(mask, bitorder="little")
             selector = faiss.IDSelectorBitmap(keep.size, faiss.swig_ptr(keep))
-        params = self._search_params(selector, eligible / max(self._n, 1))
+        cfg = self.config
+        params = faiss_kinds.search_params(self._index, cfg.ef_search, cfg.nprobe, selector, eligible / max(self._n, 1))
         s, r = self._index.search(q, want, params=params)
         del keep  # the bitmap must outlive the search call above
         short = np.flatnonzero((r >= 0).sum(axis=1) < want)
@@ -400,16 +361,5 @@ class ItemIndex:
         return s, r
 
     def _exact(self, q: np.ndarray, want: int, mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        rows = np.flatnonzero(mask) if mask is not None else np.flatnonzero(self._alive[: self._n])
-        sims = q @ self._vectors[rows].T
-        want = min(want, rows.size)
-        if want < rows.size:
-            part = np.argpartition(-sims, want - 1, axis=1)[:, :want]
-        else:
-            part = np.broadcast_to(np.arange(rows.size), (q.shape[0], rows.size))
-        top = np.take_along_axis(sims, part, axis=1)
-        order = np.argsort(-top, axis=1, kind="stable")
-        return (
-            np.take_along_axis(top, order, axis=1).astype(np.float32),
-            rows[np.take_along_axis(part, order, axis=1)].astype(np.int64),
-        )
+        rows = np.flatnonzero(mask if mask is not None else self._alive[: self._n])
+        return faiss_kinds.exact_topk(q, self._vectors, rows, want)

@@ -10,17 +10,15 @@ from typing import Any
 
 import numpy as np
 
+from rayrec import constants as C
 from rayrec.config import FeedbackRule
 from rayrec.exceptions import InvalidInputError
 from rayrec.validation import check_event, check_id, check_vectors
 
-_MIN_NORM = 1e-12
-
-
 def normalise(v: np.ndarray) -> np.ndarray:
     """v / |v| as float32; a zero vector is returned unchanged."""
     norm = float(np.linalg.norm(v))
-    return (v / norm).astype(np.float32) if norm > _MIN_NORM else v.astype(np.float32)
+    return (v / norm).astype(np.float32) if norm > C.MIN_NORM else v.astype(np.float32)
 
 
 def decay_factor(elapsed_s: float, half_life_s: float) -> float:
@@ -34,11 +32,14 @@ def update_vector(v: np.ndarray, x: np.ndarray, rate: float, decay: float = 1.0)
     """The feedback rule: normalise(decay * v + rate * x).
 
     A positive rate turns v toward the item vector x, a negative one away from
-    it; with unit v and x and |rate| < 1 the result is never the zero vector.
+    it. Where decay * v and rate * x cancel exactly (v = x and decay = -rate),
+    the event alone decides: the result is normalise(rate * x).
     """
     out = normalise(decay * v.astype(np.float64) + rate * x.astype(np.float64))
-    if float(np.linalg.norm(out)) <= _MIN_NORM:  # only if v = 0 and rate = 0
-        raise InvalidInputError("feedback left the user vector at zero; use a non-zero learning rate")
+    if float(np.linalg.norm(out)) <= C.MIN_NORM:
+        out = normalise(rate * x.astype(np.float64))
+    if float(np.linalg.norm(out)) <= C.MIN_NORM:  # only a user with no vector and a zero rate
+        raise InvalidInputError("a zero learning rate cannot give a user without a vector a direction")
     return out
 
 
@@ -51,7 +52,10 @@ def history_vector(vectors: np.ndarray, recency: float) -> np.ndarray:
     if n == 0:
         raise InvalidInputError("a user history needs at least one item")
     weights = recency ** np.arange(n - 1, -1, -1, dtype=np.float64)
-    return normalise(weights @ vectors.astype(np.float64))
+    out = normalise(weights @ vectors.astype(np.float64))
+    if float(np.linalg.norm(out)) <= C.MIN_NORM:
+        raise InvalidInputError("the history's item vectors cancel out: their mean has no direction")
+    return out
 
 
 @dataclass(slots=True)

@@ -7,11 +7,12 @@ from typing import Any
 
 import numpy as np
 
+from rayrec import constants as C
 from rayrec.config import EVENT_TYPES
 from rayrec.exceptions import DimensionMismatchError, InvalidInputError
 
 # Below this norm a vector has no direction to normalise.
-_MIN_NORM = 1e-12
+_MIN_NORM = C.MIN_NORM
 
 
 def check_id(value: Any, what: str = "item id") -> str:
@@ -27,8 +28,12 @@ def check_id(value: Any, what: str = "item id") -> str:
 def check_ids(values: Sequence[Any], what: str = "item id") -> list[str]:
     """check_id on every element of a sequence (a bare string is refused)."""
     if isinstance(values, (str, bytes)):
-        raise InvalidInputError(f"expected a list of {what}s, got a single string {values!r}")
-    return [check_id(v, what) for v in values]
+        raise InvalidInputError(f"expected a list of {what}s, got a single string {values!r}; wrap it in a list")
+    try:
+        items = list(values)
+    except TypeError:
+        raise InvalidInputError(f"expected a list of {what}s, got {type(values).__name__}") from None
+    return [check_id(v, what) for v in items]
 
 
 def check_vectors(vectors: Any, dim: int, *, normalise: bool = True, what: str = "vector") -> np.ndarray:
@@ -53,11 +58,14 @@ def check_vectors(vectors: Any, dim: int, *, normalise: bool = True, what: str =
         raise InvalidInputError(f"{what} at position {row} contains NaN or infinite values")
     arr = np.ascontiguousarray(arr)
     if normalise and arr.shape[0]:
-        norms = np.linalg.norm(arr, axis=1)
+        # In float64: a float32 norm overflows above ~1e19 and underflows below ~1e-19;
+        # every finite float32 vector has a finite float64 norm.
+        wide = arr.astype(np.float64)
+        norms = np.linalg.norm(wide, axis=1)
         if (norms < _MIN_NORM).any():
             row = int(np.flatnonzero(norms < _MIN_NORM)[0])
             raise InvalidInputError(f"{what} at position {row} is all zeros: it has no direction to score by")
-        arr = arr / norms[:, None]
+        arr = wide / norms[:, None]
     return arr.astype(np.float32, copy=False)
 
 

@@ -18,7 +18,16 @@ TINY_CPU = 0.02
 
 @pytest.fixture(scope="session")
 def ray_session() -> Iterator[None]:
-    ray.init(num_cpus=2, namespace="rayrec-tests", include_dashboard=False, log_to_driver=False)
+    # Shards answer filtered queries through the faiss IDSelector path however few rows
+    # are eligible (the exact-subset shortcut is covered by the unit tests).
+    env = {"RAYREC_EXACT_SUBSET_MAX_ROWS": "0"}
+    ray.init(
+        num_cpus=2,
+        namespace="rayrec-tests",
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env={"env_vars": env},
+    )
     yield
     ray.shutdown()
 

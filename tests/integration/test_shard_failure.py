@@ -51,7 +51,20 @@ def build(policy: str, bad_kind: str):
     ray.get(router.upsert.remote(ids, x))
     if bad_kind == "kill":
         ray.kill(shards[1], no_restart=True)
+        wait_until_dead(shards[1])
     return router, shards, ids, x
+
+
+def wait_until_dead(handle, deadline_s: float = 30.0) -> None:
+    """ray.kill returns before the actor is gone: wait until calls to it fail."""
+    stop = time.monotonic() + deadline_s
+    while time.monotonic() < stop:
+        try:
+            ray.get(handle.count.remote(), timeout=5)
+        except ray.exceptions.RayActorError:
+            return
+        time.sleep(0.05)
+    raise AssertionError("the killed shard still answers")
 
 
 @pytest.mark.parametrize("bad_kind", ["raise", "slow", "kill"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+import ray
 
 from rayrec import IndexConfig, InvalidInputError, ItemNotFoundError, Rayrec
 from rayrec.catalog import items_table
@@ -250,3 +251,51 @@ def test_connect_reaches_the_same_system(system):
     assert other.count() == N
     system.set_user("u-shared", vector=np.ones(DIM))
     assert other.get_user("u-shared")["version"] == 1
+
+
+def test_a_metadata_column_new_to_some_shards_reads_none_elsewhere(system):
+    ids, x, _, _ = catalog()
+    system.upsert(["colour-1"], [x[8]], {"category": ["docs"], "colour": ["red"]})
+    try:
+        res = system.search(x[8], k=30, with_metadata=True)
+        assert all("colour" in m for m in res.metadata[0])
+        by_id = dict(zip(res.ids[0], res.metadata[0]))
+        assert by_id["colour-1"]["colour"] == "red"
+        assert [m["colour"] for i, m in by_id.items() if i != "colour-1"] == [None] * 29
+    finally:
+        system.delete(["colour-1"])
+
+
+def test_a_bare_string_is_not_a_list_of_ids(system):
+    with pytest.raises(InvalidInputError, match="single string 'sku-00001'; wrap it in a list"):
+        system.delete("sku-00001")
+    assert system.count() == N
+
+
+def test_cold_start_follows_the_catalog(system):
+    ids, x, _, _ = catalog()
+    before = system.recommend("cold-follow", k=3)["items"]
+    far = -x.sum(0) / np.linalg.norm(x.sum(0))  # opposite the catalog mean
+    system.upsert([f"far-{i}" for i in range(3 * N)], np.repeat(far[None], 3 * N, axis=0))
+    try:
+        after = system.recommend("cold-follow", k=3)["items"]
+        assert {r["item_id"] for r in after} <= {f"far-{i}" for i in range(3 * N)}
+        assert {r["item_id"] for r in before} <= set(ids)
+    finally:
+        system.delete([f"far-{i}" for i in range(3 * N)])
+    assert {r["item_id"] for r in system.recommend("cold-follow", k=3)["items"]} <= set(ids)
+
+
+def test_compaction_drops_tombstones_and_keeps_answers(system):
+    ids, x, _, _ = catalog()
+    temp = [f"tomb-{i}" for i in range(200)]
+    system.upsert(temp, x[:200])
+    system.delete(temp)
+    before = system.search(x[:5], k=10)
+    system.compact()
+    info = ray.get(system.router.info.remote())
+    assert all(shard["tombstones"] == 0 for shard in info)
+    assert sum(shard["items"] for shard in info) == N
+    after = system.search(x[:5], k=10)
+    assert after.ids == before.ids or system.config.index.factory != "Flat"
+    assert not {i for row in after.ids for i in row} & set(temp)

@@ -228,3 +228,27 @@ def test_per_query_expands_one_or_checks_each() -> None:
         per_query([["a"], ["b"]], 3, check_categories, "category")
     with pytest.raises(InvalidInputError, match="empty list"):
         per_query([["a"], []], 2, check_categories, "category")
+
+
+def test_huge_and_tiny_vectors_normalise_in_float64() -> None:
+    from rayrec.validation import check_vectors
+
+    big = np.full((1, 16), 1e20, np.float32)
+    np.testing.assert_allclose(check_vectors(big, 16), np.full((1, 16), 0.25), atol=1e-7)
+    tiny = np.full((1, 16), 1e-25, np.float32)
+    np.testing.assert_allclose(check_vectors(tiny, 16), np.full((1, 16), 0.25), atol=1e-7)
+    np.testing.assert_allclose(check_vectors(np.full((1, 16), 3e38, np.float32), 16), np.full((1, 16), 0.25), atol=1e-7)
+
+
+def test_id_lists_must_be_lists() -> None:
+    from rayrec.validation import check_ids
+
+    with pytest.raises(InvalidInputError, match="got a single string 'sku-7'; wrap it in a list"):
+        check_ids("sku-7")
+    with pytest.raises(InvalidInputError, match="expected a list of item ids, got NoneType"):
+        check_ids(None)
+
+
+def test_factories_with_a_transform_are_refused() -> None:
+    with pytest.raises(InvalidInputError, match="starts with a transform"):
+        IndexConfig(dim=64, factory="PCA16,HNSW32")

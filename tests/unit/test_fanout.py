@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from rayrec.exceptions import InvalidInputError, ItemNotFoundError, root_cause
-from rayrec.fanout import Coalescer, FanOutResult, call_with_retry, describe, fan_out
+from rayrec.fanout import Coalescer, FanOutResult, describe, fan_out
 
 DEADLINE_S = 0.05
 
@@ -82,12 +82,12 @@ def test_no_retries_means_one_try() -> None:
     assert flaky.calls == 1
 
 
-def test_call_with_retry_raises_the_last_error() -> None:
-    with pytest.raises(ConnectionError, match="shard 4 is down"):
-        asyncio.run(call_with_retry(Target(4, bad_tries=5), DEADLINE_S, retries=1))
-    with pytest.raises(TimeoutError, match=r"no answer within 0.05 s \(1 tries\)"):
-        asyncio.run(call_with_retry(Target(4, bad_tries=5, how="slow"), DEADLINE_S, retries=0))
-    assert asyncio.run(call_with_retry(Target(4, bad_tries=2), DEADLINE_S, retries=2)) == 4
+def test_on_timeout_gets_each_late_call_to_cancel_it() -> None:
+    late: list[object] = []
+    slow = Target(1, bad_tries=100, how="slow")
+    result = asyncio.run(fan_out([Target(0), slow], DEADLINE_S, retries=1, on_timeout=late.append))
+    assert result.results == [0, None]
+    assert len(late) == 2 and all(asyncio.iscoroutine(c) for c in late)  # one per try of the slow call
 
 
 class RayTaskErrorLike(Exception):

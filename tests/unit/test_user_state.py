@@ -59,8 +59,19 @@ def test_update_by_hand() -> None:
     np.testing.assert_allclose(update_vector(v, x, -0.25), np.array([4, -1]) / np.sqrt(17), atol=1e-7)
     # Decay 0.5 halves the old vector's pull: normalise(0.5 v + 0.25 x) = (2, 1) / sqrt(5).
     np.testing.assert_allclose(update_vector(v, x, 0.25, decay=0.5), np.array([2, 1]) / np.sqrt(5), atol=1e-7)
-    with pytest.raises(InvalidInputError, match="non-zero learning rate"):
+    with pytest.raises(InvalidInputError, match="zero learning rate cannot give a user without a vector"):
         update_vector(np.zeros(2, np.float32), x, 0.0)
+    # decay * v and rate * x cancel exactly: the event alone decides the direction
+    np.testing.assert_allclose(update_vector(x, x, -0.25, decay=0.25), -x, atol=1e-7)
+    np.testing.assert_allclose(update_vector(x, x, -0.5, decay=0.5), -x, atol=1e-7)
+
+
+def test_a_history_whose_vectors_cancel_is_refused() -> None:
+    from rayrec.user_state import history_vector
+
+    x = np.array([[1.0, 0.0], [-1.0, 0.0]], np.float32)
+    with pytest.raises(InvalidInputError, match="cancel out"):
+        history_vector(x, 1.0)
 
 
 def test_decay_factor_values() -> None:
