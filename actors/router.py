@@ -15,11 +15,20 @@ from rayrec.config import RayrecConfig
 from rayrec.exceptions import CALLER_ERRORS, InvalidInputError, ItemNotFoundError, ShardUnavailableError
 from rayrec.fanout import Coalescer, FanOutResult, describe, fan_out
 from rayrec.hashing import group_by_partition, partition_of
-from rayrec.item_index import RESERVED_NAMES
+from rayrec.metadata import check_metadata, same_keys, take
 from rayrec.query import SearchRequest, make_request
 from rayrec.topk import SearchResult, merge_topk
 from rayrec.validation import check_ids, check_vectors
 from rayrec.wire import pack_answers, pack_search, unpack_partial, unpack_requests
+
+
+def _rows(column: Any, pos: list[int]) -> Any:
+    """The rows at pos of an array or of a metadata dict."""
+    if isinstance(column, np.ndarray):
+        return column[pos]
+    if isinstance(column, dict):
+        return take(column, pos)
+    return [column[p] for p in pos]
 
 
 def _cancel(ref: Any) -> None:
@@ -159,7 +168,7 @@ class Router:
         res = await self._fan_out(calls, "query", tolerate=self.config.on_shard_failure == "partial")
         merged = merge_topk([unpack_partial(r) for r in res.results if r is not None], k)
         if with_meta:
-            _same_keys(merged[2])
+            same_keys(merged[2])
         flat, start = [], 0
         for r in batch:
             rows = slice(start, start + r.rows)
@@ -245,13 +254,11 @@ class Router:
         vecs = check_vectors(vectors, self.config.index.dim, what="item vector")
         if vecs.shape[0] != len(ids):
             raise InvalidInputError(f"got {len(ids)} ids but {vecs.shape[0]} vectors")
-        metadata = _check_metadata(metadata, len(ids))
+        metadata = check_metadata(metadata, len(ids))
         if not ids:
             return 0
-        names = list(metadata)
-        meta = _MetaColumns(names, [metadata[n] for n in names])
         self._writes += 1
-        return sum(out for _, out in await self._by_owner("upsert", ids, vecs, meta, kind="write"))
+        return sum(out for _, out in await self._by_owner("upsert", ids, vecs, metadata, kind="write"))
 
     async def delete(self, ids: Any) -> int:
         """Deletes items by id; returns how many existed. Idempotent."""
@@ -303,50 +310,6 @@ class Router:
     def get_shards(self) -> list[Any]:
         """The shard handles, in shard order."""
         return list(self.shards)
-
-
-def _check_metadata(metadata: Any, n: int) -> dict[str, list[Any]]:
-    """Checks metadata columns up front, so no shard is written when one is bad."""
-    if metadata is None:
-        return {}
-    if not isinstance(metadata, dict):
-        raise InvalidInputError(f"metadata must be a dict of column name to list of strings, got {type(metadata).__name__}")
-    out = {}
-    for name, col in metadata.items():
-        if not isinstance(name, str) or name in RESERVED_NAMES:
-            raise InvalidInputError(f"metadata column name {name!r} is reserved or not a string; rename it")
-        if isinstance(col, (str, bytes)) or not hasattr(col, "__len__") or len(col) != n:
-            raise InvalidInputError(f"metadata column {name!r} must be a list of {n} values")
-        bad = next((v for v in col if v is not None and not isinstance(v, str)), None)
-        if bad is not None:
-            raise InvalidInputError(f"metadata column {name!r} must hold strings or None, got {bad!r}")
-        out[name] = list(col)
-    return out
-
-
-def _same_keys(meta: np.ndarray) -> None:
-    """Gives every result's metadata the same keys: a column only some shards have seen is None elsewhere."""
-    keys = set().union(*(m for m in meta.flat if m is not None))
-    for m in meta.flat:
-        if m is not None:
-            for key in keys - m.keys():
-                m[key] = None
-
-
-class _MetaColumns:
-    """Metadata columns that _rows can slice like an array."""
-
-    def __init__(self, names: list[str], columns: list[list[Any]]) -> None:
-        self.names = names
-        self.columns = columns
-
-
-def _rows(column: Any, pos: list[int]) -> Any:
-    if isinstance(column, np.ndarray):
-        return column[pos]
-    if isinstance(column, _MetaColumns):
-        return {n: [c[p] for p in pos] for n, c in zip(column.names, column.columns)} or None
-    return [column[p] for p in pos]
 
 
 RouterActor = ray.remote(Router)

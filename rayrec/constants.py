@@ -33,6 +33,8 @@ DEFAULT_INDEX_FACTORY = os.environ.get("RAYREC_INDEX_FACTORY", "Flat")
 DEFAULT_EF_SEARCH = _env_int("RAYREC_EF_SEARCH", 64)
 DEFAULT_NPROBE = _env_int("RAYREC_NPROBE", 16)
 DEFAULT_MAX_K = _env_int("RAYREC_MAX_K", 1000)
+# Rows a shard's arrays hold before their first growth (then they double).
+SHARD_INITIAL_ROWS = _env_int("RAYREC_SHARD_INITIAL_ROWS", 1024)
 # Rebuild a shard's index once this fraction of its rows are tombstones.
 DEFAULT_COMPACT_RATIO = _env_float("RAYREC_COMPACT_RATIO", 0.3)
 # Tombstones below this many rows never trigger a rebuild (not worth it).

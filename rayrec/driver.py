@@ -21,10 +21,12 @@ ROUTER_NAME = "router"
 
 
 def shard_name(i: int) -> str:
+    """The Ray actor name of shard i."""
     return f"shard-{i}"
 
 
 def users_name(i: int) -> str:
+    """The Ray actor name of user-vector actor i."""
     return f"users-{i}"
 
 
@@ -52,6 +54,15 @@ def build_actors(config: RayrecConfig, detached: bool = False) -> tuple[Any, lis
     common: dict[str, Any] = {"namespace": config.namespace}
     if detached:
         common["lifetime"] = "detached"
+    try:
+        ray.get_actor(ROUTER_NAME, namespace=config.namespace)
+    except ValueError:
+        pass  # no system of that name yet
+    else:
+        raise InvalidInputError(
+            f"a rayrec system already runs in Ray namespace {config.namespace!r}: attach to it with "
+            "Rayrec.connect(namespace=...) or start this one in another namespace"
+        )
     shards = [
         ShardActor.options(name=shard_name(i), num_cpus=config.shard_num_cpus, **common).remote(
             config, i, C.SHARD_SEARCH_THREADS

@@ -19,25 +19,11 @@ from rayrec import constants as C
 from rayrec import faiss_kinds
 from rayrec.config import IndexConfig
 from rayrec.exceptions import InvalidInputError
+from rayrec.metadata import CATEGORY, check_metadata
 from rayrec.topk import MISSING_ID, MISSING_SCORE
 from rayrec.validation import check_ids, check_vectors
 
-CATEGORY = "category"
-# Metadata names that would collide with the fields of a result or record.
-RESERVED_NAMES = ("item_id", "score", "embedding", "vector")
 _NO_CATEGORY = -1
-
-
-def _as_meta_column(name: str, values: Sequence[Any], n: int) -> list[str | None]:
-    if len(values) != n:
-        raise InvalidInputError(f"metadata column {name!r} has {len(values)} values for {n} items")
-    out: list[str | None] = []
-    for v in values:
-        if v is None or isinstance(v, str):
-            out.append(v)
-        else:
-            raise InvalidInputError(f"metadata column {name!r} must hold strings or None, got {type(v).__name__} {v!r}")
-    return out
 
 
 class ItemIndex:
@@ -90,7 +76,7 @@ class ItemIndex:
         need = self._n + extra
         if need <= self._cap:
             return
-        cap = max(need, 2 * self._cap, 1024)
+        cap = max(need, 2 * self._cap, C.SHARD_INITIAL_ROWS)
         vectors = np.empty((cap, self.config.dim), dtype=np.float32)
         vectors[: self._n] = self._vectors[: self._n]
         self._vectors = vectors
@@ -124,12 +110,7 @@ class ItemIndex:
         n = len(ids)
         if vecs.shape[0] != n:
             raise InvalidInputError(f"got {n} ids but {vecs.shape[0]} vectors")
-        meta = {name: _as_meta_column(name, col, n) for name, col in (metadata or {}).items()}
-        for name in meta:
-            if name in RESERVED_NAMES:
-                raise InvalidInputError(
-                    f"metadata column name {name!r} is reserved (reserved: {', '.join(RESERVED_NAMES)}); rename it"
-                )
+        meta = check_metadata(metadata, n)
         last = {item: pos for pos, item in enumerate(ids)}
         if len(last) != n:
             keep = sorted(last.values())

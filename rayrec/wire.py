@@ -29,6 +29,7 @@ def pack_search(
 
 
 def unpack_search(blob: bytes) -> tuple[np.ndarray, int, list[Any], list[Any], bool]:
+    """The arguments of Shard.search packed by pack_search."""
     return pickle.loads(blob)
 
 
@@ -39,6 +40,7 @@ def pack_partial(part: tuple[np.ndarray, ...]) -> bytes:
 
 
 def unpack_partial(blob: bytes) -> tuple[np.ndarray, ...]:
+    """(scores, ids, [metadata]) packed by pack_partial."""
     return pickle.loads(blob)
 
 
@@ -48,6 +50,7 @@ def pack_requests(requests: list[tuple[Any, ...]]) -> bytes:
 
 
 def unpack_requests(blob: bytes) -> list[tuple[Any, ...]]:
+    """The requests packed by pack_requests."""
     return pickle.loads(blob)
 
 
@@ -57,4 +60,5 @@ def pack_answers(answers: list[Any]) -> bytes:
 
 
 def unpack_answers(blob: bytes) -> list[Any]:
+    """The answers packed by pack_answers."""
     return pickle.loads(blob)

@@ -299,3 +299,8 @@ def test_compaction_drops_tombstones_and_keeps_answers(system):
     after = system.search(x[:5], k=10)
     assert after.ids == before.ids or system.config.index.factory != "Flat"
     assert not {i for row in after.ids for i in row} & set(temp)
+
+
+def test_a_second_system_in_the_same_namespace_is_refused(system):
+    with pytest.raises(InvalidInputError, match="already runs in Ray namespace .*Rayrec.connect"):
+        Rayrec.start(system.config)

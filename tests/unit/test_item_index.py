@@ -258,7 +258,7 @@ def test_bad_batch_writes_nothing() -> None:
         index.upsert([""], [[0, 1, 0]])
     with pytest.raises(InvalidInputError, match="metadata column 'brand' must hold strings"):
         index.upsert(["b"], [[0, 1, 0]], {"brand": [3]})
-    with pytest.raises(InvalidInputError, match="has 2 values for 1 items"):
+    with pytest.raises(InvalidInputError, match="must be a list of 1 values, got 2"):
         index.upsert(["b"], [[0, 1, 0]], {"brand": ["p", "q"]})
     with pytest.raises(InvalidInputError, match="'embedding' is reserved"):
         index.upsert(["b"], [[0, 1, 0]], {"embedding": ["p"]})
