@@ -13,6 +13,7 @@ from rayrec.catalog import ItemBatch, iter_items
 from rayrec.config import RayrecConfig
 from rayrec.exceptions import InvalidInputError
 from rayrec.hashing import partitions_of
+from rayrec.faiss_kinds import omp_threads
 from rayrec.item_index import ItemIndex
 from rayrec.validation import check_vectors
 from rayrec.wire import pack_partial, unpack_search
@@ -36,6 +37,9 @@ class Shard:
         self.shard_id = shard_id
         self.index = ItemIndex(config.index, build_threads=C.SHARD_BUILD_THREADS)
         self._staged: list[ItemBatch] = []
+        # Batches big enough to split over threads may use more of them (a node's CPUs
+        # divided by the shards it holds); a single query stays on one thread.
+        self._batch_threads = C.SHARD_BATCH_THREADS if threads is not None else None
 
     def search(
         self,
@@ -47,7 +51,9 @@ class Shard:
     ) -> tuple[np.ndarray, ...]:
         """Partial top-k of this shard: (scores, ids) or (scores, ids, metadata)."""
         queries = check_vectors(queries, self.config.index.dim, what="query vector")
-        scores, ids = self.index.search(queries, k, excludes, categories)
+        threads = self._batch_threads if queries.shape[0] >= C.SHARD_BATCH_MIN_QUERIES else None
+        with omp_threads(threads):
+            scores, ids = self.index.search(queries, k, excludes, categories)
         if with_metadata:
             return scores, ids, self.index.metadata_of(ids)
         return scores, ids

@@ -34,6 +34,11 @@ parser.add_argument("--json", action="store_true", help="print one JSON object o
 args = parser.parse_args()
 
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # local Ray on loopback
+# Each shard may use its share of the cores for batches and builds, never more in total
+# (read by rayrec.constants in the shard processes, which inherit this environment).
+PER_SHARD_THREADS = str(max(1, args.num_cpus // args.shards))
+os.environ.setdefault("RAYREC_SHARD_BATCH_THREADS", PER_SHARD_THREADS)
+os.environ.setdefault("RAYREC_SHARD_BUILD_THREADS", PER_SHARD_THREADS)
 
 import faiss  # noqa: E402
 import numpy as np  # noqa: E402
@@ -193,6 +198,7 @@ def main() -> dict:
         "single_qps": round(single_qps, 1),
         "router_minus_single_p50_ms": round(router_p50 - single_p50, 3),
         "router_qps_over_single_qps": round(router_qps / single_qps, 3),
+        "shard_threads_for_batches_and_builds": int(os.environ["RAYREC_SHARD_BATCH_THREADS"]),
         "single_build_s": round(single_build_s, 1),
         "rayrec_load_and_build_s": round(rayrec_build_s, 1),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, faiss {faiss.__version__}",

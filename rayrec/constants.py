@@ -51,6 +51,10 @@ IVF_TRAIN_POINTS_PER_LIST = _env_int("RAYREC_IVF_TRAIN_POINTS_PER_LIST", 39)
 FAISS_BLAS_THRESHOLD = _env_int("RAYREC_FAISS_BLAS_THRESHOLD", 20)
 SHARD_SEARCH_THREADS = _env_int("RAYREC_SHARD_SEARCH_THREADS", 1)
 SHARD_BUILD_THREADS = _env_int("RAYREC_SHARD_BUILD_THREADS", 1)
+# Threads a shard may use for a batch of at least SHARD_BATCH_MIN_QUERIES queries (faiss splits
+# a batch over threads). Set it to a node's CPUs divided by the shards on that node.
+SHARD_BATCH_THREADS = _env_int("RAYREC_SHARD_BATCH_THREADS", 1)
+SHARD_BATCH_MIN_QUERIES = _env_int("RAYREC_SHARD_BATCH_MIN_QUERIES", 4)
 
 # Topology and placement.
 DEFAULT_NUM_SHARDS = _env_int("RAYREC_NUM_SHARDS", 2)
