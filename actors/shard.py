@@ -51,6 +51,16 @@ class Shard:
     ) -> tuple[np.ndarray, ...]:
         """Partial top-k of this shard: (scores, ids) or (scores, ids, metadata)."""
         queries = check_vectors(queries, self.config.index.dim, what="query vector")
+        return self._search(queries, k, excludes, categories, with_metadata)
+
+    def _search(
+        self,
+        queries: np.ndarray,
+        k: int,
+        excludes: list[list[str] | None] | None,
+        categories: list[list[str] | None] | None,
+        with_metadata: bool,
+    ) -> tuple[np.ndarray, ...]:
         threads = self._batch_threads if queries.shape[0] >= C.SHARD_BATCH_MIN_QUERIES else None
         with omp_threads(threads):
             scores, ids = self.index.search(queries, k, excludes, categories)
@@ -59,8 +69,11 @@ class Shard:
         return scores, ids
 
     def search_packed(self, request: bytes) -> bytes:
-        """search() with its arguments and answer encoded by rayrec.wire (the router's hot path)."""
-        return pack_partial(self.search(*unpack_search(request)))
+        """search() with its arguments and answer encoded by rayrec.wire (the router's hot path).
+
+        The router has checked and normalised the queries, so they are not checked again.
+        """
+        return pack_partial(self._search(*unpack_search(request)))
 
     def stage(self, source: str | pa.Table, part: int, num_parts: int) -> int:
         """Reads and checks the catalog rows whose ids hash to part (of num_parts), without applying them.

@@ -24,15 +24,15 @@ def faulty_shards() -> dict[str, type]:
     class RaisingShard(Shard):
         """Its search fails, as a shard with a broken index would."""
 
-        def search(self, queries, k, excludes=None, categories=None, with_metadata=False):
+        def _search(self, queries, k, excludes, categories, with_metadata):
             raise RuntimeError("index file is corrupt")
 
     class SlowShard(Shard):
         """It answers later than the router's deadline."""
 
-        def search(self, queries, k, excludes=None, categories=None, with_metadata=False):
+        def _search(self, queries, k, excludes, categories, with_metadata):
             time.sleep(3)
-            return super().search(queries, k, excludes, categories, with_metadata)
+            return super()._search(queries, k, excludes, categories, with_metadata)
 
     return {"raise": RaisingShard, "slow": SlowShard}
 
@@ -110,11 +110,11 @@ def test_a_shard_failing_once_is_retried_and_the_answer_is_whole(ray_session):
             super().__init__(config, shard_id)
             self.calls = 0
 
-        def search(self, queries, k, excludes=None, categories=None, with_metadata=False):
+        def _search(self, queries, k, excludes, categories, with_metadata):
             self.calls += 1
             if self.calls == 1:
                 raise ConnectionError("transient")
-            return super().search(queries, k, excludes, categories, with_metadata)
+            return super()._search(queries, k, excludes, categories, with_metadata)
 
     shards = [ShardActor.options(num_cpus=TINY_CPU).remote(cfg, 0), ray.remote(FlakyShard).options(num_cpus=TINY_CPU).remote(cfg, 1)]
     router = RouterActor.options(num_cpus=TINY_CPU).remote(cfg, shards)
