@@ -93,6 +93,30 @@ class UserVectors:
             version, applied = self.store.set_history(user_id, item_ids, vectors, event_id)
         return {"user_id": user_id, "version": version, "applied": applied}
 
+    async def set_histories(self, histories: dict[str, list[str]]) -> int:
+        """Sets many users from their histories (oldest first) with one lookup of the item vectors.
+
+        Items the catalog lacks are left out of a history; a user none of whose
+        items exist is skipped. Returns how many users were set.
+        """
+        if not isinstance(histories, dict):
+            raise InvalidInputError(f"histories must be a dict of user id to item ids, got {type(histories).__name__}")
+        checked = {check_id(u, "user id"): check_ids(items) for u, items in histories.items()}
+        unique = sorted({i for items in checked.values() for i in items})
+        if not unique:
+            return 0
+        vectors, found = await self.router.vectors_of.remote(unique, False)
+        row = {item: r for r, (item, ok) in enumerate(zip(unique, found)) if ok}
+        done = 0
+        for user_id, items in checked.items():
+            known = [i for i in items if i in row]
+            if not known:
+                continue
+            async with self._lock(user_id):
+                self.store.set_history(user_id, known, vectors[[row[i] for i in known]])
+            done += 1
+        return done
+
     async def get(self, user_id: Any) -> dict[str, Any] | None:
         """The user's state (vector, version, history, updated_at), or None if unknown."""
         user_id = check_id(user_id, "user id")

@@ -41,8 +41,27 @@ def _get(ref: Any, timeout_s: float | None = None) -> Any:
         raise cause from None
 
 
-def build_actors(config: RayrecConfig, detached: bool = False) -> tuple[Any, list[Any], list[Any]]:
+def attach_actors(namespace: str) -> tuple[RayrecConfig, Any, list[Any], list[Any]] | None:
+    """The config, router, shards and user actors of the system in namespace (None if none runs)."""
+    try:
+        router = ray.get_actor(ROUTER_NAME, namespace=namespace)
+    except ValueError:
+        return None
+    config: RayrecConfig = _get(router.get_config.remote())
+    shards = _get(router.get_shards.remote())
+    users = [ray.get_actor(users_name(i), namespace=namespace) for i in range(config.num_user_actors)]
+    return config, router, shards, users
+
+
+def build_actors(
+    config: RayrecConfig, detached: bool = False, attach: bool = False
+) -> tuple[Any, list[Any], list[Any]]:
     """Creates the named shard, router and user-vector actors of a rayrec system.
+
+    Args:
+        config: the system's settings (its namespace names the actors).
+        detached: keep the actors alive after the creating process exits.
+        attach: if a system with an equal config already runs there, return it.
 
     Returns:
         (router, shards, user_actors) handles.
@@ -54,11 +73,10 @@ def build_actors(config: RayrecConfig, detached: bool = False) -> tuple[Any, lis
     common: dict[str, Any] = {"namespace": config.namespace}
     if detached:
         common["lifetime"] = "detached"
-    try:
-        ray.get_actor(ROUTER_NAME, namespace=config.namespace)
-    except ValueError:
-        pass  # no system of that name yet
-    else:
+    existing = attach_actors(config.namespace)
+    if existing is not None and attach and existing[0] == config:
+        return existing[1], existing[2], existing[3]
+    if existing is not None:
         raise InvalidInputError(
             f"a rayrec system already runs in Ray namespace {config.namespace!r}: attach to it with "
             "Rayrec.connect(namespace=...) or start this one in another namespace"
@@ -136,13 +154,10 @@ class Rayrec:
         if not ray.is_initialized():
             ray.init(address=address, namespace=namespace)
             owns_ray = True
-        try:
-            router = ray.get_actor(ROUTER_NAME, namespace=namespace)
-        except ValueError:
-            raise InvalidInputError(f"no rayrec system runs in Ray namespace {namespace!r}") from None
-        config: RayrecConfig = _get(router.get_config.remote())
-        shards = _get(router.get_shards.remote())
-        users = [ray.get_actor(users_name(i), namespace=namespace) for i in range(config.num_user_actors)]
+        existing = attach_actors(namespace)
+        if existing is None:
+            raise InvalidInputError(f"no rayrec system runs in Ray namespace {namespace!r}")
+        config, router, shards, users = existing
         return cls(config, router, shards, users, owns_ray)
 
     def shutdown(self) -> None:
@@ -230,6 +245,14 @@ class Rayrec:
         if vector is not None:
             return _get(actor.set_vector.remote(user_id, vector, event_id))
         return _get(actor.set_history.remote(user_id, check_ids(history), event_id))
+
+    def set_histories(self, histories: dict[str, list[str]]) -> int:
+        """Sets many users from histories of item ids (oldest first); returns how many were set."""
+        parts: dict[int, dict[str, list[str]]] = {}
+        for user_id, items in histories.items():
+            user_id = check_id(user_id, "user id")
+            parts.setdefault(partition_of(user_id, len(self.users)), {})[user_id] = check_ids(items)
+        return sum(_get([self.users[p].set_histories.remote(h) for p, h in parts.items()]))
 
     def get_user(self, user_id: Any) -> dict[str, Any] | None:
         """A user's vector, version, history and updated_at (None if unknown)."""

@@ -1,0 +1,95 @@
+"""The `rayrec` command: `rayrec serve` runs the whole service (the main job)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+APP_NAME = "rayrec"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rayrec", description="Real-time recommendations on Ray.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="start the HTTP service (default catalog: MovieLens 100K)")
+    serve.add_argument("--catalog", default="movielens-100k", help="movielens-100k, none, or a Parquet path")
+    serve.add_argument("--shards", type=int, default=2, help="item shards")
+    serve.add_argument("--index", default="HNSW32", help="faiss index factory string of each shard")
+    serve.add_argument("--host", default="127.0.0.1", help="HTTP host to listen on")
+    serve.add_argument("--port", type=int, default=8000, help="HTTP port")
+    serve.add_argument("--address", default=None, help="a running Ray cluster to join (default: start a local one)")
+    serve.add_argument("--namespace", default="rayrec", help="Ray namespace of rayrec's actors")
+    serve.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray (default: all)")
+    serve.add_argument("--model-dir", default=None, help="a local Hugging Face model directory")
+    serve.add_argument("--encoder-num-gpus", type=float, default=None, help="GPUs per encoder (default: 1 if any)")
+    serve.add_argument("--exit-after-start", action="store_true", help="stop once the service answered (for CI)")
+    return parser
+
+
+def serve_command(args: argparse.Namespace) -> int:
+    """Starts Ray (or joins one), deploys the app, prints the URL and serves until interrupted."""
+    if args.address is None:
+        # Before Ray is imported: a local Ray listens on 127.0.0.1 only.
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the encoder only ever reads local weights
+    import ray
+    import requests
+    from ray import serve
+
+    from rayrec.driver import Rayrec
+    from serve_app.app import AppArgs, build_app
+
+    if args.address is None:
+        ray.init(num_cpus=args.num_cpus or os.cpu_count(), namespace=args.namespace, include_dashboard=False)
+    else:
+        ray.init(address=args.address, namespace=args.namespace)
+    gpus = args.encoder_num_gpus
+    if gpus is None:
+        gpus = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
+    opts = AppArgs(
+        catalog=args.catalog,
+        shards=args.shards,
+        index=args.index,
+        namespace=args.namespace,
+        model_dir=args.model_dir,
+        encoder_num_gpus=gpus,
+    )
+    url = f"http://{args.host}:{args.port}"
+    print(f"rayrec: deploying on Ray (catalog {args.catalog}, {args.shards} shards of {args.index}) ...", flush=True)
+    t0 = time.perf_counter()
+    serve.start(http_options={"host": args.host, "port": args.port})
+    serve.run(build_app(opts), name=APP_NAME, route_prefix="/")
+    health = requests.get(f"{url}/healthz", timeout=30).json()
+    print(
+        f"rayrec: serving {health['items']} items and {health['users']} users at {url} "
+        f"(ready in {time.perf_counter() - t0:.0f} s; API docs at {url}/docs)",
+        flush=True,
+    )
+    print(f"""try:  curl -s -X POST {url}/recommend -H 'content-type: application/json' -d '{{"user_id": "1", "k": 5}}'""")
+    try:
+        if args.exit_after_start:
+            return 0
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        print("rayrec: stopping", flush=True)
+    finally:
+        serve.delete(APP_NAME)
+        try:
+            Rayrec.connect(namespace=args.namespace).shutdown()  # the app's detached actors
+        except Exception:  # nothing left to stop
+            pass
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "serve":
+        return serve_command(args)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,77 @@
+"""The rayrec Serve application: `serve run serve_app.app:build_app` or `rayrec serve`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from rayrec import constants as C
+from serve_app.encoder import Encoder
+from serve_app.ingress import Ingress
+
+
+class AppArgs(BaseModel):
+    """Every option of the application (also the keys of `args:` in a Serve config file)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    catalog: str = Field("movielens-100k", description="movielens-100k, none, or a Parquet path")
+    text_columns: list[str] | None = Field(None, description="columns joined into item text (default: text)")
+    namespace: str = C.DEFAULT_NAMESPACE
+    dim: int = Field(384, ge=1, description="item-space dimension; must equal the encoder's")
+    shards: int = Field(C.DEFAULT_NUM_SHARDS, ge=1)
+    index: str = Field("HNSW32", description="faiss index factory string of each shard")
+    ef_search: int = Field(C.DEFAULT_EF_SEARCH, ge=1)
+    nprobe: int = Field(C.DEFAULT_NPROBE, ge=1)
+    max_k: int = Field(C.DEFAULT_MAX_K, ge=1)
+    user_actors: int = Field(C.DEFAULT_NUM_USER_ACTORS, ge=1)
+    on_shard_failure: str = C.DEFAULT_ON_SHARD_FAILURE
+    actor_num_cpus: float = Field(0.1, ge=0, description="CPU claim of each rayrec actor (fractional: they share cores)")
+    model_dir: str | None = Field(None, description="a local Hugging Face model directory (default: MiniLM)")
+    encoder_num_gpus: float = Field(0, ge=0, description="GPUs per encoder replica (fractional allowed)")
+    encoder_num_cpus: float = Field(0.5, ge=0, description="CPU claim of each encoder replica (torch uses its own threads)")
+    encoder_replicas: int = Field(1, ge=1)
+    max_batch_size: int = Field(C.ENCODER_BATCH_SIZE, ge=1, description="texts per encoder batch")
+    batch_wait_timeout_s: float = Field(C.ENCODER_BATCH_WAIT_S, ge=0)
+    ingress_num_cpus: float = Field(0.1, ge=0)
+    max_items_per_call: int = Field(C.MAX_ITEMS_PER_CALL, ge=1)
+
+    def rayrec_config(self) -> dict[str, Any]:
+        """The RayrecConfig (as data) these options describe."""
+        return {
+            "index": {
+                "dim": self.dim,
+                "factory": self.index,
+                "ef_search": self.ef_search,
+                "nprobe": self.nprobe,
+                "max_k": self.max_k,
+            },
+            "num_shards": self.shards,
+            "num_user_actors": self.user_actors,
+            "on_shard_failure": self.on_shard_failure,
+            "shard_num_cpus": self.actor_num_cpus,
+            "router_num_cpus": self.actor_num_cpus,
+            "user_actor_num_cpus": self.actor_num_cpus,
+            "namespace": self.namespace,
+        }
+
+
+def build_app(args: dict[str, Any] | AppArgs | None = None) -> Any:
+    """The Serve application for these options (a typed application builder)."""
+    opts = args if isinstance(args, AppArgs) else AppArgs(**(args or {}))
+    from rayrec.config import RayrecConfig
+
+    RayrecConfig.from_dict(opts.rayrec_config())  # a bad option fails here, before anything deploys
+    encoder = Encoder.options(
+        num_replicas=opts.encoder_replicas,
+        ray_actor_options={"num_cpus": opts.encoder_num_cpus, "num_gpus": opts.encoder_num_gpus},
+        user_config={"max_batch_size": opts.max_batch_size, "batch_wait_timeout_s": opts.batch_wait_timeout_s},
+    ).bind(opts.model_dir)
+    settings = {
+        "rayrec": opts.rayrec_config(),
+        "catalog": opts.catalog,
+        "text_columns": opts.text_columns,
+        "max_items_per_call": opts.max_items_per_call,
+    }
+    return Ingress.options(ray_actor_options={"num_cpus": opts.ingress_num_cpus}).bind(encoder, settings)

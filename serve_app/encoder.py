@@ -1,0 +1,75 @@
+"""The text-encoder deployment: TextEncoder behind dynamic batching (@serve.batch)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import numpy as np
+from ray import serve
+
+from rayrec import constants as C
+from rayrec.encoder import TextEncoder, check_texts
+from rayrec.exceptions import InvalidInputError
+
+
+@serve.deployment(max_ongoing_requests=C.ENCODER_MAX_ONGOING_REQUESTS)
+class Encoder:
+    """Encodes lists of texts; concurrent requests are batched together.
+
+    user_config: {"max_batch_size": texts per forward batch, "batch_wait_timeout_s":
+    how long a batch waits to fill}; both change without a redeploy.
+    """
+
+    def __init__(self, model_dir: str | None = None, device: str | None = None) -> None:
+        self.encoder = TextEncoder(model_dir=model_dir, device=device)
+        self._max_batch = C.ENCODER_BATCH_SIZE
+
+    def reconfigure(self, config: dict[str, Any]) -> None:
+        """Applies user_config: max_batch_size and batch_wait_timeout_s."""
+        unknown = sorted(set(config) - {"max_batch_size", "batch_wait_timeout_s"})
+        if unknown:
+            raise InvalidInputError(f"unknown encoder user_config keys {unknown}")
+        if "max_batch_size" in config:
+            self._max_batch = int(config["max_batch_size"])
+            if self._max_batch < 1:
+                raise InvalidInputError(f"max_batch_size must be >= 1, got {self._max_batch}")
+            self._encode_batch.set_max_batch_size(self._max_batch)
+        if "batch_wait_timeout_s" in config:
+            self._encode_batch.set_batch_wait_timeout_s(float(config["batch_wait_timeout_s"]))
+
+    @serve.batch(
+        max_batch_size=C.ENCODER_BATCH_SIZE,
+        batch_wait_timeout_s=C.ENCODER_BATCH_WAIT_S,
+        batch_size_fn=lambda requests: sum(len(texts) for texts in requests),
+    )
+    async def _encode_batch(self, requests: list[list[str]]) -> list[np.ndarray]:
+        flat = [text for texts in requests for text in texts]
+        # Off the event loop: requests keep queueing (and batching) while the model runs.
+        vectors = await asyncio.to_thread(self.encoder.encode, flat)
+        out, start = [], 0
+        for texts in requests:
+            out.append(vectors[start : start + len(texts)])
+            start += len(texts)
+        return out
+
+    async def encode(self, texts: list[str]) -> np.ndarray:
+        """(n, dim) float32 unit vectors of n texts.
+
+        A request longer than a batch is cut into batch-sized pieces, which queue
+        (and batch) like requests of their own.
+        """
+        texts = check_texts(texts, most=C.ENCODER_MAX_TEXTS_PER_CALL)
+        size = self._max_batch
+        pieces = [texts[i : i + size] for i in range(0, len(texts), size)]
+        parts = await asyncio.gather(*(self._encode_batch(p) for p in pieces))
+        return parts[0] if len(parts) == 1 else np.vstack(parts)
+
+    def dim(self) -> int:
+        """The output dimension of the model."""
+        return self.encoder.dim
+
+    def info(self) -> dict[str, Any]:
+        """Model directory, device, precision and dimension."""
+        e = self.encoder
+        return {"model_dir": e.model_dir, "device": e.device, "fp16": e.fp16, "dim": e.dim}

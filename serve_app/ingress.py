@@ -1,0 +1,189 @@
+"""The HTTP ingress: a FastAPI app under Serve that composes the encoder and the rayrec actors."""
+
+
+import math
+import time
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from ray import serve
+from ray.exceptions import RayError
+
+from rayrec import constants as C
+from rayrec.config import RayrecConfig
+from rayrec.driver import build_actors
+from rayrec.exceptions import InvalidInputError, ItemNotFoundError, RayrecError, ShardUnavailableError, root_cause
+from rayrec.hashing import partition_of
+from serve_app.catalogs import load_catalog
+from serve_app.models import (
+    EncodeRequest,
+    EncodeResponse,
+    FeedbackRequest,
+    ItemsPut,
+    RecommendRequest,
+    RecommendResponse,
+    UserOut,
+    UserPut,
+    UserVersion,
+)
+
+api = FastAPI(title="rayrec", description="Real-time recommendations on Ray", version="0.1.0")
+
+
+def _status_of(cause: BaseException) -> int:
+    if isinstance(cause, InvalidInputError):
+        return 422
+    if isinstance(cause, ItemNotFoundError):
+        return 404
+    if isinstance(cause, (ShardUnavailableError, RayError)):
+        return 503  # a shard or actor is down or restarting: retrying may succeed
+    return 500
+
+
+@api.exception_handler(RayrecError)
+@api.exception_handler(RayError)
+async def _mapped(_: Request, exc: Exception) -> JSONResponse:
+    """Maps an error, also one raised inside an actor (Ray wraps it), to its HTTP status."""
+    cause = root_cause(exc)
+    return JSONResponse(status_code=_status_of(cause), content={"detail": str(cause), "error": type(cause).__name__})
+
+
+def _finite(values: list[float], field: str) -> list[float]:
+    if not all(math.isfinite(v) for v in values):
+        raise InvalidInputError(f"{field} contains NaN or infinite values")
+    return values
+
+
+@serve.deployment(max_ongoing_requests=C.INGRESS_MAX_ONGOING_REQUESTS)
+@serve.ingress(api)
+class Ingress:
+    """Routes HTTP calls to the encoder deployment (a handle) and the rayrec actors (actor handles)."""
+
+    async def __init__(self, encoder: Any, settings: dict[str, Any]) -> None:
+        self.encoder = encoder
+        self.config = RayrecConfig.from_dict(settings["rayrec"])
+        self.max_items_per_call = int(settings.get("max_items_per_call", C.MAX_ITEMS_PER_CALL))
+        self.router, self.shards, self.users = build_actors(self.config, detached=True, attach=True)
+        encoder_dim = await self.encoder.dim.remote()
+        if encoder_dim != self.config.index.dim:
+            raise InvalidInputError(
+                f"the encoder gives {encoder_dim}-d vectors but the item index holds {self.config.index.dim}-d "
+                "vectors: set the index dim to the encoder's, or use an encoder of that dimension"
+            )
+        catalog = settings.get("catalog", "none")
+        if catalog != "none" and await self.router.count.remote() == 0:
+            # A fresh system: load its catalog before this replica reports ready.
+            await load_catalog(catalog, self._encode, self.router, self.users, settings.get("text_columns"))
+
+    def _users_of(self, user_id: str) -> Any:
+        return self.users[partition_of(user_id, len(self.users))]
+
+    async def _encode(self, texts: list[str]) -> np.ndarray:
+        return await self.encoder.encode.remote(texts)
+
+    @api.get("/noop")
+    async def noop(self) -> dict[str, str]:
+        """Does no work: the baseline the benchmarks compare /recommend against."""
+        return {"status": "ok"}
+
+    @api.post("/recommend", response_model=RecommendResponse)
+    async def recommend(self, body: RecommendRequest) -> dict[str, Any]:
+        categories = body.filter.category if body.filter else None
+        out = await self._users_of(body.user_id).recommend.remote(body.user_id, body.k, body.exclude_seen, categories)
+        return {
+            "user_id": out["user_id"],
+            "user_version": out["version"],
+            "cold_start": out["cold_start"],
+            "partial": out["partial"],
+            "items": out["items"],
+        }
+
+    @api.post("/feedback", response_model=UserVersion)
+    async def feedback(self, body: FeedbackRequest) -> dict[str, Any]:
+        out = await self._users_of(body.user_id).feedback.remote(body.user_id, body.item_id, body.event, body.event_id)
+        return {"user_id": out["user_id"], "user_version": out["version"], "applied": out["applied"]}
+
+    @api.put("/users/{user_id}", response_model=UserVersion)
+    async def put_user(self, user_id: str, body: UserPut) -> dict[str, Any]:
+        actor = self._users_of(user_id)
+        if body.history is not None:
+            out = await actor.set_history.remote(user_id, body.history)
+        else:
+            if body.text is not None:
+                vector = (await self._encode([body.text]))[0]
+            else:
+                vector = np.asarray(_finite(body.vector or [], "vector"), dtype=np.float32)
+            out = await actor.set_vector.remote(user_id, vector)
+        return {"user_id": out["user_id"], "user_version": out["version"], "applied": out["applied"]}
+
+    @api.get("/users/{user_id}", response_model=UserOut)
+    async def get_user(self, user_id: str) -> Any:
+        state = await self._users_of(user_id).get.remote(user_id)
+        if state is None:
+            return JSONResponse(status_code=404, content={"detail": f"unknown user {user_id!r}"})
+        return {
+            "user_id": state["user_id"],
+            "user_version": state["version"],
+            "history": state["history"],
+            "updated_at": state["updated_at"],
+        }
+
+    @api.put("/items")
+    async def put_items(self, body: ItemsPut) -> dict[str, int]:
+        items = body.items
+        if len(items) > self.max_items_per_call:
+            raise InvalidInputError(f"{len(items)} items in one call; at most {self.max_items_per_call} are accepted")
+        dim = self.config.index.dim
+        vectors = np.zeros((len(items), dim), dtype=np.float32)
+        to_encode = [i for i, item in enumerate(items) if item.embedding is None]
+        for i, item in enumerate(items):
+            if item.embedding is not None:
+                if len(item.embedding) != dim:
+                    raise InvalidInputError(
+                        f"items[{i}].embedding has {len(item.embedding)} values; the index holds {dim}-d vectors"
+                    )
+                vectors[i] = _finite(item.embedding, f"items[{i}].embedding")
+        if to_encode:
+            vectors[to_encode] = await self._encode([items[i].text for i in to_encode])  # type: ignore[misc]
+        extra = sorted({name for item in items for name in (item.model_extra or {})})
+        metadata = {"category": [item.category for item in items]}
+        metadata.update({name: [(item.model_extra or {}).get(name) for item in items] for name in extra})
+        upserted = await self.router.upsert.remote([item.item_id for item in items], vectors, metadata)
+        return {"upserted": upserted}
+
+    @api.get("/items/{item_id}")
+    async def get_item(self, item_id: str) -> Any:
+        record = (await self.router.fetch.remote([item_id]))[0]
+        if record is None:
+            return JSONResponse(status_code=404, content={"detail": f"unknown item {item_id!r}"})
+        record["embedding"] = record.pop("vector").tolist()
+        return record
+
+    @api.delete("/items/{item_id}")
+    async def delete_item(self, item_id: str) -> Any:
+        deleted = await self.router.delete.remote([item_id])
+        if not deleted:
+            return JSONResponse(status_code=404, content={"detail": f"unknown item {item_id!r}"})
+        return {"deleted": deleted}
+
+    @api.post("/encode", response_model=EncodeResponse)
+    async def encode(self, body: EncodeRequest) -> dict[str, Any]:
+        vectors = await self._encode(body.texts)
+        return {"dim": int(vectors.shape[1]), "embeddings": vectors.tolist()}
+
+    @api.get("/healthz")
+    async def healthz(self) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        items = await self.router.count.remote()
+        users = sum([await u.count.remote() for u in self.users])
+        return {
+            "status": "ok",
+            "items": items,
+            "users": users,
+            "shards": self.config.num_shards,
+            "dim": self.config.index.dim,
+            "index": self.config.index.factory,
+            "check_ms": round((time.perf_counter() - t0) * 1000, 2),
+        }

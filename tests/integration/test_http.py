@@ -1,0 +1,163 @@
+"""The HTTP API under a real Serve deployment with the real encoder on the CPU."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import requests
+from ray import serve
+
+from rayrec import Rayrec, movielens
+from serve_app.app import build_app
+
+NAMESPACE = "http-tests"
+N_ITEMS = 300
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def base(ray_session, tmp_path_factory):
+    """The app on 127.0.0.1 over the first 300 MovieLens movies, encoded at start-up."""
+    path = tmp_path_factory.mktemp("catalog") / "movies.parquet"
+    pq.write_table(movielens.load().items.slice(0, N_ITEMS), path)
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    app = build_app({"catalog": str(path), "namespace": NAMESPACE, "actor_num_cpus": 0.02, "max_k": 100,
+                     "encoder_num_cpus": 0.1, "ingress_num_cpus": 0.02, "max_items_per_call": 50})
+    serve.run(app, name="rayrec-http-test", route_prefix="/")
+    yield f"http://127.0.0.1:{port}"
+    serve.delete("rayrec-http-test")
+    Rayrec.connect(namespace=NAMESPACE).shutdown()
+    serve.shutdown()
+
+
+def post(base: str, path: str, body: object) -> requests.Response:
+    return requests.post(base + path, json=body, timeout=60)
+
+
+def titles(resp: requests.Response) -> list[str]:
+    return [item["title"] for item in resp.json()["items"]]
+
+
+def test_healthz_and_openapi(base):
+    health = requests.get(base + "/healthz", timeout=30).json()
+    assert {k: health[k] for k in ("status", "items", "shards", "dim", "index")} == {
+        "status": "ok", "items": N_ITEMS, "shards": 2, "dim": 384, "index": "HNSW32"}
+    paths = requests.get(base + "/openapi.json", timeout=30).json()["paths"]
+    assert {"/recommend", "/feedback", "/users/{user_id}", "/items", "/items/{item_id}", "/encode", "/healthz"} <= set(paths)
+    assert requests.get(base + "/docs", timeout=30).status_code == 200
+
+
+def test_unknown_user_gets_a_cold_start_list_with_real_titles(base):
+    resp = post(base, "/recommend", {"user_id": "nobody-yet", "k": 5})
+    assert resp.status_code == 200
+    body = resp.json()
+    assert body["cold_start"] is True and body["user_version"] == 0 and body["partial"] is False
+    assert len(body["items"]) == 5 and all(t.endswith(")") for t in titles(resp))  # "Title (1995)"
+
+
+def test_text_user_feedback_and_filters(base):
+    resp = requests.put(base + "/users/scared", json={"text": "scary horror movies with monsters"}, timeout=60)
+    assert resp.json() == {"user_id": "scared", "user_version": 1, "applied": True}
+    recs = post(base, "/recommend", {"user_id": "scared", "k": 5}).json()
+    assert sum("Horror" in item["genres"] for item in recs["items"]) >= 3
+
+    liked = recs["items"][0]["item_id"]
+    fb = post(base, "/feedback", {"user_id": "scared", "item_id": liked, "event": "like", "event_id": "e-1"})
+    assert fb.status_code == 200 and fb.json()["user_version"] == 2
+    again = post(base, "/feedback", {"user_id": "scared", "item_id": liked, "event": "like", "event_id": "e-1"})
+    assert again.json() == {"user_id": "scared", "user_version": 2, "applied": False}
+    after = post(base, "/recommend", {"user_id": "scared", "k": 5}).json()
+    assert after["user_version"] == 2
+    assert liked not in [i["item_id"] for i in after["items"]]  # seen items are excluded
+    seen = post(base, "/recommend", {"user_id": "scared", "k": 5, "exclude_seen": False}).json()
+    assert seen["items"][0]["item_id"] == liked
+
+    comedy = post(base, "/recommend", {"user_id": "scared", "k": 7, "filter": {"category": ["Comedy"]}}).json()
+    assert len(comedy["items"]) == 7 and {i["category"] for i in comedy["items"]} == {"Comedy"}
+
+    user = requests.get(base + "/users/scared", timeout=30).json()
+    assert user["user_version"] == 2 and user["history"][-1]["item_id"] == liked
+
+
+def test_history_and_vector_users(base):
+    resp = requests.put(base + "/users/hist", json={"history": ["1", "2", "3"]}, timeout=60)
+    assert resp.status_code == 200 and resp.json()["user_version"] == 1
+    recs = post(base, "/recommend", {"user_id": "hist", "k": 10}).json()
+    assert not {"1", "2", "3"} & {i["item_id"] for i in recs["items"]}
+    vec = np.ones(384) / np.sqrt(384)
+    resp = requests.put(base + "/users/vec", json={"vector": vec.tolist()}, timeout=60)
+    assert resp.status_code == 200 and resp.json()["user_version"] == 1
+
+
+def test_items_upsert_get_delete(base):
+    item = {"item_id": "new-horror", "text": "A brand new slasher film. Horror", "category": "Horror", "title": "Slasher (2026)"}
+    assert requests.put(base + "/items", json={"items": [item]}, timeout=60).json() == {"upserted": 1}
+    got = requests.get(base + "/items/new-horror", timeout=30).json()
+    assert got["title"] == "Slasher (2026)" and got["category"] == "Horror" and len(got["embedding"]) == 384
+    requests.put(base + "/users/slasher-fan", json={"text": "a brand new slasher film"}, timeout=60)
+    recs = post(base, "/recommend", {"user_id": "slasher-fan", "k": 3}).json()
+    assert recs["items"][0]["item_id"] == "new-horror"  # searchable at once
+
+    assert requests.delete(base + "/items/new-horror", timeout=30).json() == {"deleted": 1}
+    recs = post(base, "/recommend", {"user_id": "slasher-fan", "k": 50}).json()
+    assert "new-horror" not in [i["item_id"] for i in recs["items"]]
+    assert requests.get(base + "/items/new-horror", timeout=30).status_code == 404
+    assert requests.delete(base + "/items/new-horror", timeout=30).status_code == 404
+
+
+def test_encode_gives_unit_vectors_and_related_texts_score_higher(base):
+    body = post(base, "/encode", {"texts": ["a scary horror film", "Nightmare on Elm Street. Horror", "a cute family comedy"]}).json()
+    v = np.array(body["embeddings"])
+    assert body["dim"] == 384 and v.shape == (3, 384)
+    np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5)
+    assert v[0] @ v[1] > v[0] @ v[2]
+
+
+@pytest.mark.parametrize(
+    "method,path,body,status,needle",
+    [
+        ("post", "/recommend", {"user_id": "u", "k": 0}, 422, "greater than or equal to 1"),
+        ("post", "/recommend", {"user_id": "u", "k": 101}, 422, "max_k=100"),
+        ("post", "/recommend", {"user_id": "", "k": 3}, 422, "user_id"),
+        ("post", "/recommend", {"k": 3}, 422, "user_id"),
+        ("post", "/recommend", {"user_id": "u", "filter": {"category": []}}, 422, "category"),
+        ("post", "/feedback", {"user_id": "u", "item_id": "1", "event": "love"}, 422, "event"),
+        ("post", "/feedback", {"user_id": "u", "item_id": "no-such-item", "event": "like"}, 404, "unknown item"),
+        ("post", "/feedback", {"user_id": "u", "item_id": " ", "event": "like"}, 422, "item_id"),
+        ("put", "/users/u", {"vector": [1.0, 2.0]}, 422, "dimension is 2"),
+        ("put", "/users/u", {"vector": [0.0] * 384}, 422, "all zeros"),
+        ("put", "/users/u", {"text": "x", "history": ["1"]}, 422, "exactly one of vector, text, history"),
+        ("put", "/users/u", {}, 422, "exactly one of vector, text, history"),
+        ("put", "/users/u", {"history": ["no-such-item"]}, 404, "unknown item"),
+        ("put", "/items", {"items": [{"item_id": "x", "embedding": [1.0, 2.0]}]}, 422, "384-d"),
+        ("put", "/items", {"items": [{"item_id": "x"}]}, 422, "text or an embedding"),
+        ("put", "/items", {"items": [{"item_id": "x", "text": "t", "tag": 5}]}, 422, "must be a string"),
+        ("put", "/items", {"items": [{"item_id": f"x{i}", "text": "t"} for i in range(51)]}, 422, "at most 50"),
+        ("put", "/items", {"items": []}, 422, "items"),
+        ("post", "/encode", {"texts": []}, 422, "texts"),
+        ("post", "/encode", {"texts": ["ok", ""]}, 422, "position 1"),
+    ],
+)
+def test_bad_input_answers_4xx_naming_the_problem(base, method, path, body, status, needle):
+    resp = getattr(requests, method)(base + path, json=body, timeout=60)
+    assert resp.status_code == status, resp.text
+    assert needle in json.dumps(resp.json())
+
+
+def test_malformed_json_and_non_finite_values(base):
+    resp = requests.post(base + "/recommend", data="{not json", headers={"content-type": "application/json"}, timeout=30)
+    assert resp.status_code == 422 and "JSON decode error" in resp.text
+    bad = '{"vector": [NaN' + ", 1.0" * 383 + "]}"
+    resp = requests.put(base + "/users/nan", data=bad, headers={"content-type": "application/json"}, timeout=30)
+    assert resp.status_code == 422 and "NaN or infinite" in resp.text
+    assert requests.get(base + "/users/nan", timeout=30).status_code == 404
