@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import numpy as np
 import ray
 
 from rayrec import constants as C
+from rayrec import metrics
 from rayrec.client import RouterClient
 from rayrec.config import RayrecConfig
 from rayrec.exceptions import InvalidInputError
@@ -33,6 +35,17 @@ class UserVectors:
         self.store = UserStore(config.index.dim, config.feedback)
         self.client = RouterClient(router, config.index.dim, config.index.max_k, config.max_batch_queries)
         self._locks = [asyncio.Lock() for _ in range(C.USER_LOCK_STRIPES)]
+        # Per user, when the feedback behind their current vector arrived, until a
+        # recommendation uses that vector (the feedback freshness metric).
+        self._fresh: dict[str, float] = {}
+        self._partition = "0"
+
+    def set_partition(self, partition: int) -> None:
+        """Names this actor's partition in its metrics."""
+        self._partition = str(partition)
+
+    def _count_users(self) -> None:
+        metrics.user_count().set(len(self.store), tags={"partition": self._partition})
 
     def _lock(self, user_id: str) -> asyncio.Lock:
         return self._locks[stable_hash(user_id) % len(self._locks)]
@@ -48,8 +61,13 @@ class UserVectors:
         state = self.store.get(user_id)
         return {"user_id": user_id, "version": 0 if state is None else state.version, "applied": False}
 
-    async def feedback(self, user_id: Any, item_id: Any, event: str, event_id: str | None = None) -> dict[str, Any]:
+    async def feedback(
+        self, user_id: Any, item_id: Any, event: str, event_id: str | None = None, arrived_at: float | None = None
+    ) -> dict[str, Any]:
         """Applies one event (click, like, purchase, skip, dislike) to the user's vector.
+
+        arrived_at (epoch seconds) is when the request reached the system, for the
+        freshness metric; default: now.
 
         Returns:
             {"user_id", "version", "applied"}; applied is False when event_id was
@@ -65,6 +83,8 @@ class UserVectors:
             vectors, _ = await self.router.vectors_of.remote([item_id])
             start = None if self.store.get(user_id) is not None else await self._cold_start_vector()
             version, applied = self.store.apply(user_id, item_id, event, vectors[0], event_id, start)
+            self._fresh[user_id] = time.time() if arrived_at is None else float(arrived_at)
+        self._count_users()
         return {"user_id": user_id, "version": version, "applied": applied}
 
     async def set_vector(self, user_id: Any, vector: Any, event_id: str | None = None) -> dict[str, Any]:
@@ -73,6 +93,7 @@ class UserVectors:
         event_id = None if event_id is None else check_id(event_id, "event id")
         async with self._lock(user_id):
             version, applied = self.store.set_vector(user_id, vector, event_id)
+        self._count_users()
         return {"user_id": user_id, "version": version, "applied": applied}
 
     async def set_history(self, user_id: Any, item_ids: Any, event_id: str | None = None) -> dict[str, Any]:
@@ -91,6 +112,7 @@ class UserVectors:
                 return self._unchanged(user_id)
             vectors, _ = await self.router.vectors_of.remote(item_ids)
             version, applied = self.store.set_history(user_id, item_ids, vectors, event_id)
+        self._count_users()
         return {"user_id": user_id, "version": version, "applied": applied}
 
     async def set_histories(self, histories: dict[str, list[str]]) -> int:
@@ -115,6 +137,7 @@ class UserVectors:
             async with self._lock(user_id):
                 self.store.set_history(user_id, known, vectors[[row[i] for i in known]])
             done += 1
+        self._count_users()
         return done
 
     async def get(self, user_id: Any) -> dict[str, Any] | None:
@@ -147,6 +170,11 @@ class UserVectors:
         version = 0 if state is None else state.version
         vector = state.vector if state is not None else await self._cold_start_vector()
         result: SearchResult = await self.client.search(vector, k, excluded or None, categories, with_metadata=True)
+        current = self.store.get(user_id)
+        # Only if no newer change came in while searching: that one is not used yet.
+        arrived = self._fresh.pop(user_id, None) if current is not None and current.version == version else None
+        if arrived is not None:
+            metrics.feedback_freshness_ms().observe(max(0.0, (time.time() - arrived) * 1000))
         return {
             "user_id": user_id,
             "items": result.query(0),

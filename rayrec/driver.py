@@ -95,7 +95,7 @@ def build_actors(
         for i in range(config.num_user_actors)
     ]
     _get(router.count.remote())  # waits until every shard and the router are up
-    _get([u.count.remote() for u in users])
+    _get([u.set_partition.remote(i) for i, u in enumerate(users)])
     return router, shards, users
 
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import numpy as np
 from ray import serve
 
 from rayrec import constants as C
+from rayrec import metrics
 from rayrec.encoder import TextEncoder, check_texts
 from rayrec.exceptions import InvalidInputError
 
@@ -41,14 +43,19 @@ class Encoder:
     @serve.batch(
         max_batch_size=C.ENCODER_BATCH_SIZE,
         batch_wait_timeout_s=C.ENCODER_BATCH_WAIT_S,
-        batch_size_fn=lambda requests: sum(len(texts) for texts in requests),
+        batch_size_fn=lambda requests: sum(len(texts) for _, texts in requests),
     )
-    async def _encode_batch(self, requests: list[list[str]]) -> list[np.ndarray]:
-        flat = [text for texts in requests for text in texts]
+    async def _encode_batch(self, requests: list[tuple[float, list[str]]]) -> list[np.ndarray]:
+        """One forward batch over (queued_at, texts) requests; per request, its vectors."""
+        now = time.perf_counter()
+        for queued_at, _ in requests:
+            metrics.encoder_queue_wait_ms().observe((now - queued_at) * 1000)
+        flat = [text for _, texts in requests for text in texts]
+        metrics.encoder_batch_size().observe(len(flat))
         # Off the event loop: requests keep queueing (and batching) while the model runs.
         vectors = await asyncio.to_thread(self.encoder.encode, flat)
         out, start = [], 0
-        for texts in requests:
+        for _, texts in requests:
             out.append(vectors[start : start + len(texts)])
             start += len(texts)
         return out
@@ -62,7 +69,8 @@ class Encoder:
         texts = check_texts(texts, most=C.ENCODER_MAX_TEXTS_PER_CALL)
         size = self._max_batch
         pieces = [texts[i : i + size] for i in range(0, len(texts), size)]
-        parts = await asyncio.gather(*(self._encode_batch(p) for p in pieces))
+        now = time.perf_counter()
+        parts = await asyncio.gather(*(self._encode_batch((now, p)) for p in pieces))
         return parts[0] if len(parts) == 1 else np.vstack(parts)
 
     def dim(self) -> int:

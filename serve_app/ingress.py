@@ -12,6 +12,7 @@ from ray import serve
 from ray.exceptions import RayError
 
 from rayrec import constants as C
+from rayrec import metrics
 from rayrec.config import RayrecConfig
 from rayrec.driver import build_actors
 from rayrec.exceptions import InvalidInputError, ItemNotFoundError, RayrecError, ShardUnavailableError, root_cause
@@ -48,6 +49,18 @@ async def _mapped(_: Request, exc: Exception) -> JSONResponse:
     """Maps an error, also one raised inside an actor (Ray wraps it), to its HTTP status."""
     cause = root_cause(exc)
     return JSONResponse(status_code=_status_of(cause), content={"detail": str(cause), "error": type(cause).__name__})
+
+
+@api.middleware("http")
+async def _measure(request: Request, call_next: Any) -> Any:
+    """Counts every request and times it, by route template and status."""
+    t0 = time.perf_counter()
+    response = await call_next(request)
+    route = request.scope.get("route")
+    name = getattr(route, "path", "unmatched")
+    metrics.requests_total().inc(tags={"route": name, "status": str(response.status_code)})
+    metrics.request_latency_ms().observe((time.perf_counter() - t0) * 1000, tags={"route": name})
+    return response
 
 
 def _finite(values: list[float], field: str) -> list[float]:
@@ -102,7 +115,10 @@ class Ingress:
 
     @api.post("/feedback", response_model=UserVersion)
     async def feedback(self, body: FeedbackRequest) -> dict[str, Any]:
-        out = await self._users_of(body.user_id).feedback.remote(body.user_id, body.item_id, body.event, body.event_id)
+        arrived = time.time()
+        out = await self._users_of(body.user_id).feedback.remote(
+            body.user_id, body.item_id, body.event, body.event_id, arrived
+        )
         return {"user_id": out["user_id"], "user_version": out["version"], "applied": out["applied"]}
 
     @api.put("/users/{user_id}", response_model=UserVersion)
@@ -132,6 +148,7 @@ class Ingress:
 
     @api.put("/items")
     async def put_items(self, body: ItemsPut) -> dict[str, int]:
+        arrived = time.perf_counter()
         items = body.items
         if len(items) > self.max_items_per_call:
             raise InvalidInputError(f"{len(items)} items in one call; at most {self.max_items_per_call} are accepted")
@@ -151,6 +168,9 @@ class Ingress:
         metadata = {"category": [item.category for item in items]}
         metadata.update({name: [(item.model_extra or {}).get(name) for item in items] for name in extra})
         upserted = await self.router.upsert.remote([item.item_id for item in items], vectors, metadata)
+        # The upsert returns once every owning shard has indexed the items: they are searchable.
+        metrics.item_freshness_ms().observe((time.perf_counter() - arrived) * 1000)
+        metrics.catalog_size().set(await self.router.count.remote())
         return {"upserted": upserted}
 
     @api.get("/items/{item_id}")
@@ -178,6 +198,7 @@ class Ingress:
         t0 = time.perf_counter()
         items = await self.router.count.remote()
         users = sum([await u.count.remote() for u in self.users])
+        metrics.catalog_size().set(items)
         return {
             "status": "ok",
             "items": items,

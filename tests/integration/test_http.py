@@ -161,3 +161,42 @@ def test_malformed_json_and_non_finite_values(base):
     resp = requests.put(base + "/users/nan", data=bad, headers={"content-type": "application/json"}, timeout=30)
     assert resp.status_code == 422 and "NaN or infinite" in resp.text
     assert requests.get(base + "/users/nan", timeout=30).status_code == 404
+
+
+def scrape_until(names: list[str], deadline_s: float = 60.0) -> str:
+    """Ray's Prometheus endpoint, once it exports every metric named (exports are periodic)."""
+    import time
+
+    import ray
+
+    node = next(n for n in ray.nodes() if n["Alive"])
+    url = f"http://{node['NodeManagerAddress']}:{node['MetricsExportPort']}/metrics"
+    stop = time.monotonic() + deadline_s
+    text = ""
+    while time.monotonic() < stop:
+        text = requests.get(url, timeout=10).text
+        if all(name in text for name in names):
+            return text
+        time.sleep(1)
+    raise AssertionError(f"metrics {[n for n in names if n not in text]} never appeared at {url}")
+
+
+def test_metrics_reach_rays_prometheus_endpoint(base):
+    requests.put(base + "/users/fresh", json={"history": ["1"]}, timeout=60)
+    post(base, "/feedback", {"user_id": "fresh", "item_id": "2", "event": "click"})
+    post(base, "/recommend", {"user_id": "fresh", "k": 3})
+    requests.put(base + "/items", json={"items": [{"item_id": "fresh-item", "text": "A fresh film"}]}, timeout=60)
+    post(base, "/encode", {"texts": ["one text"]})
+    requests.get(base + "/healthz", timeout=30)
+    text = scrape_until([
+        "ray_rayrec_feedback_freshness_ms_count",
+        "ray_rayrec_item_freshness_ms_count",
+        'ray_rayrec_http_requests_total{',
+        "ray_rayrec_http_latency_ms_bucket",
+        "ray_rayrec_encoder_batch_texts_bucket",
+        "ray_rayrec_encoder_queue_wait_ms_bucket",
+        "ray_rayrec_items{",
+        "ray_rayrec_users{",
+    ])
+    assert 'route="/recommend"' in text and 'status="200"' in text
+    requests.delete(base + "/items/fresh-item", timeout=30)
