@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from typing import Any
 
@@ -23,9 +24,16 @@ class Encoder:
     how long a batch waits to fill}; both change without a redeploy.
     """
 
-    def __init__(self, model_dir: str | None = None, device: str | None = None) -> None:
+    def __init__(self, model_dir: str | None = None, device: str | None = None, threads: int | None = None) -> None:
+        import torch
+
+        # Ray sets OMP_NUM_THREADS=1 in its workers; a CPU encoder wants the node's cores
+        # (threads=None: all of them), since its forward pass is where the time goes.
+        torch.set_num_threads(threads or os.cpu_count() or 1)
         self.encoder = TextEncoder(model_dir=model_dir, device=device)
         self._max_batch = C.ENCODER_BATCH_SIZE
+        self._batches = 0
+        self._texts = 0
 
     def reconfigure(self, config: dict[str, Any]) -> None:
         """Applies user_config: max_batch_size and batch_wait_timeout_s."""
@@ -52,6 +60,8 @@ class Encoder:
             metrics.encoder_queue_wait_ms().observe((now - queued_at) * 1000)
         flat = [text for _, texts in requests for text in texts]
         metrics.encoder_batch_size().observe(len(flat))
+        self._batches += 1
+        self._texts += len(flat)
         # Off the event loop: requests keep queueing (and batching) while the model runs.
         vectors = await asyncio.to_thread(self.encoder.encode, flat)
         out, start = [], 0
@@ -78,6 +88,13 @@ class Encoder:
         return self.encoder.dim
 
     def info(self) -> dict[str, Any]:
-        """Model directory, device, precision and dimension."""
+        """Model directory, device, precision, dimension, and batches and texts encoded so far."""
         e = self.encoder
-        return {"model_dir": e.model_dir, "device": e.device, "fp16": e.fp16, "dim": e.dim}
+        return {
+            "model_dir": e.model_dir,
+            "device": e.device,
+            "fp16": e.fp16,
+            "dim": e.dim,
+            "batches": self._batches,
+            "texts": self._texts,
+        }

@@ -1,0 +1,149 @@
+"""HTTP latency and throughput of /recommend against a no-op route of the same app, same run.
+
+    python bench/http_latency.py --items 100000 --json
+
+Items are clustered 384-d vectors loaded with their embeddings (nothing to encode); users
+start from histories of 20 items. Clients are bounded threads on 127.0.0.1 with keep-alive.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import threading
+import time
+
+parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+parser.add_argument("--items", type=int, default=100_000)
+parser.add_argument("--users", type=int, default=1000)
+parser.add_argument("--shards", type=int, default=2)
+parser.add_argument("--index", default="HNSW32")
+parser.add_argument("--requests", type=int, default=300, help="sequential requests per latency figure")
+parser.add_argument("--seconds", type=float, default=8.0, help="duration of each throughput run")
+parser.add_argument("--port", type=int, default=8765)
+parser.add_argument("--json", action="store_true")
+args = parser.parse_args()
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
+import faiss  # noqa: E402
+import numpy as np  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
+import ray  # noqa: E402
+import requests  # noqa: E402
+from ray import serve  # noqa: E402
+
+from rayrec import Rayrec  # noqa: E402
+from rayrec.catalog import items_table  # noqa: E402
+from serve_app.app import build_app  # noqa: E402
+
+NAMESPACE = "http-bench"
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def catalog(path: str) -> None:
+    rng = np.random.default_rng(0)
+    centres = rng.standard_normal((max(10, args.items // 500), 384), dtype=np.float32)
+    x = centres[rng.integers(0, centres.shape[0], args.items)]
+    x += rng.standard_normal(x.shape, dtype=np.float32) * np.float32(1 / np.sqrt(384))
+    faiss.normalize_L2(x)
+    cats = [f"c{i % 20}" for i in range(args.items)]
+    pq.write_table(items_table([f"i{i}" for i in range(args.items)], x, {"category": cats}), path)
+
+
+def latency(url: str, body: dict | None) -> tuple[float, float]:
+    s = requests.Session()
+    send = (lambda: s.post(url, json=body, timeout=30)) if body else (lambda: s.get(url, timeout=30))
+    for _ in range(20):
+        send()
+    lat = []
+    for i in range(args.requests):
+        if body:
+            body["user_id"] = f"u{i % args.users}"
+        t = time.perf_counter()
+        resp = send()
+        lat.append(time.perf_counter() - t)
+        assert resp.status_code == 200, resp.text
+    ms = np.array(lat) * 1000
+    return float(np.percentile(ms, 50)), float(np.percentile(ms, 99))
+
+
+def throughput(url: str, body: dict | None, clients: int) -> float:
+    stop = time.perf_counter() + args.seconds
+    counts = [0] * clients
+
+    def client(c: int) -> None:
+        s = requests.Session()
+        n = 0
+        while time.perf_counter() < stop:
+            if body:
+                resp = s.post(url, json=dict(body, user_id=f"u{(c * 997 + n) % args.users}"), timeout=30)
+            else:
+                resp = s.get(url, timeout=30)
+            assert resp.status_code == 200, resp.text
+            n += 1
+        counts[c] = n
+
+    threads = [threading.Thread(target=client, args=(c,)) for c in range(clients)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return sum(counts) / (time.perf_counter() - t0)
+
+
+def main() -> dict:
+    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+    base = f"http://127.0.0.1:{args.port}"
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "catalog.parquet")
+        log(f"catalog: {args.items} items")
+        catalog(path)
+        serve.start(http_options={"host": "127.0.0.1", "port": args.port})
+        log(f"deploying: {args.shards} shards of {args.index}")
+        serve.run(build_app({"catalog": path, "namespace": NAMESPACE, "shards": args.shards, "index": args.index}),
+                  name="rayrec-bench", route_prefix="/")
+    system = Rayrec.connect(namespace=NAMESPACE)
+    try:
+        rng = np.random.default_rng(1)
+        system.set_histories({f"u{u}": [f"i{j}" for j in rng.integers(0, args.items, 20)] for u in range(args.users)})
+        rec = {"user_id": "u0", "k": 10}
+        out: dict = {"items": args.items, "shards": args.shards, "index": args.index}
+        log("latency, one client")
+        out["noop_p50_ms"], out["noop_p99_ms"] = latency(f"{base}/noop", None)
+        out["recommend_p50_ms"], out["recommend_p99_ms"] = latency(f"{base}/recommend", rec)
+        q = system.get_user("u0")["vector"]
+        lat = []
+        for _ in range(args.requests):
+            t = time.perf_counter()
+            ray.get(system.router.search.remote(q, 10))
+            lat.append(time.perf_counter() - t)
+        out["router_p50_ms"] = float(np.percentile(np.array(lat) * 1000, 50))
+        for clients in (1, 16):
+            log(f"throughput, {clients} clients")
+            out[f"noop_rps_{clients}"] = throughput(f"{base}/noop", None, clients)
+            out[f"recommend_rps_{clients}"] = throughput(f"{base}/recommend", rec, clients)
+        out["recommend_minus_noop_p50_ms"] = out["recommend_p50_ms"] - out["noop_p50_ms"]
+        out["recommend_over_noop_rps_16"] = out["recommend_rps_16"] / out["noop_rps_16"]
+        out = {k: round(v, 3) if isinstance(v, float) else v for k, v in out.items()}
+        out["machine"] = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+        return out
+    finally:
+        serve.delete("rayrec-bench")
+        system.shutdown()
+        serve.shutdown()
+        ray.shutdown()
+
+
+if __name__ == "__main__":
+    result = main()
+    print(json.dumps(result) if args.json else json.dumps(result, indent=2))
