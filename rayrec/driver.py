@@ -212,6 +212,16 @@ class Rayrec:
         """Global top-k of one or more query vectors."""
         return _get(self.router.search.remote(vectors, k, exclude, categories, with_metadata))
 
+    def encode(self, texts: Sequence[str], app_name: str = "rayrec") -> Any:
+        """Texts to unit vectors through the encoder deployment of a running Serve app.
+
+        Returns an (n, dim) float32 array.
+        """
+        from ray import serve
+
+        handle = serve.get_deployment_handle("Encoder", app_name=app_name)
+        return handle.encode.remote(list(texts)).result()
+
     # ----- users ----------------------------------------------------------
     def _users_of(self, user_id: Any) -> Any:
         return self.users[partition_of(check_id(user_id, "user id"), len(self.users))]

@@ -200,3 +200,13 @@ def test_metrics_reach_rays_prometheus_endpoint(base):
     ])
     assert 'route="/recommend"' in text and 'status="200"' in text
     requests.delete(base + "/items/fresh-item", timeout=30)
+
+
+def test_a_driver_reaches_the_deployed_app(base):
+    system = Rayrec.connect(namespace=NAMESPACE)
+    vectors = system.encode(["a scary horror film", "Nightmare on Elm Street. Horror"], app_name="rayrec-http-test")
+    assert vectors.shape == (2, 384)
+    system.set_user("driver-user", vector=vectors[0])
+    recs = post(base, "/recommend", {"user_id": "driver-user", "k": 3}).json()
+    assert recs["user_version"] == 1 and len(recs["items"]) == 3
+    assert system.count() == requests.get(base + "/healthz", timeout=30).json()["items"]
