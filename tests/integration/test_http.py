@@ -146,6 +146,9 @@ def test_encode_gives_unit_vectors_and_related_texts_score_higher(base):
         ("put", "/items", {"items": []}, 422, "items"),
         ("post", "/encode", {"texts": []}, 422, "texts"),
         ("post", "/encode", {"texts": ["ok", ""]}, 422, "position 1"),
+        ("post", "/encode", {"texts": ["a"] * 2049}, 422, "at most 2048"),
+        ("put", "/items", {"items": [{"item_id": "big", "embedding": [1e300] * 384}]}, 422, "NaN or infinite"),
+        ("get", "/items/%20", None, 422, "non-empty"),
     ],
 )
 def test_bad_input_answers_4xx_naming_the_problem(base, method, path, body, status, needle):
