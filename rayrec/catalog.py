@@ -30,12 +30,6 @@ class ItemBatch:
     def __len__(self) -> int:
         return len(self.ids)
 
-    def take(self, positions: np.ndarray) -> ItemBatch:
-        return ItemBatch(
-            ids=[self.ids[p] for p in positions],
-            vectors=self.vectors[positions],
-            metadata={name: [col[p] for p in positions] for name, col in self.metadata.items()},
-        )
 
 
 def _is_stringish(t: pa.DataType) -> bool:

@@ -210,6 +210,7 @@ class ItemIndex:
         return self._n - len(self._row)
 
     def __contains__(self, item: str) -> bool:
+        """Whether a live item has this id."""
         return item in self._row
 
     def vector_sum(self) -> tuple[np.ndarray, int]:

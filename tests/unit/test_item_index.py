@@ -12,7 +12,7 @@ from rayrec.exceptions import DimensionMismatchError, InvalidInputError
 from rayrec.item_index import ItemIndex
 from rayrec.topk import SearchResult
 
-from ._helpers import assert_equals_brute_force, brute_force, clustered, item_ids, normalise_rows, recall
+from ._helpers import assert_equals_brute_force, eligible_mask, brute_force, clustered, item_ids, normalise_rows, recall
 
 DIM = 24
 APPROXIMATE = {
@@ -77,11 +77,7 @@ def test_flat_with_excludes_and_categories_equals_brute_force(selector_path: str
     scores, found = index.search(queries, k, excludes, categories)
 
     for q in range(len(queries)):
-        eligible = np.ones(n, dtype=bool)
-        if excludes[q]:
-            eligible &= ~np.isin(np.array(ids, dtype=object), excludes[q])
-        if categories[q] is not None:
-            eligible &= np.isin(cats, categories[q])
+        eligible = eligible_mask(ids, cats, excludes[q], categories[q])
         assert_equals_brute_force(scores[q : q + 1], found[q : q + 1], queries[q : q + 1], vectors, ids, k, eligible)
     assert (found[4] == "").all() and np.isneginf(scores[4]).all()  # unknown category matches nothing
 

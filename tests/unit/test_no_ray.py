@@ -17,6 +17,15 @@ PLAIN_MODULES = (
     "rayrec.config",
     "rayrec.catalog",
     "rayrec.validation",
+    "rayrec.metadata",
+    "rayrec.faiss_kinds",
+    "rayrec.query",
+    "rayrec.wire",
+    "rayrec.client",
+    "rayrec.ingest",
+    "rayrec.metrics",
+    "rayrec.encoder",
+    "rayrec.movielens",
 )
 
 

@@ -18,7 +18,7 @@ from rayrec.exceptions import DimensionMismatchError, InvalidInputError
 from rayrec.hashing import partition_of
 from rayrec.topk import SearchResult, merge_topk
 
-from ._helpers import assert_equals_brute_force, clustered, hypothesis_settings, item_ids, normalise_rows
+from ._helpers import assert_equals_brute_force, eligible_mask, clustered, hypothesis_settings, item_ids, normalise_rows
 
 DIM = 16
 CATEGORIES = np.array(["a", "b", "c"], dtype=object)
@@ -155,16 +155,11 @@ def test_sharded_search_equals_one_exact_search(num_shards: int, k: int, seed: i
     scores, found, meta = merge_topk(parts, k)
 
     vectors_n = normalise_rows(vectors)
-    cats_arr = np.array(cats, dtype=object)
     for q in range(len(queries)):
-        eligible = np.ones(n, dtype=bool)
-        if excludes[q]:
-            eligible &= ~np.isin(np.array(ids, dtype=object), excludes[q])
-        if categories[q] is not None:
-            eligible &= np.isin(cats_arr, categories[q])
+        eligible = eligible_mask(ids, cats, excludes[q], categories[q])
         assert_equals_brute_force(scores[q : q + 1], found[q : q + 1], queries[q : q + 1], vectors_n, ids, k, eligible)
         for item, record in zip(found[q], meta[q]):  # metadata travelled with its id
             assert (item == "" and record is None) or record["category"] == cats[ids.index(item)]
 
     result = SearchResult.from_arrays(scores, found, meta)
-    assert [len(r) for r in result.ids] == [min(k, n), min(k, n - 100), min(k, int((cats_arr == "b").sum())), k]
+    assert [len(r) for r in result.ids] == [min(k, n), min(k, n - 100), min(k, int((np.asarray(cats, dtype=object) == "b").sum())), k]
