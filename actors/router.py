@@ -285,6 +285,8 @@ class Router:
             source = ray.put(source)  # one copy in the object store, read by every shard
         n = len(self.shards)
         async with self._load_lock:
+            # Rows a load staged before a router restart must not join this one.
+            await self._all("abort_staged", kind="load")
             calls = [lambda s=s, i=i: s.stage.remote(source, i, n) for i, s in enumerate(self.shards)]
             try:
                 await self._fan_out(calls, "load")

@@ -14,8 +14,12 @@ from rayrec.config import RayrecConfig
 from rayrec.exceptions import InvalidInputError
 from rayrec.hashing import partitions_of
 from rayrec.faiss_kinds import omp_threads
+from rayrec import shard_log
 from rayrec.item_index import ItemIndex
-from rayrec.validation import check_vectors
+from rayrec.journal import Journal
+from rayrec.metadata import check_metadata
+from rayrec.storage import Storage
+from rayrec.validation import check_ids, check_vectors
 from rayrec.wire import pack_partial, unpack_search
 
 
@@ -40,6 +44,41 @@ class Shard:
         # Batches big enough to split over threads may use more of them (a node's CPUs
         # divided by the shards it holds); a single query stays on one thread.
         self._batch_threads = C.SHARD_BATCH_THREADS if threads is not None else None
+        self.journal: Journal | None = None
+        self.recovered_rows = 0
+        if config.storage is not None:
+            self.journal = Journal(
+                Storage(config.storage).child(f"shard-{shard_id}"),
+                shard_log.log_schema(config.index.dim),
+                config.snapshot_every,
+            )
+            self._recover()
+
+    # ----- durability -----------------------------------------------------
+    def _recover(self) -> None:
+        """Loads the latest snapshot and replays the log after it (a restart by Ray lands here)."""
+        assert self.journal is not None
+        snap, batches = self.journal.recover()
+        if snap is not None:
+            blob = snap.blob("faiss") if snap.has("faiss") else None
+            self.index.import_state(snap.table("rows"), blob, snap.info)
+        self.recovered_rows = shard_log.replay(batches, self.index)
+
+    def _log(self, batch: pa.RecordBatch) -> None:
+        if self.journal is not None:
+            self.journal.append(batch)
+
+    def _after_write(self) -> None:
+        if self.journal is not None and self.journal.snapshot_due:
+            self.snapshot()
+
+    def snapshot(self) -> None:
+        """Writes this shard's state to storage and drops the log it covers (no-op without storage)."""
+        if self.journal is None:
+            return
+        wal_from = self.journal.begin_snapshot()
+        table, blob, info = self.index.export_state()
+        self.journal.write_snapshot(wal_from, info, {"rows": table}, {"faiss": blob} if blob is not None else {})
 
     def search(
         self,
@@ -93,19 +132,38 @@ class Shard:
     def commit_staged(self) -> int:
         """Applies every staged batch (an upsert each); returns the rows written."""
         staged, self._staged = self._staged, []
-        return sum(self.index.upsert(b.ids, b.vectors, b.metadata) for b in staged)
+        written = sum(self.index.upsert(b.ids, b.vectors, b.metadata) for b in staged)
+        if written:
+            self.snapshot()  # a bulk load is made durable by a snapshot, not row by row in the log
+        return written
 
     def abort_staged(self) -> None:
         """Drops staged rows (a load failed on some shard)."""
         self._staged = []
 
     def upsert(self, ids: list[str], vectors: np.ndarray, metadata: dict[str, list[Any]] | None = None) -> int:
-        """ItemIndex.upsert on this shard."""
-        return self.index.upsert(ids, vectors, metadata)
+        """ItemIndex.upsert on this shard, durable (with storage) before it returns."""
+        ids = check_ids(ids)
+        vecs = check_vectors(vectors, self.config.index.dim)
+        if vecs.shape[0] != len(ids):
+            raise InvalidInputError(f"got {len(ids)} ids but {vecs.shape[0]} vectors")
+        meta = check_metadata(metadata, len(ids))
+        if not ids:
+            return 0
+        self._log(shard_log.upsert_batch(ids, vecs, meta, self.config.index.dim))
+        written = self.index.upsert(ids, vecs, meta)
+        self._after_write()
+        return written
 
     def delete(self, ids: list[str]) -> int:
-        """ItemIndex.delete on this shard."""
-        return self.index.delete(ids)
+        """ItemIndex.delete on this shard, durable (with storage) before it returns."""
+        ids = check_ids(ids)
+        present = [i for i in ids if i in self.index]
+        if present:
+            self._log(shard_log.delete_batch(present, self.config.index.dim))
+        deleted = self.index.delete(present)
+        self._after_write()
+        return deleted
 
     def count(self) -> int:
         """Live items on this shard."""
@@ -129,6 +187,7 @@ class Shard:
 
     def clear(self) -> None:
         """Removes every item and anything staged."""
+        self._log(shard_log.clear_batch(self.config.index.dim))
         self.index.clear()
         self._staged = []
 
@@ -141,6 +200,8 @@ class Shard:
             "index": self.config.index.factory,
             "index_ready": self.index.index_ready,
             "node_id": ray.get_runtime_context().get_node_id() if ray.is_initialized() else None,
+            "durable": self.journal is not None,
+            "recovered_rows": self.recovered_rows,
         }
 
 

@@ -10,13 +10,15 @@ import numpy as np
 import ray
 
 from rayrec import constants as C
-from rayrec import metrics
+from rayrec import metrics, user_log
 from rayrec.client import RouterClient
 from rayrec.config import RayrecConfig
 from rayrec.exceptions import InvalidInputError
 from rayrec.hashing import stable_hash
+from rayrec.journal import GroupCommit, Journal
+from rayrec.storage import Storage
 from rayrec.topk import SearchResult
-from rayrec.user_state import UserStore
+from rayrec.user_state import UserChange, UserStore
 from rayrec.validation import check_event, check_exclude, check_id, check_ids, check_k
 
 
@@ -26,10 +28,12 @@ class UserVectors:
     Plain async Python over a router handle; UserVectorActor is this class as a
     Ray async actor. Changes to one user run one at a time, in arrival order
     (a lock per user stripe), and each finishes before its call returns, so the
-    next recommend sees it (read-your-writes).
+    next recommend sees it (read-your-writes). With storage, a change is
+    planned, logged durably (concurrent changes share one fsync), then applied,
+    all under its user's lock; a restarted actor recovers snapshot plus log.
     """
 
-    def __init__(self, config: RayrecConfig, router: Any) -> None:
+    def __init__(self, config: RayrecConfig, router: Any, partition: int = 0) -> None:
         self.config = config
         self.router = router
         self.store = UserStore(config.index.dim, config.feedback)
@@ -38,11 +42,66 @@ class UserVectors:
         # Per user, when the feedback behind their current vector arrived, until a
         # recommendation uses that vector (the feedback freshness metric).
         self._fresh: dict[str, float] = {}
-        self._partition = "0"
-
-    def set_partition(self, partition: int) -> None:
-        """Names this actor's partition in its metrics."""
         self._partition = str(partition)
+        self.journal: Journal | None = None
+        self._group: GroupCommit[UserChange] | None = None
+        self._snapshotting: asyncio.Task[None] | None = None
+        self.recovered_changes = 0
+        if config.storage is not None:
+            self.journal = Journal(
+                Storage(config.storage).child(f"users-{partition}"),
+                user_log.log_schema(config.index.dim),
+                config.snapshot_every,
+            )
+            self._recover()
+            self._group = GroupCommit(self._write_changes)
+
+    # ----- durability -----------------------------------------------------
+    def _recover(self) -> None:
+        """Loads the latest snapshot and replays the log after it (a restart by Ray lands here)."""
+        assert self.journal is not None
+        snap, batches = self.journal.recover()
+        if snap is not None:
+            user_log.table_to_store(snap.table("users"), self.store)
+        for batch in batches:
+            for change in user_log.batch_to_changes(batch, self.config.index.dim):
+                self.recovered_changes += self.store.commit(change)
+
+    def _write_changes(self, changes: list[UserChange]) -> None:
+        assert self.journal is not None
+        self.journal.append(user_log.changes_to_batch(changes, self.config.index.dim))
+
+    async def _make(self, user_id: str, change: UserChange | None) -> dict[str, Any]:
+        """Logs (with storage) and applies a planned change; the caller holds the user's lock."""
+        if change is None:  # its event id was applied before
+            return self._unchanged(user_id)
+        if self._group is not None:
+            await self._group.submit(change)
+        self.store.commit(change)
+        if self.journal is not None and self.journal.snapshot_due and (
+            self._snapshotting is None or self._snapshotting.done()
+        ):
+            self._snapshotting = asyncio.ensure_future(self.snapshot())
+        return {"user_id": user_id, "version": change.version, "applied": True}
+
+    async def snapshot(self) -> None:
+        """Writes every user to storage and drops the log it covers (no-op without storage).
+
+        Holds every user lock while it captures the state (no change is between
+        its log write and its apply then), and writes the files after letting go.
+        """
+        if self.journal is None or self._group is None:
+            return
+        for lock in self._locks:
+            await lock.acquire()
+        try:
+            await self._group.drain()
+            wal_from = self.journal.begin_snapshot()
+            table = user_log.store_to_table(self.store)
+        finally:
+            for lock in self._locks:
+                lock.release()
+        await asyncio.to_thread(self.journal.write_snapshot, wal_from, {"users": len(self.store)}, {"users": table})
 
     def _count_users(self) -> None:
         metrics.user_count().set(len(self.store), tags={"partition": self._partition})
@@ -82,19 +141,20 @@ class UserVectors:
                 return self._unchanged(user_id)
             vectors, _ = await self.router.vectors_of.remote([item_id])
             start = None if self.store.get(user_id) is not None else await self._cold_start_vector()
-            version, applied = self.store.apply(user_id, item_id, event, vectors[0], event_id, start)
+            change = self.store.plan_feedback(user_id, item_id, event, vectors[0], event_id, start)
+            out = await self._make(user_id, change)
             self._fresh[user_id] = time.time() if arrived_at is None else float(arrived_at)
         self._count_users()
-        return {"user_id": user_id, "version": version, "applied": applied}
+        return out
 
     async def set_vector(self, user_id: Any, vector: Any, event_id: str | None = None) -> dict[str, Any]:
         """Sets a user's interest vector directly. Returns {"user_id", "version", "applied"}."""
         user_id = check_id(user_id, "user id")
         event_id = None if event_id is None else check_id(event_id, "event id")
         async with self._lock(user_id):
-            version, applied = self.store.set_vector(user_id, vector, event_id)
+            out = await self._make(user_id, self.store.plan_vector(user_id, vector, event_id))
         self._count_users()
-        return {"user_id": user_id, "version": version, "applied": applied}
+        return out
 
     async def set_history(self, user_id: Any, item_ids: Any, event_id: str | None = None) -> dict[str, Any]:
         """Sets a user from the items they engaged with, oldest first.
@@ -111,9 +171,9 @@ class UserVectors:
             if self.store.applied(user_id, event_id):
                 return self._unchanged(user_id)
             vectors, _ = await self.router.vectors_of.remote(item_ids)
-            version, applied = self.store.set_history(user_id, item_ids, vectors, event_id)
+            out = await self._make(user_id, self.store.plan_history(user_id, item_ids, vectors, event_id))
         self._count_users()
-        return {"user_id": user_id, "version": version, "applied": applied}
+        return out
 
     async def set_histories(self, histories: dict[str, list[str]]) -> int:
         """Sets many users from their histories (oldest first) with one lookup of the item vectors.
@@ -129,16 +189,17 @@ class UserVectors:
             return 0
         vectors, found = await self.router.vectors_of.remote(unique, False)
         row = {item: r for r, (item, ok) in enumerate(zip(unique, found)) if ok}
-        done = 0
-        for user_id, items in checked.items():
-            known = [i for i in items if i in row]
-            if not known:
-                continue
+
+        async def set_one(user_id: str, known: list[str]) -> None:
             async with self._lock(user_id):
-                self.store.set_history(user_id, known, vectors[[row[i] for i in known]])
-            done += 1
+                await self._make(user_id, self.store.plan_history(user_id, known, vectors[[row[i] for i in known]]))
+
+        # Concurrently: with storage, the users' log records share group commits.
+        todo = [(u, [i for i in items if i in row]) for u, items in checked.items()]
+        todo = [(u, known) for u, known in todo if known]
+        await asyncio.gather(*(set_one(u, known) for u, known in todo))
         self._count_users()
-        return done
+        return len(todo)
 
     async def get(self, user_id: Any) -> dict[str, Any] | None:
         """The user's state (vector, version, history, updated_at), or None if unknown."""
@@ -187,6 +248,15 @@ class UserVectors:
     async def count(self) -> int:
         """Users held by this actor."""
         return len(self.store)
+
+    async def info(self) -> dict[str, Any]:
+        """Partition, users, whether durable, and changes replayed from the log at the last start."""
+        return {
+            "partition": int(self._partition),
+            "users": len(self.store),
+            "durable": self.journal is not None,
+            "recovered_changes": self.recovered_changes,
+        }
 
 
 UserVectorActor = ray.remote(UserVectors)

@@ -127,6 +127,10 @@ class RayrecConfig:
         shard_num_cpus, router_num_cpus, user_actor_num_cpus: Ray CPU claims.
         namespace: Ray namespace of the named actors.
         feedback: the user-vector update rule.
+        storage: where state is kept durably (a directory or a URI pyarrow.fs
+            opens, e.g. s3://bucket/rayrec); None keeps everything in memory only.
+        snapshot_every: log rows after which an actor snapshots its state.
+        max_restarts: times Ray restarts a crashed rayrec actor (-1: always).
     """
 
     index: IndexConfig
@@ -143,6 +147,9 @@ class RayrecConfig:
     user_actor_num_cpus: float = C.DEFAULT_USER_ACTOR_NUM_CPUS
     namespace: str = C.DEFAULT_NAMESPACE
     feedback: FeedbackRule = field(default_factory=FeedbackRule)
+    storage: str | None = None
+    snapshot_every: int = C.DEFAULT_SNAPSHOT_EVERY
+    max_restarts: int = C.DEFAULT_MAX_RESTARTS
 
     def __post_init__(self) -> None:
         if not isinstance(self.index, IndexConfig):
@@ -166,6 +173,13 @@ class RayrecConfig:
             _non_negative_number(name, getattr(self, name))
         if not isinstance(self.namespace, str) or not self.namespace:
             raise InvalidInputError("namespace must be a non-empty string")
+        if self.storage is not None and (not isinstance(self.storage, str) or not self.storage.strip()):
+            raise InvalidInputError(
+                f"storage must be a directory path or a URI such as s3://bucket/prefix (or None), got {self.storage!r}"
+            )
+        _positive_int("snapshot_every", self.snapshot_every)
+        if isinstance(self.max_restarts, bool) or not isinstance(self.max_restarts, int) or self.max_restarts < -1:
+            raise InvalidInputError(f"max_restarts must be an integer >= -1 (-1: always), got {self.max_restarts!r}")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RayrecConfig:

@@ -64,6 +64,15 @@ DEFAULT_ROUTER_NUM_CPUS = _env_float("RAYREC_ROUTER_NUM_CPUS", 0.25)
 DEFAULT_USER_ACTOR_NUM_CPUS = _env_float("RAYREC_USER_ACTOR_NUM_CPUS", 0.1)
 DEFAULT_NAMESPACE = os.environ.get("RAYREC_NAMESPACE", "rayrec")
 
+# Durability: log rows after which an actor snapshots its state and truncates its log.
+DEFAULT_SNAPSHOT_EVERY = _env_int("RAYREC_SNAPSHOT_EVERY", 100_000)
+# Times Ray restarts a crashed rayrec actor (-1: without limit); with storage, a restarted
+# actor comes back with its state.
+DEFAULT_MAX_RESTARTS = _env_int("RAYREC_MAX_RESTARTS", -1)
+# Times Ray resends a call whose actor died mid-call, once the actor is back. Writes are
+# idempotent (event ids, last-writer-wins upserts), so resending is safe.
+ACTOR_MAX_TASK_RETRIES = _env_int("RAYREC_ACTOR_MAX_TASK_RETRIES", 3)
+
 # Fan-out failure policy.
 DEFAULT_SHARD_TIMEOUT_S = _env_float("RAYREC_SHARD_TIMEOUT_S", 10.0)
 DEFAULT_SHARD_RETRIES = _env_int("RAYREC_SHARD_RETRIES", 1)

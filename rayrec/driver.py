@@ -14,6 +14,7 @@ from rayrec import constants as C
 from rayrec.config import RayrecConfig
 from rayrec.exceptions import InvalidInputError, root_cause
 from rayrec.hashing import partition_of
+from rayrec.layout import check_layout
 from rayrec.topk import SearchResult
 from rayrec.validation import check_id, check_ids
 
@@ -70,7 +71,13 @@ def build_actors(
     from actors.shard import ShardActor
     from actors.user_vectors import UserVectorActor
 
-    common: dict[str, Any] = {"namespace": config.namespace}
+    # Ray restarts a crashed actor (its constructor recovers its state from storage) and
+    # resends the calls it was running once it is back.
+    common: dict[str, Any] = {
+        "namespace": config.namespace,
+        "max_restarts": config.max_restarts,
+        "max_task_retries": C.ACTOR_MAX_TASK_RETRIES,
+    }
     if detached:
         common["lifetime"] = "detached"
     existing = attach_actors(config.namespace)
@@ -81,6 +88,8 @@ def build_actors(
             f"a rayrec system already runs in Ray namespace {config.namespace!r}: attach to it with "
             "Rayrec.connect(namespace=...) or start this one in another namespace"
         )
+    if config.storage is not None:
+        check_layout(config)
     shards = [
         ShardActor.options(name=shard_name(i), num_cpus=config.shard_num_cpus, **common).remote(
             config, i, C.SHARD_SEARCH_THREADS
@@ -90,12 +99,12 @@ def build_actors(
     router = RouterActor.options(name=ROUTER_NAME, num_cpus=config.router_num_cpus, **common).remote(config, shards)
     users = [
         UserVectorActor.options(name=users_name(i), num_cpus=config.user_actor_num_cpus, **common).remote(
-            config, router
+            config, router, i
         )
         for i in range(config.num_user_actors)
     ]
     _get(router.count.remote())  # waits until every shard and the router are up
-    _get([u.set_partition.remote(i) for i, u in enumerate(users)])
+    _get([u.count.remote() for u in users])
     return router, shards, users
 
 

@@ -53,12 +53,17 @@ def new_index(dim: int, factory: str, ef_search: int, nprobe: int) -> faiss.Inde
             f"factory {factory!r} starts with a transform (PCA, OPQ, ...); rayrec needs an index it can "
             "filter and tune directly: Flat, HNSW..., IVF...,Flat/PQ/SQ. Reduce dimensions before loading."
         )
+    set_knobs(index, ef_search, nprobe)
+    return index
+
+
+def set_knobs(index: faiss.Index, ef_search: int, nprobe: int) -> None:
+    """Sets an index's default efSearch (HNSW) or nprobe (IVF)."""
     if is_hnsw(index):
         index.hnsw.efSearch = ef_search
     ivf = ivf_of(index)
     if ivf is not None:
         ivf.nprobe = nprobe
-    return index
 
 
 def train_sizes(index: faiss.Index) -> tuple[int, int]:

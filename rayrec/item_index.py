@@ -14,6 +14,7 @@ from typing import Any
 
 import faiss
 import numpy as np
+import pyarrow as pa
 
 from rayrec import constants as C
 from rayrec import faiss_kinds
@@ -24,6 +25,8 @@ from rayrec.topk import MISSING_ID, MISSING_SCORE
 from rayrec.validation import check_ids, check_vectors
 
 _NO_CATEGORY = -1
+# Snapshot columns of metadata are named this plus the metadata name.
+META_PREFIX = "meta."
 
 
 class ItemIndex:
@@ -345,3 +348,49 @@ class ItemIndex:
     def _exact(self, q: np.ndarray, want: int, mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         rows = np.flatnonzero(mask if mask is not None else self._alive[: self._n])
         return faiss_kinds.exact_topk(q, self._vectors, rows, want)
+
+    # ----- snapshots --------------------------------------------------------
+    def export_state(self) -> tuple[pa.Table, bytes | None, dict[str, Any]]:
+        """Every row (live and tombstoned, in row order), the faiss index bytes and counters.
+
+        A flat index is left out (rebuilt from the vectors in a memcpy); others are
+        kept whole, so recovery never retrains or rebuilds a graph.
+        """
+        n = self._n
+        names = {code: name for name, code in self._cat_code.items()}
+        columns: dict[str, pa.Array] = {
+            "item_id": pa.array(self._ids[:n].tolist(), pa.string()),
+            "vector": pa.FixedSizeListArray.from_arrays(pa.array(self._vectors[:n].reshape(-1)), self.config.dim),
+            "alive": pa.array(self._alive[:n]),
+            CATEGORY: pa.array([names.get(int(c)) for c in self._category[:n]], pa.string()),
+        }
+        columns.update({META_PREFIX + name: pa.array(col, pa.string()) for name, col in self._meta.items()})
+        blob = None if isinstance(self._index, faiss.IndexFlat) else faiss.serialize_index(self._index).tobytes()
+        info = {"indexed": self._indexed if blob is not None else 0, "dim": self.config.dim, "factory": self.config.factory}
+        return pa.table(columns), blob, info
+
+    def import_state(self, table: pa.Table, blob: bytes | None, info: dict[str, Any]) -> None:
+        """Replaces this index's content with an exported state."""
+        self.clear()
+        n = table.num_rows
+        self._reserve(n)
+        self._vectors[:n] = table.column("vector").combine_chunks().flatten().to_numpy().reshape(n, self.config.dim)
+        self._alive[:n] = table.column("alive").to_numpy(zero_copy_only=False)
+        self._ids[:n] = table.column("item_id").to_pylist()
+        self._category[:n] = [self._code(c) for c in table.column(CATEGORY).to_pylist()]
+        self._meta = {
+            name[len(META_PREFIX) :]: table.column(name).to_pylist()
+            for name in table.column_names
+            if name.startswith(META_PREFIX)
+        }
+        live = np.flatnonzero(self._alive[:n])
+        self._row = {self._ids[r]: int(r) for r in live}
+        self._sum = self._vectors[live].sum(axis=0, dtype=np.float64)
+        self._n = n
+        same_kind = info.get("dim") == self.config.dim and info.get("factory") == self.config.factory
+        if blob is not None and same_kind:
+            index = faiss.deserialize_index(np.frombuffer(blob, dtype=np.uint8))
+            faiss_kinds.set_knobs(index, self.config.ef_search, self.config.nprobe)
+            self._index = index
+            self._indexed = int(info["indexed"])
+        self._sync_index()

@@ -58,6 +58,29 @@ def history_vector(vectors: np.ndarray, recency: float) -> np.ndarray:
     return out
 
 
+FEEDBACK = "feedback"
+VECTOR = "vector"
+HISTORY = "history"
+
+
+@dataclass(slots=True)
+class UserChange:
+    """One change to one user, as planned and as logged: its result, not its inputs.
+
+    Replaying a change sets the user to exactly what it was, however the
+    catalog (cold-start mean, item vectors) or the clock (decay) moved since.
+    """
+
+    kind: str  # FEEDBACK, VECTOR or HISTORY
+    user_id: str
+    version: int
+    vector: np.ndarray
+    updated_at: float
+    event_id: str | None = None
+    event: str | None = None  # the feedback event type
+    items: list[str] = field(default_factory=list)  # the feedback's item, or the history
+
+
 @dataclass(slots=True)
 class UserState:
     """One user: interest vector, version, bounded history and applied event ids."""
@@ -113,42 +136,110 @@ class UserStore:
             self._users[user_id] = state
         return state
 
-    def _commit(self, state: UserState, vector: np.ndarray, event_id: str | None, now: float) -> int:
-        state.vector = vector
-        state.version += 1
-        state.updated_at = now
-        if event_id is not None:
-            state.event_ids[event_id] = None
-            while len(state.event_ids) > self.rule.event_id_memory:
-                state.event_ids.popitem(last=False)
-        return state.version
+    def _next_version(self, user_id: str) -> int:
+        state = self._users.get(user_id)
+        return 1 if state is None else state.version + 1
 
-    def set_vector(self, user_id: str, vector: Any, event_id: str | None = None) -> tuple[int, bool]:
-        """Sets a user's vector. Returns (version, applied); a known event id applies nothing."""
+    # ----- plan: the change an operation makes, without making it --------
+    def plan_vector(self, user_id: str, vector: Any, event_id: str | None = None) -> UserChange | None:
+        """The change that sets a user's vector; None if event_id was already applied."""
         user_id = check_id(user_id, "user id")
         vec = check_vectors(vector, self.dim, what="user vector")
         if vec.shape[0] != 1:
             raise InvalidInputError(f"a user vector is one vector, got {vec.shape[0]}")
         if self.applied(user_id, event_id):
+            return None
+        return UserChange(VECTOR, user_id, self._next_version(user_id), vec[0], self._clock(), event_id)
+
+    def plan_history(
+        self, user_id: str, item_ids: Sequence[str], vectors: np.ndarray, event_id: str | None = None
+    ) -> UserChange | None:
+        """The change that sets a user from a history (oldest first): the recency-weighted mean."""
+        user_id = check_id(user_id, "user id")
+        if len(item_ids) != vectors.shape[0]:
+            raise InvalidInputError(f"got {len(item_ids)} history items but {vectors.shape[0]} vectors")
+        if self.applied(user_id, event_id):
+            return None
+        vec = history_vector(check_vectors(vectors, self.dim, what="item vector"), self.rule.history_recency)
+        items = list(item_ids)[-self.rule.history_len :]
+        return UserChange(HISTORY, user_id, self._next_version(user_id), vec, self._clock(), event_id, items=items)
+
+    def plan_feedback(
+        self,
+        user_id: str,
+        item_id: str,
+        event: str,
+        item_vector: np.ndarray,
+        event_id: str | None = None,
+        start: np.ndarray | None = None,
+    ) -> UserChange | None:
+        """The change one feedback event makes (see apply)."""
+        user_id = check_id(user_id, "user id")
+        item_id = check_id(item_id)
+        event = check_event(event)
+        if self.applied(user_id, event_id):
+            return None
+        x = check_vectors(item_vector, self.dim, what="item vector")[0]
+        now = self._clock()
+        state = self._users.get(user_id)
+        if state is not None:
+            v = state.vector
+            decay = decay_factor(now - state.updated_at, self.rule.decay_half_life_s)
+        else:
+            v = np.zeros(self.dim, np.float32) if start is None else normalise(np.asarray(start, np.float32))
+            decay = 1.0
+        vector = update_vector(v, x, self.rule.learning_rates[event], decay)
+        return UserChange(FEEDBACK, user_id, self._next_version(user_id), vector, now, event_id, event, [item_id])
+
+    # ----- commit: apply a planned (or logged) change ---------------------
+    def commit(self, change: UserChange) -> bool:
+        """Applies a change; one whose version the user already has is skipped (log replay).
+
+        Returns whether it was applied.
+        """
+        state = self._users.get(change.user_id)
+        if state is not None and state.version >= change.version:
+            return False
+        state = self._state(change.user_id)
+        if change.kind == FEEDBACK:
+            state.history.append((change.items[0], change.event or "", change.updated_at))
+        elif change.kind == HISTORY:
+            state.history.clear()
+            state.history.extend((item, HISTORY, change.updated_at) for item in change.items)
+        state.vector = np.asarray(change.vector, dtype=np.float32)
+        state.version = change.version
+        state.updated_at = change.updated_at
+        if change.event_id is not None:
+            state.event_ids[change.event_id] = None
+            while len(state.event_ids) > self.rule.event_id_memory:
+                state.event_ids.popitem(last=False)
+        return True
+
+    def restore(self, user_id: str, state: UserState) -> None:
+        """Puts a user's whole state back (from a snapshot)."""
+        state.history = deque(state.history, maxlen=self.rule.history_len)
+        self._users[user_id] = state
+
+    def items(self) -> list[tuple[str, UserState]]:
+        """Every (user id, state), for snapshots."""
+        return list(self._users.items())
+
+    # ----- plan + commit in one step --------------------------------------
+    def _done(self, user_id: str, change: UserChange | None) -> tuple[int, bool]:
+        if change is None:
             return self._users[user_id].version, False
-        state = self._state(user_id)
-        return self._commit(state, vec[0], event_id, self._clock()), True
+        self.commit(change)
+        return change.version, True
+
+    def set_vector(self, user_id: str, vector: Any, event_id: str | None = None) -> tuple[int, bool]:
+        """Sets a user's vector. Returns (version, applied); a known event id applies nothing."""
+        return self._done(user_id, self.plan_vector(user_id, vector, event_id))
 
     def set_history(
         self, user_id: str, item_ids: Sequence[str], vectors: np.ndarray, event_id: str | None = None
     ) -> tuple[int, bool]:
         """Sets a user from a history (oldest first): the vector is its recency-weighted mean."""
-        user_id = check_id(user_id, "user id")
-        if len(item_ids) != vectors.shape[0]:
-            raise InvalidInputError(f"got {len(item_ids)} history items but {vectors.shape[0]} vectors")
-        if self.applied(user_id, event_id):
-            return self._users[user_id].version, False
-        vec = history_vector(check_vectors(vectors, self.dim, what="item vector"), self.rule.history_recency)
-        state = self._state(user_id)
-        now = self._clock()
-        state.history.clear()
-        state.history.extend((item, "history", now) for item in item_ids)
-        return self._commit(state, vec, event_id, now), True
+        return self._done(user_id, self.plan_history(user_id, item_ids, vectors, event_id))
 
     def apply(
         self,
@@ -166,21 +257,4 @@ class UserStore:
             event_id: optional; an id already applied to this user changes nothing.
             start: vector a user without one starts from (e.g. the catalog mean).
         """
-        user_id = check_id(user_id, "user id")
-        item_id = check_id(item_id)
-        event = check_event(event)
-        if self.applied(user_id, event_id):
-            return self._users[user_id].version, False
-        x = check_vectors(item_vector, self.dim, what="item vector")[0]
-        now = self._clock()
-        state = self._users.get(user_id)
-        if state is not None:
-            v = state.vector
-            decay = decay_factor(now - state.updated_at, self.rule.decay_half_life_s)
-        else:
-            v = np.zeros(self.dim, np.float32) if start is None else normalise(np.asarray(start, np.float32))
-            decay = 1.0
-        vector = update_vector(v, x, self.rule.learning_rates[event], decay)
-        state = self._state(user_id)
-        state.history.append((item_id, event, now))
-        return self._commit(state, vector, event_id, now), True
+        return self._done(user_id, self.plan_feedback(user_id, item_id, event, item_vector, event_id, start))

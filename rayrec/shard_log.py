@@ -1,0 +1,100 @@
+"""Shard writes as Arrow log records, and their replay into an ItemIndex."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+import pyarrow as pa
+
+from rayrec.item_index import ItemIndex
+
+UPSERT = "upsert"
+DELETE = "delete"
+CLEAR = "clear"
+
+_META = pa.map_(pa.string(), pa.string())
+
+
+def log_schema(dim: int) -> pa.Schema:
+    """One row per item written (upsert, delete) or one row per clear."""
+    return pa.schema(
+        [
+            ("op", pa.string()),
+            ("item_id", pa.string()),
+            ("vector", pa.list_(pa.float32(), dim)),
+            ("meta", _META),
+        ]
+    )
+
+
+def upsert_batch(ids: list[str], vectors: np.ndarray, metadata: dict[str, list[str | None]], dim: int) -> pa.RecordBatch:
+    """The log record of an upsert (checked ids, normalised vectors, checked metadata)."""
+    n = len(ids)
+    names = list(metadata)
+    meta = [[(name, metadata[name][r]) for name in names] for r in range(n)]
+    flat = np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1)
+    return pa.record_batch(
+        [
+            pa.array([UPSERT] * n, pa.string()),
+            pa.array(ids, pa.string()),
+            pa.FixedSizeListArray.from_arrays(pa.array(flat), dim),
+            pa.array(meta, _META),
+        ],
+        schema=log_schema(dim),
+    )
+
+
+def delete_batch(ids: list[str], dim: int) -> pa.RecordBatch:
+    n = len(ids)
+    return pa.record_batch(
+        [
+            pa.array([DELETE] * n, pa.string()),
+            pa.array(ids, pa.string()),
+            pa.nulls(n, pa.list_(pa.float32(), dim)),
+            pa.nulls(n, _META),
+        ],
+        schema=log_schema(dim),
+    )
+
+
+def clear_batch(dim: int) -> pa.RecordBatch:
+    return pa.record_batch(
+        [pa.array([CLEAR]), pa.nulls(1, pa.string()), pa.nulls(1, pa.list_(pa.float32(), dim)), pa.nulls(1, _META)],
+        schema=log_schema(dim),
+    )
+
+
+def replay(batches: Iterable[pa.RecordBatch], index: ItemIndex) -> int:
+    """Applies logged writes to index in log order, a run of same-op rows at a time. Returns rows replayed."""
+    done = 0
+    for batch in batches:
+        ops = batch.column("op").to_pylist()
+        start = 0
+        while start < len(ops):
+            end = start
+            while end < len(ops) and ops[end] == ops[start]:
+                end += 1
+            _apply(batch.slice(start, end - start), ops[start], index)
+            start = end
+        done += batch.num_rows
+    return done
+
+
+def _apply(rows: pa.RecordBatch, op: str, index: ItemIndex) -> None:
+    if op == CLEAR:
+        index.clear()
+        return
+    ids = rows.column("item_id").to_pylist()
+    if op == DELETE:
+        index.delete(ids)
+        return
+    vectors = rows.column("vector").flatten().to_numpy(zero_copy_only=False).reshape(len(ids), index.config.dim)
+    maps = rows.column("meta").to_pylist()
+    names = list(dict.fromkeys(name for m in maps for name, _ in (m or [])))
+    columns: dict[str, list[str | None]] = {name: [None] * len(ids) for name in names}
+    for r, m in enumerate(maps):
+        for name, value in m or []:
+            columns[name][r] = value
+    index.upsert(ids, vectors, columns or None)
+

@@ -1,0 +1,235 @@
+"""Write-ahead log, snapshots and recovery, on real files: no Ray."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from actors.shard import Shard
+from rayrec import IndexConfig, RayrecConfig
+from rayrec import user_log, wal
+from rayrec.exceptions import InvalidInputError
+from rayrec.journal import GroupCommit, Journal
+from rayrec.layout import check_layout
+from rayrec.snapshot import SnapshotError, latest_snapshot, write_snapshot
+from rayrec.storage import Storage
+from rayrec.user_state import UserStore
+from rayrec.config import FeedbackRule
+
+SCHEMA = pa.schema([("n", pa.int64())])
+
+
+def _batch(*values: int) -> pa.RecordBatch:
+    return pa.record_batch([pa.array(values, pa.int64())], schema=SCHEMA)
+
+
+def _read(storage: Storage, since: int = 0) -> list[int]:
+    return [v for b in wal.read_log(storage, since) for v in b.column("n").to_pylist()]
+
+
+def test_log_appends_rotates_and_reads_back_in_order(tmp_path):
+    storage = Storage(str(tmp_path))
+    log = wal.WriteAheadLog(storage, SCHEMA)
+    log.append(_batch(1, 2))
+    log.append(_batch(3))
+    second = log.rotate()
+    log.append(_batch(4))
+    assert _read(storage) == [1, 2, 3, 4]
+    assert _read(storage, since=second) == [4]
+    # A new writer (a restarted actor) never appends to an old segment.
+    again = wal.WriteAheadLog(storage, SCHEMA)
+    again.append(_batch(5))
+    assert again.segment > second
+    assert _read(storage) == [1, 2, 3, 4, 5]
+    assert wal.truncate(storage, again.segment) == 2
+    assert _read(storage) == [5]
+
+
+def test_a_torn_tail_loses_only_the_unfinished_append(tmp_path):
+    storage = Storage(str(tmp_path))
+    log = wal.WriteAheadLog(storage, SCHEMA)
+    log.append(_batch(1))
+    log.append(_batch(2))
+    path = storage.path(wal.segment_name(log.segment))
+    size = os.path.getsize(path)
+    log.append(_batch(3))
+    full = os.path.getsize(path)
+    with open(path, "r+b") as f:  # a crash in the middle of the third append
+        f.truncate(size + (full - size) // 2)
+    assert _read(storage) == [1, 2]
+    # A segment whose very first bytes were torn reads as empty.
+    with open(storage.path(wal.segment_name(99)), "wb") as f:
+        f.write(b"\xff\xff")
+    assert _read(storage) == [1, 2]
+
+
+def test_object_store_mode_writes_one_segment_per_append(tmp_path):
+    storage = Storage(str(tmp_path))
+    storage.local = False  # the path taken for s3:// and gs://, which cannot append
+    log = wal.WriteAheadLog(storage, SCHEMA)
+    log.append(_batch(1))
+    log.append(_batch(2, 3))
+    assert wal.segments(storage) == [0, 1]
+    assert log.rotate() == 2
+    assert _read(storage) == [1, 2, 3]
+    with pytest.raises(InvalidInputError, match="object store"):
+        storage.open_append("x")
+
+
+def test_snapshot_manifest_is_the_commit_point(tmp_path):
+    storage = Storage(str(tmp_path))
+    log = wal.WriteAheadLog(storage, SCHEMA)
+    log.append(_batch(1))
+    wal_from = log.rotate()
+    log.append(_batch(2))
+    write_snapshot(storage, wal_from, {"rows": 1}, {"t": pa.table({"n": [1]})}, {"b": b"\x00\x01"})
+    snap = latest_snapshot(storage)
+    assert snap is not None and snap.wal_from == wal_from and snap.info == {"rows": 1}
+    assert snap.table("t").column("n").to_pylist() == [1]
+    assert snap.blob("b") == b"\x00\x01"
+    assert _read(storage) == [2]  # the covered segment is gone
+    # Data written without its manifest (a crash mid-snapshot) is not a snapshot.
+    storage.write_parquet("snap-000000000099-t.parquet", pa.table({"n": [7]}))
+    assert latest_snapshot(storage).wal_from == wal_from  # type: ignore[union-attr]
+    with pytest.raises(SnapshotError, match="no 'x' part"):
+        snap.table("x")
+    storage.write_bytes("snapshot-000000000100.json", json.dumps({"format": 0}).encode())
+    with pytest.raises(SnapshotError, match="format 0"):
+        latest_snapshot(storage)
+
+
+def test_storage_names_the_bad_location():
+    with pytest.raises(InvalidInputError, match="storage must be"):
+        Storage("  ")
+    with pytest.raises(InvalidInputError, match="pyarrow.fs can open"):
+        Storage("nosuchscheme://bucket/x")
+
+
+def _ops(shard: Shard, rng: np.random.Generator, dim: int) -> None:
+    """Upserts, replacements, deletes and a clear, some before and some after a snapshot."""
+    ids = [f"i{i}" for i in range(400)]
+    shard.upsert(ids[:100], rng.standard_normal((100, dim)), {"category": ["a", "b"] * 50})
+    shard.clear()
+    for start in range(0, 400, 40):
+        part = ids[start : start + 40]
+        shard.upsert(part, rng.standard_normal((40, dim)), {"category": ["a", "b"] * 20, "title": part})
+    shard.delete(ids[:60:3] + ["never-there"])
+    shard.upsert(ids[1:4], rng.standard_normal((3, dim)))  # replaced, without metadata now
+    shard.delete(ids[390:])
+
+
+@pytest.mark.parametrize("factory", ["Flat", "HNSW16", "IVF4,Flat"])
+@pytest.mark.parametrize("snapshot_every", [50, 10_000])
+def test_a_restarted_shard_answers_exactly_as_before(tmp_path, factory, snapshot_every):
+    dim = 8
+    cfg = RayrecConfig(index=IndexConfig(dim=dim, factory=factory), storage=str(tmp_path), snapshot_every=snapshot_every)
+    plain = RayrecConfig(index=IndexConfig(dim=dim, factory=factory))
+    durable, reference = Shard(cfg, 3), Shard(plain, 3)
+    _ops(durable, np.random.default_rng(1), dim)
+    _ops(reference, np.random.default_rng(1), dim)
+    restarted = Shard(cfg, 3)  # what Ray runs when it restarts the actor
+    q = np.random.default_rng(2).standard_normal((4, dim)).astype(np.float32)
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    cats = [["a"], None, ["b"], None]
+    want = reference.search(q, 20, [["i100"], None, None, None], cats, with_metadata=True)
+    got = restarted.search(q, 20, [["i100"], None, None, None], cats, with_metadata=True)
+    np.testing.assert_array_equal(got[1], want[1])
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-6)
+    assert got[2].tolist() == want[2].tolist()
+    assert restarted.count() == reference.count() == 400 - 20 - 10 + 1  # i3 came back
+    snapshots = latest_snapshot(restarted.journal.storage)  # type: ignore[union-attr]
+    assert (snapshots is not None) == (snapshot_every == 50)
+    assert restarted.recovered_rows > 0
+
+
+def test_a_committed_load_is_snapshotted_not_logged(tmp_path):
+    dim = 4
+    cfg = RayrecConfig(index=IndexConfig(dim=dim), storage=str(tmp_path))
+    shard = Shard(cfg, 0)
+    table = pa.table(
+        {
+            "item_id": [f"x{i}" for i in range(50)],
+            "embedding": pa.FixedSizeListArray.from_arrays(pa.array(np.ones(50 * dim, np.float32)), dim),
+        }
+    )
+    shard.stage(table, 0, 1)
+    assert shard.commit_staged() == 50
+    assert wal.segments(shard.journal.storage) == []  # type: ignore[union-attr]
+    assert Shard(cfg, 0).count() == 50
+
+
+def test_user_changes_and_snapshots_round_trip(tmp_path):
+    dim = 6
+    rule = FeedbackRule(history_len=3)
+    store = UserStore(dim, rule)
+    rng = np.random.default_rng(0)
+    items = {f"m{i}": rng.standard_normal(dim).astype(np.float32) for i in range(5)}
+    changes = [store.plan_vector("u1", rng.standard_normal(dim), "e0")]
+    store.commit(changes[-1])  # type: ignore[arg-type]
+    for n, (item, vec) in enumerate(items.items()):
+        changes.append(store.plan_feedback("u1", item, "like" if n % 2 else "skip", vec / np.linalg.norm(vec), f"e{n + 1}"))
+        store.commit(changes[-1])  # type: ignore[arg-type]
+    changes.append(store.plan_history("u2", ["m1", "m2"], np.stack([items["m1"], items["m2"]])))
+    store.commit(changes[-1])  # type: ignore[arg-type]
+
+    replayed = UserStore(dim, rule)
+    batch = user_log.changes_to_batch(changes, dim)  # type: ignore[arg-type]
+    for change in user_log.batch_to_changes(batch, dim):
+        assert replayed.commit(change)
+    for change in user_log.batch_to_changes(batch, dim):  # a second replay changes nothing
+        assert not replayed.commit(change)
+
+    restored = UserStore(dim, rule)
+    user_log.table_to_store(user_log.store_to_table(store), restored)
+    for other in (replayed, restored):
+        for user in ("u1", "u2"):
+            a, b = store.get(user).as_dict(user), other.get(user).as_dict(user)  # type: ignore[union-attr]
+            np.testing.assert_array_equal(a.pop("vector"), b.pop("vector"))
+            assert a == b
+        assert other.applied("u1", "e5") and other.applied("u1", "e0")
+    assert len(restored.get("u1").history) == 3  # type: ignore[union-attr]
+    assert store.get("u1").version == 6  # type: ignore[union-attr]
+
+
+def test_group_commit_acknowledges_concurrent_records_with_one_write(tmp_path):
+    storage = Storage(str(tmp_path))
+    journal = Journal(storage, SCHEMA, snapshot_every=1000)
+    journal.recover()
+    writes: list[list[int]] = []
+
+    def write(values: list[int]) -> None:
+        writes.append(values)
+        journal.append(_batch(*values))
+
+    async def main() -> None:
+        group: GroupCommit[int] = GroupCommit(write)
+        await asyncio.gather(*(group.submit(v) for v in range(20)))
+
+    asyncio.run(main())
+    assert sorted(v for w in writes for v in w) == list(range(20))
+    assert len(writes) < 20  # records that arrived during a write shared the next one
+    assert _read(storage) == [v for w in writes for v in w]
+
+
+def test_a_failed_write_fails_every_record_of_its_group(tmp_path):
+    def write(values: list[int]) -> None:
+        raise OSError("disk full")
+
+    async def main() -> list[object]:
+        group: GroupCommit[int] = GroupCommit(write)
+        return await asyncio.gather(*(group.submit(v) for v in range(3)), return_exceptions=True)
+
+    assert all(isinstance(r, OSError) for r in asyncio.run(main()))
+
+
+def test_storage_refuses_another_layout(tmp_path):
+    cfg = RayrecConfig(index=IndexConfig(dim=8), num_shards=2, storage=str(tmp_path))
+    check_layout(cfg)
+    check_layout(cfg)  # the same layout again is fine
+    with pytest.raises(InvalidInputError, match="num_shards: stored 2, configured 3"):
+        check_layout(RayrecConfig(index=IndexConfig(dim=8), num_shards=3, storage=str(tmp_path)))
