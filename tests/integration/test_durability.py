@@ -1,0 +1,195 @@
+"""Kill tests: actors die mid-stream (ray.kill with restart, SIGKILL of the worker); nothing acknowledged is lost."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+import ray
+
+from rayrec import Rayrec
+from rayrec.exceptions import RayrecError
+from rayrec.user_state import UserStore
+from tests.integration.conftest import make_config, unit_vectors
+
+DIM = 8
+USERS = [f"u{i}" for i in range(6)]
+EVENTS = ("click", "like", "purchase", "skip", "dislike")
+
+
+def _pid(handle: Any) -> int:
+    return ray.get(handle.__ray_call__.remote(lambda self: os.getpid()))
+
+
+def _kill(handle: Any, how: str) -> None:
+    if how == "ray.kill":
+        ray.kill(handle, no_restart=False)
+    else:
+        os.kill(_pid(handle), signal.SIGKILL)
+
+
+class Stream:
+    """Concurrent clients: one feedback client per user, one item writer; records what was acknowledged."""
+
+    def __init__(self, system: Rayrec, base: dict[str, np.ndarray], rng: np.random.Generator) -> None:
+        self.system = system
+        self.base = base
+        self.rng = rng
+        self.acked_feedback: dict[str, list[tuple[str, str]]] = {u: [] for u in USERS}
+        self.items: dict[str, np.ndarray | None] = {}  # acknowledged state of written items (None: deleted)
+        self.errors: list[BaseException] = []
+        self.stop = threading.Event()
+        self.progress = threading.Semaphore(0)
+
+    def _retry(self, call: Callable[[], Any]) -> Any:
+        """Retries a call that failed cleanly (an actor restarting) until it is acknowledged."""
+        for _ in range(100):
+            try:
+                return call()
+            except (RayrecError, ray.exceptions.RayError) as exc:
+                if isinstance(exc, (ValueError, KeyError)):
+                    raise  # a wrong answer to a good request: the test fails
+                time.sleep(0.05)
+        raise AssertionError("a call kept failing for 5 s")
+
+    def feedback_client(self, user: str, n: int) -> None:
+        rng = np.random.default_rng(int(user[1:]))
+        base_ids = sorted(self.base)
+        try:
+            for j in range(n):
+                item = base_ids[rng.integers(len(base_ids))]
+                event = EVENTS[rng.integers(len(EVENTS))]
+                self._retry(lambda: self.system.feedback(user, item, event, event_id=f"{user}-{j}"))
+                self.acked_feedback[user].append((item, event))
+                self.progress.release()
+        except BaseException as exc:
+            self.errors.append(exc)
+
+    def item_writer(self, n: int) -> None:
+        rng = np.random.default_rng(99)
+        try:
+            for j in range(n):
+                item = f"w{j}"
+                vec = unit_vectors(rng, 1, DIM)
+                self._retry(lambda: self.system.upsert([item], vec, {"category": ["w"]}))
+                self.items[item] = vec[0]
+                if j % 3 == 2:
+                    gone = f"w{j - 2}"
+                    self._retry(lambda: self.system.delete([gone]))
+                    self.items[gone] = None
+                self.progress.release()
+        except BaseException as exc:
+            self.errors.append(exc)
+
+    def reader(self) -> None:
+        """Searches during the fault: each answer either fails cleanly or is consistent."""
+        query = unit_vectors(np.random.default_rng(5), 1, DIM)
+        while not self.stop.is_set():
+            deleted_before = {i for i, v in list(self.items.items()) if v is None}
+            try:
+                res = self.system.search(query, k=15)
+            except (RayrecError, ray.exceptions.RayError) as exc:
+                if isinstance(exc, (ValueError, KeyError)):
+                    self.errors.append(exc)
+                continue
+            ids = [i for i in res.ids[0] if i]
+            if len(ids) != len(set(ids)) or deleted_before & set(ids):
+                self.errors.append(AssertionError(f"inconsistent answer during the fault: {ids}"))
+
+
+def _reference(system: Rayrec, start: dict[str, np.ndarray], acked: list[tuple[str, str]], user: str) -> UserStore:
+    store = UserStore(DIM, system.config.feedback)
+    store.set_vector(user, start[user])
+    for item, event in acked:
+        vec = system.fetch([item])[0]["vector"]  # type: ignore[index]
+        store.apply(user, item, event, vec)
+    return store
+
+
+@pytest.mark.parametrize("how", ["ray.kill", "SIGKILL"])
+@pytest.mark.parametrize("target", ["shard", "users", "router"])
+def test_nothing_acknowledged_is_lost_when_an_actor_dies(ray_session, tmp_path, target, how):
+    config = make_config(DIM, num_shards=2, num_user_actors=2, storage=str(tmp_path), snapshot_every=40)
+    rng = np.random.default_rng(0)
+    base = {f"f{i}": v for i, v in enumerate(unit_vectors(rng, 40, DIM))}
+    system = Rayrec.start(config)
+    try:
+        system.upsert(list(base), np.stack(list(base.values())))
+        start = {u: unit_vectors(rng, 1, DIM)[0] for u in USERS}
+        for u in USERS:
+            system.set_user(u, vector=start[u], event_id=f"{u}-start")
+        stream = Stream(system, base, rng)
+        threads = [threading.Thread(target=stream.feedback_client, args=(u, 30)) for u in USERS]
+        threads.append(threading.Thread(target=stream.item_writer, args=(30,)))
+        reader = threading.Thread(target=stream.reader)
+        for t in [*threads, reader]:
+            t.start()
+        for _ in range(40):  # the fault comes in the middle of the stream
+            assert stream.progress.acquire(timeout=60)
+        victim = {"shard": system.shards[0], "users": system.users[0], "router": system.router}[target]
+        old_pid = _pid(victim)
+        _kill(victim, how)
+        for t in threads:
+            t.join(timeout=120)
+        stream.stop.set()
+        reader.join(timeout=30)
+        assert not stream.errors, stream.errors[:3]
+        assert _pid(victim) != old_pid  # it really died and was restarted
+
+        for u in USERS:
+            got = system.get_user(u)
+            want = _reference(system, start, stream.acked_feedback[u], u).get(u)
+            assert got is not None and want is not None
+            assert got["version"] == 1 + len(stream.acked_feedback[u]) == want.version
+            np.testing.assert_allclose(got["vector"], want.vector, atol=1e-5)
+        written = sorted(stream.items)
+        records = system.fetch(written)
+        for item, record in zip(written, records):
+            want_vec = stream.items[item]
+            if want_vec is None:
+                assert record is None, f"{item} was deleted but came back"
+            else:
+                assert record is not None, f"{item} was acknowledged but is lost"
+                np.testing.assert_allclose(record["vector"], want_vec, atol=1e-6)
+        live = len(base) + sum(v is not None for v in stream.items.values())
+        assert system.count() == live
+        everything = system.search(unit_vectors(rng, 1, DIM), k=live)
+        ids = list(everything.ids[0])
+        assert len(ids) == len(set(ids)) == live
+        assert not {i for i, v in stream.items.items() if v is None} & set(ids)
+    finally:
+        system.shutdown()
+
+
+def test_a_whole_system_comes_back_from_storage(ray_session, tmp_path):
+    """Every actor stopped (as in a cluster restart), then started again on the same storage."""
+    config = make_config(DIM, num_shards=2, num_user_actors=2, storage=str(tmp_path), snapshot_every=25)
+    rng = np.random.default_rng(3)
+    vecs = unit_vectors(rng, 60, DIM)
+    ids = [f"i{i}" for i in range(60)]
+    with Rayrec.start(config) as system:
+        system.upsert(ids, vecs, {"category": ["a", "b"] * 30})
+        system.delete(ids[:10])
+        system.set_histories({f"u{i}": ids[10 + i : 20 + i] for i in range(20)})
+        for j in range(30):
+            system.feedback("u1", ids[20 + j], "like", event_id=f"e{j}")
+        before_user = system.get_user("u1")
+        before = system.recommend("u1", k=10)
+    with Rayrec.start(config) as again:
+        assert again.count() == 50
+        user = again.get_user("u1")
+        assert user["version"] == before_user["version"] == 31
+        np.testing.assert_array_equal(user["vector"], before_user["vector"])
+        assert user["history"] == before_user["history"]
+        after = again.recommend("u1", k=10)
+        assert [i["item_id"] for i in after["items"]] == [i["item_id"] for i in before["items"]]
+        # A replayed event id is still known: sending it again changes nothing.
+        assert again.feedback("u1", ids[20], "like", event_id="e0")["applied"] is False
+        info = ray.get([u.info.remote() for u in again.users])
+        assert all(i["durable"] for i in info)
