@@ -24,6 +24,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray (default: all)")
     serve.add_argument("--model-dir", default=None, help="a local Hugging Face model directory")
     serve.add_argument("--encoder-num-gpus", type=float, default=None, help="GPUs per encoder (default: 1 if any)")
+    serve.add_argument(
+        "--storage", default=None, help="directory or URI (s3://, gs://) for durable state; restarts recover from it"
+    )
+    serve.add_argument(
+        "--api-key-env", default="RAYREC_API_KEY", help="env var holding the API key write routes require (if set)"
+    )
     serve.add_argument("--exit-after-start", action="store_true", help="stop once the service answered (for CI)")
     return parser
 
@@ -40,9 +46,13 @@ def serve_command(args: argparse.Namespace) -> int:
 
     from rayrec.driver import Rayrec
     from serve_app.app import AppArgs, build_app
+    from serve_app.ingress import key_digest
 
     if args.address is None:
-        ray.init(num_cpus=args.num_cpus or os.cpu_count(), namespace=args.namespace, include_dashboard=False)
+        # "local": a new Ray of our own, never one that somebody's `ray start` left on this machine.
+        ray.init(
+            address="local", num_cpus=args.num_cpus or os.cpu_count(), namespace=args.namespace, include_dashboard=False
+        )
     else:
         ray.init(address=args.address, namespace=args.namespace)
     gpus = args.encoder_num_gpus
@@ -55,9 +65,17 @@ def serve_command(args: argparse.Namespace) -> int:
         namespace=args.namespace,
         model_dir=args.model_dir,
         encoder_num_gpus=gpus,
+        storage=os.path.abspath(args.storage) if args.storage and "://" not in args.storage else args.storage,
+        api_key_env=args.api_key_env,
+        api_key_sha256=key_digest(os.environ[args.api_key_env]) if os.environ.get(args.api_key_env) else None,
     )
     url = f"http://{args.host}:{args.port}"
-    print(f"rayrec: deploying on Ray (catalog {args.catalog}, {args.shards} shards of {args.index}) ...", flush=True)
+    durable = f"state in {opts.storage}" if opts.storage else "state in memory only"
+    keyed = "write routes need the API key" if opts.api_key_sha256 else "no API key"
+    print(
+        f"rayrec: deploying on Ray (catalog {args.catalog}, {args.shards} shards of {args.index}, {durable}, {keyed}) ...",
+        flush=True,
+    )
     t0 = time.perf_counter()
     serve.start(http_options={"host": args.host, "port": args.port})
     serve.run(build_app(opts), name=APP_NAME, route_prefix="/")

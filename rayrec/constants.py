@@ -119,5 +119,9 @@ ENCODER_MAX_TEXTS_PER_CALL = _env_int("RAYREC_ENCODER_MAX_TEXTS_PER_CALL", 2048)
 
 # HTTP ingress.
 INGRESS_MAX_ONGOING_REQUESTS = _env_int("RAYREC_INGRESS_MAX_ONGOING_REQUESTS", 256)
+# Largest request body any route accepts (413 above it).
+MAX_BODY_BYTES = _env_int("RAYREC_MAX_BODY_BYTES", 32 * 1024 * 1024)
+# Environment variable holding the API key that write routes require (unset: no key).
+API_KEY_ENV = os.environ.get("RAYREC_API_KEY_ENV", "RAYREC_API_KEY")
 # Most items one PUT /items call may carry.
 MAX_ITEMS_PER_CALL = _env_int("RAYREC_MAX_ITEMS_PER_CALL", 1000)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -148,7 +149,8 @@ class Rayrec:
             kwargs: dict[str, Any] = {"namespace": config.namespace, "include_dashboard": False}
             if address is None:
                 kwargs["num_cpus"] = num_cpus if num_cpus is not None else os.cpu_count()
-            ray.init(address=address, **kwargs)
+            # "local": a new Ray of our own, never one that somebody's `ray start` left running.
+            ray.init(address=address or "local", **kwargs)
             owns_ray = True
         router, shards, users = build_actors(config, detached)
         system = cls(config, router, shards, users, owns_ray)
@@ -247,7 +249,12 @@ class Rayrec:
         return _get(self._users_of(user_id).recommend.remote(user_id, k, exclude_seen, categories, exclude))
 
     def feedback(self, user_id: Any, item_id: Any, event: str, event_id: str | None = None) -> dict[str, Any]:
-        """Applies click/like/purchase/skip/dislike; the next recommend sees it."""
+        """Applies click/like/purchase/skip/dislike; the next recommend sees it.
+
+        Without an event_id one is made up, so a call Ray resends after an actor
+        restart is applied once.
+        """
+        event_id = event_id if event_id is not None else uuid.uuid4().hex
         return _get(self._users_of(user_id).feedback.remote(user_id, item_id, event, event_id))
 
     def set_user(
@@ -261,6 +268,7 @@ class Rayrec:
         if (vector is None) == (history is None):
             raise InvalidInputError("set_user needs exactly one of vector= or history=")
         actor = self._users_of(user_id)
+        event_id = event_id if event_id is not None else uuid.uuid4().hex
         if vector is not None:
             return _get(actor.set_vector.remote(user_id, vector, event_id))
         return _get(actor.set_history.remote(user_id, check_ids(history), event_id))

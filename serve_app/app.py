@@ -36,6 +36,14 @@ class AppArgs(BaseModel):
     batch_wait_timeout_s: float = Field(C.ENCODER_BATCH_WAIT_S, ge=0)
     ingress_num_cpus: float = Field(0.1, ge=0)
     max_items_per_call: int = Field(C.MAX_ITEMS_PER_CALL, ge=1)
+    max_body_bytes: int = Field(C.MAX_BODY_BYTES, ge=1, description="largest request body any route accepts (413)")
+    storage: str | None = Field(None, description="directory or URI (s3://, gs://) for durable state; None: memory only")
+    snapshot_every: int = Field(C.DEFAULT_SNAPSHOT_EVERY, ge=1, description="log rows between an actor's snapshots")
+    api_key_env: str = Field(C.API_KEY_ENV, description="environment variable (of the ingress replicas) holding the API key")
+    api_key_sha256: str | None = Field(
+        None, pattern=r"^[0-9a-f]{64}$", description="SHA-256 hex of the API key (instead of the key in the environment)"
+    )
+    protect_reads: bool = Field(False, description="require the API key on read routes too")
 
     def rayrec_config(self) -> dict[str, Any]:
         """The RayrecConfig (as data) these options describe."""
@@ -54,6 +62,8 @@ class AppArgs(BaseModel):
             "router_num_cpus": self.actor_num_cpus,
             "user_actor_num_cpus": self.actor_num_cpus,
             "namespace": self.namespace,
+            "storage": self.storage,
+            "snapshot_every": self.snapshot_every,
         }
 
 
@@ -73,5 +83,11 @@ def build_app(args: dict[str, Any] | AppArgs | None = None) -> Any:
         "catalog": opts.catalog,
         "text_columns": opts.text_columns,
         "max_items_per_call": opts.max_items_per_call,
+        "api_key_env": opts.api_key_env,
+        "api_key_sha256": opts.api_key_sha256,
+        "protect_reads": opts.protect_reads,
     }
-    return Ingress.options(ray_actor_options={"num_cpus": opts.ingress_num_cpus}).bind(encoder, settings)
+    # The body limit is read when the ingress module loads, in the replica's own process.
+    env = {"RAYREC_MAX_BODY_BYTES": str(opts.max_body_bytes)}
+    ingress_options = {"num_cpus": opts.ingress_num_cpus, "runtime_env": {"env_vars": env}}
+    return Ingress.options(ray_actor_options=ingress_options).bind(encoder, settings)

@@ -2,12 +2,16 @@
 
 
 import asyncio
+import hashlib
+import hmac
 import math
+import os
 import time
+import uuid
 from typing import Any
 
 import numpy as np
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 from ray import serve
 from ray.exceptions import RayError
@@ -32,6 +36,51 @@ from serve_app.models import (
 )
 
 api = FastAPI(title="rayrec", description="Real-time recommendations on Ray", version="0.1.0")
+
+
+class BodyLimit:
+    """Answers 413 to a request body over C.MAX_BODY_BYTES, declared or streamed.
+
+    The app builder sets RAYREC_MAX_BODY_BYTES in the ingress replicas' environment.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = C.MAX_BODY_BYTES
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            response = JSONResponse(status_code=413, content=_too_large(limit))
+            await response(scope, receive, send)
+            return
+        seen = 0
+
+        async def limited() -> dict[str, Any]:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise HTTPException(status_code=413, detail=_too_large(limit)["detail"])
+            return message
+
+        await self.app(scope, limited, send)
+
+
+def _too_large(limit: int) -> dict[str, str]:
+    return {"detail": f"request body over {limit} bytes; send fewer items or texts per call", "error": "TooLarge"}
+
+
+api.add_middleware(BodyLimit)
+
+
+def key_digest(key: str) -> str:
+    """The SHA-256 hex digest an API key is configured and compared by (the key itself is never stored)."""
+    return hashlib.sha256(key.encode()).hexdigest()
 
 
 def _status_of(cause: BaseException) -> int:
@@ -79,6 +128,12 @@ class Ingress:
         self.encoder = encoder
         self.config = RayrecConfig.from_dict(settings["rayrec"])
         self.max_items_per_call = int(settings.get("max_items_per_call", C.MAX_ITEMS_PER_CALL))
+        # The write key: its digest from the app's args, or the key from this replica's environment.
+        self.key_digest: str | None = settings.get("api_key_sha256")
+        env_key = os.environ.get(settings.get("api_key_env") or C.API_KEY_ENV)
+        if self.key_digest is None and env_key:
+            self.key_digest = key_digest(env_key)
+        self.protect_reads = bool(settings.get("protect_reads", False))
         self.router, self.shards, self.users = build_actors(self.config, detached=True, attach=True)
         encoder_dim = await self.encoder.dim.remote()
         if encoder_dim != self.config.index.dim:
@@ -94,6 +149,18 @@ class Ingress:
     def _users_of(self, user_id: str) -> Any:
         return self.users[partition_of(user_id, len(self.users))]
 
+    def _authorize(self, request: Request, write: bool = True) -> None:
+        """Refuses (401) a request without the API key, when one is set (reads only if protect_reads)."""
+        if self.key_digest is None or not (write or self.protect_reads):
+            return
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(key_digest(token.strip()), self.key_digest):
+            raise HTTPException(
+                status_code=401,
+                detail="this route needs the API key: send the header 'Authorization: Bearer <key>'",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+
     async def _encode(self, texts: list[str]) -> np.ndarray:
         return await self.encoder.encode.remote(texts)
 
@@ -103,7 +170,8 @@ class Ingress:
         return {"status": "ok"}
 
     @api.post("/recommend", response_model=RecommendResponse)
-    async def recommend(self, body: RecommendRequest) -> dict[str, Any]:
+    async def recommend(self, body: RecommendRequest, request: Request) -> dict[str, Any]:
+        self._authorize(request, write=False)
         categories = body.filter.category if body.filter else None
         out = await self._users_of(body.user_id).recommend.remote(body.user_id, body.k, body.exclude_seen, categories)
         return {
@@ -115,28 +183,32 @@ class Ingress:
         }
 
     @api.post("/feedback", response_model=UserVersion)
-    async def feedback(self, body: FeedbackRequest) -> dict[str, Any]:
+    async def feedback(self, body: FeedbackRequest, request: Request) -> dict[str, Any]:
+        self._authorize(request)
         arrived = time.time()
-        out = await self._users_of(body.user_id).feedback.remote(
-            body.user_id, body.item_id, body.event, body.event_id, arrived
-        )
+        # An id for every event: a call Ray resends after an actor restart is applied once.
+        event_id = body.event_id or uuid.uuid4().hex
+        out = await self._users_of(body.user_id).feedback.remote(body.user_id, body.item_id, body.event, event_id, arrived)
         return {"user_id": out["user_id"], "user_version": out["version"], "applied": out["applied"]}
 
     @api.put("/users/{user_id}", response_model=UserVersion)
-    async def put_user(self, user_id: str, body: UserPut) -> dict[str, Any]:
+    async def put_user(self, user_id: str, body: UserPut, request: Request) -> dict[str, Any]:
+        self._authorize(request)
         actor = self._users_of(user_id)
+        event_id = uuid.uuid4().hex
         if body.history is not None:
-            out = await actor.set_history.remote(user_id, body.history)
+            out = await actor.set_history.remote(user_id, body.history, event_id)
         else:
             if body.text is not None:
                 vector = (await self._encode([body.text]))[0]
             else:
                 vector = np.asarray(_finite(body.vector or [], "vector"), dtype=np.float32)
-            out = await actor.set_vector.remote(user_id, vector)
+            out = await actor.set_vector.remote(user_id, vector, event_id)
         return {"user_id": out["user_id"], "user_version": out["version"], "applied": out["applied"]}
 
     @api.get("/users/{user_id}", response_model=UserOut)
-    async def get_user(self, user_id: str) -> Any:
+    async def get_user(self, user_id: str, request: Request) -> Any:
+        self._authorize(request, write=False)
         state = await self._users_of(user_id).get.remote(user_id)
         if state is None:
             return JSONResponse(status_code=404, content={"detail": f"unknown user {user_id!r}"})
@@ -148,7 +220,8 @@ class Ingress:
         }
 
     @api.put("/items")
-    async def put_items(self, body: ItemsPut) -> dict[str, int]:
+    async def put_items(self, body: ItemsPut, request: Request) -> dict[str, int]:
+        self._authorize(request)
         arrived = time.perf_counter()
         items = body.items
         if len(items) > self.max_items_per_call:
@@ -175,7 +248,8 @@ class Ingress:
         return {"upserted": upserted}
 
     @api.get("/items/{item_id}")
-    async def get_item(self, item_id: str) -> Any:
+    async def get_item(self, item_id: str, request: Request) -> Any:
+        self._authorize(request, write=False)
         record = (await self.router.fetch.remote([item_id]))[0]
         if record is None:
             return JSONResponse(status_code=404, content={"detail": f"unknown item {item_id!r}"})
@@ -183,14 +257,16 @@ class Ingress:
         return record
 
     @api.delete("/items/{item_id}")
-    async def delete_item(self, item_id: str) -> Any:
+    async def delete_item(self, item_id: str, request: Request) -> Any:
+        self._authorize(request)
         deleted = await self.router.delete.remote([item_id])
         if not deleted:
             return JSONResponse(status_code=404, content={"detail": f"unknown item {item_id!r}"})
         return {"deleted": deleted}
 
     @api.post("/encode", response_model=EncodeResponse)
-    async def encode(self, body: EncodeRequest) -> dict[str, Any]:
+    async def encode(self, body: EncodeRequest, request: Request) -> dict[str, Any]:
+        self._authorize(request, write=False)
         vectors = await self._encode(body.texts)
         return {"dim": int(vectors.shape[1]), "embeddings": vectors.tolist()}
 

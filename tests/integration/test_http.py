@@ -32,7 +32,8 @@ def base(ray_session, tmp_path_factory):
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     app = build_app({"catalog": str(path), "namespace": NAMESPACE, "actor_num_cpus": 0.02, "max_k": 100,
-                     "encoder_num_cpus": 0.1, "ingress_num_cpus": 0.02, "max_items_per_call": 50})
+                     "encoder_num_cpus": 0.1, "ingress_num_cpus": 0.02, "max_items_per_call": 50,
+                     "max_body_bytes": 2_000_000})
     serve.run(app, name="rayrec-http-test", route_prefix="/")
     yield f"http://127.0.0.1:{port}"
     serve.delete("rayrec-http-test")
@@ -213,3 +214,19 @@ def test_a_driver_reaches_the_deployed_app(base):
     recs = post(base, "/recommend", {"user_id": "driver-user", "k": 3}).json()
     assert recs["user_version"] == 1 and len(recs["items"]) == 3
     assert system.count() == requests.get(base + "/healthz", timeout=30).json()["items"]
+
+
+def test_bodies_over_the_limit_get_413_declared_or_streamed(base):
+    big = {"texts": ["x" * 1000] * 3000}  # ~3 MB of JSON, over the app's 2 MB limit
+    resp = post(base, "/encode", big)
+    assert resp.status_code == 413 and "request body over 2000000 bytes" in resp.json()["detail"]
+
+    def chunks():  # no Content-Length: the body arrives chunked and is counted as it streams
+        payload = json.dumps(big).encode()
+        for start in range(0, len(payload), 65536):
+            yield payload[start : start + 65536]
+
+    streamed = requests.post(base + "/feedback", data=chunks(), headers={"content-type": "application/json"}, timeout=60)
+    assert streamed.status_code == 413
+    # Under the limit, the same routes answer as before.
+    assert post(base, "/encode", {"texts": ["a small body"]}).status_code == 200
