@@ -83,12 +83,17 @@ class GroupCommit(Generic[T]):
     together in the next write: one fsync acknowledges a whole group.
     """
 
-    def __init__(self, write: Callable[[list[T]], None]) -> None:
+    def __init__(self, write: Callable[[list[T]], None], inline: bool = True) -> None:
         self._write = write
+        self.inline = inline
         self._pending: list[tuple[T, asyncio.Future[None]]] = []
         self._flusher: asyncio.Task[None] | None = None
 
     async def submit(self, record: T) -> None:
+        if self.inline and not self._pending and (self._flusher is None or self._flusher.done()):
+            # Nothing else is waiting: one small write here beats a hop to a thread and back.
+            self._write([record])
+            return
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending.append((record, done))
         if self._flusher is None or self._flusher.done():

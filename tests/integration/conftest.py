@@ -22,6 +22,7 @@ def ray_session() -> Iterator[None]:
     # are eligible (the exact-subset shortcut is covered by the unit tests).
     env = {"RAYREC_EXACT_SUBSET_MAX_ROWS": "0"}
     ray.init(
+        address="local",  # our own Ray, never one a `ray start` or a Cluster elsewhere on this machine left
         num_cpus=2,
         namespace="rayrec-tests",
         include_dashboard=False,

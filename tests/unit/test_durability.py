@@ -206,14 +206,19 @@ def test_group_commit_acknowledges_concurrent_records_with_one_write(tmp_path):
         writes.append(values)
         journal.append(_batch(*values))
 
-    async def main() -> None:
-        group: GroupCommit[int] = GroupCommit(write)
+    async def main(inline: bool) -> None:
+        group: GroupCommit[int] = GroupCommit(write, inline=inline)
         await asyncio.gather(*(group.submit(v) for v in range(20)))
 
-    asyncio.run(main())
+    asyncio.run(main(inline=False))
     assert sorted(v for w in writes for v in w) == list(range(20))
     assert len(writes) < 20  # records that arrived during a write shared the next one
     assert _read(storage) == [v for w in writes for v in w]
+    # Inline, each record is written in the caller's turn (no thread hop): nothing waits to share a write.
+    writes.clear()
+    asyncio.run(main(inline=True))
+    assert writes == [[v] for v in range(20)]
+    assert _read(storage)[-20:] == list(range(20))
 
 
 def test_a_failed_write_fails_every_record_of_its_group(tmp_path):
@@ -221,7 +226,7 @@ def test_a_failed_write_fails_every_record_of_its_group(tmp_path):
         raise OSError("disk full")
 
     async def main() -> list[object]:
-        group: GroupCommit[int] = GroupCommit(write)
+        group: GroupCommit[int] = GroupCommit(write, inline=False)
         return await asyncio.gather(*(group.submit(v) for v in range(3)), return_exceptions=True)
 
     assert all(isinstance(r, OSError) for r in asyncio.run(main()))
@@ -233,3 +238,14 @@ def test_storage_refuses_another_layout(tmp_path):
     check_layout(cfg)  # the same layout again is fine
     with pytest.raises(InvalidInputError, match="num_shards: stored 2, configured 3"):
         check_layout(RayrecConfig(index=IndexConfig(dim=8), num_shards=3, storage=str(tmp_path)))
+
+
+def test_an_inline_write_that_fails_raises_to_its_caller():
+    def write(values: list[int]) -> None:
+        raise OSError("disk full")
+
+    async def main() -> None:
+        await GroupCommit(write).submit(1)
+
+    with pytest.raises(OSError, match="disk full"):
+        asyncio.run(main())
