@@ -15,6 +15,7 @@ from typing import Any
 import faiss
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from rayrec import constants as C
 from rayrec import faiss_kinds
@@ -23,6 +24,7 @@ from rayrec.exceptions import InvalidInputError
 from rayrec.metadata import CATEGORY, check_metadata
 from rayrec.topk import MISSING_ID, MISSING_SCORE
 from rayrec.validation import check_ids, check_vectors
+from rayrec.vector_codec import vectors_column, vectors_of
 
 _NO_CATEGORY = -1
 # Snapshot columns of metadata are named this plus the metadata name.
@@ -360,13 +362,18 @@ class ItemIndex:
         names = {code: name for name, code in self._cat_code.items()}
         columns: dict[str, pa.Array] = {
             "item_id": pa.array(self._ids[:n].tolist(), pa.string()),
-            "vector": pa.FixedSizeListArray.from_arrays(pa.array(self._vectors[:n].reshape(-1)), self.config.dim),
+            "vector": vectors_column(self._vectors[:n]),
             "alive": pa.array(self._alive[:n]),
             CATEGORY: pa.array([names.get(int(c)) for c in self._category[:n]], pa.string()),
         }
         columns.update({META_PREFIX + name: pa.array(col, pa.string()) for name, col in self._meta.items()})
         blob = None if isinstance(self._index, faiss.IndexFlat) else faiss.serialize_index(self._index).tobytes()
-        info = {"indexed": self._indexed if blob is not None else 0, "dim": self.config.dim, "factory": self.config.factory}
+        info = {
+            "indexed": self._indexed if blob is not None else 0,
+            "dim": self.config.dim,
+            "factory": self.config.factory,
+            "vector_sum": self._sum.tolist(),  # summing a million vectors again is seconds
+        }
         return pa.table(columns), blob, info
 
     def import_state(self, table: pa.Table, blob: bytes | None, info: dict[str, Any]) -> None:
@@ -374,10 +381,12 @@ class ItemIndex:
         self.clear()
         n = table.num_rows
         self._reserve(n)
-        self._vectors[:n] = table.column("vector").combine_chunks().flatten().to_numpy().reshape(n, self.config.dim)
+        self._vectors[:n] = vectors_of(table.column("vector"), self.config.dim)
         self._alive[:n] = table.column("alive").to_numpy(zero_copy_only=False)
         self._ids[:n] = table.column("item_id").to_pylist()
-        self._category[:n] = [self._code(c) for c in table.column(CATEGORY).to_pylist()]
+        categories = pc.dictionary_encode(table.column(CATEGORY)).combine_chunks()
+        self._cat_code = {name: code for code, name in enumerate(categories.dictionary.to_pylist())}
+        self._category[:n] = categories.indices.fill_null(_NO_CATEGORY).to_numpy(zero_copy_only=False)
         self._meta = {
             name[len(META_PREFIX) :]: table.column(name).to_pylist()
             for name in table.column_names
@@ -385,7 +394,10 @@ class ItemIndex:
         }
         live = np.flatnonzero(self._alive[:n])
         self._row = {self._ids[r]: int(r) for r in live}
-        self._sum = self._vectors[live].sum(axis=0, dtype=np.float64)
+        if "vector_sum" in info:
+            self._sum = np.asarray(info["vector_sum"], dtype=np.float64)
+        else:
+            self._sum = self._vectors[live].sum(axis=0, dtype=np.float64)
         self._n = n
         same_kind = info.get("dim") == self.config.dim and info.get("factory") == self.config.factory
         if blob is not None and same_kind:

@@ -91,7 +91,10 @@ class Storage:
     def write_parquet(self, name: str, table: pa.Table) -> None:
         """Writes a Parquet file atomically."""
         tmp = self.path(name + TMP_SUFFIX)
-        pq.write_table(table, tmp, filesystem=self.fs)
+        # Vectors do not compress and dictionaries only slow them down: LZ4 (cheap to read
+        # back) with dictionaries for the string columns only.
+        strings = [f.name for f in table.schema if pa.types.is_string(f.type)]
+        pq.write_table(table, tmp, filesystem=self.fs, compression="lz4", use_dictionary=strings)
         self._publish(tmp, name)
 
     def read_parquet(self, name: str) -> pa.Table:

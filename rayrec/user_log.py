@@ -8,6 +8,7 @@ from collections.abc import Iterable, Iterator
 import numpy as np
 import pyarrow as pa
 
+from rayrec.vector_codec import vectors_column, vectors_of
 from rayrec.user_state import UserChange, UserState, UserStore
 
 
@@ -83,7 +84,7 @@ def store_to_table(store: UserStore) -> pa.Table:
     return pa.table(
         {
             "user_id": pa.array([u for u, _ in users], pa.string()),
-            "vector": _vector_array([s.vector for _, s in users] or np.empty((0, store.dim)), store.dim),
+            "vector": vectors_column(np.asarray([s.vector for _, s in users] or np.empty((0, store.dim)), np.float32)),
             "version": pa.array([s.version for _, s in users], pa.int64()),
             "updated_at": pa.array([s.updated_at for _, s in users], pa.float64()),
             "history": pa.array([list(s.history) for _, s in users], _HISTORY),
@@ -94,7 +95,7 @@ def store_to_table(store: UserStore) -> pa.Table:
 
 def table_to_store(table: pa.Table, store: UserStore) -> None:
     """Restores the users of a snapshot table into store."""
-    vectors = _matrix(table.column("vector"), store.dim)
+    vectors = vectors_of(table.column("vector"), store.dim)
     cols = {name: table.column(name).to_pylist() for name in ("user_id", "version", "updated_at", "history", "event_ids")}
     for r, user_id in enumerate(cols["user_id"]):
         history: Iterable[tuple[str, str, float]] = (
