@@ -17,6 +17,7 @@ from rayrec.fanout import Coalescer, FanOutResult, describe, fan_out
 from rayrec.hashing import group_by_partition, partition_of
 from rayrec.metadata import check_metadata, same_keys, take
 from rayrec.query import SearchRequest, make_request
+from rayrec.replicas import ReplicaSet, cancel_call
 from rayrec.topk import SearchResult, merge_topk
 from rayrec.validation import check_ids, check_vectors
 from rayrec.wire import pack_answers, pack_search, unpack_partial, unpack_requests
@@ -31,14 +32,6 @@ def _rows(column: Any, pos: list[int]) -> Any:
     return [column[p] for p in pos]
 
 
-def _cancel(ref: Any) -> None:
-    """Cancels a late shard call so its work does not pile up on a slow shard."""
-    try:
-        ray.cancel(ref)
-    except Exception:  # already finished, or not a Ray task: nothing to cancel
-        pass
-
-
 class Router:
     """Query fan-out with exact merge, coalescing concurrent queries into one call per shard.
 
@@ -48,10 +41,15 @@ class Router:
     """
 
     def __init__(self, config: RayrecConfig, shards: list[Any]) -> None:
+        """shards: per shard, its handle or the list of its replicas' handles."""
         if len(shards) != config.num_shards:
             raise InvalidInputError(f"config says {config.num_shards} shards but {len(shards)} handles were given")
         self.config = config
-        self.shards = list(shards)
+        groups = [list(s) if isinstance(s, (list, tuple)) else [s] for s in shards]
+        if any(len(g) != config.replicas for g in groups):
+            raise InvalidInputError(f"config says {config.replicas} replicas per shard; got {[len(g) for g in groups]}")
+        self.sets = [ReplicaSet(g, C.REPLICA_SUSPECT_S, config.replica_hedge_s) for g in groups]
+        self.shards = [g[0] for g in groups]  # the first replica of each shard
         # A parcel is the requests of one call (search: one; search_many: a client's batch).
         self._coalescer: Coalescer[list[SearchRequest], list[SearchResult]] = Coalescer(
             self._run_batch,
@@ -81,7 +79,7 @@ class Router:
             "write": (cfg.write_timeout_s, cfg.shard_retries),
             "load": (cfg.load_timeout_s, 0),
         }[kind]
-        res = await fan_out(calls, timeout, retries, on_timeout=_cancel)
+        res = await fan_out(calls, timeout, retries, on_timeout=cancel_call)
         bad_request = res.caller_error()
         if bad_request is not None:
             raise bad_request
@@ -97,8 +95,13 @@ class Router:
             raise ShardUnavailableError(f"{len(res.errors)} of {len(calls)} shards failed: {detail} ({hint})")
         return res
 
+    def _call(self, shard: int, method: str, args: Any, kind: str) -> Callable[[], Awaitable[Any]]:
+        """A query goes to one replica of the shard; a write or load to all of them."""
+        replicas = self.sets[shard]
+        return replicas.read(method, *args) if kind == "query" else replicas.write(method, *args)
+
     async def _all(self, method: str, *args: Any, kind: str = "query", tolerate: bool = False) -> FanOutResult[Any]:
-        calls = [lambda s=s: getattr(s, method).remote(*args) for s in self.shards]
+        calls = [self._call(s, method, args, kind) for s in range(len(self.sets))]
         return await self._fan_out(calls, kind, tolerate)
 
     async def _by_owner(self, method: str, ids: list[str], *columns: Any, kind: str = "query") -> list[tuple[list[int], Any]]:
@@ -112,7 +115,7 @@ class Router:
         for shard in owners:
             pos = groups[shard]
             args = [[ids[p] for p in pos]] + [_rows(c, pos) for c in columns]
-            calls.append(lambda s=self.shards[shard], a=args: getattr(s, method).remote(*a))
+            calls.append(self._call(shard, method, args, kind))
         res = await self._fan_out(calls, kind, shard_ids=owners)
         return [(groups[shard], out) for shard, out in zip(owners, res.results)]
 
@@ -164,7 +167,7 @@ class Router:
         with_meta = any(r.with_metadata for r in batch)
         excludes = self._excludes_by_shard([e for r in batch for e in r.excludes])
         blobs = [pack_search(queries, k, excludes[s], categories, with_meta) for s in range(len(self.shards))]
-        calls = [lambda s=s, b=b: s.search_packed.remote(b) for s, b in zip(self.shards, blobs)]
+        calls = [self._call(s, "search_packed", (b,), "query") for s, b in enumerate(blobs)]
         res = await self._fan_out(calls, "query", tolerate=self.config.on_shard_failure == "partial")
         merged = merge_topk([unpack_partial(r) for r in res.results if r is not None], k)
         if with_meta:
@@ -233,8 +236,9 @@ class Router:
         return sum((await self._all("count")).results)
 
     async def info(self) -> list[dict[str, Any]]:
-        """Per shard: id, items, tombstones, index kind, node."""
-        return list((await self._all("info")).results)
+        """Per shard replica (shard order, then replica): id, replica, items, tombstones, index kind, node."""
+        calls = [lambda h=h: h.info.remote() for replicas in self.sets for h in replicas.handles]
+        return list((await self._fan_out(calls, "query")).results)
 
     # ----- writes ---------------------------------------------------------
     async def upsert(self, ids: Any, vectors: Any, metadata: dict[str, list[Any]] | None = None) -> int:
@@ -287,11 +291,12 @@ class Router:
         async with self._load_lock:
             # Rows a load staged before a router restart must not join this one.
             await self._all("abort_staged", kind="load")
-            calls = [lambda s=s, i=i: s.stage.remote(source, i, n) for i, s in enumerate(self.shards)]
+            calls = [self._call(i, "stage", (source, i, n), "load") for i in range(n)]
             try:
                 await self._fan_out(calls, "load")
             except BaseException:
-                await asyncio.gather(*(s.abort_staged.remote() for s in self.shards), return_exceptions=True)
+                aborts = [self._call(i, "abort_staged", (), "load")() for i in range(n)]
+                await asyncio.gather(*aborts, return_exceptions=True)
                 raise
             self._writes += 1
             return sum((await self._all("commit_staged", kind="load")).results)
@@ -310,8 +315,12 @@ class Router:
         return self.config
 
     def get_shards(self) -> list[Any]:
-        """The shard handles, in shard order."""
+        """The shard handles (each shard's first replica), in shard order."""
         return list(self.shards)
+
+    def get_replicas(self) -> list[list[Any]]:
+        """Per shard, its replicas' handles."""
+        return [list(r.handles) for r in self.sets]
 
 
 RouterActor = ray.remote(Router)

@@ -30,7 +30,7 @@ class Shard:
     calls one at a time, in order.
     """
 
-    def __init__(self, config: RayrecConfig, shard_id: int, threads: int | None = None) -> None:
+    def __init__(self, config: RayrecConfig, shard_id: int, threads: int | None = None, replica: int = 0) -> None:
         if threads is not None:
             import faiss
 
@@ -39,6 +39,7 @@ class Shard:
             faiss.cvar.distance_compute_blas_threshold = C.FAISS_BLAS_THRESHOLD
         self.config = config
         self.shard_id = shard_id
+        self.replica = replica
         self.index = ItemIndex(config.index, build_threads=C.SHARD_BUILD_THREADS)
         self._staged: list[ItemBatch] = []
         # Batches big enough to split over threads may use more of them (a node's CPUs
@@ -48,7 +49,7 @@ class Shard:
         self.recovered_rows = 0
         if config.storage is not None:
             self.journal = Journal(
-                Storage(config.storage).child(f"shard-{shard_id}"),
+                Storage(config.storage).child(f"shard-{shard_id}" + (f"-replica-{replica}" if replica else "")),
                 shard_log.log_schema(config.index.dim),
                 config.snapshot_every,
             )
@@ -195,6 +196,7 @@ class Shard:
         """Id, item and tombstone counts, index kind and readiness, and the Ray node."""
         return {
             "shard_id": self.shard_id,
+            "replica": self.replica,
             "items": len(self.index),
             "tombstones": self.index.tombstones,
             "index": self.config.index.factory,

@@ -16,6 +16,7 @@ from rayrec.config import RayrecConfig
 from rayrec.exceptions import InvalidInputError, ItemNotFoundError
 from rayrec.hashing import partition_of, stable_hash
 from rayrec.journal import GroupCommit, Journal
+from rayrec.replicas import ReplicaSet
 from rayrec.storage import Storage
 from rayrec.topk import SearchResult
 from rayrec.user_state import UserChange, UserStore
@@ -43,7 +44,7 @@ class UserVectors:
         # recommendation uses that vector (the feedback freshness metric).
         self._fresh: dict[str, float] = {}
         self._partition = str(partition)
-        self._shards: list[Any] | None = None  # the router's shard handles, fetched on first use
+        self._shards: list[ReplicaSet] | None = None  # the shards' replicas, asked of the router on first use
         self.journal: Journal | None = None
         self._group: GroupCommit[UserChange] | None = None
         self._snapshotting: asyncio.Task[None] | None = None
@@ -123,9 +124,10 @@ class UserVectors:
     async def _item_vector(self, item_id: str) -> np.ndarray:
         """One item's vector, asked of its owning shard directly (one hop fewer than via the router)."""
         if self._shards is None:
-            self._shards = await self.router.get_shards.remote()
+            groups = await self.router.get_replicas.remote()
+            self._shards = [ReplicaSet(g, C.REPLICA_SUSPECT_S, self.config.replica_hedge_s) for g in groups]
         shard = self._shards[partition_of(item_id, len(self._shards))]
-        vectors, found = await shard.vectors_of.remote([item_id])
+        vectors, found = await shard.read("vectors_of", [item_id])()
         if not found[0]:
             raise ItemNotFoundError(f"unknown item id(s): [{item_id!r}]; upsert the items first")
         return vectors

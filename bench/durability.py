@@ -256,7 +256,7 @@ def main() -> None:
     out: dict[str, object] = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
         "dim": args.dim,
-        "wal_sync": "fdatasync per group commit",
+        "wal_sync": "fdatasync per write, in the caller's turn" if C.WAL_INLINE_WRITES else "fdatasync per group commit",
     }
     try:
         if not args.skip_feedback:

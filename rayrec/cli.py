@@ -17,6 +17,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--catalog", default="movielens-100k", help="movielens-100k, none, or a Parquet path")
     serve.add_argument("--shards", type=int, default=2, help="item shards")
     serve.add_argument("--index", default="HNSW32", help="faiss index factory string of each shard")
+    serve.add_argument("--replicas", type=int, default=1, help="actors per shard holding the same items")
     serve.add_argument("--host", default="127.0.0.1", help="HTTP host to listen on")
     serve.add_argument("--port", type=int, default=8000, help="HTTP port")
     serve.add_argument("--address", default=None, help="a running Ray cluster to join (default: start a local one)")
@@ -61,6 +62,7 @@ def serve_command(args: argparse.Namespace) -> int:
     opts = AppArgs(
         catalog=args.catalog,
         shards=args.shards,
+        replicas=args.replicas,
         index=args.index,
         namespace=args.namespace,
         model_dir=args.model_dir,

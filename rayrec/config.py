@@ -131,6 +131,9 @@ class RayrecConfig:
             opens, e.g. s3://bucket/rayrec); None keeps everything in memory only.
         snapshot_every: log rows after which an actor snapshots its state.
         max_restarts: times Ray restarts a crashed rayrec actor (-1: always).
+        replicas: actors per shard holding the same items: reads go to one,
+            writes to all (each keeps its own log and snapshots).
+        replica_hedge_s: a read a replica has not answered by then also goes to another.
     """
 
     index: IndexConfig
@@ -150,6 +153,8 @@ class RayrecConfig:
     storage: str | None = None
     snapshot_every: int = C.DEFAULT_SNAPSHOT_EVERY
     max_restarts: int = C.DEFAULT_MAX_RESTARTS
+    replicas: int = C.DEFAULT_REPLICAS
+    replica_hedge_s: float = C.DEFAULT_REPLICA_HEDGE_S
 
     def __post_init__(self) -> None:
         if not isinstance(self.index, IndexConfig):
@@ -178,6 +183,9 @@ class RayrecConfig:
                 f"storage must be a directory path or a URI such as s3://bucket/prefix (or None), got {self.storage!r}"
             )
         _positive_int("snapshot_every", self.snapshot_every)
+        _positive_int("replicas", self.replicas)
+        if isinstance(self.replica_hedge_s, bool) or not isinstance(self.replica_hedge_s, (int, float)) or not self.replica_hedge_s > 0:
+            raise InvalidInputError(f"replica_hedge_s must be a number > 0, got {self.replica_hedge_s!r}")
         if isinstance(self.max_restarts, bool) or not isinstance(self.max_restarts, int) or self.max_restarts < -1:
             raise InvalidInputError(f"max_restarts must be an integer >= -1 (-1: always), got {self.max_restarts!r}")
 

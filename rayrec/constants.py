@@ -77,6 +77,12 @@ DEFAULT_MAX_RESTARTS = _env_int("RAYREC_MAX_RESTARTS", -1)
 # idempotent (event ids, last-writer-wins upserts), so resending is safe.
 ACTOR_MAX_TASK_RETRIES = _env_int("RAYREC_ACTOR_MAX_TASK_RETRIES", 3)
 
+# Shard replicas: a read not answered within the hedge delay also goes to another replica;
+# a replica that failed or was late gets no reads for REPLICA_SUSPECT_S.
+DEFAULT_REPLICAS = _env_int("RAYREC_REPLICAS", 1)
+DEFAULT_REPLICA_HEDGE_S = _env_float("RAYREC_REPLICA_HEDGE_S", 1.0)
+REPLICA_SUSPECT_S = _env_float("RAYREC_REPLICA_SUSPECT_S", 5.0)
+
 # Fan-out failure policy.
 DEFAULT_SHARD_TIMEOUT_S = _env_float("RAYREC_SHARD_TIMEOUT_S", 10.0)
 DEFAULT_SHARD_RETRIES = _env_int("RAYREC_SHARD_RETRIES", 1)

@@ -22,9 +22,9 @@ from rayrec.validation import check_id, check_ids
 ROUTER_NAME = "router"
 
 
-def shard_name(i: int) -> str:
-    """The Ray actor name of shard i."""
-    return f"shard-{i}"
+def shard_name(i: int, replica: int = 0) -> str:
+    """The Ray actor name of shard i (of its replica, after the first)."""
+    return f"shard-{i}" + (f"-replica-{replica}" if replica else "")
 
 
 def users_name(i: int) -> str:
@@ -91,13 +91,21 @@ def build_actors(
         )
     if config.storage is not None:
         check_layout(config)
-    shards = [
-        ShardActor.options(name=shard_name(i), num_cpus=config.shard_num_cpus, **common).remote(
-            config, i, C.SHARD_SEARCH_THREADS
-        )
+    # Replicas of a shard go to different nodes where there are several (SPREAD is best effort).
+    spread = {"scheduling_strategy": "SPREAD"} if config.replicas > 1 else {}
+    replicas = [
+        [
+            ShardActor.options(name=shard_name(i, r), num_cpus=config.shard_num_cpus, **spread, **common).remote(
+                config, i, C.SHARD_SEARCH_THREADS, r
+            )
+            for r in range(config.replicas)
+        ]
         for i in range(config.num_shards)
     ]
-    router = RouterActor.options(name=ROUTER_NAME, num_cpus=config.router_num_cpus, **common).remote(config, shards)
+    shards = [group[0] for group in replicas]
+    router = RouterActor.options(name=ROUTER_NAME, num_cpus=config.router_num_cpus, **common).remote(
+        config, replicas if config.replicas > 1 else shards
+    )
     users = [
         UserVectorActor.options(name=users_name(i), num_cpus=config.user_actor_num_cpus, **common).remote(
             config, router, i
@@ -173,7 +181,11 @@ class Rayrec:
 
     def shutdown(self) -> None:
         """Stops the system's actors (and the local Ray this object started)."""
-        for handle in [*self.users, self.router, *self.shards]:
+        try:  # every replica of every shard
+            shards = [h for group in _get(self.router.get_replicas.remote(), 30) for h in group]
+        except Exception:  # the router is gone: its shards' first replicas are all we know
+            shards = list(self.shards)
+        for handle in [*self.users, self.router, *shards]:
             try:
                 ray.kill(handle)
             except Exception:  # already dead: nothing to stop

@@ -380,7 +380,7 @@ class ItemIndex:
         """Replaces this index's content with an exported state."""
         self.clear()
         n = table.num_rows
-        self._reserve(n)
+        self._reserve(n + max(C.SHARD_INITIAL_ROWS, n // 8))  # room for the log tail without doubling
         self._vectors[:n] = vectors_of(table.column("vector"), self.config.dim)
         self._alive[:n] = table.column("alive").to_numpy(zero_copy_only=False)
         self._ids[:n] = table.column("item_id").to_pylist()

@@ -16,6 +16,7 @@ def layout_of(config: RayrecConfig) -> dict[str, int | str]:
         "dim": config.index.dim,
         "num_shards": config.num_shards,
         "num_user_actors": config.num_user_actors,
+        "replicas": config.replicas,
     }
 
 

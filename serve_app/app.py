@@ -37,6 +37,7 @@ class AppArgs(BaseModel):
     ingress_num_cpus: float = Field(0.1, ge=0)
     max_items_per_call: int = Field(C.MAX_ITEMS_PER_CALL, ge=1)
     max_body_bytes: int = Field(C.MAX_BODY_BYTES, ge=1, description="largest request body any route accepts (413)")
+    replicas: int = Field(C.DEFAULT_REPLICAS, ge=1, description="actors per shard holding the same items")
     storage: str | None = Field(None, description="directory or URI (s3://, gs://) for durable state; None: memory only")
     snapshot_every: int = Field(C.DEFAULT_SNAPSHOT_EVERY, ge=1, description="log rows between an actor's snapshots")
     api_key_env: str = Field(C.API_KEY_ENV, description="environment variable (of the ingress replicas) holding the API key")
@@ -62,6 +63,7 @@ class AppArgs(BaseModel):
             "router_num_cpus": self.actor_num_cpus,
             "user_actor_num_cpus": self.actor_num_cpus,
             "namespace": self.namespace,
+            "replicas": self.replicas,
             "storage": self.storage,
             "snapshot_every": self.snapshot_every,
         }

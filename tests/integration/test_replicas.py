@@ -1,0 +1,62 @@
+"""Shard replicas: reads go to one live replica, writes to all; a killed replica is skipped, then replaced."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import numpy as np
+import ray
+
+from rayrec import Rayrec
+from tests.integration.conftest import make_config, unit_vectors
+
+DIM = 8
+
+
+def _exact(vecs: dict[str, np.ndarray], query: np.ndarray, k: int) -> list[str]:
+    ids = sorted(vecs)
+    scores = np.stack([vecs[i] for i in ids]) @ query
+    return [ids[r] for r in np.argsort(-scores, kind="stable")[:k]]
+
+
+def test_reads_skip_a_dead_replica_and_writes_reach_its_replacement(ray_session, tmp_path):
+    config = make_config(DIM, num_shards=2, replicas=2, storage=str(tmp_path), replica_hedge_s=0.5)
+    rng = np.random.default_rng(0)
+    vecs = dict(zip([f"i{i}" for i in range(200)], unit_vectors(rng, 200, DIM)))
+    with Rayrec.start(config) as system:
+        system.upsert(list(vecs), np.stack(list(vecs.values())))
+        system.delete(["i0", "i1"])
+        del vecs["i0"], vecs["i1"]
+        replicas = ray.get(system.router.get_replicas.remote())
+        assert [len(g) for g in replicas] == [2, 2]
+        # Every replica holds its shard's items.
+        counts = [[ray.get(h.count.remote()) for h in g] for g in replicas]
+        assert all(a == b for a, b in counts) and sum(a for a, _ in counts) == 198
+        query = unit_vectors(rng, 1, DIM)
+        assert list(system.search(query, k=10).ids[0]) == _exact(vecs, query[0], 10)
+
+        victim = replicas[0][0]
+        pid = ray.get(victim.__ray_call__.remote(lambda self: os.getpid()))
+        os.kill(pid, signal.SIGKILL)
+        # Reads go on from the other replica, whole and exact, while Ray restarts the dead one.
+        t0 = time.perf_counter()
+        for _ in range(20):
+            res = system.search(query, k=10)
+            assert not res.partial and list(res.ids[0]) == _exact(vecs, query[0], 10)
+        assert time.perf_counter() - t0 < 15
+        # A write waits for the restarted replica and reaches both.
+        new = unit_vectors(rng, 5, DIM)
+        system.upsert([f"n{i}" for i in range(5)], new)
+        vecs.update(zip([f"n{i}" for i in range(5)], new))
+        assert ray.get(victim.__ray_call__.remote(lambda self: os.getpid())) != pid
+        counts = [[ray.get(h.count.remote()) for h in g] for g in replicas]
+        assert all(a == b for a, b in counts) and sum(a for a, _ in counts) == 203
+        info = ray.get(system.router.info.remote())
+        assert [(i["shard_id"], i["replica"]) for i in info] == [(0, 0), (0, 1), (1, 0), (1, 1)]
+        assert list(system.search(query, k=10).ids[0]) == _exact(vecs, query[0], 10)
+        # Each replica answers the same, itself included after its restart.
+        for group in replicas:
+            answers = [ray.get(h.search.remote(query, 10)) for h in group]
+            assert list(answers[0][1][0]) == list(answers[1][1][0])
