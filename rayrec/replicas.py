@@ -81,21 +81,13 @@ class ReplicaSet:
     async def _hedged(self, method: str, args: tuple[Any, ...]) -> Any:
         first = self._pick()
         tasks = {asyncio.ensure_future(self._one(first, method, args))}
+        hedged = False
         last: BaseException | None = None
         try:
-            done, _ = await asyncio.wait(tasks, timeout=self.hedge_s)
-            for task in done:
-                tasks.discard(task)
-                if task.exception() is None:
-                    return task.result()
-                last = task.exception()
-                if isinstance(root_cause(last), CALLER_ERRORS):
-                    raise last
-            if not done:
-                self.suspect(first)  # late: the other replicas answer this read and the next ones
-            tasks.add(asyncio.ensure_future(self._one(self._pick(avoid=first), method, args)))
             while tasks:
-                done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+                done, _ = await asyncio.wait(
+                    tasks, timeout=None if hedged else self.hedge_s, return_when=asyncio.FIRST_COMPLETED
+                )
                 for task in done:
                     tasks.discard(task)
                     if task.exception() is None:
@@ -103,6 +95,11 @@ class ReplicaSet:
                     last = task.exception()
                     if isinstance(root_cause(last), CALLER_ERRORS):
                         raise last
+                if not hedged and not (done and tasks):  # the first replica is late or failed
+                    if not done:
+                        self.suspect(first)  # late: other replicas answer this read and the next ones
+                    hedged = True
+                    tasks.add(asyncio.ensure_future(self._one(self._pick(avoid=first), method, args)))
             assert last is not None
             raise last
         finally:
