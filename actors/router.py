@@ -301,6 +301,10 @@ class Router:
             self._writes += 1
             return sum((await self._all("commit_staged", kind="load")).results)
 
+    async def snapshot(self) -> None:
+        """Every shard replica writes a snapshot of its state and drops the log it covers."""
+        await self._all("snapshot", kind="load")
+
     async def compact(self) -> None:
         """Rebuilds every shard's index without its tombstones (HNSW shards only compact so)."""
         await self._all("compact", kind="load")

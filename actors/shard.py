@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import threading
 from typing import Any
 
 import numpy as np
@@ -21,6 +23,9 @@ from rayrec.metadata import check_metadata
 from rayrec.storage import Storage
 from rayrec.validation import check_ids, check_vectors
 from rayrec.wire import pack_partial, unpack_search
+
+
+log = logging.getLogger(__name__)
 
 
 class Shard:
@@ -47,6 +52,7 @@ class Shard:
         self._batch_threads = C.SHARD_BATCH_THREADS if threads is not None else None
         self.journal: Journal | None = None
         self.recovered_rows = 0
+        self._snapshotting: threading.Thread | None = None
         if config.storage is not None:
             self.journal = Journal(
                 Storage(config.storage).child(f"shard-{shard_id}" + (f"-replica-{replica}" if replica else "")),
@@ -71,15 +77,41 @@ class Shard:
 
     def _after_write(self) -> None:
         if self.journal is not None and self.journal.snapshot_due:
-            self.snapshot()
+            self.snapshot(wait=False)
 
-    def snapshot(self) -> None:
-        """Writes this shard's state to storage and drops the log it covers (no-op without storage)."""
+    def snapshot(self, wait: bool = True) -> None:
+        """Writes this shard's state to storage and drops the log it covers (no-op without storage).
+
+        The state is captured here (rows are append-only, so the vectors are not
+        copied); with wait=False the files are written by a thread while the shard
+        keeps answering. Until they are complete, the previous snapshot and the
+        whole log after it stay, so a crash meanwhile loses nothing.
+        """
         if self.journal is None:
             return
+        self.wait_snapshot()  # one at a time
         wal_from = self.journal.begin_snapshot()
         table, blob, info = self.index.export_state()
-        self.journal.write_snapshot(wal_from, info, {"rows": table}, {"faiss": blob} if blob is not None else {})
+        blobs = {"faiss": blob} if blob is not None else {}
+        journal = self.journal
+        if wait:
+            journal.write_snapshot(wal_from, info, {"rows": table}, blobs)
+            return
+
+        def write() -> None:
+            try:
+                journal.write_snapshot(wal_from, info, {"rows": table}, blobs)
+            except Exception:  # the previous snapshot and the log still hold everything
+                log.exception("shard %s: snapshot %s failed; the log grows until one succeeds", self.shard_id, wal_from)
+
+        self._snapshotting = threading.Thread(target=write, name=f"snapshot-shard-{self.shard_id}", daemon=True)
+        self._snapshotting.start()
+
+    def wait_snapshot(self) -> None:
+        """Returns once a snapshot being written in the background is complete."""
+        if self._snapshotting is not None:
+            self._snapshotting.join()
+            self._snapshotting = None
 
     def search(
         self,

@@ -225,6 +225,10 @@ class Rayrec:
         """Rebuilds every shard's index without tombstones (HNSW shards compact only when asked)."""
         _get(self.router.compact.remote())
 
+    def snapshot(self) -> None:
+        """Snapshots every shard and user actor now (with storage), e.g. before a planned restart."""
+        _get([self.router.snapshot.remote(), *(u.snapshot.remote() for u in self.users)])
+
     def count(self) -> int:
         """Items in the catalog."""
         return _get(self.router.count.remote())

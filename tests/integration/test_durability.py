@@ -14,7 +14,10 @@ import pytest
 import ray
 
 from rayrec import Rayrec
+from rayrec import wal
 from rayrec.exceptions import RayrecError
+from rayrec.snapshot import latest_snapshot
+from rayrec.storage import Storage
 from rayrec.user_state import UserStore
 from tests.integration.conftest import make_config, unit_vectors
 
@@ -177,6 +180,10 @@ def test_a_whole_system_comes_back_from_storage(ray_session, tmp_path):
         system.upsert(ids, vecs, {"category": ["a", "b"] * 30})
         system.delete(ids[:10])
         system.set_histories({f"u{i}": ids[10 + i : 20 + i] for i in range(20)})
+        system.snapshot()  # on demand: every actor's state in storage, its log truncated
+        for actor in ("shard-0", "shard-1", "users-0", "users-1"):
+            snap = latest_snapshot(Storage(str(tmp_path)).child(actor))
+            assert snap is not None and wal.segments(snap.storage) == []
         for j in range(30):
             system.feedback("u1", ids[20 + j], "like", event_id=f"e{j}")
         before_user = system.get_user("u1")

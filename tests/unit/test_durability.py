@@ -132,6 +132,7 @@ def test_a_restarted_shard_answers_exactly_as_before(tmp_path, factory, snapshot
     durable, reference = Shard(cfg, 3), Shard(plain, 3)
     _ops(durable, np.random.default_rng(1), dim)
     _ops(reference, np.random.default_rng(1), dim)
+    durable.wait_snapshot()  # (a crashed process writes nothing more: let its last background write end)
     restarted = Shard(cfg, 3)  # what Ray runs when it restarts the actor
     q = np.random.default_rng(2).standard_normal((4, dim)).astype(np.float32)
     q /= np.linalg.norm(q, axis=1, keepdims=True)
