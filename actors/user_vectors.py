@@ -30,8 +30,8 @@ class UserVectors:
     Ray async actor. Changes to one user run one at a time, in arrival order
     (a lock per user stripe), and each finishes before its call returns, so the
     next recommend sees it (read-your-writes). With storage, a change is
-    planned, logged durably (concurrent changes share one fsync), then applied,
-    all under its user's lock; a restarted actor recovers snapshot plus log.
+    planned, logged durably (see GroupCommit), then applied, all under its
+    user's lock; a restarted actor recovers its snapshot plus the log after it.
     """
 
     def __init__(self, config: RayrecConfig, router: Any, partition: int = 0) -> None:
