@@ -23,6 +23,21 @@ def _non_negative_number(name: str, value: Any) -> None:
         raise InvalidInputError(f"{name} must be a finite number >= 0, got {value!r}")
 
 
+# Resources Ray names itself: claimed through num_cpus (and num_gpus, memory), not as custom ones.
+BUILTIN_RESOURCES = ("CPU", "GPU", "memory", "object_store_memory")
+
+
+def _check_resources(name: str, value: Any) -> None:
+    if not isinstance(value, dict):
+        raise InvalidInputError(f"{name} must be a dict of Ray custom resource name to amount, got {value!r}")
+    for key, amount in value.items():
+        if not isinstance(key, str) or not key or key in BUILTIN_RESOURCES:
+            raise InvalidInputError(
+                f"{name}: {key!r} is not a custom resource name (CPU and memory are set by the *_num_cpus options)"
+            )
+        _non_negative_number(f"{name}[{key!r}]", amount)
+
+
 @dataclass(frozen=True, slots=True)
 class IndexConfig:
     """How each shard indexes its vectors.
@@ -134,6 +149,9 @@ class RayrecConfig:
         replicas: actors per shard holding the same items: reads go to one,
             writes to all (each keeps its own log and snapshots).
         replica_hedge_s: a read a replica has not answered by then also goes to another.
+        shard_resources: Ray custom resources each shard replica needs, e.g.
+            {"rayrec_shard": 0.01}: shards go only to nodes that offer them.
+        control_resources: the same for the router and the user-vector actors.
     """
 
     index: IndexConfig
@@ -155,6 +173,8 @@ class RayrecConfig:
     max_restarts: int = C.DEFAULT_MAX_RESTARTS
     replicas: int = C.DEFAULT_REPLICAS
     replica_hedge_s: float = C.DEFAULT_REPLICA_HEDGE_S
+    shard_resources: dict[str, float] = field(default_factory=dict)
+    control_resources: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not isinstance(self.index, IndexConfig):
@@ -184,6 +204,8 @@ class RayrecConfig:
             )
         _positive_int("snapshot_every", self.snapshot_every)
         _positive_int("replicas", self.replicas)
+        for name in ("shard_resources", "control_resources"):
+            _check_resources(name, getattr(self, name))
         if isinstance(self.replica_hedge_s, bool) or not isinstance(self.replica_hedge_s, (int, float)) or not self.replica_hedge_s > 0:
             raise InvalidInputError(f"replica_hedge_s must be a number > 0, got {self.replica_hedge_s!r}")
         if isinstance(self.max_restarts, bool) or not isinstance(self.max_restarts, int) or self.max_restarts < -1:

@@ -43,6 +43,31 @@ def _get(ref: Any, timeout_s: float | None = None) -> Any:
         raise cause from None
 
 
+def shard_nodes(config: RayrecConfig) -> list[str]:
+    """Ids of the live nodes that can hold a shard replica (its CPU claim and custom resources), sorted."""
+    need = {"CPU": config.shard_num_cpus, **config.shard_resources}
+    return sorted(
+        node["NodeID"]
+        for node in ray.nodes()
+        if node["Alive"] and all(node["Resources"].get(k, 0) >= v for k, v in need.items() if v > 0)
+    )
+
+
+def replica_placement(nodes: list[str], shard: int, replica: int, replicas: int) -> Any:
+    """Where replica r of shard i goes: node (i + r) mod n, so a shard's replicas never share a node.
+
+    Soft affinity: if that node is gone when Ray restarts the replica, any node
+    will do. With fewer suitable nodes than replicas: Ray's SPREAD, best effort.
+    """
+    if replicas == 1:
+        return "DEFAULT"
+    if len(nodes) < replicas:
+        return "SPREAD"
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    return NodeAffinitySchedulingStrategy(node_id=nodes[(shard + replica) % len(nodes)], soft=True)
+
+
 def attach_actors(namespace: str) -> tuple[RayrecConfig, Any, list[Any], list[Any]] | None:
     """The config, router, shards and user actors of the system in namespace (None if none runs)."""
     try:
@@ -91,23 +116,27 @@ def build_actors(
         )
     if config.storage is not None:
         check_layout(config)
-    # Replicas of a shard go to different nodes where there are several (SPREAD is best effort).
-    spread = {"scheduling_strategy": "SPREAD"} if config.replicas > 1 else {}
+    nodes = shard_nodes(config) if config.replicas > 1 else []
     replicas = [
         [
-            ShardActor.options(name=shard_name(i, r), num_cpus=config.shard_num_cpus, **spread, **common).remote(
-                config, i, C.SHARD_SEARCH_THREADS, r
-            )
+            ShardActor.options(
+                name=shard_name(i, r),
+                num_cpus=config.shard_num_cpus,
+                resources=config.shard_resources,
+                scheduling_strategy=replica_placement(nodes, i, r, config.replicas),
+                **common,
+            ).remote(config, i, C.SHARD_SEARCH_THREADS, r)
             for r in range(config.replicas)
         ]
         for i in range(config.num_shards)
     ]
     shards = [group[0] for group in replicas]
-    router = RouterActor.options(name=ROUTER_NAME, num_cpus=config.router_num_cpus, **common).remote(
+    control = {"resources": config.control_resources}
+    router = RouterActor.options(name=ROUTER_NAME, num_cpus=config.router_num_cpus, **control, **common).remote(
         config, replicas if config.replicas > 1 else shards
     )
     users = [
-        UserVectorActor.options(name=users_name(i), num_cpus=config.user_actor_num_cpus, **common).remote(
+        UserVectorActor.options(name=users_name(i), num_cpus=config.user_actor_num_cpus, **control, **common).remote(
             config, router, i
         )
         for i in range(config.num_user_actors)

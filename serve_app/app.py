@@ -35,6 +35,14 @@ class AppArgs(BaseModel):
     max_batch_size: int = Field(C.ENCODER_BATCH_SIZE, ge=1, description="texts per encoder batch")
     batch_wait_timeout_s: float = Field(C.ENCODER_BATCH_WAIT_S, ge=0)
     ingress_num_cpus: float = Field(0.1, ge=0)
+    ingress_replicas: int = Field(1, ge=1)
+    encoder_autoscaling: dict[str, Any] | None = Field(
+        None, description="Serve autoscaling_config of the encoder (min_replicas, max_replicas, ...); replaces encoder_replicas"
+    )
+    ingress_autoscaling: dict[str, Any] | None = Field(None, description="Serve autoscaling_config of the ingress")
+    shard_resources: dict[str, float] = Field(default_factory=dict, description="Ray custom resources each shard needs")
+    control_resources: dict[str, float] = Field(default_factory=dict, description="the same for router and user actors")
+    encoder_resources: dict[str, float] = Field(default_factory=dict, description="the same for each encoder replica")
     max_items_per_call: int = Field(C.MAX_ITEMS_PER_CALL, ge=1)
     max_body_bytes: int = Field(C.MAX_BODY_BYTES, ge=1, description="largest request body any route accepts (413)")
     replicas: int = Field(C.DEFAULT_REPLICAS, ge=1, description="actors per shard holding the same items")
@@ -65,6 +73,8 @@ class AppArgs(BaseModel):
             "namespace": self.namespace,
             "replicas": self.replicas,
             "storage": self.storage,
+            "shard_resources": self.shard_resources,
+            "control_resources": self.control_resources,
             "snapshot_every": self.snapshot_every,
         }
 
@@ -76,8 +86,12 @@ def build_app(args: dict[str, Any] | AppArgs | None = None) -> Any:
 
     RayrecConfig.from_dict(opts.rayrec_config())  # a bad option fails here, before anything deploys
     encoder = Encoder.options(
-        num_replicas=opts.encoder_replicas,
-        ray_actor_options={"num_cpus": opts.encoder_num_cpus, "num_gpus": opts.encoder_num_gpus},
+        **_scale(opts.encoder_replicas, opts.encoder_autoscaling),
+        ray_actor_options={
+            "num_cpus": opts.encoder_num_cpus,
+            "num_gpus": opts.encoder_num_gpus,
+            "resources": opts.encoder_resources,
+        },
         user_config={"max_batch_size": opts.max_batch_size, "batch_wait_timeout_s": opts.batch_wait_timeout_s},
     ).bind(opts.model_dir)
     settings = {
@@ -92,4 +106,11 @@ def build_app(args: dict[str, Any] | AppArgs | None = None) -> Any:
     # The body limit is read when the ingress module loads, in the replica's own process.
     env = {"RAYREC_MAX_BODY_BYTES": str(opts.max_body_bytes)}
     ingress_options = {"num_cpus": opts.ingress_num_cpus, "runtime_env": {"env_vars": env}}
-    return Ingress.options(ray_actor_options=ingress_options).bind(encoder, settings)
+    return Ingress.options(
+        **_scale(opts.ingress_replicas, opts.ingress_autoscaling), ray_actor_options=ingress_options
+    ).bind(encoder, settings)
+
+
+def _scale(replicas: int, autoscaling: dict[str, Any] | None) -> dict[str, Any]:
+    """Serve's replica options: a fixed count, or an autoscaling config instead."""
+    return {"autoscaling_config": autoscaling} if autoscaling else {"num_replicas": replicas}

@@ -1,0 +1,110 @@
+"""The Serve config deployed on a real 3-node Ray on this machine (cluster/local_cluster.sh):
+shards and their replicas on distinct nodes that offer rayrec_shard, the encoder on the node that
+offers rayrec_encoder (Ray's state API says where), and recommend / feedback over HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+import requests
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "cluster" / "local_cluster.sh"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.timeout(900)
+def test_serve_config_on_a_three_node_cluster(tmp_path):
+    gcs, dashboard, http = _free_port(), _free_port(), _free_port()
+    state = tempfile.mkdtemp(prefix="rrc-", dir="/tmp")  # short: Ray's socket paths must fit in 107 bytes
+    env = dict(os.environ, RAYREC_CLUSTER_DIR=state, RAYREC_CLUSTER_PORT=str(gcs),
+               RAYREC_DASHBOARD_PORT=str(dashboard), RAY_AUTH_MODE="token", HF_HUB_OFFLINE="1")
+    env.pop("RAY_ADDRESS", None)
+    client_env = dict(env, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")
+    config = yaml.safe_load((ROOT / "cluster" / "serve_config.multinode.yaml").read_text())
+    config["http_options"]["port"] = http  # the file's port may be taken on this machine
+    config["applications"][0]["args"]["catalog"] = _small_catalog(tmp_path)
+    config_path = tmp_path / "serve_config.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    start = subprocess.run([str(SCRIPT), "start"], env=env, capture_output=True, text=True, timeout=300)
+    try:
+        assert start.returncode == 0, start.stdout + start.stderr
+        deploy = subprocess.run(
+            [str(Path(sys.executable).parent / "serve"), "run", "--address", f"127.0.0.1:{gcs}", "--non-blocking",
+             str(config_path)],
+            env=client_env, capture_output=True, text=True, timeout=300, cwd=ROOT,
+        )
+        assert deploy.returncode == 0, deploy.stdout[-2000:] + deploy.stderr[-4000:]
+        url = f"http://127.0.0.1:{http}"
+        deadline = time.monotonic() + 300
+        while True:
+            try:
+                health = requests.get(url + "/healthz", timeout=10)
+                if health.status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            assert time.monotonic() < deadline, "the app did not come up within 300 s"
+            time.sleep(2)
+        assert health.json()["items"] == 200
+
+        check = subprocess.run(
+            [sys.executable, "-m", "tests.integration.cluster_check", f"127.0.0.1:{gcs}", f"http://127.0.0.1:{dashboard}"],
+            env=client_env, capture_output=True, text=True, timeout=120, cwd=ROOT,
+        )
+        assert check.returncode == 0, check.stderr[-3000:]
+        seen = json.loads(check.stdout.strip().splitlines()[-1])
+        nodes = seen["nodes"]
+        shard_nodes = {n for n, v in nodes.items() if v["resources"].get("rayrec_shard")}
+        encoder_nodes = {n for n, v in nodes.items() if v["resources"].get("rayrec_encoder")}
+        assert len(nodes) == 3 and len(shard_nodes) == 2 and len(encoder_nodes) == 1
+        replicas: dict[str, set[str]] = defaultdict(set)
+        for actor in seen["actors"]:
+            if actor["class"] == "Shard":
+                assert actor["node"] in shard_nodes, actor
+                replicas[actor["name"].split("-replica-")[0]].add(actor["node"])
+            if "Encoder" in actor["class"]:
+                assert actor["node"] in encoder_nodes, actor
+        # Two shards, each with its two replicas on the two distinct shard nodes.
+        assert {s: len(n) for s, n in replicas.items()} == {"shard-0": 2, "shard-1": 2}
+        assert any("Encoder" in a["class"] for a in seen["actors"])
+
+        # End to end over HTTP: a recommendation, feedback, and the next recommendation reflecting it.
+        first = requests.post(url + "/recommend", json={"user_id": "1", "k": 5}, timeout=60).json()
+        assert len(first["items"]) == 5 and not first["partial"]
+        liked = first["items"][0]["item_id"]
+        fb = requests.post(url + "/feedback", json={"user_id": "1", "item_id": liked, "event": "like"}, timeout=60)
+        assert fb.status_code == 200 and fb.json()["user_version"] == first["user_version"] + 1
+        after = requests.post(url + "/recommend", json={"user_id": "1", "k": 5}, timeout=60).json()
+        assert after["user_version"] == first["user_version"] + 1
+        assert liked not in [i["item_id"] for i in after["items"]]  # seen items are excluded
+    finally:
+        subprocess.run([str(SCRIPT), "stop"], env=env, timeout=120)
+        shutil.rmtree(state, ignore_errors=True)
+
+
+def _small_catalog(tmp_path: Path) -> str:
+    """The first 200 MovieLens movies as Parquet (fewer to encode on the CPU than all 1,682)."""
+    import pyarrow.parquet as pq
+
+    from rayrec import movielens
+
+    path = tmp_path / "movies.parquet"
+    pq.write_table(movielens.load().items.slice(0, 200), path)
+    return str(path)
