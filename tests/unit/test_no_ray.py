@@ -26,6 +26,15 @@ PLAIN_MODULES = (
     "rayrec.metrics",
     "rayrec.encoder",
     "rayrec.movielens",
+    "rayrec.storage",
+    "rayrec.wal",
+    "rayrec.snapshot",
+    "rayrec.journal",
+    "rayrec.shard_log",
+    "rayrec.user_log",
+    "rayrec.layout",
+    "rayrec.replicas",
+    "rayrec.vector_codec",
 )
 
 
