@@ -293,13 +293,20 @@ class Router:
             await self._all("abort_staged", kind="load")
             calls = [self._call(i, "stage", (source, i, n), "load") for i in range(n)]
             try:
-                await self._fan_out(calls, "load")
+                staged = (await self._fan_out(calls, "load")).results
             except BaseException:
                 aborts = [self._call(i, "abort_staged", (), "load")() for i in range(n)]
                 await asyncio.gather(*aborts, return_exceptions=True)
                 raise
             self._writes += 1
-            return sum((await self._all("commit_staged", kind="load")).results)
+            committed = (await self._all("commit_staged", kind="load")).results
+            # (committed rows can be fewer than staged ones: duplicate ids in a batch count once)
+            short = [i for i, (a, b) in enumerate(zip(staged, committed)) if a and not b]
+            if short:  # a shard restarted between staging and committing: its staged rows are gone
+                raise ShardUnavailableError(
+                    f"shards {short} lost their staged rows (restarted during the load): load the catalog again"
+                )
+            return sum(committed)
 
     async def snapshot(self) -> None:
         """Every shard replica writes a snapshot of its state and drops the log it covers."""

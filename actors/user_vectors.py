@@ -48,6 +48,7 @@ class UserVectors:
         self.journal: Journal | None = None
         self._group: GroupCommit[UserChange] | None = None
         self._snapshotting: asyncio.Task[None] | None = None
+        self._snapshot_lock = asyncio.Lock()
         self.recovered_changes = 0
         if config.storage is not None:
             self.journal = Journal(
@@ -97,16 +98,18 @@ class UserVectors:
         """
         if self.journal is None or self._group is None:
             return
-        for lock in self._locks:
-            await lock.acquire()
-        try:
-            await self._group.drain()
-            wal_from = self.journal.begin_snapshot()
-            table = user_log.store_to_table(self.store)
-        finally:
+        async with self._snapshot_lock:  # one at a time, files included: each prunes what came before it
             for lock in self._locks:
-                lock.release()
-        await asyncio.to_thread(self.journal.write_snapshot, wal_from, {"users": len(self.store)}, {"users": table})
+                await lock.acquire()
+            try:
+                await self._group.drain()
+                wal_from = self.journal.begin_snapshot()
+                table = user_log.store_to_table(self.store)
+            finally:
+                for lock in self._locks:
+                    lock.release()
+            info = {"users": len(self.store)}
+            await asyncio.to_thread(self.journal.write_snapshot, wal_from, info, {"users": table})
 
     def _count_users(self) -> None:
         metrics.user_count().set(len(self.store), tags={"partition": self._partition})

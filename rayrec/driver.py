@@ -99,10 +99,12 @@ def build_actors(
 
     # Ray restarts a crashed actor (its constructor recovers its state from storage) and
     # resends the calls it was running once it is back.
+    # Without storage a restarted actor would come back empty and answer wrongly: it stays dead.
+    durable = config.storage is not None
     common: dict[str, Any] = {
         "namespace": config.namespace,
-        "max_restarts": config.max_restarts,
-        "max_task_retries": C.ACTOR_MAX_TASK_RETRIES,
+        "max_restarts": config.max_restarts if durable else 0,
+        "max_task_retries": C.ACTOR_MAX_TASK_RETRIES if durable else 0,
     }
     if detached:
         common["lifetime"] = "detached"

@@ -42,7 +42,7 @@ class Journal:
         snap = latest_snapshot(self.storage)
         batches = list(wal.read_log(self.storage, snap.wal_from if snap is not None else 0))
         self.since_snapshot = sum(b.num_rows for b in batches)
-        self._wal = wal.WriteAheadLog(self.storage, self.schema)
+        self._wal = wal.WriteAheadLog(self.storage, self.schema, start=snap.wal_from if snap is not None else 0)
         return snap, iter(batches)
 
     def append(self, batch: pa.RecordBatch) -> None:

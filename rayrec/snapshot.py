@@ -74,11 +74,24 @@ def write_snapshot(
     _prune(storage, wal_from, set(files.values()))
 
 
+def _number_in(name: str, prefix: str) -> int | None:
+    digits = name[len(prefix) : len(prefix) + 12]
+    return int(digits) if name.startswith(prefix) and digits.isdigit() else None
+
+
 def _prune(storage: Storage, wal_from: int, keep: set[str]) -> None:
+    """Deletes what this snapshot replaces: older snapshots, the log they needed, leftover temp files.
+
+    Only older ones: a newer snapshot, written meanwhile, stays whole.
+    """
     for name in storage.names():
-        is_old_manifest = name.startswith(MANIFEST_PREFIX) and name != _manifest_name(wal_from)
-        is_old_data = name.startswith("snap-") and name not in keep
-        if is_old_manifest or is_old_data:
+        number = _number_in(name, MANIFEST_PREFIX)
+        if number is None:
+            number = _number_in(name, "snap-")
+        if number is not None and number < wal_from and name not in keep:
+            storage.delete(name)
+    for name in storage.temp_names():
+        if name.startswith("snap"):  # a snapshot's own; a log upload's may be in flight
             storage.delete(name)
     wal.truncate(storage, wal_from)
 

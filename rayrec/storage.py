@@ -66,6 +66,11 @@ class Storage:
             if i.type == pafs.FileType.File and not i.path.endswith(TMP_SUFFIX)
         )
 
+    def temp_names(self) -> list[str]:
+        """Temp files a write left behind when its process died (the file never got its name)."""
+        infos = self.fs.get_file_info(pafs.FileSelector(self.root, allow_not_found=True))
+        return sorted(posixpath.basename(i.path) for i in infos if i.path.endswith(TMP_SUFFIX))
+
     def exists(self, name: str) -> bool:
         return self.fs.get_file_info(self.path(name)).type == pafs.FileType.File
 

@@ -41,17 +41,19 @@ def segments(storage: Storage) -> list[int]:
 
 def read_segment(storage: Storage, number: int) -> Iterator[pa.RecordBatch]:
     """The batches of one segment, up to a torn tail (a crash during an append)."""
-    try:
-        with storage.fs.open_input_stream(storage.path(segment_name(number))) as src:
+    with storage.fs.open_input_stream(storage.path(segment_name(number))) as src:  # an error here is raised
+        try:
             reader = pa.ipc.open_stream(src)
             while True:
                 try:
                     yield reader.read_next_batch()
                 except StopIteration:
                     return
-    except (pa.ArrowInvalid, OSError) as exc:
-        # Only the last batch of a segment can be torn, and it was never acknowledged.
-        log.warning("log segment %s ends in a partial write (%s): reading stops there", number, exc)
+        except pa.ArrowInvalid as exc:
+            if not storage.local:  # an object is uploaded whole: a bad one is damage, not a torn write
+                raise
+            # Only the last batch of a local segment can be torn, and it was never acknowledged.
+            log.warning("log segment %s ends in a partial write (%s): reading stops there", number, exc)
 
 
 def read_log(storage: Storage, since: int = 0) -> Iterator[pa.RecordBatch]:
@@ -75,12 +77,14 @@ class WriteAheadLog:
     Not thread-safe: callers append from one thread at a time (GroupCommit does).
     """
 
-    def __init__(self, storage: Storage, schema: pa.Schema) -> None:
+    def __init__(self, storage: Storage, schema: pa.Schema, start: int = 0) -> None:
+        """start: the lowest segment number to use (a snapshot's wal_from: segments below it are gone)."""
         self.storage = storage
         self.schema = schema
         existing = segments(storage)
-        # Never append to an old segment: it may end in a torn write.
-        self.segment = existing[-1] + 1 if existing else 0
+        # Never append to an old segment (it may end in a torn write), nor below the latest
+        # snapshot's wal_from (replay would skip it).
+        self.segment = max(existing[-1] + 1 if existing else 0, start)
         self._file = None
         self._writer: pa.ipc.RecordBatchStreamWriter | None = None
 
@@ -92,11 +96,16 @@ class WriteAheadLog:
             self.storage.write_bytes(segment_name(self.segment), self._stream_of(batch))
             self.segment += 1
             return
-        if self._writer is None:
-            self._file = self.storage.open_append(segment_name(self.segment))
-            self._writer = pa.ipc.new_stream(pa.PythonFile(self._file, mode="w"), self.schema)
-        self._writer.write_batch(batch)
-        os.fdatasync(self._file.fileno())  # type: ignore[union-attr]
+        try:
+            if self._writer is None:
+                self._file = self.storage.open_append(segment_name(self.segment))
+                self._writer = pa.ipc.new_stream(pa.PythonFile(self._file, mode="w"), self.schema)
+            self._writer.write_batch(batch)
+            os.fdatasync(self._file.fileno())  # type: ignore[union-attr]
+        except BaseException:
+            # The segment may now end in a partial batch: nothing more is written after it.
+            self._abandon()
+            raise
 
     def _stream_of(self, batch: pa.RecordBatch) -> bytes:
         sink = pa.BufferOutputStream()
@@ -121,3 +130,14 @@ class WriteAheadLog:
             self._file.close()  # type: ignore[union-attr]
         self._writer = None
         self._file = None
+
+    def _abandon(self) -> None:
+        """Leaves the current segment as it is, whatever state it is in; the next append starts a new one."""
+        try:
+            if self._file is not None:
+                self._file.close()
+        except OSError:
+            pass
+        self._writer = None
+        self._file = None
+        self.segment += 1

@@ -250,3 +250,59 @@ def test_an_inline_write_that_fails_raises_to_its_caller():
 
     with pytest.raises(OSError, match="disk full"):
         asyncio.run(main())
+
+
+def test_writes_after_a_restart_that_followed_a_snapshot_survive_the_next_restart(tmp_path):
+    """The log restarts numbering at the snapshot's wal_from, never below (replay would skip it)."""
+    storage = Storage(str(tmp_path))
+    journal = Journal(storage, SCHEMA, snapshot_every=1000)
+    journal.recover()
+    journal.append(_batch(1))
+    journal.append(_batch(2))
+    wal_from = journal.begin_snapshot()
+    journal.write_snapshot(wal_from, {}, {"t": pa.table({"n": [1, 2]})})
+    journal.close()
+    again = Journal(storage, SCHEMA, snapshot_every=1000)  # a restart: no log segment exists now
+    snap, batches = again.recover()
+    assert snap is not None and snap.wal_from == wal_from and list(batches) == []
+    again.append(_batch(3))
+    again.close()
+    third = Journal(storage, SCHEMA, snapshot_every=1000)  # the next restart replays it
+    snap, batches = third.recover()
+    assert [v for b in batches for v in b.column("n").to_pylist()] == [3]
+    # Its next snapshot is numbered above the first one and replaces it.
+    wal_from2 = third.begin_snapshot()
+    assert wal_from2 > wal_from
+    third.write_snapshot(wal_from2, {}, {"t": pa.table({"n": [1, 2, 3]})})
+    assert latest_snapshot(storage).wal_from == wal_from2  # type: ignore[union-attr]
+
+
+def test_a_slower_older_snapshot_does_not_prune_a_newer_one(tmp_path):
+    storage = Storage(str(tmp_path))
+    write_snapshot(storage, 5, {}, {"t": pa.table({"n": [5]})}, {})
+    write_snapshot(storage, 3, {}, {"t": pa.table({"n": [3]})}, {})  # finished last, but older
+    snap = latest_snapshot(storage)
+    assert snap is not None and snap.wal_from == 5 and snap.table("t").column("n").to_pylist() == [5]
+
+
+def test_a_failed_append_leaves_its_segment_and_later_appends_replay(tmp_path):
+    storage = Storage(str(tmp_path))
+    log = wal.WriteAheadLog(storage, SCHEMA)
+    log.append(_batch(1))
+    torn = log.segment
+    log._file.write(b"\x01\x02\x03")  # type: ignore[union-attr]  # what a failed write leaves
+    log._abandon()  # what append does when a write or fdatasync raises
+    log.append(_batch(2))
+    assert log.segment == torn + 1
+    assert _read(storage) == [1, 2]
+
+
+def test_a_damaged_object_store_segment_is_an_error_not_a_torn_tail(tmp_path):
+    storage = Storage(str(tmp_path))
+    storage.local = False
+    log = wal.WriteAheadLog(storage, SCHEMA)
+    log.append(_batch(1))
+    with open(storage.path(wal.segment_name(0)), "r+b") as f:
+        f.truncate(20)
+    with pytest.raises(pa.ArrowInvalid):
+        _read(storage)
