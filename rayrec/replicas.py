@@ -40,9 +40,6 @@ class ReplicaSet:
         self._turn = 0
         self._suspect_until = [0.0] * len(handles)
 
-    def __len__(self) -> int:
-        return len(self.handles)
-
     def _pick(self, avoid: int | None = None) -> int:
         """The next replica in turn that is not suspect (if all are, the one cleared soonest)."""
         now = time.monotonic()

@@ -23,6 +23,7 @@ from ray._private.utils import get_ray_address_file  # noqa: E402
 from ray.cluster_utils import Cluster  # noqa: E402
 
 from rayrec import IndexConfig, Rayrec, RayrecConfig  # noqa: E402
+from tests.integration.waiting import wait_until  # noqa: E402
 
 MB = 1024 * 1024
 NODE = {"num_cpus": 1, "object_store_memory": 100 * MB, "memory": 1024 * MB}
@@ -47,19 +48,6 @@ def start_cluster() -> Cluster:
     cluster.wait_for_nodes()
     cluster.connect(namespace="multinode")
     return cluster
-
-
-def _wait_for(check: object, what: str, timeout_s: float = 180) -> float:
-    """Seconds until check() holds (exceptions count as not yet)."""
-    t0 = time.perf_counter()
-    while True:
-        try:
-            if check():  # type: ignore[operator]
-                return time.perf_counter() - t0
-        except Exception:  # an actor may be coming back
-            pass
-        assert time.perf_counter() - t0 < timeout_s, f"{what} did not happen within {timeout_s} s"
-        time.sleep(0.5)
 
 
 def _fill(system: Rayrec) -> tuple[np.ndarray, list[str]]:
@@ -125,7 +113,7 @@ def single(cluster: Cluster, storage: str) -> dict[str, object]:
         now = ray.get(system.router.info.remote(), timeout=10)
         return now[0]["node_id"] != victim_id and not system.search(query, k=20).partial
 
-    recovered_s = _wait_for(back, "shard 0 coming back on another node")
+    recovered_s = wait_until(back, 180, "shard 0 coming back on another node")
     info_after = ray.get(system.router.info.remote())
     assert info_after[0]["durable"] and info_after[0]["items"] == info[0]["items"]
     after = system.search(query, k=20)

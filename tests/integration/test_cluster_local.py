@@ -11,13 +11,14 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from collections import defaultdict
 from pathlib import Path
 
 import pytest
 import requests
 import yaml
+
+from tests.integration.waiting import healthy, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "cluster" / "local_cluster.sh"
@@ -52,16 +53,8 @@ def test_serve_config_on_a_three_node_cluster(tmp_path):
         )
         assert deploy.returncode == 0, deploy.stdout[-2000:] + deploy.stderr[-4000:]
         url = f"http://127.0.0.1:{http}"
-        deadline = time.monotonic() + 300
-        while True:
-            try:
-                health = requests.get(url + "/healthz", timeout=10)
-                if health.status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            assert time.monotonic() < deadline, "the app did not come up within 300 s"
-            time.sleep(2)
+        wait_until(lambda: healthy(url), 300, "the app coming up", interval_s=2)
+        health = requests.get(url + "/healthz", timeout=10)
         assert health.json()["items"] == 200
 
         check = subprocess.run(

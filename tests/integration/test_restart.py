@@ -12,7 +12,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from typing import Any
 
 import numpy as np
@@ -20,6 +19,7 @@ import pytest
 import requests
 
 from rayrec.config import FeedbackRule
+from tests.integration.waiting import healthy, wait_until
 from rayrec.user_state import UserStore
 
 DIM = 384
@@ -51,35 +51,37 @@ class Server:
         self.log = open(log_path, "ab")
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         self.url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline:
+
+        def up() -> bool:
             assert self.proc.poll() is None, f"rayrec serve exited: see {log_path}"
-            try:
-                if requests.get(self.url + "/healthz", timeout=5).status_code == 200:
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(1)
-        self.kill()
-        raise AssertionError(f"rayrec serve did not answer within 240 s: see {log_path}")
+            return healthy(self.url)
+
+        try:
+            wait_until(up, 240, f"rayrec serve answering (see {log_path})", interval_s=1)
+        except AssertionError:
+            self.kill()
+            raise
 
     def kill(self) -> None:
         """SIGKILL to every process of the server's session: its Ray, raylet, GCS and workers."""
         sid = self.proc.pid
-        for _ in range(20):
+
+        def none_left() -> bool:  # kills what is still there; true once nothing was
             found = False
             for name in os.listdir("/proc"):
                 if not name.isdigit():
                     continue
                 try:
-                    if os.getsid(int(name)) == sid:
+                    with open(f"/proc/{name}/stat") as stat:
+                        zombie = stat.read().rsplit(")", 1)[1].split()[0] == "Z"  # dead, not yet reaped
+                    if not zombie and os.getsid(int(name)) == sid:
                         os.kill(int(name), signal.SIGKILL)
                         found = True
-                except (ProcessLookupError, PermissionError):
+                except (ProcessLookupError, PermissionError, FileNotFoundError):
                     pass
-            if not found:
-                break
-            time.sleep(0.2)
+            return not found
+
+        wait_until(none_left, 10, "every process of the server's session gone", interval_s=0.2)
         self.proc.wait(timeout=30)
         self.log.close()
 
