@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -12,15 +14,39 @@ import ray
 
 from rayrec import constants as C
 from rayrec.config import RayrecConfig
-from rayrec.exceptions import CALLER_ERRORS, InvalidInputError, ItemNotFoundError, ShardUnavailableError
+from rayrec.exceptions import (
+    CALLER_ERRORS,
+    InvalidInputError,
+    ItemNotFoundError,
+    LayoutChangedError,
+    ShardRetiredError,
+    ShardUnavailableError,
+)
 from rayrec.fanout import Coalescer, FanOutResult, describe, fan_out
 from rayrec.hashing import group_by_partition, partition_of
+from rayrec import layout as layouts
+from rayrec.layout import Generation
 from rayrec.metadata import check_metadata, same_keys, take
 from rayrec.query import SearchRequest, make_request
 from rayrec.replicas import ReplicaSet, cancel_call
+from rayrec.resharding import WriteGate
+from rayrec.storage import Storage
 from rayrec.topk import SearchResult, merge_topk
 from rayrec.validation import check_ids, check_vectors
 from rayrec.wire import pack_answers, pack_search, unpack_partial, unpack_requests
+
+T = TypeVar("T")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ShardSet:
+    """One generation of shards: per shard, the set of its replicas."""
+
+    generation: Generation
+    sets: list[ReplicaSet]
+
+    def __len__(self) -> int:
+        return len(self.sets)
 
 
 def _rows(column: Any, pos: list[int]) -> Any:
@@ -36,20 +62,24 @@ class Router:
     """Query fan-out with exact merge, coalescing concurrent queries into one call per shard.
 
     Every write goes to the shard that owns the id (stable hash of the id over
-    the number of shards). Plain async Python over shard handles; RouterActor
-    is this class as a Ray async actor.
+    the number of shards). A re-shard switches to a new generation of shards
+    while queries go on (see reshard). Plain async Python over shard handles;
+    RouterActor is this class as a Ray async actor.
     """
 
-    def __init__(self, config: RayrecConfig, shards: list[Any]) -> None:
-        """shards: per shard, its handle or the list of its replicas' handles."""
-        if len(shards) != config.num_shards:
+    def __init__(
+        self, config: RayrecConfig, shards: list[Any], generation: Generation | None = None, detached: bool = False
+    ) -> None:
+        """shards: per shard, its handle or the list of its replicas' handles (of generation, default the first)."""
+        generation = generation or Generation.first(config.num_shards)
+        if config.storage is not None:
+            # A router Ray restarts gets its first arguments again: storage names the current shards.
+            config, shards, generation = self._stored_layout(config, shards, generation)
+        if len(shards) != config.num_shards or generation.num_shards != config.num_shards:
             raise InvalidInputError(f"config says {config.num_shards} shards but {len(shards)} handles were given")
         self.config = config
-        groups = [list(s) if isinstance(s, (list, tuple)) else [s] for s in shards]
-        if any(len(g) != config.replicas for g in groups):
-            raise InvalidInputError(f"config says {config.replicas} replicas per shard; got {[len(g) for g in groups]}")
-        self.sets = [ReplicaSet(g, C.REPLICA_SUSPECT_S, config.replica_hedge_s) for g in groups]
-        self.shards = [g[0] for g in groups]  # the first replica of each shard
+        self.detached = detached
+        self._now = ShardSet(generation, self._replica_sets(shards))
         # A parcel is the requests of one call (search: one; search_many: a client's batch).
         self._coalescer: Coalescer[list[SearchRequest], list[SearchResult]] = Coalescer(
             self._run_batch,
@@ -58,8 +88,55 @@ class Router:
             max_in_flight=C.ROUTER_BATCHES_IN_FLIGHT,
         )
         self._load_lock = asyncio.Lock()
+        self._gate = WriteGate()  # closed by a re-shard while it copies and switches
         self._writes = 0  # bumped by every write: the cached catalog mean is stale once it moves
         self._mean: tuple[int, np.ndarray | None] | None = None
+
+    def _replica_sets(self, shards: list[Any]) -> list[ReplicaSet]:
+        groups = [list(s) if isinstance(s, (list, tuple)) else [s] for s in shards]
+        if any(len(g) != self.config.replicas for g in groups):
+            raise InvalidInputError(
+                f"config says {self.config.replicas} replicas per shard; got {[len(g) for g in groups]}"
+            )
+        return [ReplicaSet(g, C.REPLICA_SUSPECT_S, self.config.replica_hedge_s) for g in groups]
+
+    @staticmethod
+    def _stored_layout(
+        config: RayrecConfig, shards: list[Any], generation: Generation
+    ) -> tuple[RayrecConfig, list[Any], Generation]:
+        """The shards layout.json names; stops a generation a re-shard switched away from."""
+        storage = Storage(config.storage)  # type: ignore[arg-type]
+        stored = layouts.read_layout(storage)
+        if stored is None:
+            return config, shards, generation
+        current = layouts.generation_of(stored)
+        if current != generation:
+            config = dataclasses.replace(config, num_shards=current.num_shards)
+            shards = [
+                [ray.get_actor(current.actor_name(i, r), namespace=config.namespace) for r in range(config.replicas)]
+                for i in range(current.num_shards)
+            ]
+        retiring = layouts.retiring_of(stored)
+        if retiring is not None:  # the router stopped between a re-shard's switch and its clean-up
+            for i in range(retiring.num_shards):
+                for r in range(config.replicas):
+                    try:
+                        ray.kill(ray.get_actor(retiring.actor_name(i, r), namespace=config.namespace))
+                    except ValueError:  # already gone
+                        pass
+            layouts.delete_generation(storage, retiring, config.replicas)
+            layouts.write_layout(config, current)
+        return config, shards, current
+
+    @property
+    def sets(self) -> list[ReplicaSet]:
+        """The current generation's shards."""
+        return self._now.sets
+
+    @property
+    def shards(self) -> list[Any]:
+        """The first replica of each current shard."""
+        return [s.handles[0] for s in self._now.sets]
 
     # ----- fan-out helpers -----------------------------------------------
     async def _fan_out(
@@ -68,10 +145,14 @@ class Router:
         kind: str,
         tolerate: bool = False,
         shard_ids: list[int] | None = None,
+        on: ShardSet | None = None,
     ) -> FanOutResult[Any]:
         """Runs shard calls under the deadline and retries of their kind (query, write, load).
 
-        shard_ids names the shard of each call in errors (default: call i is shard i).
+        shard_ids names the shard of each call in errors (default: call i is
+        shard i). on: the generation the calls went to; if a re-shard switched
+        away from it meanwhile, any failure raises ShardRetiredError (the caller
+        runs again on the current one, see _on_current).
         """
         cfg = self.config
         timeout, retries = {
@@ -83,6 +164,8 @@ class Router:
         bad_request = res.caller_error()
         if bad_request is not None:
             raise bad_request
+        if res.errors and on is not None and on.generation.number < self._now.generation.number:
+            raise ShardRetiredError(f"generation {on.generation.number} was switched away from during the call")
         if res.errors and (not tolerate or len(res.errors) == len(calls)):
             names = shard_ids or list(range(len(calls)))
             detail = "; ".join(f"shard {names[i]}: {describe(e)}" for i, e in sorted(res.errors.items()))
@@ -95,28 +178,45 @@ class Router:
             raise ShardUnavailableError(f"{len(res.errors)} of {len(calls)} shards failed: {detail} ({hint})")
         return res
 
-    def _call(self, shard: int, method: str, args: Any, kind: str) -> Callable[[], Awaitable[Any]]:
+    async def _on_current(self, op: Callable[[ShardSet], Awaitable[T]]) -> T:
+        """Runs a read on the current shards; once more on the new ones if a re-shard switched meanwhile."""
+        now = self._now
+        try:
+            return await op(now)
+        except Exception as exc:
+            if now.generation.number == self._now.generation.number or isinstance(exc, CALLER_ERRORS):
+                raise
+        return await op(self._now)
+
+    @staticmethod
+    def _call(on: ShardSet, shard: int, method: str, args: Any, kind: str) -> Callable[[], Awaitable[Any]]:
         """A query goes to one replica of the shard; a write or load to all of them."""
-        replicas = self.sets[shard]
+        replicas = on.sets[shard]
         return replicas.read(method, *args) if kind == "query" else replicas.write(method, *args)
 
-    async def _all(self, method: str, *args: Any, kind: str = "query", tolerate: bool = False) -> FanOutResult[Any]:
-        calls = [self._call(s, method, args, kind) for s in range(len(self.sets))]
-        return await self._fan_out(calls, kind, tolerate)
+    async def _all(
+        self, method: str, *args: Any, kind: str = "query", tolerate: bool = False, on: ShardSet | None = None
+    ) -> FanOutResult[Any]:
+        on = on or self._now
+        calls = [self._call(on, s, method, args, kind) for s in range(len(on))]
+        return await self._fan_out(calls, kind, tolerate, on=on)
 
-    async def _by_owner(self, method: str, ids: list[str], *columns: Any, kind: str = "query") -> list[tuple[list[int], Any]]:
+    async def _by_owner(
+        self, method: str, ids: list[str], *columns: Any, kind: str = "query", on: ShardSet | None = None
+    ) -> list[tuple[list[int], Any]]:
         """Calls method on each owning shard with its ids (and the matching rows of columns).
 
         Returns (positions in ids, shard's answer) per owning shard.
         """
-        groups = group_by_partition(ids, len(self.shards))
+        on = on or self._now
+        groups = group_by_partition(ids, len(on))
         owners = sorted(groups)
         calls = []
         for shard in owners:
             pos = groups[shard]
             args = [[ids[p] for p in pos]] + [_rows(c, pos) for c in columns]
-            calls.append(self._call(shard, method, args, kind))
-        res = await self._fan_out(calls, kind, shard_ids=owners)
+            calls.append(self._call(on, shard, method, args, kind))
+        res = await self._fan_out(calls, kind, shard_ids=owners, on=on)
         return [(groups[shard], out) for shard, out in zip(owners, res.results)]
 
     # ----- queries --------------------------------------------------------
@@ -147,9 +247,9 @@ class Router:
         results = iter(await self._coalescer.submit(parcel) if parcel else [])
         return pack_answers([a if a is not None else next(results) for a in answers])
 
-    def _excludes_by_shard(self, excludes: list[list[str] | None]) -> list[list[list[str] | None]]:
-        """Per shard, each query row's excluded ids that live on that shard (None when there are none)."""
-        n = len(self.shards)
+    @staticmethod
+    def _excludes_by_shard(excludes: list[list[str] | None], n: int) -> list[list[list[str] | None]]:
+        """Per shard (of n), each query row's excluded ids that live on that shard (None when there are none)."""
         out: list[list[list[str] | None]] = [[None] * len(excludes) for _ in range(n)]
         for row, ids in enumerate(excludes):
             for item in ids or ():
@@ -160,15 +260,18 @@ class Router:
         return out
 
     async def _run_batch(self, parcels: list[list[SearchRequest]]) -> list[list[SearchResult]]:
+        return await self._on_current(lambda on: self._search_on(on, parcels))
+
+    async def _search_on(self, on: ShardSet, parcels: list[list[SearchRequest]]) -> list[list[SearchResult]]:
         batch = [r for p in parcels for r in p]
         queries = np.concatenate([r.queries for r in batch]) if len(batch) > 1 else batch[0].queries
         k = max(r.k for r in batch)
         categories = [c for r in batch for c in r.categories]
         with_meta = any(r.with_metadata for r in batch)
-        excludes = self._excludes_by_shard([e for r in batch for e in r.excludes])
-        blobs = [pack_search(queries, k, excludes[s], categories, with_meta) for s in range(len(self.shards))]
-        calls = [self._call(s, "search_packed", (b,), "query") for s, b in enumerate(blobs)]
-        res = await self._fan_out(calls, "query", tolerate=self.config.on_shard_failure == "partial")
+        excludes = self._excludes_by_shard([e for r in batch for e in r.excludes], len(on))
+        blobs = [pack_search(queries, k, excludes[s], categories, with_meta) for s in range(len(on))]
+        calls = [self._call(on, s, "search_packed", (b,), "query") for s, b in enumerate(blobs)]
+        res = await self._fan_out(calls, "query", tolerate=self.config.on_shard_failure == "partial", on=on)
         merged = merge_topk([unpack_partial(r) for r in res.results if r is not None], k)
         if with_meta:
             same_keys(merged[2])
@@ -193,7 +296,7 @@ class Router:
         if self._mean is not None and self._mean[0] == self._writes:
             return self._mean[1]
         writes = self._writes
-        res = await self._all("vector_sum", tolerate=True)
+        res = await self._on_current(lambda on: self._all("vector_sum", tolerate=True, on=on))
         parts = [r for r in res.results if r is not None]
         total = sum(p[0] for p in parts)
         count = sum(p[1] for p in parts)
@@ -208,7 +311,7 @@ class Router:
         """Per id, its record (item_id, vector, metadata) or None."""
         ids = check_ids(ids)
         out: list[dict[str, Any] | None] = [None] * len(ids)
-        for pos, records in await self._by_owner("fetch", ids):
+        for pos, records in await self._on_current(lambda on: self._by_owner("fetch", ids, on=on)):
             for p, rec in zip(pos, records):
                 out[p] = rec
         return out
@@ -221,7 +324,7 @@ class Router:
         ids = check_ids(ids)
         vectors = np.zeros((len(ids), self.config.index.dim), dtype=np.float32)
         found = [False] * len(ids)
-        for pos, (vecs, hit) in await self._by_owner("vectors_of", ids):
+        for pos, (vecs, hit) in await self._on_current(lambda on: self._by_owner("vectors_of", ids, on=on)):
             vectors[pos] = vecs
             for p, h in zip(pos, hit):
                 found[p] = h
@@ -233,12 +336,16 @@ class Router:
 
     async def count(self) -> int:
         """Live items over all shards."""
-        return sum((await self._all("count")).results)
+        return sum((await self._on_current(lambda on: self._all("count", on=on))).results)
 
     async def info(self) -> list[dict[str, Any]]:
         """Per shard replica (shard order, then replica): id, replica, items, tombstones, index kind, node."""
-        calls = [lambda h=h: h.info.remote() for replicas in self.sets for h in replicas.handles]
-        return list((await self._fan_out(calls, "query")).results)
+
+        async def info_on(on: ShardSet) -> list[dict[str, Any]]:
+            calls = [lambda h=h: h.info.remote() for replicas in on.sets for h in replicas.handles]
+            return list((await self._fan_out(calls, "query", on=on)).results)
+
+        return await self._on_current(info_on)
 
     # ----- writes ---------------------------------------------------------
     async def upsert(self, ids: Any, vectors: Any, metadata: dict[str, list[Any]] | None = None) -> int:
@@ -261,16 +368,18 @@ class Router:
         metadata = check_metadata(metadata, len(ids))
         if not ids:
             return 0
-        self._writes += 1
-        return sum(out for _, out in await self._by_owner("upsert", ids, vecs, metadata, kind="write"))
+        async with self._gate.write():
+            self._writes += 1
+            return sum(out for _, out in await self._by_owner("upsert", ids, vecs, metadata, kind="write"))
 
     async def delete(self, ids: Any) -> int:
         """Deletes items by id; returns how many existed. Idempotent."""
         ids = check_ids(ids)
         if not ids:
             return 0
-        self._writes += 1
-        return sum(out for _, out in await self._by_owner("delete", ids, kind="write"))
+        async with self._gate.write():
+            self._writes += 1
+            return sum(out for _, out in await self._by_owner("delete", ids, kind="write"))
 
     async def load(self, source: str | pa.Table) -> int:
         """Bulk-loads a catalog (Parquet path/URI or Arrow table) as an upsert.
@@ -287,15 +396,16 @@ class Router:
             raise InvalidInputError(f"a catalog is a Parquet path or a pyarrow Table, got {type(source).__name__}")
         if isinstance(source, pa.Table):
             source = ray.put(source)  # one copy in the object store, read by every shard
-        n = len(self.shards)
-        async with self._load_lock:
+        async with self._gate.write(), self._load_lock:
+            on = self._now
+            n = len(on)
             # Rows a load staged before a router restart must not join this one.
             await self._all("abort_staged", kind="load")
-            calls = [self._call(i, "stage", (source, i, n), "load") for i in range(n)]
+            calls = [self._call(on, i, "stage", (source, i, n), "load") for i in range(n)]
             try:
                 staged = (await self._fan_out(calls, "load")).results
             except BaseException:
-                aborts = [self._call(i, "abort_staged", (), "load")() for i in range(n)]
+                aborts = [self._call(on, i, "abort_staged", (), "load")() for i in range(n)]
                 await asyncio.gather(*aborts, return_exceptions=True)
                 raise
             self._writes += 1
@@ -314,16 +424,129 @@ class Router:
 
     async def compact(self) -> None:
         """Rebuilds every shard's index without its tombstones (HNSW shards only compact so)."""
-        await self._all("compact", kind="load")
+        async with self._gate.write():
+            await self._all("compact", kind="load")
 
     async def clear(self) -> None:
         """Removes every item from every shard."""
-        self._writes += 1
-        await self._all("clear", kind="write")
+        async with self._gate.write():
+            self._writes += 1
+            await self._all("clear", kind="write")
+
+    # ----- re-sharding ----------------------------------------------------
+    async def reshard(self, groups: list[list[Any]], new: Generation, base: int) -> dict[str, Any]:
+        """Moves every item onto a new generation of shards, then switches to it.
+
+        Queries go on against the current shards throughout, and are exact: the
+        copy is taken with writes held at the gate, so the old shards stay
+        complete until the switch. Writes wait for the copy and the switch, then
+        go to the new shards. With storage, rewriting layout.json is the commit
+        point: a crash before it keeps the old generation, after it the new one.
+
+        Args:
+            groups: per new shard, its replicas' handles (new, empty actors).
+            new: their generation (number base + 1, a fresh token, the new shard count).
+            base: the generation number the caller planned against.
+
+        Returns:
+            {"from_shards", "to_shards", "generation", "items", "seconds"}.
+        """
+        if new == self._now.generation:  # a resent call whose switch already happened
+            return {"from_shards": None, "to_shards": len(self._now), "generation": new.number, "items": None}
+        if len(groups) != new.num_shards or any(len(g) != self.config.replicas for g in groups):
+            raise InvalidInputError(
+                f"a re-shard to {new.num_shards} shards of {self.config.replicas} replicas got {[len(g) for g in groups]}"
+            )
+        t0 = time.monotonic()
+        async with self._gate.closed(), self._load_lock:
+            old = self._now
+            if base != old.generation.number or new.number != base + 1:
+                raise LayoutChangedError(
+                    f"the shards are at generation {old.generation.number}, not {base}: plan the re-shard again"
+                )
+            target = ShardSet(new, self._replica_sets(groups))
+            items = await self._copy(old, target)
+            config = dataclasses.replace(self.config, num_shards=new.num_shards)
+            if config.storage is not None:  # the commit point
+                await asyncio.to_thread(layouts.write_layout, config, new, old.generation)
+            self._now, self.config = target, config
+            await self._retire(old)
+        return {
+            "from_shards": len(old),
+            "to_shards": len(target),
+            "generation": new.number,
+            "items": items,
+            "seconds": round(time.monotonic() - t0, 3),
+        }
+
+    async def _copy(self, old: ShardSet, new: ShardSet) -> int:
+        """Copies every live item of old onto the shard of new that owns it; returns the items copied.
+
+        Each old shard splits its items by new owner into one object per new
+        shard; each new shard reads its objects straight from the object store
+        and applies them (a snapshot, with storage). Nothing passes through here.
+        """
+        n = len(new)
+        await self._all("abort_staged", kind="load", on=new)  # also waits until the new actors are up
+        counts = (await self._all("count", on=old)).results
+        parts = []
+        for replicas in old.sets:  # a replica that is up; the copy fails whole if it then fails
+            handle = replicas.pick_handle()
+            refs = handle.split.options(num_returns=n).remote(n)
+            parts.append(refs if n > 1 else [refs])
+        stage = [
+            lambda h=h, j=j: h.stage_batches.remote(*(p[j] for p in parts))
+            for j, replicas in enumerate(new.sets)
+            for h in replicas.handles
+        ]
+        try:
+            await self._fan_out(stage, "load")
+            committed = (await self._all("commit_staged", kind="load", on=new)).results
+        except BaseException:
+            await asyncio.gather(*(self._call(new, j, "abort_staged", (), "load")() for j in range(n)), return_exceptions=True)
+            raise
+        if sum(committed) != sum(counts):
+            raise ShardUnavailableError(
+                f"the re-shard copied {sum(committed)} of {sum(counts)} items (a shard restarted during the copy?): "
+                "nothing was switched; re-shard again"
+            )
+        return int(sum(counts))
+
+    async def _retire(self, old: ShardSet) -> None:
+        """Stops the old generation once the new one is in: no call can read it after this returns.
+
+        Each old replica first refuses calls (retire), so a user actor still
+        holding its handle learns to ask for the new shards; then it is killed
+        and, with storage, its files are deleted.
+        """
+        handles = [h for replicas in old.sets for h in replicas.handles]
+        await fan_out([lambda h=h: h.retire.remote() for h in handles], self.config.write_timeout_s, 0)
+        for handle in handles:
+            try:
+                ray.kill(handle)
+            except Exception:  # already dead
+                pass
+        if self.config.storage is not None:
+            await asyncio.to_thread(self._drop_files, old.generation)
+
+    def _drop_files(self, old: Generation) -> None:
+        storage = Storage(self.config.storage)  # type: ignore[arg-type]
+        layouts.delete_generation(storage, old, self.config.replicas)
+        for stray in layouts.stray_generations(storage, self._now.generation):
+            storage.delete_tree(stray)
+        layouts.write_layout(self.config, self._now.generation)  # no longer retiring anything
 
     def get_config(self) -> RayrecConfig:
         """The system's config (Rayrec.connect reads it)."""
         return self.config
+
+    def get_layout(self) -> tuple[RayrecConfig, Generation, bool]:
+        """The config (its num_shards is the current one), the current shard generation, and whether detached."""
+        return self.config, self._now.generation, self.detached
+
+    def current_shards(self) -> tuple[int, list[list[Any]]]:
+        """The current generation's number and, per shard, its replicas' handles."""
+        return self._now.generation.number, [list(r.handles) for r in self._now.sets]
 
     def get_shards(self) -> list[Any]:
         """The shard handles (each shard's first replica), in shard order."""

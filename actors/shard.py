@@ -13,13 +13,15 @@ import ray
 from rayrec import constants as C
 from rayrec.catalog import ItemBatch, iter_items
 from rayrec.config import RayrecConfig
-from rayrec.exceptions import InvalidInputError
+from rayrec.exceptions import InvalidInputError, ShardRetiredError
 from rayrec.hashing import partitions_of
 from rayrec.faiss_kinds import omp_threads
 from rayrec import shard_log
 from rayrec.item_index import ItemIndex
 from rayrec.journal import Journal
+from rayrec.layout import Generation
 from rayrec.metadata import check_metadata
+from rayrec.resharding import split_batch
 from rayrec.storage import Storage
 from rayrec.validation import check_ids, check_vectors
 from rayrec.wire import pack_partial, unpack_search
@@ -35,7 +37,14 @@ class Shard:
     calls one at a time, in order.
     """
 
-    def __init__(self, config: RayrecConfig, shard_id: int, threads: int | None = None, replica: int = 0) -> None:
+    def __init__(
+        self,
+        config: RayrecConfig,
+        shard_id: int,
+        threads: int | None = None,
+        replica: int = 0,
+        generation: Generation | None = None,
+    ) -> None:
         if threads is not None:
             import faiss
 
@@ -45,6 +54,8 @@ class Shard:
         self.config = config
         self.shard_id = shard_id
         self.replica = replica
+        self.generation = generation or Generation.first(config.num_shards)
+        self.retired = False
         self.index = ItemIndex(config.index, build_threads=C.SHARD_BUILD_THREADS)
         self._staged: list[ItemBatch] = []
         # Batches big enough to split over threads may use more of them (a node's CPUs
@@ -55,11 +66,18 @@ class Shard:
         self._snapshotting: threading.Thread | None = None
         if config.storage is not None:
             self.journal = Journal(
-                Storage(config.storage).child(f"shard-{shard_id}" + (f"-replica-{replica}" if replica else "")),
+                Storage(config.storage).child(self.generation.storage_name(shard_id, replica)),
                 shard_log.log_schema(config.index.dim),
                 config.snapshot_every,
             )
             self._recover()
+
+    def _serving(self) -> None:
+        if self.retired:
+            raise ShardRetiredError(
+                f"shard {self.shard_id} of generation {self.generation.number} was retired by a re-shard; "
+                "ask the router for the current shards"
+            )
 
     # ----- durability -----------------------------------------------------
     def _recover(self) -> None:
@@ -122,6 +140,7 @@ class Shard:
         with_metadata: bool = False,
     ) -> tuple[np.ndarray, ...]:
         """Partial top-k of this shard: (scores, ids) or (scores, ids, metadata)."""
+        self._serving()
         queries = check_vectors(queries, self.config.index.dim, what="query vector")
         return self._search(queries, k, excludes, categories, with_metadata)
 
@@ -145,6 +164,7 @@ class Shard:
 
         The router has checked and normalised the queries, so they are not checked again.
         """
+        self._serving()
         return pack_partial(self._search(*unpack_search(request)))
 
     def stage(self, source: str | pa.Table, part: int, num_parts: int) -> int:
@@ -152,6 +172,7 @@ class Shard:
 
         The router owns the layout, so it says which part this shard holds.
         """
+        self._serving()
         if not 0 <= part < num_parts:
             raise InvalidInputError(f"part {part} is outside 0..{num_parts - 1}")
 
@@ -164,11 +185,44 @@ class Shard:
 
     def commit_staged(self) -> int:
         """Applies every staged batch (an upsert each); returns the rows written."""
+        self._serving()
         staged, self._staged = self._staged, []
         written = sum(self.index.upsert(b.ids, b.vectors, b.metadata) for b in staged)
         if written:
             self.snapshot()  # a bulk load is made durable by a snapshot, not row by row in the log
         return written
+
+    def stage_batches(self, *batches: ItemBatch) -> int:
+        """Stages items copied from other shards (a re-shard); commit_staged applies them."""
+        self._serving()
+        for batch in batches:
+            ids = check_ids(batch.ids)
+            vectors = check_vectors(batch.vectors, self.config.index.dim)
+            if len(ids) != vectors.shape[0]:
+                raise InvalidInputError(f"a copied batch has {len(ids)} ids but {vectors.shape[0]} vectors")
+            self._staged.append(ItemBatch(ids, vectors, check_metadata(batch.metadata, len(ids))))
+        return sum(len(b) for b in batches)
+
+    def split(self, num_parts: int) -> ItemBatch | list[ItemBatch]:
+        """This shard's live items grouped by their owner among num_parts new shards (a re-shard's copy).
+
+        Called with num_returns=num_parts, so each part is its own object that
+        goes straight to the new shard that owns it (one part: the batch itself).
+        """
+        self._serving()
+        parts = split_batch(self.index.live_items(), num_parts)
+        return parts if num_parts > 1 else parts[0]
+
+    def retire(self) -> None:
+        """Stops answering (a re-shard switched to a new generation); calls after this raise ShardRetiredError.
+
+        Waits for a background snapshot and stops writing to storage, so the
+        router can delete this shard's files once the actor is stopped.
+        """
+        self.retired = True
+        self.wait_snapshot()
+        self.journal = None
+        self._staged = []
 
     def abort_staged(self) -> None:
         """Drops staged rows (a load failed on some shard)."""
@@ -176,6 +230,7 @@ class Shard:
 
     def upsert(self, ids: list[str], vectors: np.ndarray, metadata: dict[str, list[Any]] | None = None) -> int:
         """ItemIndex.upsert on this shard, durable (with storage) before it returns."""
+        self._serving()
         ids = check_ids(ids)
         vecs = check_vectors(vectors, self.config.index.dim)
         if vecs.shape[0] != len(ids):
@@ -190,6 +245,7 @@ class Shard:
 
     def delete(self, ids: list[str]) -> int:
         """ItemIndex.delete on this shard, durable (with storage) before it returns."""
+        self._serving()
         ids = check_ids(ids)
         present = [i for i in ids if i in self.index]
         if present:
@@ -200,26 +256,32 @@ class Shard:
 
     def count(self) -> int:
         """Live items on this shard."""
+        self._serving()
         return len(self.index)
 
     def fetch(self, ids: list[str]) -> list[dict[str, Any] | None]:
         """ItemIndex.fetch on this shard."""
+        self._serving()
         return self.index.fetch(ids)
 
     def vectors_of(self, ids: list[str]) -> tuple[np.ndarray, list[bool]]:
         """ItemIndex.vectors_of on this shard."""
+        self._serving()
         return self.index.vectors_of(ids)
 
     def vector_sum(self) -> tuple[np.ndarray, int]:
         """Sum and count of this shard's live vectors (for the catalog mean)."""
+        self._serving()
         return self.index.vector_sum()
 
     def compact(self) -> None:
         """Rebuilds the index without tombstones."""
+        self._serving()
         self.index.compact()
 
     def clear(self) -> None:
         """Removes every item and anything staged."""
+        self._serving()
         self._log(shard_log.clear_batch(self.config.index.dim))
         self.index.clear()
         self._staged = []
@@ -236,6 +298,8 @@ class Shard:
             "node_id": ray.get_runtime_context().get_node_id() if ray.is_initialized() else None,
             "durable": self.journal is not None,
             "recovered_rows": self.recovered_rows,
+            "generation": self.generation.number,
+            "retired": self.retired,
         }
 
 

@@ -13,7 +13,7 @@ from rayrec import constants as C
 from rayrec import metrics, user_log
 from rayrec.client import RouterClient
 from rayrec.config import RayrecConfig
-from rayrec.exceptions import InvalidInputError, ItemNotFoundError
+from rayrec.exceptions import CALLER_ERRORS, InvalidInputError, ItemNotFoundError, root_cause
 from rayrec.hashing import partition_of, stable_hash
 from rayrec.journal import GroupCommit, Journal
 from rayrec.replicas import ReplicaSet
@@ -44,7 +44,8 @@ class UserVectors:
         # recommendation uses that vector (the feedback freshness metric).
         self._fresh: dict[str, float] = {}
         self._partition = str(partition)
-        self._shards: list[ReplicaSet] | None = None  # the shards' replicas, asked of the router on first use
+        # The shard generation and its shards' replicas, asked of the router on first use.
+        self._shards: tuple[int, list[ReplicaSet]] | None = None
         self.journal: Journal | None = None
         self._group: GroupCommit[UserChange] | None = None
         self._snapshotting: asyncio.Task[None] | None = None
@@ -124,13 +125,31 @@ class UserVectors:
             mean[0] = 1.0
         return mean
 
+    async def _refresh_shards(self) -> bool:
+        """Asks the router for the current shards; True if they changed (a re-shard switched)."""
+        generation, groups = await self.router.current_shards.remote()
+        changed = self._shards is None or generation != self._shards[0]
+        if changed:
+            self._shards = (generation, [ReplicaSet(g, C.REPLICA_SUSPECT_S, self.config.replica_hedge_s) for g in groups])
+        return changed
+
     async def _item_vector(self, item_id: str) -> np.ndarray:
-        """One item's vector, asked of its owning shard directly (one hop fewer than via the router)."""
+        """One item's vector, asked of its owning shard directly (one hop fewer than via the router).
+
+        The shard handles are cached; a failure once a re-shard retired them
+        (ShardRetiredError, or the actor gone) makes this ask for the new ones and try again.
+        """
         if self._shards is None:
-            groups = await self.router.get_replicas.remote()
-            self._shards = [ReplicaSet(g, C.REPLICA_SUSPECT_S, self.config.replica_hedge_s) for g in groups]
-        shard = self._shards[partition_of(item_id, len(self._shards))]
-        vectors, found = await shard.read("vectors_of", [item_id])()
+            await self._refresh_shards()
+        for attempt in range(2):
+            assert self._shards is not None
+            sets = self._shards[1]
+            try:
+                vectors, found = await sets[partition_of(item_id, len(sets))].read("vectors_of", [item_id])()
+                break
+            except Exception as exc:
+                if isinstance(root_cause(exc), CALLER_ERRORS) or attempt or not await self._refresh_shards():
+                    raise
         if not found[0]:
             raise ItemNotFoundError(f"unknown item id(s): [{item_id!r}]; upsert the items first")
         return vectors

@@ -9,144 +9,15 @@ from typing import Any
 
 import pyarrow as pa
 import ray
-from ray.exceptions import RayTaskError
 
 from rayrec import constants as C
 from rayrec.config import RayrecConfig
-from rayrec.exceptions import InvalidInputError, root_cause
+from rayrec.deploy import attach_actors, build_actors, reshard
+from rayrec.deploy import get as _get
+from rayrec.exceptions import InvalidInputError
 from rayrec.hashing import partition_of
-from rayrec.layout import check_layout
 from rayrec.topk import SearchResult
 from rayrec.validation import check_id, check_ids
-
-ROUTER_NAME = "router"
-
-
-def shard_name(i: int, replica: int = 0) -> str:
-    """The Ray actor name of shard i (of its replica, after the first)."""
-    return f"shard-{i}" + (f"-replica-{replica}" if replica else "")
-
-
-def users_name(i: int) -> str:
-    """The Ray actor name of user-vector actor i."""
-    return f"users-{i}"
-
-
-def _get(ref: Any, timeout_s: float | None = None) -> Any:
-    """ray.get that raises the error an actor raised, not Ray's wrapper around it."""
-    try:
-        return ray.get(ref, timeout=timeout_s)
-    except RayTaskError as exc:
-        cause = root_cause(exc)
-        if cause is exc:
-            raise
-        raise cause from None
-
-
-def shard_nodes(config: RayrecConfig) -> list[str]:
-    """Ids of the live nodes that can hold a shard replica (its CPU claim and custom resources), sorted."""
-    need = {"CPU": config.shard_num_cpus, **config.shard_resources}
-    return sorted(
-        node["NodeID"]
-        for node in ray.nodes()
-        if node["Alive"] and all(node["Resources"].get(k, 0) >= v for k, v in need.items() if v > 0)
-    )
-
-
-def replica_placement(nodes: list[str], shard: int, replica: int, replicas: int) -> Any:
-    """Where replica r of shard i goes: node (i + r) mod n, so a shard's replicas never share a node.
-
-    Soft affinity: if that node is gone when Ray restarts the replica, any node
-    will do. With fewer suitable nodes than replicas: Ray's SPREAD, best effort.
-    """
-    if replicas == 1:
-        return "DEFAULT"
-    if len(nodes) < replicas:
-        return "SPREAD"
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-    return NodeAffinitySchedulingStrategy(node_id=nodes[(shard + replica) % len(nodes)], soft=True)
-
-
-def attach_actors(namespace: str) -> tuple[RayrecConfig, Any, list[Any], list[Any]] | None:
-    """The config, router, shards and user actors of the system in namespace (None if none runs)."""
-    try:
-        router = ray.get_actor(ROUTER_NAME, namespace=namespace)
-    except ValueError:
-        return None
-    config: RayrecConfig = _get(router.get_config.remote())
-    shards = _get(router.get_shards.remote())
-    users = [ray.get_actor(users_name(i), namespace=namespace) for i in range(config.num_user_actors)]
-    return config, router, shards, users
-
-
-def build_actors(
-    config: RayrecConfig, detached: bool = False, attach: bool = False
-) -> tuple[Any, list[Any], list[Any]]:
-    """Creates the named shard, router and user-vector actors of a rayrec system.
-
-    Args:
-        config: the system's settings (its namespace names the actors).
-        detached: keep the actors alive after the creating process exits.
-        attach: if a system with an equal config already runs there, return it.
-
-    Returns:
-        (router, shards, user_actors) handles.
-    """
-    from actors.router import RouterActor
-    from actors.shard import ShardActor
-    from actors.user_vectors import UserVectorActor
-
-    # Ray restarts a crashed actor (its constructor recovers its state from storage) and
-    # resends the calls it was running once it is back.
-    # Without storage a restarted actor would come back empty and answer wrongly: it stays dead.
-    durable = config.storage is not None
-    common: dict[str, Any] = {
-        "namespace": config.namespace,
-        "max_restarts": config.max_restarts if durable else 0,
-        "max_task_retries": C.ACTOR_MAX_TASK_RETRIES if durable else 0,
-    }
-    if detached:
-        common["lifetime"] = "detached"
-    existing = attach_actors(config.namespace)
-    if existing is not None and attach and existing[0] == config:
-        return existing[1], existing[2], existing[3]
-    if existing is not None:
-        raise InvalidInputError(
-            f"a rayrec system already runs in Ray namespace {config.namespace!r}: attach to it with "
-            "Rayrec.connect(namespace=...) or start this one in another namespace"
-        )
-    if config.storage is not None:
-        check_layout(config)
-    nodes = shard_nodes(config) if config.replicas > 1 else []
-    replicas = [
-        [
-            ShardActor.options(
-                name=shard_name(i, r),
-                num_cpus=config.shard_num_cpus,
-                resources=config.shard_resources,
-                scheduling_strategy=replica_placement(nodes, i, r, config.replicas),
-                **common,
-            ).remote(config, i, C.SHARD_SEARCH_THREADS, r)
-            for r in range(config.replicas)
-        ]
-        for i in range(config.num_shards)
-    ]
-    shards = [group[0] for group in replicas]
-    control = {"resources": config.control_resources}
-    router = RouterActor.options(name=ROUTER_NAME, num_cpus=config.router_num_cpus, **control, **common).remote(
-        config, replicas if config.replicas > 1 else shards
-    )
-    users = [
-        UserVectorActor.options(name=users_name(i), num_cpus=config.user_actor_num_cpus, **control, **common).remote(
-            config, router, i
-        )
-        for i in range(config.num_user_actors)
-    ]
-    _get(router.count.remote())  # waits until every shard and the router are up
-    _get([u.count.remote() for u in users])
-    return router, shards, users
-
 
 class Rayrec:
     """A running rayrec system, driven from Python.
@@ -251,6 +122,17 @@ class Rayrec:
     def fetch(self, ids: Sequence[Any]) -> list[dict[str, Any] | None]:
         """Per id, its record (item_id, vector, metadata) or None."""
         return _get(self.router.fetch.remote(check_ids(ids)))
+
+    def reshard(self, num_shards: int) -> dict[str, Any]:
+        """Moves the catalog onto num_shards shards while it serves (see rayrec.deploy.reshard).
+
+        Queries go on and stay exact; writes wait while the items are copied.
+        Returns the router's summary (items moved, seconds).
+        """
+        out = reshard(self.router, num_shards)
+        self.config, _, _ = _get(self.router.get_layout.remote())
+        self.shards = _get(self.router.get_shards.remote())
+        return out
 
     def compact(self) -> None:
         """Rebuilds every shard's index without tombstones (HNSW shards compact only when asked)."""

@@ -22,6 +22,14 @@ class ShardUnavailableError(RayrecError, RuntimeError):
     """A shard failed or missed its deadline, and the router is set to raise."""
 
 
+class ShardRetiredError(RayrecError, RuntimeError):
+    """A call reached a shard a re-shard switched away from: ask the router for the current shards."""
+
+
+class LayoutChangedError(RayrecError, RuntimeError):
+    """A re-shard was planned against a shard generation that is no longer the current one."""
+
+
 class DimensionMismatchError(InvalidInputError):
     """A vector's dimension differs from the index's."""
 

@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 
 from rayrec import constants as C
 from rayrec import faiss_kinds
+from rayrec.catalog import ItemBatch
 from rayrec.config import IndexConfig
 from rayrec.exceptions import InvalidInputError
 from rayrec.metadata import CATEGORY, check_metadata
@@ -233,6 +234,14 @@ class ItemIndex:
             else:
                 out.append({"item_id": item, "vector": self._vectors[self._row[item]].copy(), **record})
         return out
+
+    def live_items(self) -> ItemBatch:
+        """Every live item (id, vector, metadata including category), in row order: a re-shard's copy."""
+        live = np.flatnonzero(self._alive[: self._n])
+        names = {code: name for name, code in self._cat_code.items()}
+        metadata = {CATEGORY: [names.get(int(c)) for c in self._category[live]]}
+        metadata.update({name: [col[r] for r in live] for name, col in self._meta.items()})
+        return ItemBatch(self._ids[live].tolist(), self._vectors[live].copy(), metadata)
 
     def metadata_of(self, ids: np.ndarray) -> np.ndarray:
         """Object array shaped like ids: the metadata dict of each id (None for "")."""

@@ -53,6 +53,10 @@ class ReplicaSet:
         self._turn = (chosen + 1) % n
         return chosen
 
+    def pick_handle(self) -> Any:
+        """The handle of the replica the next read would go to."""
+        return self.handles[self._pick()]
+
     def suspect(self, replica: int) -> None:
         self._suspect_until[replica] = time.monotonic() + self.suspect_s
 

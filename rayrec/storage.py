@@ -71,6 +71,18 @@ class Storage:
         infos = self.fs.get_file_info(pafs.FileSelector(self.root, allow_not_found=True))
         return sorted(posixpath.basename(i.path) for i in infos if i.path.endswith(TMP_SUFFIX))
 
+    def dirs(self) -> list[str]:
+        """Names of the sub-directories of this directory, sorted."""
+        infos = self.fs.get_file_info(pafs.FileSelector(self.root, allow_not_found=True))
+        return sorted(posixpath.basename(i.path) for i in infos if i.type == pafs.FileType.Directory)
+
+    def delete_tree(self, name: str) -> None:
+        """Deletes a sub-directory and everything in it; a missing one is fine."""
+        try:
+            self.fs.delete_dir(self.path(name))
+        except FileNotFoundError:
+            pass
+
     def exists(self, name: str) -> bool:
         return self.fs.get_file_info(self.path(name)).type == pafs.FileType.File
 

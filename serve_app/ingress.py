@@ -19,7 +19,7 @@ from ray.exceptions import RayError
 from rayrec import constants as C
 from rayrec import metrics
 from rayrec.config import RayrecConfig
-from rayrec.driver import build_actors
+from rayrec.deploy import build_actors
 from rayrec.exceptions import InvalidInputError, ItemNotFoundError, RayrecError, ShardUnavailableError, root_cause
 from rayrec.hashing import partition_of
 from serve_app.catalogs import load_catalog
@@ -273,14 +273,16 @@ class Ingress:
     @api.get("/healthz")
     async def healthz(self) -> dict[str, Any]:
         t0 = time.perf_counter()
-        items, *per_actor = await asyncio.gather(self.router.count.remote(), *(u.count.remote() for u in self.users))
+        items, layout, *per_actor = await asyncio.gather(
+            self.router.count.remote(), self.router.get_layout.remote(), *(u.count.remote() for u in self.users)
+        )
         users = sum(per_actor)
         metrics.catalog_size().set(items)
         return {
             "status": "ok",
             "items": items,
             "users": users,
-            "shards": self.config.num_shards,
+            "shards": layout[1].num_shards,  # the current count: a re-shard may have changed it
             "dim": self.config.index.dim,
             "index": self.config.index.factory,
             "check_ms": round((time.perf_counter() - t0) * 1000, 2),

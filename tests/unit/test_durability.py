@@ -237,8 +237,8 @@ def test_storage_refuses_another_layout(tmp_path):
     cfg = RayrecConfig(index=IndexConfig(dim=8), num_shards=2, storage=str(tmp_path))
     check_layout(cfg)
     check_layout(cfg)  # the same layout again is fine
-    with pytest.raises(InvalidInputError, match="num_shards: stored 2, configured 3"):
-        check_layout(RayrecConfig(index=IndexConfig(dim=8), num_shards=3, storage=str(tmp_path)))
+    with pytest.raises(InvalidInputError, match="dim: stored 8, configured 4"):
+        check_layout(RayrecConfig(index=IndexConfig(dim=4), num_shards=2, storage=str(tmp_path)))
 
 
 def test_an_inline_write_that_fails_raises_to_its_caller():

@@ -35,6 +35,7 @@ PLAIN_MODULES = (
     "rayrec.layout",
     "rayrec.replicas",
     "rayrec.vector_codec",
+    "rayrec.resharding",
 )
 
 
