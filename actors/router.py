@@ -23,6 +23,7 @@ from rayrec.exceptions import (
     ShardUnavailableError,
 )
 from rayrec.fanout import Coalescer, FanOutResult, describe, fan_out
+from rayrec.generations import ShardSet, retire, split_objects, stored_shards
 from rayrec.hashing import group_by_partition, partition_of
 from rayrec import layout as layouts
 from rayrec.layout import Generation
@@ -30,23 +31,11 @@ from rayrec.metadata import check_metadata, same_keys, take
 from rayrec.query import SearchRequest, make_request
 from rayrec.replicas import ReplicaSet, cancel_call
 from rayrec.resharding import WriteGate
-from rayrec.storage import Storage
 from rayrec.topk import SearchResult, merge_topk
 from rayrec.validation import check_ids, check_vectors
 from rayrec.wire import pack_answers, pack_search, unpack_partial, unpack_requests
 
 T = TypeVar("T")
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class ShardSet:
-    """One generation of shards: per shard, the set of its replicas."""
-
-    generation: Generation
-    sets: list[ReplicaSet]
-
-    def __len__(self) -> int:
-        return len(self.sets)
 
 
 def _rows(column: Any, pos: list[int]) -> Any:
@@ -74,7 +63,7 @@ class Router:
         generation = generation or Generation.first(config.num_shards)
         if config.storage is not None:
             # A router Ray restarts gets its first arguments again: storage names the current shards.
-            config, shards, generation = self._stored_layout(config, shards, generation)
+            config, shards, generation = stored_shards(config, shards, generation)
         if len(shards) != config.num_shards or generation.num_shards != config.num_shards:
             raise InvalidInputError(f"config says {config.num_shards} shards but {len(shards)} handles were given")
         self.config = config
@@ -99,34 +88,6 @@ class Router:
                 f"config says {self.config.replicas} replicas per shard; got {[len(g) for g in groups]}"
             )
         return [ReplicaSet(g, C.REPLICA_SUSPECT_S, self.config.replica_hedge_s) for g in groups]
-
-    @staticmethod
-    def _stored_layout(
-        config: RayrecConfig, shards: list[Any], generation: Generation
-    ) -> tuple[RayrecConfig, list[Any], Generation]:
-        """The shards layout.json names; stops a generation a re-shard switched away from."""
-        storage = Storage(config.storage)  # type: ignore[arg-type]
-        stored = layouts.read_layout(storage)
-        if stored is None:
-            return config, shards, generation
-        current = layouts.generation_of(stored)
-        if current != generation:
-            config = dataclasses.replace(config, num_shards=current.num_shards)
-            shards = [
-                [ray.get_actor(current.actor_name(i, r), namespace=config.namespace) for r in range(config.replicas)]
-                for i in range(current.num_shards)
-            ]
-        retiring = layouts.retiring_of(stored)
-        if retiring is not None:  # the router stopped between a re-shard's switch and its clean-up
-            for i in range(retiring.num_shards):
-                for r in range(config.replicas):
-                    try:
-                        ray.kill(ray.get_actor(retiring.actor_name(i, r), namespace=config.namespace))
-                    except ValueError:  # already gone
-                        pass
-            layouts.delete_generation(storage, retiring, config.replicas)
-            layouts.write_layout(config, current)
-        return config, shards, current
 
     @property
     def sets(self) -> list[ReplicaSet]:
@@ -457,20 +418,20 @@ class Router:
             raise InvalidInputError(
                 f"a re-shard to {new.num_shards} shards of {self.config.replicas} replicas got {[len(g) for g in groups]}"
             )
+        self._check_base(base, new)
         t0 = time.monotonic()
+        target = ShardSet(new, self._replica_sets(groups))
+        # Before writes are held: waits until the new actors are up, and drops what a resent call staged.
+        await self._all("abort_staged", kind="load", on=target)
         async with self._gate.closed(), self._load_lock:
             old = self._now
-            if base != old.generation.number or new.number != base + 1:
-                raise LayoutChangedError(
-                    f"the shards are at generation {old.generation.number}, not {base}: plan the re-shard again"
-                )
-            target = ShardSet(new, self._replica_sets(groups))
+            self._check_base(base, new)  # again: another re-shard may have switched meanwhile
             items = await self._copy(old, target)
             config = dataclasses.replace(self.config, num_shards=new.num_shards)
             if config.storage is not None:  # the commit point
                 await asyncio.to_thread(layouts.write_layout, config, new, old.generation)
             self._now, self.config = target, config
-            await self._retire(old)
+            await retire(old, config, new, self.config.write_timeout_s)
         return {
             "from_shards": len(old),
             "to_shards": len(target),
@@ -478,6 +439,11 @@ class Router:
             "items": items,
             "seconds": round(time.monotonic() - t0, 3),
         }
+
+    def _check_base(self, base: int, new: Generation) -> None:
+        now = self._now.generation.number
+        if base != now or new.number != base + 1:
+            raise LayoutChangedError(f"the shards are at generation {now}, not {base}: plan the re-shard again")
 
     async def _copy(self, old: ShardSet, new: ShardSet) -> int:
         """Copies every live item of old onto the shard of new that owns it; returns the items copied.
@@ -487,13 +453,8 @@ class Router:
         and applies them (a snapshot, with storage). Nothing passes through here.
         """
         n = len(new)
-        await self._all("abort_staged", kind="load", on=new)  # also waits until the new actors are up
         counts = (await self._all("count", on=old)).results
-        parts = []
-        for replicas in old.sets:  # a replica that is up; the copy fails whole if it then fails
-            handle = replicas.pick_handle()
-            refs = handle.split.options(num_returns=n).remote(n)
-            parts.append(refs if n > 1 else [refs])
+        parts = split_objects(old, n)  # one replica of each old shard; the copy fails whole if one fails
         stage = [
             lambda h=h, j=j: h.stage_batches.remote(*(p[j] for p in parts))
             for j, replicas in enumerate(new.sets)
@@ -511,30 +472,6 @@ class Router:
                 "nothing was switched; re-shard again"
             )
         return int(sum(counts))
-
-    async def _retire(self, old: ShardSet) -> None:
-        """Stops the old generation once the new one is in: no call can read it after this returns.
-
-        Each old replica first refuses calls (retire), so a user actor still
-        holding its handle learns to ask for the new shards; then it is killed
-        and, with storage, its files are deleted.
-        """
-        handles = [h for replicas in old.sets for h in replicas.handles]
-        await fan_out([lambda h=h: h.retire.remote() for h in handles], self.config.write_timeout_s, 0)
-        for handle in handles:
-            try:
-                ray.kill(handle)
-            except Exception:  # already dead
-                pass
-        if self.config.storage is not None:
-            await asyncio.to_thread(self._drop_files, old.generation)
-
-    def _drop_files(self, old: Generation) -> None:
-        storage = Storage(self.config.storage)  # type: ignore[arg-type]
-        layouts.delete_generation(storage, old, self.config.replicas)
-        for stray in layouts.stray_generations(storage, self._now.generation):
-            storage.delete_tree(stray)
-        layouts.write_layout(self.config, self._now.generation)  # no longer retiring anything
 
     def get_config(self) -> RayrecConfig:
         """The system's config (Rayrec.connect reads it)."""

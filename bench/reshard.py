@@ -148,6 +148,7 @@ def main() -> dict[str, object]:
                 log(f"re-sharding to {target}")
                 out = system.reshard(target)
                 t1 = time.monotonic()
+                time.sleep(1.0)  # the writes held at the gate finish (and are recorded) just after the switch
                 base = window(load.reads, base0, t0)
                 during = window(load.reads, t0, t1)
                 writes = [s for t, s in load.writes if t < t1 and t + s > t0]
@@ -163,6 +164,7 @@ def main() -> dict[str, object]:
                         "read_p99_ms_during": p(during, 99),
                         "read_p50_ratio_during_vs_before": round(p(during, 50) / p(base, 50), 2) if base and during else None,
                         "reads_during": len(during),
+                        "writes_during": len(writes),
                         "longest_write_wait_s": round(max(writes), 2) if writes else None,
                     }
                 )

@@ -1,0 +1,106 @@
+"""Generations of shard actors as the router holds them: the current set, finding it after a restart,
+splitting the old one into the new, and stopping the old one after a re-shard."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from typing import Any
+
+import ray
+
+from rayrec import layout as layouts
+from rayrec.config import RayrecConfig
+from rayrec.fanout import fan_out
+from rayrec.layout import Generation
+from rayrec.replicas import ReplicaSet
+from rayrec.storage import Storage
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ShardSet:
+    """One generation of shards: per shard, the set of its replicas."""
+
+    generation: Generation
+    sets: list[ReplicaSet]
+
+    def __len__(self) -> int:
+        return len(self.sets)
+
+    @property
+    def handles(self) -> list[Any]:
+        """Every replica's handle, shard by shard."""
+        return [h for replicas in self.sets for h in replicas.handles]
+
+
+def stored_shards(
+    config: RayrecConfig, shards: list[Any], generation: Generation
+) -> tuple[RayrecConfig, list[Any], Generation]:
+    """The shards storage's layout.json names, for a router Ray restarted with its first arguments.
+
+    Also finishes a re-shard's clean-up the router did not get to: the
+    generation it switched away from is stopped (by actor name) and its files deleted.
+
+    Returns:
+        (config with the current shard count, per shard its replicas' handles, the current generation).
+    """
+    storage = Storage(config.storage)  # type: ignore[arg-type]
+    stored = layouts.read_layout(storage)
+    if stored is None:
+        return config, shards, generation
+    current = layouts.generation_of(stored)
+    if current != generation:
+        config = dataclasses.replace(config, num_shards=current.num_shards)
+        shards = [
+            [ray.get_actor(current.actor_name(i, r), namespace=config.namespace) for r in range(config.replicas)]
+            for i in range(current.num_shards)
+        ]
+    retiring = layouts.retiring_of(stored)
+    if retiring is not None:
+        for i in range(retiring.num_shards):
+            for r in range(config.replicas):
+                try:
+                    ray.kill(ray.get_actor(retiring.actor_name(i, r), namespace=config.namespace))
+                except ValueError:  # already gone
+                    pass
+        layouts.delete_generation(storage, retiring, config.replicas)
+        layouts.write_layout(config, current)
+    return config, shards, current
+
+
+def split_objects(old: ShardSet, num_parts: int) -> list[list[Any]]:
+    """Asks one replica of each old shard to split its items by new owner.
+
+    Returns, per old shard, num_parts object refs (part j: the items new shard j
+    owns); they stay in the object store until the new shards read them.
+    """
+    parts = []
+    for replicas in old.sets:
+        refs = replicas.pick_handle().split.options(num_returns=num_parts).remote(num_parts)
+        parts.append(refs if num_parts > 1 else [refs])
+    return parts
+
+
+async def retire(old: ShardSet, config: RayrecConfig, current: Generation, timeout_s: float) -> None:
+    """Stops a generation a re-shard switched away from: no call can read it after this returns.
+
+    Each replica first refuses calls (retire), so a user actor still holding
+    its handle learns to ask for the new shards; then it is killed and, with
+    storage, its files (and any generation directory but current's) are deleted.
+    """
+    await fan_out([lambda h=h: h.retire.remote() for h in old.handles], timeout_s, 0)
+    for handle in old.handles:
+        try:
+            ray.kill(handle)
+        except Exception:  # already dead
+            pass
+    if config.storage is not None:
+        await asyncio.to_thread(_drop_files, config, old.generation, current)
+
+
+def _drop_files(config: RayrecConfig, old: Generation, current: Generation) -> None:
+    storage = Storage(config.storage)  # type: ignore[arg-type]
+    layouts.delete_generation(storage, old, config.replicas)
+    for stray in layouts.stray_generations(storage, current):  # left by re-shards that failed
+        storage.delete_tree(stray)
+    layouts.write_layout(config, current)  # no longer retiring anything
