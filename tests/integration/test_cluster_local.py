@@ -1,6 +1,7 @@
 """The Serve config deployed on a real 3-node Ray on this machine (cluster/local_cluster.sh):
 shards and their replicas on distinct nodes that offer rayrec_shard, the encoder on the node that
-offers rayrec_encoder (Ray's state API says where), and recommend / feedback over HTTP."""
+offers rayrec_encoder (Ray's state API says where), recommend / feedback over HTTP, and a re-shard
+from 2 to 3 shards by deploying the config again while recommendations stream."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -87,9 +90,86 @@ def test_serve_config_on_a_three_node_cluster(tmp_path):
         after = requests.post(url + "/recommend", json={"user_id": "1", "k": 5}, timeout=60).json()
         assert after["user_version"] == first["user_version"] + 1
         assert liked not in [i["item_id"] for i in after["items"]]  # seen items are excluded
+
+        # Re-sharding the running deployment: the same config with 3 shards, deployed again,
+        # while a stream of recommendations runs over HTTP.
+        config["applications"][0]["args"]["shards"] = 3
+        config_path.write_text(yaml.safe_dump(config))
+        stream = _RecommendStream(url, user="1", want=after["items"])
+        with stream:
+            redeploy = subprocess.run(
+                [str(Path(sys.executable).parent / "serve"), "run", "--address", f"127.0.0.1:{gcs}", "--non-blocking",
+                 str(config_path)],
+                env=client_env, capture_output=True, text=True, timeout=300, cwd=ROOT,
+            )
+            assert redeploy.returncode == 0, redeploy.stdout[-2000:] + redeploy.stderr[-4000:]
+            wait_until(lambda: requests.get(url + "/healthz", timeout=10).json()["shards"] == 3, 300,
+                       "the re-shard to 3 shards", interval_s=2)
+        assert stream.answered >= 5 and not stream.wrong, (stream.answered, stream.wrong[:3])
+        assert requests.get(url + "/healthz", timeout=10).json()["items"] == 200
+        check = subprocess.run(
+            [sys.executable, "-m", "tests.integration.cluster_check", f"127.0.0.1:{gcs}", f"http://127.0.0.1:{dashboard}"],
+            env=client_env, capture_output=True, text=True, timeout=120, cwd=ROOT,
+        )
+        assert check.returncode == 0, check.stderr[-3000:]
+        replicas = defaultdict(set)
+        for actor in json.loads(check.stdout.strip().splitlines()[-1])["actors"]:
+            if actor["class"] == "Shard":
+                assert actor["node"] in shard_nodes, actor
+                replicas[actor["name"].split("-replica-")[0]].add(actor["node"])
+        # Only the new generation is alive: 3 shards, each with its replicas on the two shard nodes.
+        assert sorted(s.split("-shard-")[1] for s in replicas) == ["0", "1", "2"], replicas
+        assert all(s.startswith("g1-") and len(n) == 2 for s, n in replicas.items()), replicas
+        again = requests.post(url + "/recommend", json={"user_id": "1", "k": 5}, timeout=60).json()
+        assert [i["item_id"] for i in again["items"]] == [i["item_id"] for i in after["items"]]
+        fb = requests.post(url + "/feedback", json={"user_id": "1", "item_id": again["items"][0]["item_id"],
+                                                   "event": "like"}, timeout=60)
+        assert fb.status_code == 200 and fb.json()["user_version"] == after["user_version"] + 1
     finally:
         subprocess.run([str(SCRIPT), "stop"], env=env, timeout=120)
         shutil.rmtree(state, ignore_errors=True)
+
+
+class _RecommendStream:
+    """Asks for one user's top 5 over HTTP from a thread; every 200 answer must equal want.
+
+    Answers other than 200 are counted apart: while Serve replaces the ingress
+    replica, its proxy may briefly have no replica to send to (that is Serve's
+    rolling update, not the re-shard, which the driver-level tests show drops nothing).
+    """
+
+    def __init__(self, url: str, user: str, want: list[dict[str, object]]) -> None:
+        self.url, self.user = url, user
+        self.want = [i["item_id"] for i in want]
+        self.answered = 0
+        self.unavailable = 0
+        self.wrong: list[object] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                r = requests.post(self.url + "/recommend", json={"user_id": self.user, "k": 5}, timeout=60)
+            except requests.RequestException:
+                self.unavailable += 1
+                continue
+            if r.status_code != 200:
+                self.unavailable += 1
+                continue
+            body = r.json()
+            self.answered += 1
+            if body["partial"] or [i["item_id"] for i in body["items"]] != self.want:
+                self.wrong.append(body)
+            time.sleep(0.05)
+
+    def __enter__(self) -> _RecommendStream:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(120)
 
 
 def _small_catalog(tmp_path: Path) -> str:
