@@ -79,8 +79,10 @@ ACTOR_MAX_TASK_RETRIES = _env_int("RAYREC_ACTOR_MAX_TASK_RETRIES", 3)
 
 # Shard replicas: a read not answered within the hedge delay also goes to another replica;
 # a replica that failed or was late gets no reads for REPLICA_SUSPECT_S.
-# How long a failed re-shard waits for the router to say whether it switched (before stopping the new actors).
-RESHARD_CHECK_TIMEOUT_S = _env_float("RAYREC_RESHARD_CHECK_TIMEOUT_S", 60.0)
+# How long a re-shard waits for its new shard actors to start (they may wait for room on a node).
+RESHARD_START_TIMEOUT_S = _env_float("RAYREC_RESHARD_START_TIMEOUT_S", 300.0)
+# How long a re-shard waits for a stopped old shard to be confirmed gone before writes resume.
+RESHARD_STOP_TIMEOUT_S = _env_float("RAYREC_RESHARD_STOP_TIMEOUT_S", 60.0)
 DEFAULT_REPLICAS = _env_int("RAYREC_REPLICAS", 1)
 DEFAULT_REPLICA_HEDGE_S = _env_float("RAYREC_REPLICA_HEDGE_S", 1.0)
 REPLICA_SUSPECT_S = _env_float("RAYREC_REPLICA_SUSPECT_S", 5.0)

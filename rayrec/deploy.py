@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import uuid
 from typing import Any
 
@@ -12,8 +13,9 @@ from ray.exceptions import RayTaskError
 from rayrec import constants as C
 from rayrec.config import RayrecConfig
 from rayrec.exceptions import InvalidInputError, LayoutChangedError, root_cause
-from rayrec.layout import Generation, check_layout, delete_generation
-from rayrec.storage import Storage
+from rayrec.layout import Generation, check_layout
+
+log = logging.getLogger(__name__)
 
 ROUTER_NAME = "router"
 RESHARD_ATTEMPTS = 3  # plans made again when another re-shard won the race
@@ -131,7 +133,10 @@ def build_actors(
     existing = attach_actors(config.namespace)
     if existing is not None and attach and dataclasses.replace(existing[0], num_shards=config.num_shards) == config:
         router = existing[1]
-        reshard(router, config.num_shards)
+        try:
+            reshard(router, config.num_shards)
+        except Exception as exc:  # the system serves on at its current count: say so, do not fail the caller
+            log.warning("rayrec: re-sharding to %d shards failed (%s); serving with the current shards", config.num_shards, exc)
         return router, get(router.get_shards.remote()), existing[3]
     if existing is not None:
         raise InvalidInputError(
@@ -163,9 +168,10 @@ def reshard(router: Any, num_shards: int) -> dict[str, Any]:
     """Re-shards a running system to num_shards shards (no-op if it has that many).
 
     Starts the new generation's actors here (same lifetime and placement rules
-    as the first), then the router copies every item onto them and switches;
-    reads go on throughout, writes wait for the copy. On failure the new
-    actors are stopped and the system keeps its old shards.
+    as the first; this process owns them unless the system is detached), then
+    the router copies every item onto them and switches; reads go on
+    throughout, writes wait for the copy. On failure the router stops the new
+    actors and the system keeps its old shards.
 
     Returns:
         The router's summary ({"from_shards", "to_shards", "generation", "items", "seconds"}),
@@ -181,25 +187,10 @@ def reshard(router: Any, num_shards: int) -> dict[str, Any]:
         groups = create_shards(dataclasses.replace(config, num_shards=num_shards), new, detached)
         try:
             return {**get(router.reshard.remote(groups, new, current.number)), "changed": True}
-        except LayoutChangedError:
-            _stop(config, new, groups)
+        except LayoutChangedError:  # another re-shard switched first; the router stopped these actors
+            continue
         except BaseException:
-            try:  # a router Ray restarted after the switch has the new shards: those must stay
-                unused = get(router.get_layout.remote(), C.RESHARD_CHECK_TIMEOUT_S)[1] != new
-            except Exception:  # cannot tell: leave them rather than stop the live shards
-                unused = False
-            if unused:
-                _stop(config, new, groups)
+            # The router decides: it stops them unless they were switched in (it may still be working).
+            router.abandon.remote(new, groups)
             raise
     raise LayoutChangedError(f"other re-shards kept changing the shards; {RESHARD_ATTEMPTS} attempts made")
-
-
-def _stop(config: RayrecConfig, generation: Generation, groups: list[list[Any]]) -> None:
-    """Stops the actors of a generation that was never switched in, and deletes its files."""
-    for handle in (h for group in groups for h in group):
-        try:
-            ray.kill(handle)
-        except Exception:  # already dead
-            pass
-    if config.storage is not None:
-        delete_generation(Storage(config.storage), generation, config.replicas)

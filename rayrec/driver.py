@@ -27,8 +27,11 @@ class Rayrec:
     Every method blocks until the system has applied the call.
     """
 
-    def __init__(self, config: RayrecConfig, router: Any, shards: list[Any], users: list[Any], owns_ray: bool) -> None:
+    def __init__(
+        self, config: RayrecConfig, router: Any, shards: list[Any], users: list[Any], owns_ray: bool, started: bool = False
+    ) -> None:
         self.config = config
+        self._started = started  # this object's process created the actors (it owns the non-detached ones)
         self.router = router
         self.shards = shards
         self.users = users
@@ -63,7 +66,7 @@ class Rayrec:
             ray.init(address=address or "local", **kwargs)
             owns_ray = True
         router, shards, users = build_actors(config, detached)
-        system = cls(config, router, shards, users, owns_ray)
+        system = cls(config, router, shards, users, owns_ray, started=True)
         if catalog is not None:
             system.load(catalog)
         return system
@@ -129,6 +132,11 @@ class Rayrec:
         Queries go on and stay exact; writes wait while the items are copied.
         Returns the router's summary (items moved, seconds).
         """
+        if not self._started and not _get(self.router.get_layout.remote())[2]:
+            raise InvalidInputError(
+                "this system was started without detached=True by another driver: re-shard it from that driver "
+                "(new shard actors belong to the process that makes them, and would stop when this one exits)"
+            )
         out = reshard(self.router, num_shards)
         self.config, _, _ = _get(self.router.get_layout.remote())
         self.shards = _get(self.router.get_shards.remote())

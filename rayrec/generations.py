@@ -5,16 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
+import time
 from typing import Any
 
 import ray
+from ray.exceptions import RayActorError
 
 from rayrec import layout as layouts
 from rayrec.config import RayrecConfig
 from rayrec.fanout import fan_out
-from rayrec.layout import Generation
+from rayrec.layout import Generation, delete_generation, stray_generations
 from rayrec.replicas import ReplicaSet
 from rayrec.storage import Storage
+
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -38,8 +43,9 @@ def stored_shards(
 ) -> tuple[RayrecConfig, list[Any], Generation]:
     """The shards storage's layout.json names, for a router Ray restarted with its first arguments.
 
-    Also finishes a re-shard's clean-up the router did not get to: the
-    generation it switched away from is stopped (by actor name) and its files deleted.
+    Also finishes the clean-up a router did not get to: the generation a
+    re-shard switched away from is stopped (by actor name) and its files
+    deleted, and so are the files of generations never switched in.
 
     Returns:
         (config with the current shard count, per shard its replicas' handles, the current generation).
@@ -55,6 +61,8 @@ def stored_shards(
             [ray.get_actor(current.actor_name(i, r), namespace=config.namespace) for r in range(config.replicas)]
             for i in range(current.num_shards)
         ]
+    for stray in stray_generations(storage, current):  # files of re-shards that never switched
+        storage.delete_tree(stray)
     retiring = layouts.retiring_of(stored)
     if retiring is not None:
         for i in range(retiring.num_shards):
@@ -63,7 +71,7 @@ def stored_shards(
                     ray.kill(ray.get_actor(retiring.actor_name(i, r), namespace=config.namespace))
                 except ValueError:  # already gone
                     pass
-        layouts.delete_generation(storage, retiring, config.replicas)
+        delete_generation(storage, retiring, config.replicas)
         layouts.write_layout(config, current)
     return config, shards, current
 
@@ -81,26 +89,41 @@ def split_objects(old: ShardSet, num_parts: int) -> list[list[Any]]:
     return parts
 
 
-async def retire(old: ShardSet, config: RayrecConfig, current: Generation, timeout_s: float) -> None:
-    """Stops a generation a re-shard switched away from: no call can read it after this returns.
+async def retire(old: ShardSet, timeout_s: float) -> None:
+    """Stops a generation: once this returns, none of its replicas answers a call.
 
     Each replica first refuses calls (retire), so a user actor still holding
-    its handle learns to ask for the new shards; then it is killed and, with
-    storage, its files (and any generation directory but current's) are deleted.
+    its handle learns to ask for the new shards; then it is killed. A replica
+    that did not confirm its retirement is waited for until Ray reports it gone
+    (a kill is asynchronous), so no stale read can follow.
     """
-    await fan_out([lambda h=h: h.retire.remote() for h in old.handles], timeout_s, 0)
-    for handle in old.handles:
+    handles = old.handles
+    res = await fan_out([lambda h=h: h.retire.remote() for h in handles], timeout_s, 0)
+    for handle in handles:
         try:
             ray.kill(handle)
         except Exception:  # already dead
             pass
-    if config.storage is not None:
-        await asyncio.to_thread(_drop_files, config, old.generation, current)
+    await asyncio.gather(*(_gone(handles[i], timeout_s) for i in res.errors))
 
 
-def _drop_files(config: RayrecConfig, old: Generation, current: Generation) -> None:
+async def _gone(handle: Any, timeout_s: float) -> None:
+    """Returns once calls to a killed actor fail (or after timeout_s, logging it)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            await asyncio.wait_for(asyncio.wrap_future(handle.info.remote().future()), 5)
+        except RayActorError:
+            return
+        except Exception:  # slow, or some other failure: ask again
+            pass
+        await asyncio.sleep(0.2)
+    log.warning("a stopped shard actor was not confirmed gone within %s s", timeout_s)
+
+
+def drop_files(config: RayrecConfig, old: Generation, current: Generation | None) -> None:
+    """Deletes a stopped generation's files; with current, records that nothing is retiring any more."""
     storage = Storage(config.storage)  # type: ignore[arg-type]
-    layouts.delete_generation(storage, old, config.replicas)
-    for stray in layouts.stray_generations(storage, current):  # left by re-shards that failed
-        storage.delete_tree(stray)
-    layouts.write_layout(config, current)  # no longer retiring anything
+    delete_generation(storage, old, config.replicas)
+    if current is not None:
+        layouts.write_layout(config, current)

@@ -14,7 +14,7 @@ import ray
 
 from rayrec import Rayrec
 from rayrec.deploy import build_actors, create_shards
-from rayrec.exceptions import LayoutChangedError, ShardUnavailableError
+from rayrec.exceptions import InvalidInputError, LayoutChangedError, ShardUnavailableError
 from rayrec.layout import Generation
 from tests.integration.conftest import clustered, make_config
 from tests.integration.waiting import wait_until
@@ -184,14 +184,29 @@ def test_a_reshard_that_fails_keeps_the_old_shards_serving(ray_session):
         new = Generation(current.number + 1, uuid.uuid4().hex[:8], 3)
         groups = create_shards(_with_shards(system.config, 3), new, detached=False)
         ray.kill(groups[1][0])  # one new shard dies before the copy
-        with pytest.raises(ShardUnavailableError):
+        with pytest.raises(ShardUnavailableError, match="did not start"):
             ray.get(system.router.reshard.remote(groups, new, current.number))
-        # A plan made against an old generation is refused.
+        # The router stopped the other new actors itself.
+        for group in (groups[0], groups[2]):
+            with pytest.raises(ray.exceptions.RayActorError):
+                ray.get(group[0].count.remote(), timeout=60)
+        # A plan made against an old generation is refused, and its actors stopped.
+        stale = Generation(5, "x", 3)
+        groups = create_shards(_with_shards(system.config, 3), stale, detached=False)
         with pytest.raises(LayoutChangedError):
-            ray.get(system.router.reshard.remote(groups, Generation(5, "x", 3), 4))
-        for group in groups:
-            ray.kill(group[0])
+            ray.get(system.router.reshard.remote(groups, stale, 4))
+        with pytest.raises(ray.exceptions.RayActorError):
+            ray.get(groups[0][0].count.remote(), timeout=60)
+        # A planner that gives up: the router stops its generation, which can then not be switched in.
+        given_up = Generation(current.number + 1, uuid.uuid4().hex[:8], 3)
+        groups = create_shards(_with_shards(system.config, 3), given_up, detached=False)
+        assert ray.get(system.router.abandon.remote(given_up, groups)) is True
+        with pytest.raises(LayoutChangedError, match="abandoned"):
+            ray.get(system.router.reshard.remote(groups, given_up, current.number))
         assert ray.get(system.router.get_layout.remote())[1] == current
+        # Another driver may not re-shard a system it did not start (and that is not detached).
+        with pytest.raises(InvalidInputError, match="re-shard it from that driver"):
+            Rayrec.connect(namespace=system.config.namespace).reshard(3)
         assert system.count() == len(ids)
         q = vecs[0]
         assert list(system.search(q, k=5).ids[0]) == _exact(ids, vecs, cats, q, 5)
