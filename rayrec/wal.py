@@ -49,9 +49,12 @@ def read_segment(storage: Storage, number: int) -> Iterator[pa.RecordBatch]:
                     yield reader.read_next_batch()
                 except StopIteration:
                     return
-        except pa.ArrowInvalid as exc:
-            if not storage.local:  # an object is uploaded whole: a bad one is damage, not a torn write
-                raise
+        except (pa.ArrowInvalid, OSError) as exc:
+            # pyarrow reports a batch cut short inside its body as an OSError ("Expected to be
+            # able to read N bytes for message body, got M"); any other OSError is a real I/O error.
+            torn_body = isinstance(exc, OSError) and "Expected to be able to read" in str(exc)
+            if not storage.local or not (isinstance(exc, pa.ArrowInvalid) or torn_body):
+                raise  # (an object is uploaded whole: a bad one is damage, not a torn write)
             # Only the last batch of a local segment can be torn, and it was never acknowledged.
             log.warning("log segment %s ends in a partial write (%s): reading stops there", number, exc)
 

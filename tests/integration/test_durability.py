@@ -56,14 +56,16 @@ class Stream:
         """Retries a call that failed cleanly (an actor restarting) until it is acknowledged."""
         # A client's patience: Ray restarts an actor in ~2-3 s here, longer while the whole suite runs.
         deadline = time.monotonic() + RETRY_FOR_S
+        last: BaseException | None = None
         while time.monotonic() < deadline:
             try:
                 return call()
             except (RayrecError, ray.exceptions.RayError) as exc:
                 if isinstance(exc, (ValueError, KeyError)):
                     raise  # a wrong answer to a good request: the test fails
+                last = exc
                 time.sleep(0.05)
-        raise AssertionError(f"a call kept failing for {RETRY_FOR_S} s")
+        raise AssertionError(f"a call kept failing for {RETRY_FOR_S} s: {last!r}")
 
     def feedback_client(self, user: str, n: int) -> None:
         rng = np.random.default_rng(int(user[1:]))

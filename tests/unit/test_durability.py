@@ -59,9 +59,14 @@ def test_a_torn_tail_loses_only_the_unfinished_append(tmp_path):
     size = os.path.getsize(path)
     log.append(_batch(3))
     full = os.path.getsize(path)
-    with open(path, "r+b") as f:  # a crash in the middle of the third append
-        f.truncate(size + (full - size) // 2)
-    assert _read(storage) == [1, 2]
+    whole = open(path, "rb").read()
+    # A crash anywhere in the third append: in its header, its metadata or its body.
+    for cut in range(size, full):
+        with open(path, "wb") as f:
+            f.write(whole[:cut])
+        assert _read(storage) == [1, 2], f"torn at byte {cut} of {full}"
+    with open(path, "wb") as f:
+        f.write(whole[: size + (full - size) // 2])
     # A segment whose very first bytes were torn reads as empty.
     with open(storage.path(wal.segment_name(99)), "wb") as f:
         f.write(b"\xff\xff")
