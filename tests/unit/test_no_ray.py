@@ -36,6 +36,11 @@ PLAIN_MODULES = (
     "rayrec.replicas",
     "rayrec.vector_codec",
     "rayrec.resharding",
+    "rayrec.evaluation.data",
+    "rayrec.evaluation.metrics",
+    "rayrec.evaluation.baselines",
+    "rayrec.evaluation.replay",
+    "rayrec.evaluation.report",
 )
 
 
