@@ -71,9 +71,13 @@ def evaluate(
     resamples: int = 1000,
     bins: int = 20,
     progress: bool = True,
+    feedback: Any = None,
     log: Callable[[str], None] = lambda m: print(m, file=sys.stderr, flush=True),
 ) -> dict[str, Any]:
-    """Runs the replay for every policy; returns one JSON-ready dict of parameters, metrics and curves."""
+    """Runs the replay for every policy; returns one JSON-ready dict of parameters, metrics and curves.
+
+    feedback: a rayrec.config.FeedbackRule for the real-time policy (default: rayrec's default rule).
+    """
     from tqdm import tqdm
 
     from rayrec import IndexConfig, Rayrec, RayrecConfig
@@ -90,7 +94,8 @@ def evaluate(
     encoder = TextEncoder(model_dir)
     vectors = encoder.encode(dataset.items["text"].to_pylist())
     config = RayrecConfig(index=IndexConfig(dim=encoder.dim, factory="Flat", max_k=K), num_shards=num_shards,
-                          shard_num_cpus=0.1, router_num_cpus=0.1, user_actor_num_cpus=0.1, namespace="rayrec-eval")
+                          shard_num_cpus=0.1, router_num_cpus=0.1, user_actor_num_cpus=0.1, namespace="rayrec-eval",
+                          **({"feedback": feedback} if feedback is not None else {}))
     with Rayrec.start(config, num_cpus=num_cpus) as system:
         system.upsert(ids, vectors, {"category": dataset.items["category"].to_pylist()})
         liked: dict[str, list[str]] = {}
