@@ -18,6 +18,7 @@ import sys
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--like", default="0.1,0.25,0.5", help="like learning rates to try")
 parser.add_argument("--resamples", type=int, default=200)
+parser.add_argument("--model", default="text", choices=["text", "svd"], help="item space (as rayrec eval --model)")
 parser.add_argument("--json", action="store_true")
 args = parser.parse_args()
 
@@ -37,12 +38,14 @@ def main() -> dict[str, object]:
     runs = []
     for like in (float(x) for x in args.like.split(",")):
         rates = dict(C.DEFAULT_LEARNING_RATES, like=like, click=like * 0.4, dislike=-like)
-        out = evaluate(tuning, 0.9, feedback=FeedbackRule(learning_rates=rates), resamples=args.resamples, progress=False)
+        out = evaluate(tuning, 0.9, feedback=FeedbackRule(learning_rates=rates), resamples=args.resamples,
+                       progress=False, space=args.model)
         m = out["metrics"]
         runs.append({"learning_rates": rates, **{p: m[p]["hr@10"] for p in ("popularity", "static", "realtime", "itemknn")}})
         print(json.dumps(runs[-1]), file=sys.stderr, flush=True)
     best = max(runs, key=lambda r: r["realtime"]["value"])
-    return {"validation": "last 10% of the history (events 72%-80% by time)", "runs": runs, "best": best["learning_rates"]}
+    return {"validation": "last 10% of the history (events 72%-80% by time)", "model": args.model, "runs": runs,
+            "best": best["learning_rates"]}
 
 
 if __name__ == "__main__":

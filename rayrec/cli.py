@@ -37,6 +37,8 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--interactions", default=None, help="Parquet/CSV with user_id, item_id, timestamp[, rating]")
     ev.add_argument("--items", default=None, help="Parquet/CSV with item_id and text (or title/genre columns)[, category]")
     ev.add_argument("--history-share", type=float, default=0.8, help="first share of events (by time) used as history")
+    ev.add_argument("--model", default="text", choices=["text", "svd"],
+                    help="item space: text (encoder embeddings) or svd (learned from the history only)")
     ev.add_argument("--model-dir", default=None, help="a local Hugging Face model directory for item text")
     ev.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray (default: all)")
     ev.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples for the 95%% intervals")
@@ -66,7 +68,7 @@ def eval_command(args: argparse.Namespace) -> int:
         else:
             raise InvalidInputError(f"unknown --dataset {args.dataset!r}: movielens-100k, or give --interactions and --items")
         result = evaluate(dataset, args.history_share, args.model_dir, args.num_cpus,
-                          resamples=args.resamples, progress=not args.no_progress)
+                          resamples=args.resamples, progress=not args.no_progress, space=args.model)
     except InvalidInputError as exc:
         print(f"rayrec eval: {exc}", file=sys.stderr)
         return 2

@@ -14,6 +14,8 @@ from rayrec.evaluation.baselines import ItemKNN
 from rayrec.evaluation.data import Dataset, Event
 from rayrec.evaluation.metrics import Scored, summarise
 from rayrec.evaluation.replay import K, run_by_user, run_in_order
+from rayrec.evaluation.spaces import SPACES, svd_space
+from rayrec.exceptions import InvalidInputError
 from rayrec.hashing import partition_of
 
 POLICIES = ("popularity", "static", "realtime", "itemknn")
@@ -72,12 +74,17 @@ def evaluate(
     bins: int = 20,
     progress: bool = True,
     feedback: Any = None,
+    space: str = "text",
     log: Callable[[str], None] = lambda m: print(m, file=sys.stderr, flush=True),
 ) -> dict[str, Any]:
     """Runs the replay for every policy; returns one JSON-ready dict of parameters, metrics and curves.
 
     feedback: a rayrec.config.FeedbackRule for the real-time policy (default: rayrec's default rule).
+    space: "text" (item vectors are the encoder's embeddings) or "svd" (learned from the history,
+        see rayrec.evaluation.spaces).
     """
+    if space not in SPACES:
+        raise InvalidInputError(f"unknown item space {space!r}: one of {list(SPACES)}")
     from tqdm import tqdm
 
     from rayrec import IndexConfig, Rayrec, RayrecConfig
@@ -93,7 +100,10 @@ def evaluate(
     log(f"encoding {len(ids)} item texts")
     encoder = TextEncoder(model_dir)
     vectors = encoder.encode(dataset.items["text"].to_pylist())
-    config = RayrecConfig(index=IndexConfig(dim=encoder.dim, factory="Flat", max_k=K), num_shards=num_shards,
+    from_text = len(ids)
+    if space == "svd":
+        vectors, from_text = svd_space(history, index, vectors)
+    config = RayrecConfig(index=IndexConfig(dim=vectors.shape[1], factory="Flat", max_k=K), num_shards=num_shards,
                           shard_num_cpus=0.1, router_num_cpus=0.1, user_actor_num_cpus=0.1, namespace="rayrec-eval",
                           **({"feedback": feedback} if feedback is not None else {}))
     with Rayrec.start(config, num_cpus=num_cpus) as system:
@@ -120,7 +130,9 @@ def evaluate(
             "dropped_unknown_items": dataset.dropped_unknown_items,
             # Scored events of users with no positive history: every policy starts them on popularity.
             "scored_events_of_users_without_history": sum(1 for e in replay if e.positive and e.user not in liked),
-            "item_vectors": f"text encoder ({model_dir or 'all-MiniLM-L6-v2'}), {encoder.dim}-d",
+            "item_space": space,
+            "item_vectors": (f"text encoder ({model_dir or 'all-MiniLM-L6-v2'}), {encoder.dim}-d" if space == "text"
+                             else f"SVD of the history, {vectors.shape[1]}-d; {from_text} items without history placed from text"),
             "feedback_rule": {"learning_rates": rule.learning_rates, "decay_half_life_s": rule.decay_half_life_s,
                               "history_recency": rule.history_recency},
             "bootstrap_resamples": resamples,

@@ -49,6 +49,15 @@ def test_rayrec_eval_on_files(ray_session, tmp_path, capsys):
     for name in metrics:
         assert metrics[name]["hr@20"]["value"] <= 0.75
     assert plot.exists() and plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert out["params"]["item_space"] == "text"
+    # The same replay in a space learned from the history (A and B are the only items liked there;
+    # the other four are placed from their text). The baselines do not depend on the space.
+    assert main(["eval", "--interactions", inter, "--items", items, "--history-share", str(share), "--model", "svd",
+                 "--json", "--resamples", "50", "--no-progress"]) == 0
+    learned = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert learned["params"]["item_space"] == "svd" and "4 items without history placed from text" in learned["params"]["item_vectors"]
+    assert learned["metrics"]["popularity"] == metrics["popularity"]
+    assert learned["metrics"]["itemknn"] == metrics["itemknn"]
 
 
 def test_rayrec_eval_refuses_bad_input(tmp_path, capsys):

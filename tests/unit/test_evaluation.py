@@ -102,3 +102,35 @@ def test_per_user_concurrent_replay_equals_the_single_loop():
 def test_top_k_excludes_seen_and_breaks_ties_by_index():
     assert top_k(np.array([0.0, 2.0, 2.0, 1.0]), 3, {1}) == [2, 3, 0]
     assert top_k(np.array([1.0, 1.0]), 5, {0, 1}) == []
+
+
+def test_the_svd_space_recovers_planted_groups_and_places_unseen_items_by_text():
+    from rayrec.evaluation.spaces import svd_space
+
+    rng = np.random.default_rng(1)
+    items = [f"a{j}" for j in range(10)] + [f"b{j}" for j in range(10)] + ["a-new", "b-new"]
+    index = {item: j for j, item in enumerate(items)}
+    # Two tastes: users 0-19 like a-items, users 20-39 like b-items (each a random half of them).
+    history = []
+    for u in range(40):
+        group = "a" if u < 20 else "b"
+        for j in rng.choice(10, 5, replace=False):
+            history.append(Event(f"u{u}", f"{group}{j}", float(len(history)), 5.0))
+    # Text: a-items share one direction, b-items another; the new items have their group's text.
+    text = np.zeros((len(items), 8), dtype=np.float32)
+    text[:10, 0] = 1.0
+    text[10:20, 1] = 1.0
+    text[20, 0] = 1.0
+    text[21, 1] = 1.0
+    text += 0.05 * rng.standard_normal(text.shape).astype(np.float32)
+    vectors, from_text = svd_space(history, index, text, dim=4)
+    assert from_text == 2 and vectors.shape == (22, 4)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    sims = vectors @ vectors.T
+    a, b = list(range(10)), list(range(10, 20))
+    within = np.mean([sims[i, j] for grp in (a, b) for i in grp for j in grp if i != j])
+    across = np.mean([sims[i, j] for i in a for j in b])
+    assert within - across > 0.5, (within, across)
+    # The unseen items land with their text's group.
+    assert sims[20, a].mean() > sims[20, b].mean() + 0.5
+    assert sims[21, b].mean() > sims[21, a].mean() + 0.5

@@ -41,6 +41,7 @@ PLAIN_MODULES = (
     "rayrec.evaluation.baselines",
     "rayrec.evaluation.replay",
     "rayrec.evaluation.report",
+    "rayrec.evaluation.spaces",
 )
 
 
