@@ -63,6 +63,27 @@ def _hit_curve(replay: list[Event], scored: Scored, bins: int) -> list[float | N
     return [float(hits[which == b].mean()) if (which == b).any() else None for b in range(bins)]
 
 
+def _cold_metrics(
+    history: list[Event], replay: list[Event], scored: dict[str, Scored], catalog: int, resamples: int
+) -> dict[str, Any]:
+    """HR@10 on the scored events whose item the history never saw, and on those of users it never saw."""
+    items = {e.item for e in history}
+    users = {e.user for e in history}
+    positives = [e for e in replay if e.positive]
+    subsets = {
+        "items_without_history": np.array([e.item not in items for e in positives], dtype=bool),
+        "users_without_history": np.array([e.user not in users for e in positives], dtype=bool),
+    }
+    out: dict[str, Any] = {}
+    for subset, mask in subsets.items():
+        out[subset] = {"events": int(mask.sum())}
+        for name in POLICIES:
+            s = scored[name]
+            part = Scored([u for u, m in zip(s.users, mask) if m], s.ranks[mask], [t for t, m in zip(s.top10, mask) if m])
+            out[subset][name] = summarise(part, catalog, resamples)["hr@10"] if mask.any() else None
+    return out
+
+
 def evaluate(
     dataset: Dataset,
     history_share: float = 0.8,
@@ -139,5 +160,6 @@ def evaluate(
             "seconds": round(time.perf_counter() - t0, 1),
         },
         "metrics": {name: summarise(scored[name], catalog, resamples) for name in POLICIES},
+        "cold": _cold_metrics(history, replay, scored, catalog, resamples),
         "hr@10_over_time": {name: _hit_curve(replay, scored[name], bins) for name in POLICIES},
     }

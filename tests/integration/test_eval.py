@@ -50,6 +50,10 @@ def test_rayrec_eval_on_files(ray_session, tmp_path, capsys):
         assert metrics[name]["hr@20"]["value"] <= 0.75
     assert plot.exists() and plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert out["params"]["item_space"] == "text"
+    # u4 is the one user the history never saw: its one event is a popularity hit in every policy.
+    cold_users = out["cold"]["users_without_history"]
+    assert cold_users["events"] == 1 and all(cold_users[p]["value"] == 1.0 for p in metrics)
+    assert out["cold"]["items_without_history"] == {"events": 0, **{p: None for p in metrics}}
     # The same replay in a space learned from the history (A and B are the only items liked there;
     # the other four are placed from their text). The baselines do not depend on the space.
     assert main(["eval", "--interactions", inter, "--items", items, "--history-share", str(share), "--model", "svd",
