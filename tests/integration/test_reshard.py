@@ -100,14 +100,16 @@ def test_reshard_under_a_read_stream_is_exact_and_loses_nothing(ray_session):
     with Rayrec.start(config) as system:
         system.upsert(ids, vecs, {"category": cats})
         with ReadStream(system, ids, vecs, cats, seed=1) as stream:
-            time.sleep(0.5)
             for target in (3, 1, 4):
+                done = len(stream.spans)  # some reads on the current shards first
+                wait_until(lambda: len(stream.spans) >= done + 5, 60, "reads before the re-shard", interval_s=0.05)
                 t0 = time.monotonic()
                 out = system.reshard(target)
                 t1 = time.monotonic()
                 assert out["changed"] and out["to_shards"] == target and out["items"] == len(ids)
                 assert stream.during(t0, t1) >= 3, "the stream must overlap the re-shard"
-                time.sleep(0.3)
+            done = len(stream.spans)
+            wait_until(lambda: len(stream.spans) >= done + 5, 60, "reads after the last re-shard", interval_s=0.05)
         assert not stream.wrong, stream.wrong[:5]
         assert len(stream.spans) > 30
         # The layout is the new one: every shard holds exactly the ids that hash to it.
@@ -155,11 +157,17 @@ def test_writes_and_feedback_during_a_reshard_wait_and_land(ray_session):
 
         thread = threading.Thread(target=writer, daemon=True)
         thread.start()
-        time.sleep(0.5)
+
+        def progress(more: int) -> None:  # the writer acknowledges `more` further calls
+            done = len(acked_upserts) + len(acked_deletes) + len(acked_feedback)
+            wait_until(lambda: len(acked_upserts) + len(acked_deletes) + len(acked_feedback) >= done + more, 60,
+                       "the writer's progress", interval_s=0.05)
+
+        progress(10)
         system.reshard(2)
-        time.sleep(0.5)
+        progress(10)
         system.reshard(5)
-        time.sleep(0.5)
+        progress(10)
         stop.set()
         thread.join(60)
         assert not failures, failures[:5]
