@@ -91,11 +91,6 @@ class Router:
         return [ReplicaSet(g, C.REPLICA_SUSPECT_S, self.config.replica_hedge_s) for g in groups]
 
     @property
-    def sets(self) -> list[ReplicaSet]:
-        """The current generation's shards."""
-        return self._now.sets
-
-    @property
     def shards(self) -> list[Any]:
         """The first replica of each current shard."""
         return [s.handles[0] for s in self._now.sets]
@@ -304,7 +299,7 @@ class Router:
         """Per shard replica (shard order, then replica): id, replica, items, tombstones, index kind, node."""
 
         async def info_on(on: ShardSet) -> list[dict[str, Any]]:
-            calls = [lambda h=h: h.info.remote() for replicas in on.sets for h in replicas.handles]
+            calls = [lambda h=h: h.info.remote() for h in on.handles]
             return list((await self._fan_out(calls, "query", on=on)).results)
 
         return await self._on_current(info_on)
@@ -522,7 +517,7 @@ class Router:
 
     def get_replicas(self) -> list[list[Any]]:
         """Per shard, its replicas' handles."""
-        return [list(r.handles) for r in self.sets]
+        return self.current_shards()[1]
 
 
 RouterActor = ray.remote(Router)
