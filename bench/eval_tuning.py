@@ -18,7 +18,10 @@ import sys
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--like", default="0.1,0.25,0.5", help="like learning rates to try")
 parser.add_argument("--resamples", type=int, default=200)
-parser.add_argument("--model", default="text", choices=["text", "svd"], help="item space (as rayrec eval --model)")
+parser.add_argument("--model", default="two-tower", choices=["two-tower", "svd", "text"],
+                    help="item space (as rayrec eval --model)")
+parser.add_argument("--train", default="{}", help="JSON list of TrainParams overrides to try (two-tower), e.g. "
+                    "'[{\"epochs\": 10}, {\"epochs\": 20}]'")
 parser.add_argument("--json", action="store_true")
 args = parser.parse_args()
 
@@ -29,6 +32,7 @@ from rayrec import constants as C  # noqa: E402
 from rayrec.config import FeedbackRule  # noqa: E402
 from rayrec.evaluation.data import Dataset, load_movielens  # noqa: E402
 from rayrec.evaluation.run import evaluate  # noqa: E402
+from rayrec.learning.model import TrainParams  # noqa: E402
 
 
 def main() -> dict[str, object]:
@@ -36,16 +40,20 @@ def main() -> dict[str, object]:
     history, _ = full.split(0.8)  # the replayed part is never read
     tuning = Dataset(history, full.items)
     runs = []
-    for like in (float(x) for x in args.like.split(",")):
-        rates = dict(C.DEFAULT_LEARNING_RATES, like=like, click=like * 0.4, dislike=-like)
-        out = evaluate(tuning, 0.9, feedback=FeedbackRule(learning_rates=rates), resamples=args.resamples,
-                       progress=False, space=args.model)
-        m = out["metrics"]
-        runs.append({"learning_rates": rates, **{p: m[p]["hr@10"] for p in ("popularity", "static", "realtime", "itemknn")}})
-        print(json.dumps(runs[-1]), file=sys.stderr, flush=True)
+    grid = json.loads(args.train)
+    for overrides in grid if isinstance(grid, list) else [grid]:
+        for like in (float(x) for x in args.like.split(",")):
+            rates = dict(C.DEFAULT_LEARNING_RATES, like=like, click=like * 0.4, dislike=-like)
+            out = evaluate(tuning, 0.9, feedback=FeedbackRule(learning_rates=rates), resamples=args.resamples,
+                           progress=False, space=args.model, train_params=TrainParams(**overrides))
+            m = out["metrics"]
+            runs.append({"learning_rates": rates, "train": overrides,
+                         **{p: m[p]["hr@10"] for p in ("popularity", "static", "realtime", "itemknn")},
+                         "cold_items": out["cold"]["items_without_history"]})
+            print(json.dumps(runs[-1]), file=sys.stderr, flush=True)
     best = max(runs, key=lambda r: r["realtime"]["value"])
     return {"validation": "last 10% of the history (events 72%-80% by time)", "model": args.model, "runs": runs,
-            "best": best["learning_rates"]}
+            "best": {"learning_rates": best["learning_rates"], "train": best["train"]}}
 
 
 if __name__ == "__main__":

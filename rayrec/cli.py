@@ -1,4 +1,4 @@
-"""The `rayrec` command: `rayrec serve` runs the whole service (the main job)."""
+"""The `rayrec` command: `rayrec serve` runs the whole service (the main job); `train` and `eval` learn and measure."""
 
 from __future__ import annotations
 
@@ -23,7 +23,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--address", default=None, help="a running Ray cluster to join (default: start a local one)")
     serve.add_argument("--namespace", default="rayrec", help="Ray namespace of rayrec's actors")
     serve.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray (default: all)")
-    serve.add_argument("--model-dir", default=None, help="a local Hugging Face model directory")
+    serve.add_argument("--model", default=None,
+                       help="a trained item space (`rayrec train`): latest, a version (v3) or a model folder "
+                            "(default: the encoder's own space)")
+    serve.add_argument("--models-root", default=None, help="where --model latest / v3 are looked up "
+                       "(default: $RAYREC_CACHE_DIR/models, where `rayrec train` writes)")
+    serve.add_argument("--model-dir", default=None, help="a local Hugging Face model directory (the text encoder)")
     serve.add_argument("--encoder-num-gpus", type=float, default=None, help="GPUs per encoder (default: 1 if any)")
     serve.add_argument(
         "--storage", default=None, help="directory or URI (s3://, gs://) for durable state; restarts recover from it"
@@ -33,19 +38,73 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--exit-after-start", action="store_true", help="stop once the service answered (for CI)")
     ev = sub.add_parser("eval", help="replay real interactions in time order: realtime vs static vs baselines")
-    ev.add_argument("--dataset", default="movielens-100k", help="movielens-100k (used unless --interactions is given)")
-    ev.add_argument("--interactions", default=None, help="Parquet/CSV with user_id, item_id, timestamp[, rating]")
-    ev.add_argument("--items", default=None, help="Parquet/CSV with item_id and text (or title/genre columns)[, category]")
+    _data_args(ev)
     ev.add_argument("--history-share", type=float, default=0.8, help="first share of events (by time) used as history")
-    ev.add_argument("--model", default="text", choices=["text", "svd"],
-                    help="item space: text (encoder embeddings) or svd (learned from the history only)")
+    ev.add_argument("--model", default="two-tower", choices=["two-tower", "svd", "text"],
+                    help="item space: two-tower or svd (learned from the history only), or text (encoder embeddings)")
     ev.add_argument("--model-dir", default=None, help="a local Hugging Face model directory for item text")
     ev.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray (default: all)")
     ev.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples for the 95%% intervals")
     ev.add_argument("--json", action="store_true", help="print one JSON object (else a table)")
     ev.add_argument("--plot", default=None, help="write a PNG of HR@10 over replay time here")
     ev.add_argument("--no-progress", action="store_true", help="no progress bar")
+    tr = sub.add_parser("train", help="learn the item space from interactions (two-tower on Ray Train; svd baseline)")
+    _data_args(tr)
+    tr.add_argument("--model", default="two-tower", choices=["two-tower", "svd"], help="what to train and write")
+    tr.add_argument("--out", default=None, help="models folder (default: $RAYREC_CACHE_DIR/models, where serve looks)")
+    tr.add_argument("--validation-share", type=float, default=0.1,
+                    help="last share of interactions held out for the per-epoch metrics (0: train on all)")
+    tr.add_argument("--epochs", type=int, default=None, help="passes over the data (default: TrainParams')")
+    tr.add_argument("--dim", type=int, default=None, help="dimension of the learned space (default: 64)")
+    tr.add_argument("--workers", type=int, default=1, help="Ray Train workers")
+    tr.add_argument("--use-gpu", action="store_true", help="one GPU per Ray Train worker")
+    tr.add_argument("--model-dir", default=None, help="a local Hugging Face model directory for item text")
+    tr.add_argument("--address", default=None, help="a running Ray cluster to train on (default: start a local one)")
+    tr.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray (default: all)")
+    tr.add_argument("--json", action="store_true", help="print one JSON object at the end")
     return parser
+
+
+def _data_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dataset", default="movielens-100k", help="movielens-100k (used unless --interactions is given)")
+    parser.add_argument("--interactions", default=None, help="Parquet/CSV with user_id, item_id, timestamp[, rating]")
+    parser.add_argument("--items", default=None,
+                        help="Parquet/CSV with item_id and text (or title/genre columns)[, category]")
+
+
+def _dataset(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    """The interactions and items the arguments name (InvalidInputError if they do not)."""
+    from rayrec.evaluation import data
+    from rayrec.exceptions import InvalidInputError
+
+    if (args.interactions is None) != (args.items is None):
+        raise InvalidInputError("--interactions and --items go together (or neither, for --dataset)")
+    if args.interactions is not None:
+        return data.load_files(args.interactions, args.items)
+    if args.dataset == "movielens-100k":
+        return data.load_movielens()
+    raise InvalidInputError(f"unknown --dataset {args.dataset!r}: movielens-100k, or give --interactions and --items")
+
+
+def train_command(args: argparse.Namespace) -> int:
+    """Trains the item space on the interactions and writes a new model version."""
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import json
+
+    from rayrec.exceptions import InvalidInputError
+    from rayrec.learning.command import run_training
+
+    try:
+        summary = run_training(_dataset(args), args)
+    except InvalidInputError as exc:
+        print(f"rayrec train: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(summary))
+    print(f"rayrec: model {summary['version']} ({summary['kind']}, {summary['dim']}-d) written to {summary['path']}; "
+          "serve it with `rayrec serve --model latest`", file=sys.stderr if args.json else sys.stdout)
+    return 0
 
 
 def eval_command(args: argparse.Namespace) -> int:
@@ -54,20 +113,12 @@ def eval_command(args: argparse.Namespace) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import json
 
-    from rayrec.evaluation import data, report
+    from rayrec.evaluation import report
     from rayrec.evaluation.run import evaluate
     from rayrec.exceptions import InvalidInputError
 
     try:
-        if (args.interactions is None) != (args.items is None):
-            raise InvalidInputError("--interactions and --items go together (or neither, for --dataset)")
-        if args.interactions is not None:
-            dataset = data.load_files(args.interactions, args.items)
-        elif args.dataset == "movielens-100k":
-            dataset = data.load_movielens()
-        else:
-            raise InvalidInputError(f"unknown --dataset {args.dataset!r}: movielens-100k, or give --interactions and --items")
-        result = evaluate(dataset, args.history_share, args.model_dir, args.num_cpus,
+        result = evaluate(_dataset(args), args.history_share, args.model_dir, args.num_cpus,
                           resamples=args.resamples, progress=not args.no_progress, space=args.model)
     except InvalidInputError as exc:
         print(f"rayrec eval: {exc}", file=sys.stderr)
@@ -90,6 +141,7 @@ def serve_command(args: argparse.Namespace) -> int:
     from ray import serve
 
     from rayrec.driver import Rayrec
+    from rayrec.exceptions import InvalidInputError
     from serve_app.app import AppArgs, build_app
     from serve_app.ingress import key_digest
 
@@ -104,6 +156,8 @@ def serve_command(args: argparse.Namespace) -> int:
     if gpus is None:
         gpus = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
     opts = AppArgs(
+        model=args.model,
+        models_root=args.models_root,
         catalog=args.catalog,
         shards=args.shards,
         replicas=args.replicas,
@@ -115,11 +169,17 @@ def serve_command(args: argparse.Namespace) -> int:
         api_key_env=args.api_key_env,
         api_key_sha256=key_digest(os.environ[args.api_key_env]) if os.environ.get(args.api_key_env) else None,
     )
+    try:
+        opts = opts.resolved()
+    except InvalidInputError as exc:
+        print(f"rayrec serve: {exc}", file=sys.stderr)
+        return 2
     url = f"http://{args.host}:{args.port}"
     durable = f"state in {opts.storage}" if opts.storage else "state in memory only"
     keyed = "write routes need the API key" if opts.api_key_sha256 else "no API key"
     print(
-        f"rayrec: deploying on Ray (catalog {args.catalog}, {args.shards} shards of {args.index}, {durable}, {keyed}) ...",
+        f"rayrec: deploying on Ray (catalog {args.catalog}, item space {opts.model or 'text (the encoder)'}, "
+        f"{args.shards} shards of {args.index}, {durable}, {keyed}) ...",
         flush=True,
     )
     t0 = time.perf_counter()
@@ -127,7 +187,7 @@ def serve_command(args: argparse.Namespace) -> int:
     serve.run(build_app(opts), name=APP_NAME, route_prefix="/")
     health = requests.get(f"{url}/healthz", timeout=30).json()
     print(
-        f"rayrec: serving {health['items']} items and {health['users']} users at {url} "
+        f"rayrec: serving {health['items']} items and {health['users']} users (model {health['model_version']}) at {url} "
         f"(ready in {time.perf_counter() - t0:.0f} s; API docs at {url}/docs)",
         flush=True,
     )
@@ -154,6 +214,8 @@ def main(argv: list[str] | None = None) -> int:
         return serve_command(args)
     if args.command == "eval":
         return eval_command(args)
+    if args.command == "train":
+        return train_command(args)
     return 2
 
 

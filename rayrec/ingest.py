@@ -34,7 +34,7 @@ def texts_of(table: pa.Table, text_columns: Sequence[str] | None = None) -> list
 
 async def ingest(
     table: pa.Table,
-    encode: Callable[[list[str]], Awaitable[np.ndarray]],
+    encode: Callable[[list[str], list[str]], Awaitable[np.ndarray]],
     load: Callable[[pa.Table], Awaitable[int]],
     text_columns: Sequence[str] | None = None,
     batch_texts: int = 512,
@@ -45,7 +45,8 @@ async def ingest(
     Args:
         table: item_id, and either embedding or text (or text_columns); other string
             columns become metadata (the text itself is not kept).
-        encode: texts -> (n, dim) unit vectors (the encoder deployment).
+        encode: (item ids, texts) -> (n, dim) vectors: the encoder, or a learned space's vectors
+            (its own for the items it learned, the text path's for the others).
         load: an Arrow catalog with embeddings -> rows applied (Router.load).
         batch_texts: texts per encode call.
         progress: show a progress bar while encoding.
@@ -58,15 +59,16 @@ async def ingest(
     if EMBEDDING_COLUMN in table.column_names:
         return await load(table)
     texts = texts_of(table, text_columns)
-    chunks = [texts[i : i + batch_texts] for i in range(0, len(texts), batch_texts)]
+    ids = [str(i) for i in table[ID_COLUMN].to_pylist()]
+    chunks = [(ids[i : i + batch_texts], texts[i : i + batch_texts]) for i in range(0, len(texts), batch_texts)]
     bar = None
     if progress:
         from tqdm import tqdm
 
         bar = tqdm(total=len(texts), desc="encoding items", unit="item")
     parts = []
-    for chunk in chunks:
-        parts.append(np.asarray(await encode(chunk), dtype=np.float32))
+    for chunk_ids, chunk in chunks:
+        parts.append(np.asarray(await encode(chunk_ids, chunk), dtype=np.float32))
         if bar is not None:
             bar.update(len(chunk))
     if bar is not None:
@@ -78,5 +80,4 @@ async def ingest(
         for name in table.column_names
         if name not in skip and (pa.types.is_string(table.schema.field(name).type) or name == "category")
     }
-    ids = [str(i) for i in table[ID_COLUMN].to_pylist()]
     return await load(items_table(ids, vectors, metadata))

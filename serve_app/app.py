@@ -7,8 +7,12 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from rayrec import constants as C
+from rayrec.exceptions import InvalidInputError
 from serve_app.encoder import Encoder
 from serve_app.ingress import Ingress
+
+
+ENCODER_DIM = 384  # all-MiniLM-L6-v2, the default encoder
 
 
 class AppArgs(BaseModel):
@@ -19,7 +23,11 @@ class AppArgs(BaseModel):
     catalog: str = Field("movielens-100k", description="movielens-100k, none, or a Parquet path")
     text_columns: list[str] | None = Field(None, description="columns joined into item text (default: text)")
     namespace: str = C.DEFAULT_NAMESPACE
-    dim: int = Field(384, ge=1, description="item-space dimension; must equal the encoder's")
+    dim: int | None = Field(None, ge=1, description="item-space dimension (default: the model's, else the encoder's 384)")
+    model: str | None = Field(
+        None, description="a trained item space: latest, a version (v3) or a model folder; None: the encoder's own space"
+    )
+    models_root: str | None = Field(None, description="where `latest` and versions are looked up (default: rayrec's cache)")
     shards: int = Field(C.DEFAULT_NUM_SHARDS, ge=1)
     index: str = Field("HNSW32", description="faiss index factory string of each shard")
     ef_search: int = Field(C.DEFAULT_EF_SEARCH, ge=1)
@@ -54,11 +62,24 @@ class AppArgs(BaseModel):
     )
     protect_reads: bool = Field(False, description="require the API key on read routes too")
 
+    def resolved(self) -> "AppArgs":
+        """These options with `model` as the folder it names now (so every replica loads the same version) and
+        `dim` filled in: the model's dimension, or the encoder's (MiniLM: 384)."""
+        if self.model is None:
+            return self.model_copy(update={"dim": self.dim or ENCODER_DIM})
+        from rayrec.learning import store
+
+        folder = store.resolve(self.model, self.models_root)
+        model_dim = int(store.manifest(folder)["dim"])
+        if self.dim is not None and self.dim != model_dim:
+            raise InvalidInputError(f"dim {self.dim} differs from model {folder}'s {model_dim}: leave dim out")
+        return self.model_copy(update={"model": str(folder.resolve()), "dim": model_dim})
+
     def rayrec_config(self) -> dict[str, Any]:
         """The RayrecConfig (as data) these options describe."""
         return {
             "index": {
-                "dim": self.dim,
+                "dim": self.dim or ENCODER_DIM,
                 "factory": self.index,
                 "ef_search": self.ef_search,
                 "nprobe": self.nprobe,
@@ -81,7 +102,7 @@ class AppArgs(BaseModel):
 
 def build_app(args: dict[str, Any] | AppArgs | None = None) -> Any:
     """The Serve application for these options (a typed application builder)."""
-    opts = args if isinstance(args, AppArgs) else AppArgs(**(args or {}))
+    opts = (args if isinstance(args, AppArgs) else AppArgs(**(args or {}))).resolved()
     from rayrec.config import RayrecConfig
 
     RayrecConfig.from_dict(opts.rayrec_config())  # a bad option fails here, before anything deploys
@@ -97,6 +118,7 @@ def build_app(args: dict[str, Any] | AppArgs | None = None) -> Any:
     settings = {
         "rayrec": opts.rayrec_config(),
         "catalog": opts.catalog,
+        "model": opts.model,
         "text_columns": opts.text_columns,
         "max_items_per_call": opts.max_items_per_call,
         "api_key_env": opts.api_key_env,

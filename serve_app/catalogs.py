@@ -18,7 +18,7 @@ MOVIELENS = "movielens-100k"
 
 async def load_catalog(
     catalog: str,
-    encode: Callable[[list[str]], Awaitable[np.ndarray]],
+    encode: Callable[[list[str], list[str]], Awaitable[np.ndarray]],
     router: Any,
     users: list[Any],
     text_columns: Sequence[str] | None = None,

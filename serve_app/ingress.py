@@ -22,6 +22,8 @@ from rayrec.config import RayrecConfig
 from rayrec.deploy import build_actors
 from rayrec.exceptions import InvalidInputError, ItemNotFoundError, RayrecError, ShardUnavailableError, root_cause
 from rayrec.hashing import partition_of
+from rayrec.learning import store
+from rayrec.learning.placement import Placer
 from serve_app.catalogs import load_catalog
 from serve_app.models import (
     EncodeRequest,
@@ -34,6 +36,8 @@ from serve_app.models import (
     UserPut,
     UserVersion,
 )
+
+TEXT_SPACE = "text"  # model_version when items live in the encoder's own space
 
 api = FastAPI(title="rayrec", description="Real-time recommendations on Ray", version="0.1.0")
 
@@ -134,17 +138,25 @@ class Ingress:
         if self.key_digest is None and env_key:
             self.key_digest = key_digest(env_key)
         self.protect_reads = bool(settings.get("protect_reads", False))
-        self.router, self.shards, self.users = build_actors(self.config, detached=True, attach=True)
+        # The item space: a learned model's (its folder, resolved by the app builder), or the encoder's own.
+        self.placer = Placer(store.load(settings["model"])) if settings.get("model") else None
         encoder_dim = await self.encoder.dim.remote()
-        if encoder_dim != self.config.index.dim:
+        space_dim = self.placer.space.dim if self.placer else encoder_dim
+        if self.placer is not None and self.placer.space.text_dim != encoder_dim:
             raise InvalidInputError(
-                f"the encoder gives {encoder_dim}-d vectors but the item index holds {self.config.index.dim}-d "
-                "vectors: set the index dim to the encoder's, or use an encoder of that dimension"
+                f"model {self.placer.version} was trained on {self.placer.space.text_dim}-d text embeddings but the "
+                f"encoder gives {encoder_dim}-d ones: serve it with the encoder (model_dir) it was trained with"
             )
+        if space_dim != self.config.index.dim:
+            raise InvalidInputError(
+                f"the item space is {space_dim}-d but the item index holds {self.config.index.dim}-d "
+                "vectors: set the index dim to the space's (the encoder's, or the model's)"
+            )
+        self.router, self.shards, self.users = build_actors(self.config, detached=True, attach=True)
         catalog = settings.get("catalog", "none")
         if catalog != "none" and await self.router.count.remote() == 0:
             # A fresh system: load its catalog before this replica reports ready.
-            await load_catalog(catalog, self._encode, self.router, self.users, settings.get("text_columns"))
+            await load_catalog(catalog, self._item_vectors, self.router, self.users, settings.get("text_columns"))
 
     def _users_of(self, user_id: str) -> Any:
         return self.users[partition_of(user_id, len(self.users))]
@@ -164,6 +176,23 @@ class Ingress:
     async def _encode(self, texts: list[str]) -> np.ndarray:
         return await self.encoder.encode.remote(texts)
 
+    async def _text_vectors(self, texts: list[str]) -> np.ndarray:
+        """Texts (of new items or users) as vectors of the item space."""
+        vectors = await self._encode(texts)
+        return vectors if self.placer is None else self.placer.text(vectors)
+
+    async def _item_vectors(self, ids: list[str], texts: list[str]) -> np.ndarray:
+        """Items' vectors: a learned model's own for the items it knows, their text's otherwise."""
+        if self.placer is None:
+            return await self._encode(texts)
+        unknown = self.placer.unknown(ids)
+        return self.placer.items(ids, await self._encode([texts[i] for i in unknown]) if unknown else None)
+
+    @property
+    def model_version(self) -> str:
+        """The item space's name: the learned model's version, or `text` (the encoder's own space)."""
+        return self.placer.version if self.placer is not None else TEXT_SPACE
+
     @api.get("/noop")
     async def noop(self) -> dict[str, str]:
         """Does no work: the baseline the benchmarks compare /recommend against."""
@@ -180,6 +209,7 @@ class Ingress:
             "cold_start": out["cold_start"],
             "partial": out["partial"],
             "items": out["items"],
+            "model_version": self.model_version,
         }
 
     @api.post("/feedback", response_model=UserVersion)
@@ -200,7 +230,7 @@ class Ingress:
             out = await actor.set_history.remote(user_id, body.history, event_id)
         else:
             if body.text is not None:
-                vector = (await self._encode([body.text]))[0]
+                vector = (await self._text_vectors([body.text]))[0]
             else:
                 vector = np.asarray(_finite(body.vector or [], "vector"), dtype=np.float32)
             out = await actor.set_vector.remote(user_id, vector, event_id)
@@ -237,7 +267,9 @@ class Ingress:
                     )
                 vectors[i] = _finite(item.embedding, f"items[{i}].embedding")
         if to_encode:
-            vectors[to_encode] = await self._encode([items[i].text for i in to_encode])  # type: ignore[misc]
+            vectors[to_encode] = await self._item_vectors(
+                [items[i].item_id for i in to_encode], [items[i].text for i in to_encode]  # type: ignore[misc]
+            )
         extra = sorted({name for item in items for name in (item.model_extra or {})})
         metadata = {"category": [item.category for item in items]}
         metadata.update({name: [(item.model_extra or {}).get(name) for item in items] for name in extra})
@@ -285,5 +317,6 @@ class Ingress:
             "shards": layout[1].num_shards,  # the current count: a re-shard may have changed it
             "dim": self.config.index.dim,
             "index": self.config.index.factory,
+            "model_version": self.model_version,
             "check_ms": round((time.perf_counter() - t0) * 1000, 2),
         }

@@ -35,6 +35,7 @@ class RecommendResponse(BaseModel):
     cold_start: bool
     partial: bool
     items: list[Item]
+    model_version: str = Field(description="the item space the answer came from: a trained model's version, or `text`")
 
 
 class FeedbackRequest(BaseModel):

@@ -95,14 +95,16 @@ def evaluate(
     bins: int = 20,
     progress: bool = True,
     feedback: Any = None,
-    space: str = "text",
+    space: str = "two-tower",
+    train_params: Any = None,
     log: Callable[[str], None] = lambda m: print(m, file=sys.stderr, flush=True),
 ) -> dict[str, Any]:
     """Runs the replay for every policy; returns one JSON-ready dict of parameters, metrics and curves.
 
     feedback: a rayrec.config.FeedbackRule for the real-time policy (default: rayrec's default rule).
-    space: "text" (item vectors are the encoder's embeddings) or "svd" (learned from the history,
-        see rayrec.evaluation.spaces).
+    space: "two-tower" or "svd" (item vectors learned from the history, see rayrec.evaluation.spaces),
+        or "text" (the encoder's embeddings).
+    train_params: a rayrec.learning.model.TrainParams for "two-tower" (default: its defaults).
     """
     if space not in SPACES:
         raise InvalidInputError(f"unknown item space {space!r}: one of {list(SPACES)}")
@@ -123,7 +125,16 @@ def evaluate(
     vectors = encoder.encode(dataset.items["text"].to_pylist())
     from_text = len(ids)
     if space == "svd":
-        vectors, from_text = svd_space(history, index, vectors)
+        vectors, _, cold_items = svd_space(history, index, vectors)
+        from_text = int(cold_items.sum())
+    elif space == "two-tower":
+        from rayrec.learning.model import TrainParams
+        from rayrec.learning.spaces import two_tower
+
+        params = TrainParams() if train_params is None else train_params
+        log(f"training the two-tower model on the history ({params.epochs} epochs)")
+        learned = two_tower(history, index, vectors, params)
+        vectors, from_text = learned.vectors, int(learned.from_text.sum())
     config = RayrecConfig(index=IndexConfig(dim=vectors.shape[1], factory="Flat", max_k=K), num_shards=num_shards,
                           shard_num_cpus=0.1, router_num_cpus=0.1, user_actor_num_cpus=0.1, namespace="rayrec-eval",
                           **({"feedback": feedback} if feedback is not None else {}))
@@ -153,7 +164,8 @@ def evaluate(
             "scored_events_of_users_without_history": sum(1 for e in replay if e.positive and e.user not in liked),
             "item_space": space,
             "item_vectors": (f"text encoder ({model_dir or 'all-MiniLM-L6-v2'}), {encoder.dim}-d" if space == "text"
-                             else f"SVD of the history, {vectors.shape[1]}-d; {from_text} items without history placed from text"),
+                             else f"{space} trained on the history, {vectors.shape[1]}-d; "
+                                  f"{from_text} items without history placed from text"),
             "feedback_rule": {"learning_rates": rule.learning_rates, "decay_half_life_s": rule.decay_half_life_s,
                               "history_recency": rule.history_recency},
             "bootstrap_resamples": resamples,

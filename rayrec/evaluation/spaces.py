@@ -1,5 +1,7 @@
 """Item spaces for an evaluation: the text encoder's embeddings, or vectors learned from the history.
 
+`two-tower`: rayrec.learning (the model `rayrec train` trains), trained on the history only.
+
 `svd`: a truncated SVD of the history's user x item matrix of positive
 interactions, each item's column damped by its popularity (count ** -alpha),
 so the space is not just a popularity axis. Items the history never saw get
@@ -13,7 +15,7 @@ import numpy as np
 
 from rayrec.evaluation.data import Event
 
-SPACES = ("text", "svd")
+SPACES = ("two-tower", "svd", "text")
 SVD_DIM = 64
 SVD_ALPHA = 0.5  # popularity damping exponent
 RIDGE = 1.0  # regularisation of the text -> space map
@@ -21,8 +23,8 @@ RIDGE = 1.0  # regularisation of the text -> space map
 
 def svd_space(
     history: list[Event], index: dict[str, int], text: np.ndarray, dim: int = SVD_DIM, alpha: float = SVD_ALPHA
-) -> tuple[np.ndarray, int]:
-    """Item vectors (n_items, d) learned from the history, and how many came from text alone.
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Item vectors (n_items, d) learned from the history, the text map W (d, e), and which came from text alone.
 
     Args:
         history: the events to learn from (positives only are used).
@@ -48,12 +50,13 @@ def svd_space(
     out = np.zeros((len(index), d), dtype=np.float64)
     out[seen] = learned
     cold = ~seen
-    if cold.any():  # ridge regression text -> learned, on the seen items
-        x = text[seen].astype(np.float64)
-        w = np.linalg.solve(x.T @ x + RIDGE * np.eye(x.shape[1]), x.T @ learned)
+    # ridge regression text -> learned, on the seen items: places the unseen ones (and any new item later)
+    x = text[seen].astype(np.float64)
+    w = np.linalg.solve(x.T @ x + RIDGE * np.eye(x.shape[1]), x.T @ learned)
+    if cold.any():
         out[cold] = text[cold].astype(np.float64) @ w
     norms = np.linalg.norm(out, axis=1, keepdims=True)
     out = np.where(norms > 1e-12, out / np.maximum(norms, 1e-12), 0.0)
     # A zero row (an item with no signal at all) gets a fixed tiny direction so it stays indexable.
     out[(norms[:, 0] <= 1e-12)] = np.eye(1, d)[0]
-    return out.astype(np.float32), int(cold.sum())
+    return out.astype(np.float32), w.T.astype(np.float32), cold

@@ -123,8 +123,8 @@ def test_the_svd_space_recovers_planted_groups_and_places_unseen_items_by_text()
     text[20, 0] = 1.0
     text[21, 1] = 1.0
     text += 0.05 * rng.standard_normal(text.shape).astype(np.float32)
-    vectors, from_text = svd_space(history, index, text, dim=4)
-    assert from_text == 2 and vectors.shape == (22, 4)
+    vectors, text_map, from_text = svd_space(history, index, text, dim=4)
+    assert from_text.tolist() == [False] * 20 + [True, True] and vectors.shape == (22, 4) and text_map.shape == (4, 8)
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
     sims = vectors @ vectors.T
     a, b = list(range(10)), list(range(10, 20))

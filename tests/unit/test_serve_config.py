@@ -20,7 +20,7 @@ def test_serve_config_is_valid_for_serve_and_for_rayrec() -> None:
     app = schema.applications[0]
     assert app.import_path == "serve_app.app:build_app" and app.route_prefix == "/"
     args = AppArgs(**app.args)
-    assert args.dim == 384 and args.catalog == "movielens-100k"
+    assert args.dim is None and args.resolved().dim == 384 and args.catalog == "movielens-100k"
     assert set(app.args) == set(AppArgs.model_fields)  # every option is in the file
 
 

@@ -1,0 +1,70 @@
+"""The training loop, without Ray: `rayrec train` runs it on each Ray Train worker, `rayrec eval` in process."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+
+from rayrec.learning.examples import Examples
+from rayrec.learning.model import TrainParams, TwoTower
+
+
+def fit(
+    model: torch.nn.Module,
+    examples: Examples,
+    params: TrainParams,
+    rank: int = 0,
+    world: int = 1,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    device: torch.device | str = "cpu",
+) -> list[dict[str, Any]]:
+    """Trains `model` (a TwoTower, or one wrapped by DistributedDataParallel) in place.
+
+    Each of `world` workers takes every world-th example of one shared shuffle per
+    epoch, cut to the same number of steps on every worker (DDP needs that).
+
+    Args:
+        on_epoch: called with {"epoch", "loss"} after each epoch (it may add to the dict).
+
+    Returns:
+        The per-epoch dicts.
+    """
+    torch.manual_seed(params.seed + rank)
+    rng = np.random.default_rng(params.seed)
+    optimiser = torch.optim.Adam(model.parameters(), lr=params.learning_rate)
+    counts = torch.as_tensor(examples.counts, dtype=torch.float32)
+    log_q = torch.log(counts.clamp(min=1.0) / counts.sum()).to(device)
+    context = torch.as_tensor(examples.context)
+    target = torch.as_tensor(examples.target)
+    per_worker = len(examples) // world
+    steps = max(1, -(-per_worker // params.batch_size))
+    history: list[dict[str, Any]] = []
+    for epoch in range(params.epochs):
+        mine = rng.permutation(len(examples))[: per_worker * world][rank::world]
+        model.train()
+        total = 0.0
+        for step in range(steps):
+            batch = torch.as_tensor(mine[step * params.batch_size : (step + 1) * params.batch_size])
+            if len(batch) < 2:  # a softmax over one target teaches nothing
+                continue
+            loss = model(context[batch].to(device), target[batch].to(device), log_q)
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            total += float(loss.detach()) * len(batch)
+        model.eval()
+        stats: dict[str, Any] = {"epoch": epoch + 1, "loss": round(total / max(1, len(mine)), 4)}
+        if on_epoch is not None:
+            on_epoch(stats)
+        history.append(stats)
+    return history
+
+
+def unwrap(model: torch.nn.Module) -> TwoTower:
+    """The TwoTower inside a DistributedDataParallel wrapper (or the model itself)."""
+    inner = getattr(model, "module", model)
+    assert isinstance(inner, TwoTower)
+    return inner

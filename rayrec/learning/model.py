@@ -1,0 +1,126 @@
+"""The two-tower model in plain torch, shaped like the server's own user rule.
+
+Item tower: normalise(P(text embedding) + id embedding). P is a linear map
+from the frozen encoder's space into the learned one; the id embedding is a
+per-item correction learned from interactions (zero for an item the training
+data never saw, and dropped at random during training so the text path alone
+learns to place items; the same loss on the text path alone trains it directly). User tower: normalise(sum of the item vectors of the
+user's recent positives, the newest weighing 1, the one before `recency`, ...),
+which is what rayrec's `set_history` and, roughly, its feedback rule compute,
+so the space is trained for the way the server moves users in it. Loss: a
+softmax over the batch's target items (in-batch negatives) with the logQ
+correction for how often each item is a target.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+from rayrec.exceptions import InvalidInputError
+
+PAD = -1  # an empty context slot
+
+
+@dataclass(frozen=True, slots=True)
+class TrainParams:
+    """How the two-tower model is trained (chosen on a validation slice of MovieLens' history; see README).
+
+    Args:
+        dim: the learned space's dimension (the index dimension; independent of the encoder's).
+        context: most recent positives the user tower pools.
+        recency: weight ratio between consecutive context items (newest weighs 1).
+        epochs: passes over the training examples.
+        batch_size: examples per step (also the number of in-batch negatives + 1).
+        learning_rate: Adam's step size.
+        temperature: softmax temperature of the cosine scores.
+        id_dropout: share of item-id embeddings dropped per step.
+        text_loss: weight of the same loss with the targets' text path alone (trains it to place new items).
+        seed: torch and numpy seed.
+    """
+
+    dim: int = 64
+    context: int = 50
+    recency: float = 0.9
+    epochs: int = 20
+    batch_size: int = 256
+    learning_rate: float = 3e-3
+    temperature: float = 0.1
+    id_dropout: float = 0.2
+    text_loss: float = 0.5
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("dim", "context", "epochs", "batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise InvalidInputError(f"{name} must be a positive integer, got {value!r}")
+        if not 0 < self.recency <= 1:
+            raise InvalidInputError(f"recency must be in (0, 1], got {self.recency!r}")
+        if not self.learning_rate > 0 or not self.temperature > 0:
+            raise InvalidInputError("learning_rate and temperature must be > 0")
+        if not 0 <= self.id_dropout < 1:
+            raise InvalidInputError(f"id_dropout must be in [0, 1), got {self.id_dropout!r}")
+        if not self.text_loss >= 0:
+            raise InvalidInputError(f"text_loss must be >= 0, got {self.text_loss!r}")
+
+    def as_dict(self) -> dict[str, float | int]:
+        return asdict(self)
+
+
+class TwoTower(torch.nn.Module):
+    """Item tower (text projection + id embedding) and a pooling user tower over the same item vectors."""
+
+    def __init__(self, text: np.ndarray, has_history: np.ndarray, params: TrainParams) -> None:
+        """text: (n_items, e) frozen text embeddings; has_history: (n_items,) bool, items with an id embedding."""
+        super().__init__()
+        self.params = params
+        self.register_buffer("text", torch.as_tensor(np.asarray(text, np.float32)))
+        self.register_buffer("has_id", torch.as_tensor(np.asarray(has_history, bool)))
+        self.project = torch.nn.Linear(self.text.shape[1], params.dim)
+        self.ids = torch.nn.Embedding(self.text.shape[0], params.dim)
+        torch.nn.init.normal_(self.ids.weight, std=0.1)
+        ages = torch.arange(params.context - 1, -1, -1, dtype=torch.float32)
+        self.register_buffer("weights", params.recency**ages)  # context slot -> weight (last slot = newest)
+
+    def items(self, idx: torch.Tensor, drop_ids: bool = False) -> torch.Tensor:
+        """Normalised item vectors of item rows idx (any shape)."""
+        ids = self.ids(idx) * self.has_id[idx].unsqueeze(-1)
+        if drop_ids and self.params.id_dropout > 0:
+            ids = ids * (torch.rand(idx.shape, device=idx.device) >= self.params.id_dropout).unsqueeze(-1)
+        return torch.nn.functional.normalize(self.project(self.text[idx]) + ids, dim=-1)
+
+    def users(self, context: torch.Tensor, drop_ids: bool = False) -> torch.Tensor:
+        """Normalised user vectors from (batch, context) item rows, oldest first, PAD-padded on the left."""
+        mask = (context != PAD).float() * self.weights[-context.shape[1] :]
+        pooled = (self.items(context.clamp(min=0), drop_ids) * mask.unsqueeze(-1)).sum(dim=1)
+        return torch.nn.functional.normalize(pooled, dim=-1)
+
+    def text_items(self, idx: torch.Tensor) -> torch.Tensor:
+        """Item vectors from the text path alone (how an item without interactions is placed)."""
+        return torch.nn.functional.normalize(self.project(self.text[idx]), dim=-1)
+
+    def forward(self, context: torch.Tensor, target: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
+        """The training loss: sampled softmax over the batch's targets (logQ-corrected), once with the targets'
+        full vectors and once (weighted by text_loss) with their text path alone, which trains that path to
+        place items where their interactions would have put them."""
+        users = self.users(context, drop_ids=True)
+        same = target.unsqueeze(0) == target.unsqueeze(1)
+        mask = same & ~torch.eye(len(target), dtype=torch.bool, device=target.device)
+        labels = torch.arange(len(target), device=target.device)
+
+        def softmax_loss(items: torch.Tensor) -> torch.Tensor:
+            logits = users @ items.T / self.params.temperature - log_q[target].unsqueeze(0)
+            return torch.nn.functional.cross_entropy(logits.masked_fill(mask, -1e9), labels)
+
+        loss = softmax_loss(self.items(target, drop_ids=True))
+        if self.params.text_loss > 0:
+            loss = loss + self.params.text_loss * softmax_loss(self.text_items(target))
+        return loss
+
+    @torch.no_grad()
+    def item_table(self) -> np.ndarray:
+        """(n_items, dim) float32: every item's vector (text path alone for items without history)."""
+        return self.items(torch.arange(self.text.shape[0], device=self.text.device)).cpu().numpy().astype(np.float32)

@@ -1,0 +1,40 @@
+"""Vectors in a learned space for the server: an item's learned vector if the model has one, else its text's."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from rayrec.learning.store import LearnedSpace
+
+
+class Placer:
+    """Places items (by id and text embedding) and text-described users in one learned space."""
+
+    def __init__(self, space: LearnedSpace) -> None:
+        self.space = space
+        self._row = {item: r for r, item in enumerate(space.item_ids)}
+
+    @property
+    def version(self) -> str:
+        return self.space.version
+
+    def unknown(self, ids: list[str]) -> list[int]:
+        """Positions of the ids the model holds no vector for (their text must be encoded)."""
+        return [i for i, item in enumerate(ids) if item not in self._row]
+
+    def items(self, ids: list[str], unknown_text: np.ndarray | None) -> np.ndarray:
+        """(n, dim) vectors: the model's own for known ids, the text path's (of unknown_text, in the
+        order of `unknown(ids)`) for the others."""
+        out = np.empty((len(ids), self.space.dim), dtype=np.float32)
+        missing = self.unknown(ids)
+        known = [i for i in range(len(ids)) if ids[i] in self._row]
+        out[known] = self.space.vectors[[self._row[ids[i]] for i in known]]
+        if missing:
+            if unknown_text is None or len(unknown_text) != len(missing):
+                raise ValueError(f"{len(missing)} items need a text embedding, got {0 if unknown_text is None else len(unknown_text)}")
+            out[missing] = self.space.place(unknown_text)
+        return out
+
+    def text(self, embeddings: np.ndarray) -> np.ndarray:
+        """Text embeddings (of new items, or of users described by text) placed in the space."""
+        return self.space.place(embeddings)

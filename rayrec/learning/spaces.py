@@ -1,0 +1,59 @@
+"""Learned item spaces, each as item vectors plus a linear text path: the two-tower model, and the SVD baseline."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from rayrec.evaluation.data import Event
+from rayrec.learning.examples import make_examples
+from rayrec.learning.model import TrainParams
+
+KINDS = ("two-tower", "svd")
+
+
+@dataclass(frozen=True, slots=True)
+class Space:
+    """Item vectors (n, dim), which came from text alone, and the text path x -> normalise(W x + b)."""
+
+    kind: str
+    vectors: np.ndarray
+    from_text: np.ndarray
+    text_weight: np.ndarray
+    text_bias: np.ndarray
+    history: list[dict[str, Any]]  # per-epoch metrics (empty for svd)
+
+
+def two_tower(
+    events: list[Event], index: dict[str, int], text: np.ndarray, params: TrainParams,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+) -> Space:
+    """Trains the two-tower model in this process (the loop Ray Train runs on each worker)."""
+    import torch
+
+    from rayrec.learning.fit import fit
+    from rayrec.learning.model import TwoTower
+
+    examples = make_examples(events, index, params.context)
+    torch.manual_seed(params.seed)
+    model = TwoTower(text, examples.has_history, params)
+    history = fit(model, examples, params, on_epoch=on_epoch)
+    return from_model(model, examples.has_history, history)
+
+
+def from_model(model: Any, has_history: np.ndarray, history: list[dict[str, Any]]) -> Space:
+    """The Space of a trained TwoTower."""
+    return Space("two-tower", model.item_table(), ~np.asarray(has_history, bool),
+                 model.project.weight.detach().cpu().numpy().astype(np.float32),
+                 model.project.bias.detach().cpu().numpy().astype(np.float32), history)
+
+
+def svd(events: list[Event], index: dict[str, int], text: np.ndarray, dim: int = 64) -> Space:
+    """The SVD baseline (rayrec.evaluation.spaces.svd_space) with its ridge text map."""
+    from rayrec.evaluation.spaces import svd_space
+
+    vectors, weight, from_text = svd_space(events, index, text, dim)
+    return Space("svd", vectors, from_text, weight, np.zeros(weight.shape[0], np.float32), [])

@@ -1,0 +1,174 @@
+"""The two-tower model, its examples and its files, without Ray: planted structure, the text path, no pickle."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rayrec.evaluation.data import Event
+from rayrec.exceptions import InvalidInputError
+from rayrec.learning import store
+from rayrec.learning.examples import make_examples, next_item_hit_rate, pooled
+from rayrec.learning.model import PAD, TrainParams, TwoTower
+from rayrec.learning.spaces import two_tower
+from rayrec.user_state import history_vector
+
+GROUPS, PER_GROUP = 3, 12
+
+
+def _planted(text_signal: float, seed: int = 0) -> tuple[list[Event], dict[str, int], np.ndarray]:
+    """3 tastes of 12 items each; 90 users each like 8 items of their group in a random order.
+
+    Two more items per group ("g<k>-new") nobody interacts with. Text: each item's
+    group direction times text_signal, plus noise.
+    """
+    rng = np.random.default_rng(seed)
+    items = [f"g{g}-{j}" for g in range(GROUPS) for j in range(PER_GROUP)] + [f"g{g}-new{j}" for g in range(GROUPS) for j in range(2)]
+    index = {item: r for r, item in enumerate(items)}
+    events: list[Event] = []
+    for u in range(90):
+        g = u % GROUPS
+        for j in rng.choice(PER_GROUP, 8, replace=False):
+            events.append(Event(f"u{u}", f"g{g}-{j}", float(len(events)), 5.0))
+    text = 0.1 * rng.standard_normal((len(items), 16)).astype(np.float32)
+    for item, r in index.items():
+        text[r, int(item[1])] += text_signal
+    return events, index, text
+
+
+def _group_rows(index: dict[str, int], g: int, new: bool = False) -> list[int]:
+    return [r for item, r in index.items() if item.startswith(f"g{g}-") and ("new" in item) == new]
+
+
+SMALL = TrainParams(dim=8, context=8, epochs=40, batch_size=32, temperature=0.2, learning_rate=1e-2)
+
+
+def test_two_tower_recovers_planted_groups_from_interactions_alone():
+    events, index, text = _planted(text_signal=0.0)  # the text says nothing: only interactions can
+    space = two_tower(events, index, text, SMALL)
+    v = space.vectors
+    np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5)
+    sims = v @ v.T
+    within = np.mean([sims[i, j] for g in range(GROUPS) for i in _group_rows(index, g) for j in _group_rows(index, g) if i != j])
+    across = np.mean([sims[i, j] for g in range(GROUPS) for h in range(GROUPS) if g != h
+                      for i in _group_rows(index, g) for j in _group_rows(index, h)])
+    assert within - across > 0.5, (within, across)
+    assert space.from_text.tolist() == [False] * (GROUPS * PER_GROUP) + [True] * (GROUPS * 2)
+    # The pooled user vector of a group's items ranks its own group's other items first (among the items
+    # with interactions: the unseen ones have only noise for text here, so nothing can place them).
+    for g in range(GROUPS):
+        seen = _group_rows(index, g)[:4]
+        scores = v @ pooled(v, seen, SMALL.recency, SMALL.context)
+        scores[seen] = -np.inf
+        scores[space.from_text] = -np.inf
+        top = set(np.argsort(-scores)[:8].tolist())
+        assert top <= set(_group_rows(index, g)), (g, top)
+
+
+def test_the_text_path_places_unseen_items_near_items_with_similar_text():
+    events, index, text = _planted(text_signal=1.0)
+    space = two_tower(events, index, text, SMALL)
+    sims = space.vectors @ space.vectors.T
+    for g in range(GROUPS):
+        for new in _group_rows(index, g, new=True):
+            own = sims[new, _group_rows(index, g)].mean()
+            other = max(sims[new, _group_rows(index, h)].mean() for h in range(GROUPS) if h != g)
+            assert own > other + 0.3, (g, own, other)
+    # The saved text path reproduces the unseen items' vectors from their text alone.
+    new_rows = [r for g in range(GROUPS) for r in _group_rows(index, g, new=True)]
+    w, b = space.text_weight, space.text_bias
+    placed = text[new_rows] @ w.T + b
+    placed /= np.linalg.norm(placed, axis=1, keepdims=True)
+    np.testing.assert_allclose(placed, space.vectors[new_rows], atol=1e-5)
+
+
+def test_examples_are_each_positive_after_the_users_earlier_positives():
+    index = {x: i for i, x in enumerate("ABCD")}
+    events = [Event("u", "A", 1, 5), Event("v", "B", 2, 5), Event("u", "C", 3, 2),  # C: negative, not a positive
+              Event("u", "B", 4, 4), Event("u", "D", 5, 5), Event("w", "A", 6, None)]
+    ex = make_examples(events, index, length=2)
+    assert ex.context.tolist() == [[PAD, 0], [0, 1]] and ex.target.tolist() == [1, 3]
+    assert ex.counts.tolist() == [0, 1, 0, 1] and ex.has_history.tolist() == [True, True, False, True]
+    with pytest.raises(InvalidInputError, match="at least two positive"):
+        make_examples(events[:2], index, length=2)
+
+
+def test_the_user_tower_is_the_servers_history_rule():
+    """Training pools a user exactly as rayrec's set_history does, so the space fits the server's users."""
+    rng = np.random.default_rng(3)
+    text = rng.standard_normal((10, 6)).astype(np.float32)
+    params = TrainParams(dim=5, context=4, recency=0.7)
+    model = TwoTower(text, np.ones(10, bool), params)
+    import torch
+
+    table = model.item_table()
+    users = model.users(torch.tensor([[PAD, 2, 5, 7], [1, 2, 3, 4]])).detach().numpy()
+    np.testing.assert_allclose(users[0], history_vector(table[[2, 5, 7]], 0.7), atol=1e-5)
+    np.testing.assert_allclose(users[1], history_vector(table[[1, 2, 3, 4]], 0.7), atol=1e-5)
+    np.testing.assert_allclose(users[1], pooled(table, [0, 1, 2, 3, 4], 0.7, 4), atol=1e-5)
+
+
+def test_next_item_hit_rate_by_hand():
+    index = {x: i for i, x in enumerate("ABC")}
+    vectors = np.array([[1, 0], [0.8, 0.6], [0, 1]], dtype=np.float32)
+    before = [Event("u", "A", 1, 5)]
+    # u likes B (nearest to A after A itself, which is seen): hit at k=1; then C: u = pooled(A, B), C ranks
+    # 1st of the unseen; new user x has no vector: not scored; u's dislike of nothing else is not scored.
+    after = [Event("u", "B", 2, 5), Event("x", "A", 3, 5), Event("u", "C", 4, 5)]
+    assert next_item_hit_rate(vectors, before, after, index, 0.9, 10, k=1) == {"hr@1": 1.0, "events": 2}
+    far = np.array([[1, 0], [0, 1], [0.9, 0.1]], dtype=np.float32)  # now C beats B after A: a miss, then C hits
+    assert next_item_hit_rate(far, before, after, index, 0.9, 10, k=1) == {"hr@1": 0.5, "events": 2}
+
+
+def _save(root: Path, kind: str = "two-tower", n: int = 4, dim: int = 3) -> str:
+    rng = np.random.default_rng(n)
+    v = rng.standard_normal((n, dim)).astype(np.float32)
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    return store.save(root, kind, [f"i{j}" for j in range(n)], v, np.arange(n) % 2 == 0,
+                      rng.standard_normal((dim, 5)), rng.standard_normal(dim), {"params": {"dim": dim}})
+
+
+def test_model_files_round_trip_without_pickle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    first = _save(tmp_path)
+    second = _save(tmp_path, n=6)
+    assert [Path(first).name, Path(second).name] == ["v1", "v2"]
+    assert sorted(p.name for p in Path(second).iterdir()) == ["items.parquet", "manifest.json", "text_map.safetensors"]
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a model file was unpickled")
+
+    monkeypatch.setattr(pickle, "load", refuse)
+    monkeypatch.setattr(pickle, "loads", refuse)
+    latest = store.load("latest", tmp_path)
+    assert latest.version == "v2" and latest.item_ids == [f"i{j}" for j in range(6)] and latest.dim == 3
+    rng = np.random.default_rng(6)
+    v = rng.standard_normal((6, 3)).astype(np.float32)
+    np.testing.assert_allclose(latest.vectors, v / np.linalg.norm(v, axis=1, keepdims=True), atol=1e-6)
+    assert latest.from_text.tolist() == [True, False] * 3
+    w, b = rng.standard_normal((3, 5)).astype(np.float32), rng.standard_normal(3).astype(np.float32)
+    x = np.random.default_rng(0).standard_normal((2, 5)).astype(np.float32)
+    want = x @ w.T + b
+    np.testing.assert_allclose(latest.place(x), want / np.linalg.norm(want, axis=1, keepdims=True), atol=1e-5)
+    assert store.load("v1", tmp_path).version == "v1" and store.load(first).item_ids == ["i0", "i1", "i2", "i3"]
+    with pytest.raises(InvalidInputError, match="5-d text embeddings"):
+        latest.place(np.zeros((1, 4), np.float32))
+
+
+def test_latest_skips_unfinished_versions_and_bad_folders_are_named(tmp_path: Path):
+    with pytest.raises(InvalidInputError, match="run `rayrec train` first"):
+        store.load("latest", tmp_path)
+    _save(tmp_path)
+    (tmp_path / "v7").mkdir()  # a folder without a manifest: never `latest`
+    (tmp_path / ".staging-x").mkdir()
+    assert store.load("latest", tmp_path).version == "v1"
+    assert Path(_save(tmp_path)).name == "v2"
+    with pytest.raises(InvalidInputError, match="not a rayrec model folder"):
+        store.load(str(tmp_path / "v7"))
+    (tmp_path / "v2" / "items.parquet").write_bytes(b"not parquet")
+    with pytest.raises(InvalidInputError, match="unreadable or incomplete"):
+        store.load("v2", tmp_path)
+    with pytest.raises(InvalidInputError, match="id_dropout"):
+        TrainParams(id_dropout=1.0)
