@@ -1,10 +1,12 @@
 """Tuning the feedback rule for `rayrec eval` on the history part only, never on the replayed part.
 
     python bench/eval_tuning.py --json
+    python bench/eval_tuning.py --like 0.25 --train '[{}, {"epochs": 40}, {"text_loss": 0.0}]' --json
 
 The history (first 80% of MovieLens 100K by time) is split again: its first 90%
 as history, its last 10% (8% of all events) replayed as validation. Each
-candidate rule runs the whole protocol there; the one with the best realtime
+candidate (feedback rule x two-tower TrainParams overrides) runs the whole
+protocol there, training on that history only; the one with the best realtime
 HR@10 is what `rayrec eval` would use. Prints one JSON object.
 """
 

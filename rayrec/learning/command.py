@@ -65,9 +65,12 @@ def run_training(dataset: Dataset, args: argparse.Namespace) -> dict[str, Any]:
 
         started = not ray.is_initialized()  # a driver (or test) may have connected already
         if started and args.address is None:
-            ray.init(address="local", num_cpus=args.num_cpus or os.cpu_count(), include_dashboard=False)
+            # Workers' logs stay off: without a dashboard, Ray Train's placement-group cleaner logs a
+            # failed state-API query every second. The epochs are printed from this process instead.
+            ray.init(address="local", num_cpus=args.num_cpus or os.cpu_count(), include_dashboard=False,
+                     log_to_driver=False)
         elif started:
-            ray.init(address=args.address)
+            ray.init(address=args.address, log_to_driver=False)
         try:
             _log(f"training the two-tower model: {len(events)} interactions, {args.workers} Ray Train worker(s)")
             # Each worker claims its share of the free CPUs (at most 4: the model is small).

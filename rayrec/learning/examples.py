@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rayrec.evaluation.baselines import top_k
+from rayrec import constants as C
 from rayrec.evaluation.data import Event
 from rayrec.exceptions import InvalidInputError
 from rayrec.learning.model import PAD
@@ -15,13 +15,17 @@ from rayrec.learning.model import PAD
 
 @dataclass(frozen=True, slots=True)
 class Examples:
-    """(context, target) pairs: a user's positives before a positive (oldest first, left-padded), and that positive.
+    """(context, target) pairs: a user's interactions before a positive one (oldest first, left-padded), and it.
 
+    sign: each context slot's weight, the feedback rule's rate of its event relative to `like`'s
+        (like 1, click 0.4, dislike -1 with rayrec's default rates; 0 for padding), so the user tower
+        pools a user the way feedback moves them.
     counts: how often each item is a target (the in-batch sampling frequency the loss corrects for).
-    has_history: items with at least one positive interaction (those get an id embedding).
+    has_history: items with at least one interaction (those get an id embedding).
     """
 
     context: np.ndarray  # (n, length) int64, PAD-padded on the left
+    sign: np.ndarray  # (n, length) float32
     target: np.ndarray  # (n,) int64
     counts: np.ndarray  # (n_items,) float64
     has_history: np.ndarray  # (n_items,) bool
@@ -39,26 +43,38 @@ def positives_by_user(events: Iterable[Event], index: dict[str, int]) -> dict[st
     return out
 
 
+def relative_rates() -> dict[str, float]:
+    """The default feedback rule's rate of each event type, relative to `like`'s."""
+    return {event: rate / C.DEFAULT_LEARNING_RATES["like"] for event, rate in C.DEFAULT_LEARNING_RATES.items()}
+
+
 def make_examples(events: list[Event], index: dict[str, int], length: int) -> Examples:
-    """One example per positive event that has at least one earlier positive of the same user."""
+    """One example per positive event after at least one earlier interaction of the same user."""
+    rates = relative_rates()
+    by_user: dict[str, list[tuple[int, float, bool]]] = {}
+    for e in events:
+        by_user.setdefault(e.user, []).append((index[e.item], rates[e.feedback], e.positive))
     context: list[list[int]] = []
+    sign: list[list[float]] = []
     target: list[int] = []
-    for items in positives_by_user(events, index).values():
-        for t in range(1, len(items)):
-            before = items[max(0, t - length) : t]
-            context.append([PAD] * (length - len(before)) + before)
-            target.append(items[t])
+    for seq in by_user.values():
+        for t in range(1, len(seq)):
+            if not seq[t][2]:
+                continue
+            before = seq[max(0, t - length) : t]
+            context.append([PAD] * (length - len(before)) + [row for row, _, _ in before])
+            sign.append([0.0] * (length - len(before)) + [rate for _, rate, _ in before])
+            target.append(seq[t][0])
     if len(target) < 2:
         raise InvalidInputError(
-            f"only {len(target)} training examples (a positive interaction after another of the same user): "
-            "rayrec train needs users with at least two positive interactions"
+            f"only {len(target)} training examples (a positive interaction after another one of the same user): "
+            "rayrec train needs users with at least two interactions, the later one positive"
         )
     target_arr = np.asarray(target, dtype=np.int64)
     has = np.zeros(len(index), dtype=bool)
-    has[[index[e.item] for e in events if e.positive]] = True
-    return Examples(
-        np.asarray(context, dtype=np.int64), target_arr, np.bincount(target_arr, minlength=len(index)).astype(np.float64), has
-    )
+    has[[index[e.item] for e in events]] = True
+    return Examples(np.asarray(context, dtype=np.int64), np.asarray(sign, dtype=np.float32), target_arr,
+                    np.bincount(target_arr, minlength=len(index)).astype(np.float64), has)
 
 
 def pooled(vectors: np.ndarray, items: list[int], recency: float, length: int) -> np.ndarray:
@@ -75,21 +91,35 @@ def next_item_hit_rate(
 ) -> dict[str, float | int]:
     """HR@k of the pooled user vector on each positive of `after` (given everything before it; seen items excluded).
 
-    Events of users without an earlier positive are not scored (no vector to score with).
+    Events of users without an earlier positive are not scored (no vector to score with). Ties rank
+    the lower item row first, as the evaluation's top_k does.
     """
     positives = positives_by_user(before, index)
     seen: dict[str, set[int]] = {}
     for e in before:
         seen.setdefault(e.user, set()).add(index[e.item])
-    hits = scored = 0
-    for e in after:
+    users: list[np.ndarray] = []
+    targets: list[int] = []
+    excluded: list[list[int]] = []
+    for e in after:  # the user vectors and exclusions of every scored event, then one matrix product
         mine = seen.setdefault(e.user, set())
         row = index[e.item]
         if e.positive:
             history = positives.get(e.user)
             if history:
-                scored += 1
-                hits += row in top_k(vectors @ pooled(vectors, history, recency, length), k, mine)
+                users.append(pooled(vectors, history, recency, length))
+                targets.append(row)
+                excluded.append(sorted(mine))
             positives.setdefault(e.user, []).append(row)
         mine.add(row)
-    return {f"hr@{k}": hits / scored if scored else 0.0, "events": scored}
+    if not targets:
+        return {f"hr@{k}": 0.0, "events": 0}
+    scores = np.vstack(users) @ vectors.astype(np.float64).T
+    event = np.repeat(np.arange(len(excluded)), [len(x) for x in excluded])
+    scores[event, np.concatenate([np.asarray(x, dtype=np.int64) for x in excluded])] = -np.inf
+    target = np.asarray(targets)
+    mine_score = scores[np.arange(len(target)), target][:, None]
+    lower = np.arange(vectors.shape[0])[None, :] < target[:, None]
+    ahead = (scores > mine_score) | ((scores == mine_score) & lower)
+    hit = np.isfinite(mine_score[:, 0]) & (ahead.sum(axis=1) < k)
+    return {f"hr@{k}": float(hit.mean()), "events": int(len(target))}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -27,7 +28,7 @@ def fit(
     epoch, cut to the same number of steps on every worker (DDP needs that).
 
     Args:
-        on_epoch: called with {"epoch", "loss"} after each epoch (it may add to the dict).
+        on_epoch: called with {"epoch", "loss", "seconds", "threads"} after each epoch (it may add to the dict).
 
     Returns:
         The per-epoch dicts.
@@ -37,12 +38,14 @@ def fit(
     optimiser = torch.optim.Adam(model.parameters(), lr=params.learning_rate)
     counts = torch.as_tensor(examples.counts, dtype=torch.float32)
     log_q = torch.log(counts.clamp(min=1.0) / counts.sum()).to(device)
-    context = torch.as_tensor(examples.context)
-    target = torch.as_tensor(examples.target)
+    context = torch.tensor(examples.context)  # copies: Ray hands the worker read-only arrays
+    sign = torch.tensor(examples.sign)
+    target = torch.tensor(examples.target)
     per_worker = len(examples) // world
     steps = max(1, -(-per_worker // params.batch_size))
     history: list[dict[str, Any]] = []
     for epoch in range(params.epochs):
+        started = time.perf_counter()
         mine = rng.permutation(len(examples))[: per_worker * world][rank::world]
         model.train()
         total = 0.0
@@ -50,13 +53,14 @@ def fit(
             batch = torch.as_tensor(mine[step * params.batch_size : (step + 1) * params.batch_size])
             if len(batch) < 2:  # a softmax over one target teaches nothing
                 continue
-            loss = model(context[batch].to(device), target[batch].to(device), log_q)
+            loss = model(context[batch].to(device), sign[batch].to(device), target[batch].to(device), log_q)
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
             total += float(loss.detach()) * len(batch)
         model.eval()
-        stats: dict[str, Any] = {"epoch": epoch + 1, "loss": round(total / max(1, len(mine)), 4)}
+        stats: dict[str, Any] = {"epoch": epoch + 1, "loss": round(total / max(1, len(mine)), 4),
+                                 "seconds": round(time.perf_counter() - started, 2), "threads": torch.get_num_threads()}
         if on_epoch is not None:
             on_epoch(stats)
         history.append(stats)

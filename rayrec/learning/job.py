@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import tempfile
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -16,6 +17,20 @@ from rayrec.learning.model import TrainParams
 from rayrec.learning.spaces import Space
 
 STATE = "two_tower.safetensors"
+POLL_S = 0.5  # how often the driver prints the epochs rank 0 has reported
+
+
+class EpochLog:
+    """Rank 0's per-epoch metrics, kept for the driver to print (a 0-CPU actor: workers' own logs stay off)."""
+
+    def __init__(self) -> None:
+        self.epochs: list[dict[str, Any]] = []
+
+    def add(self, stats: dict[str, Any]) -> None:
+        self.epochs.append(stats)
+
+    def since(self, n: int) -> list[dict[str, Any]]:
+        return self.epochs[n:]
 
 
 def _worker_loop(config: dict[str, Any]) -> None:
@@ -43,8 +58,8 @@ def _worker_loop(config: dict[str, Any]) -> None:
     def on_epoch(stats: dict[str, Any]) -> None:
         if validate is not None:
             stats["validation"] = validate(unwrap(model).item_table())
-        if rank == 0:
-            print(json.dumps(stats), file=sys.stderr, flush=True)
+        if rank == 0 and config["log"] is not None:
+            config["log"].add.remote(dict(stats))
         if stats["epoch"] < params.epochs:
             ray.train.report(stats)
 
@@ -58,16 +73,52 @@ def _worker_loop(config: dict[str, Any]) -> None:
         ray.train.report({**history[-1], "history": history})
 
 
+def _fit_printing(trainer: Any, log: Any, on_epoch: Callable[[dict[str, Any]], None]) -> Any:
+    """trainer.fit() in a thread, while this one hands each epoch rank 0 reports to on_epoch."""
+    import ray
+
+    done: list[Any] = []
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            done.append(trainer.fit())
+        except BaseException as exc:  # re-raised below, in the caller's thread
+            failed.append(exc)
+
+    thread = threading.Thread(target=run, name="rayrec-train-fit", daemon=True)
+    thread.start()
+    shown = 0
+    while True:
+        finished = not thread.is_alive()
+        for stats in ray.get(log.since.remote(shown)):
+            on_epoch(stats)
+            shown += 1
+        if finished:
+            break
+        thread.join(POLL_S)
+    ray.kill(log)
+    if failed:
+        raise failed[0]
+    return done[0]
+
+
+def _print_epoch(stats: dict[str, Any]) -> None:
+    print(json.dumps(stats), file=sys.stderr, flush=True)
+
+
 def train(
     events: list[Event], index: dict[str, int], text: np.ndarray, params: TrainParams, workers: int = 1,
     cpus_per_worker: float = 1.0, use_gpu: bool = False, storage: str | None = None,
     validate: Callable[[np.ndarray], dict[str, Any]] | None = None,
+    on_epoch: Callable[[dict[str, Any]], None] = _print_epoch,
 ) -> Space:
     """Trains the two-tower model with a TorchTrainer on the Ray this process is connected to.
 
     Args:
         workers: Ray Train workers (each takes 1/workers of every epoch's examples).
-        validate: item vectors -> metrics, run after each epoch (printed and reported).
+        validate: item vectors -> metrics, run after each epoch (reported, and handed to on_epoch).
+        on_epoch: called in this process with each epoch's metrics (default: print a JSON line to stderr).
         storage: where Ray Train keeps its run folder (default: a temporary one).
     """
     import ray.train
@@ -78,16 +129,17 @@ def train(
     from rayrec.learning.spaces import from_model
 
     examples = make_examples(events, index, params.context)
+    log = ray.remote(num_cpus=0)(EpochLog).remote()
     with tempfile.TemporaryDirectory(prefix="rayrec-train-") as scratch:
         trainer = TorchTrainer(
             _worker_loop,
             train_loop_config={"params": params, "examples": examples, "text": np.asarray(text, np.float32),
-                               "validate": validate, "threads": max(1, int(cpus_per_worker))},
+                               "validate": validate, "threads": max(1, int(cpus_per_worker)), "log": log},
             scaling_config=ray.train.ScalingConfig(num_workers=workers, use_gpu=use_gpu,
                                                    resources_per_worker={"CPU": cpus_per_worker}),
             run_config=ray.train.RunConfig(name="rayrec-two-tower", storage_path=storage or scratch),
         )
-        result = trainer.fit()
+        result = _fit_printing(trainer, log, on_epoch)
         if result.checkpoint is None:
             raise RuntimeError(f"the training job ended without weights: {result.error}")
         with result.checkpoint.as_directory() as folder:

@@ -5,8 +5,9 @@ from the frozen encoder's space into the learned one; the id embedding is a
 per-item correction learned from interactions (zero for an item the training
 data never saw, and dropped at random during training so the text path alone
 learns to place items; the same loss on the text path alone trains it directly). User tower: normalise(sum of the item vectors of the
-user's recent positives, the newest weighing 1, the one before `recency`, ...),
-which is what rayrec's `set_history` and, roughly, its feedback rule compute,
+user's recent interactions, the newest weighing 1, the one before `recency`, ...,
+each also weighted by its event's signed rate in the feedback rule: like 1, click
+0.4, dislike -1), which is what rayrec's `set_history` and, roughly, its feedback rule compute,
 so the space is trained for the way the server moves users in it. Loss: a
 softmax over the batch's target items (in-batch negatives) with the logQ
 correction for how often each item is a target.
@@ -43,12 +44,12 @@ class TrainParams:
 
     dim: int = 64
     context: int = 50
-    recency: float = 0.9
-    epochs: int = 20
+    recency: float = 0.8
+    epochs: int = 40
     batch_size: int = 256
     learning_rate: float = 3e-3
-    temperature: float = 0.1
-    id_dropout: float = 0.2
+    temperature: float = 0.05
+    id_dropout: float = 0.5
     text_loss: float = 0.5
     seed: int = 0
 
@@ -77,8 +78,8 @@ class TwoTower(torch.nn.Module):
         """text: (n_items, e) frozen text embeddings; has_history: (n_items,) bool, items with an id embedding."""
         super().__init__()
         self.params = params
-        self.register_buffer("text", torch.as_tensor(np.asarray(text, np.float32)))
-        self.register_buffer("has_id", torch.as_tensor(np.asarray(has_history, bool)))
+        self.register_buffer("text", torch.tensor(np.asarray(text, np.float32)))  # a copy: Ray hands read-only arrays
+        self.register_buffer("has_id", torch.tensor(np.asarray(has_history, bool)))
         self.project = torch.nn.Linear(self.text.shape[1], params.dim)
         self.ids = torch.nn.Embedding(self.text.shape[0], params.dim)
         torch.nn.init.normal_(self.ids.weight, std=0.1)
@@ -92,9 +93,13 @@ class TwoTower(torch.nn.Module):
             ids = ids * (torch.rand(idx.shape, device=idx.device) >= self.params.id_dropout).unsqueeze(-1)
         return torch.nn.functional.normalize(self.project(self.text[idx]) + ids, dim=-1)
 
-    def users(self, context: torch.Tensor, drop_ids: bool = False) -> torch.Tensor:
-        """Normalised user vectors from (batch, context) item rows, oldest first, PAD-padded on the left."""
+    def users(self, context: torch.Tensor, sign: torch.Tensor | None = None, drop_ids: bool = False) -> torch.Tensor:
+        """Normalised user vectors from (batch, context) item rows, oldest first, PAD-padded on the left.
+
+        sign: (batch, context) weight of each slot's event (default 1: all positives)."""
         mask = (context != PAD).float() * self.weights[-context.shape[1] :]
+        if sign is not None:
+            mask = mask * sign
         pooled = (self.items(context.clamp(min=0), drop_ids) * mask.unsqueeze(-1)).sum(dim=1)
         return torch.nn.functional.normalize(pooled, dim=-1)
 
@@ -102,11 +107,11 @@ class TwoTower(torch.nn.Module):
         """Item vectors from the text path alone (how an item without interactions is placed)."""
         return torch.nn.functional.normalize(self.project(self.text[idx]), dim=-1)
 
-    def forward(self, context: torch.Tensor, target: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
+    def forward(self, context: torch.Tensor, sign: torch.Tensor, target: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
         """The training loss: sampled softmax over the batch's targets (logQ-corrected), once with the targets'
         full vectors and once (weighted by text_loss) with their text path alone, which trains that path to
         place items where their interactions would have put them."""
-        users = self.users(context, drop_ids=True)
+        users = self.users(context, sign, drop_ids=True)
         same = target.unsqueeze(0) == target.unsqueeze(1)
         mask = same & ~torch.eye(len(target), dtype=torch.bool, device=target.device)
         labels = torch.arange(len(target), device=target.device)

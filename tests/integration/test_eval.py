@@ -62,12 +62,13 @@ def test_rayrec_eval_on_files(ray_session, tmp_path, capsys):
     assert learned["params"]["item_space"] == "svd" and "4 items without history placed from text" in learned["params"]["item_vectors"]
     assert learned["metrics"]["popularity"] == metrics["popularity"]
     assert learned["metrics"]["itemknn"] == metrics["itemknn"]
-    # The default space: the two-tower model trained on the history (u1's and u2's A -> B are its two examples).
+    # The default space: the two-tower model trained on the history (u1's and u2's A -> B are its two examples;
+    # every item with any interaction has an id embedding, so only E and F come from text alone).
     assert main(["eval", "--interactions", inter, "--items", items, "--history-share", str(share),
                  "--json", "--resamples", "50", "--no-progress"]) == 0
     tower = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert tower["params"]["item_space"] == "two-tower"
-    assert tower["params"]["item_vectors"].startswith("two-tower trained on the history, 64-d; 4 items without history")
+    assert tower["params"]["item_vectors"].startswith("two-tower trained on the history, 64-d; 2 items without history")
     assert tower["metrics"]["popularity"] == metrics["popularity"] and tower["metrics"]["itemknn"] == metrics["itemknn"]
     assert tower["metrics"]["realtime"]["events"] == 4
 

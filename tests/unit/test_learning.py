@@ -85,14 +85,20 @@ def test_the_text_path_places_unseen_items_near_items_with_similar_text():
     np.testing.assert_allclose(placed, space.vectors[new_rows], atol=1e-5)
 
 
-def test_examples_are_each_positive_after_the_users_earlier_positives():
-    index = {x: i for i, x in enumerate("ABCD")}
-    events = [Event("u", "A", 1, 5), Event("v", "B", 2, 5), Event("u", "C", 3, 2),  # C: negative, not a positive
-              Event("u", "B", 4, 4), Event("u", "D", 5, 5), Event("w", "A", 6, None)]
+def test_examples_are_each_positive_after_the_users_earlier_interactions_signed_by_the_rule():
+    index = {x: i for i, x in enumerate("ABCDE")}
+    events = [Event("u", "A", 1, 5), Event("v", "B", 2, 5), Event("u", "C", 3, 2),  # C: a dislike, not a target
+              Event("u", "B", 4, 4), Event("u", "D", 5, 3), Event("u", "A", 6, 5), Event("w", "A", 7, None)]
     ex = make_examples(events, index, length=2)
-    assert ex.context.tolist() == [[PAD, 0], [0, 1]] and ex.target.tolist() == [1, 3]
-    assert ex.counts.tolist() == [0, 1, 0, 1] and ex.has_history.tolist() == [True, True, False, True]
-    with pytest.raises(InvalidInputError, match="at least two positive"):
+    # u: A like, C dislike, B like, D click (rating 3: not a target), A like. Targets: B after [A, C]; A after [B, D].
+    assert ex.context.tolist() == [[0, 2], [1, 3]] and ex.target.tolist() == [1, 0]
+    # Slot weights are the default rule's rates relative to like's: like 1, dislike -1, click 0.10 / 0.25.
+    np.testing.assert_allclose(ex.sign, [[1.0, -1.0], [1.0, 0.4]])
+    assert ex.counts.tolist() == [1, 1, 0, 0, 0] and ex.has_history.tolist() == [True, True, True, True, False]
+    short = make_examples([Event("u", "A", 1, 5), Event("u", "B", 2, 5), Event("x", "C", 3, 5), Event("x", "D", 4, 5)],
+                          index, length=3)
+    assert short.context.tolist() == [[PAD, PAD, 0], [PAD, PAD, 2]] and short.sign[:, :2].sum() == 0
+    with pytest.raises(InvalidInputError, match="at least two interactions, the later one positive"):
         make_examples(events[:2], index, length=2)
 
 
@@ -109,6 +115,10 @@ def test_the_user_tower_is_the_servers_history_rule():
     np.testing.assert_allclose(users[0], history_vector(table[[2, 5, 7]], 0.7), atol=1e-5)
     np.testing.assert_allclose(users[1], history_vector(table[[1, 2, 3, 4]], 0.7), atol=1e-5)
     np.testing.assert_allclose(users[1], pooled(table, [0, 1, 2, 3, 4], 0.7, 4), atol=1e-5)
+    # A disliked item (sign -1) is subtracted: newest 1 * x4 - 0.7 * x3 + 0.49 * x2 ...
+    signed = model.users(torch.tensor([[PAD, PAD, 3, 4]]), torch.tensor([[0.0, 0.0, -1.0, 1.0]])).detach().numpy()[0]
+    want = table[4] - 0.7 * table[3]
+    np.testing.assert_allclose(signed, want / np.linalg.norm(want), atol=1e-5)
 
 
 def test_next_item_hit_rate_by_hand():
@@ -172,3 +182,31 @@ def test_latest_skips_unfinished_versions_and_bad_folders_are_named(tmp_path: Pa
         store.load("v2", tmp_path)
     with pytest.raises(InvalidInputError, match="id_dropout"):
         TrainParams(id_dropout=1.0)
+
+
+def test_next_item_hit_rate_equals_the_loop_over_top_k_on_random_data():
+    from rayrec.evaluation.baselines import top_k
+    from rayrec.learning.examples import positives_by_user
+
+    rng = np.random.default_rng(0)
+    n = 50
+    v = rng.standard_normal((n, 4))
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    index = {str(i): i for i in range(n)}
+    events = [Event(f"u{rng.integers(8)}", str(rng.integers(n)), t, float(rng.integers(1, 6))) for t in range(400)]
+    before, after = events[:200], events[200:]
+    positives = positives_by_user(before, index)
+    seen: dict[str, set[int]] = {}
+    for e in before:
+        seen.setdefault(e.user, set()).add(index[e.item])
+    hits = scored = 0
+    for e in after:
+        mine = seen.setdefault(e.user, set())
+        if e.positive:
+            if positives.get(e.user):
+                scored += 1
+                hits += index[e.item] in top_k(v @ pooled(v, positives[e.user], 0.8, 5), 10, mine)
+            positives.setdefault(e.user, []).append(index[e.item])
+        mine.add(index[e.item])
+    assert scored > 50
+    assert next_item_hit_rate(v, before, after, index, 0.8, 5) == {"hr@10": hits / scored, "events": scored}
