@@ -23,7 +23,7 @@ from rayrec.deploy import build_actors
 from rayrec.exceptions import InvalidInputError, ItemNotFoundError, RayrecError, ShardUnavailableError, root_cause
 from rayrec.hashing import partition_of
 from rayrec.learning import store
-from rayrec.learning.placement import Placer
+from rayrec.learning.placement import Placer, check_stored_space
 from serve_app.catalogs import load_catalog
 from serve_app.models import (
     EncodeRequest,
@@ -153,8 +153,11 @@ class Ingress:
                 "vectors: set the index dim to the space's (the encoder's, or the model's)"
             )
         self.router, self.shards, self.users = build_actors(self.config, detached=True, attach=True)
+        items = await self.router.count.remote()
+        if self.config.storage:  # recovered vectors must be in the space this replica serves
+            check_stored_space(self.config.storage, self.model_version, items > 0)
         catalog = settings.get("catalog", "none")
-        if catalog != "none" and await self.router.count.remote() == 0:
+        if catalog != "none" and items == 0:
             # A fresh system: load its catalog before this replica reports ready.
             await load_catalog(catalog, self._item_vectors, self.router, self.users, settings.get("text_columns"))
 

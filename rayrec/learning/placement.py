@@ -2,9 +2,38 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 
+from rayrec.exceptions import InvalidInputError
 from rayrec.learning.store import LearnedSpace
+
+SPACE_MARKER = "item_space.json"  # in a durable system's storage: which item space its vectors are in
+
+
+def check_stored_space(storage_uri: str, serving: str, holds_items: bool) -> None:
+    """Refuses to serve `serving` (a model version, or `text`) over durable state in another item space.
+
+    A storage without the marker is taken to hold `text` vectors if it holds items
+    (systems from before learned spaces); an empty one is marked for `serving`.
+    """
+    from rayrec.storage import Storage
+
+    storage = Storage(storage_uri)
+    if storage.exists(SPACE_MARKER):
+        stored = str(json.loads(storage.read_bytes(SPACE_MARKER))["item_space"])
+    elif holds_items:
+        stored = "text"
+    else:
+        storage.write_bytes(SPACE_MARKER, json.dumps({"item_space": serving}).encode())
+        return
+    if stored != serving:
+        raise InvalidInputError(
+            f"the storage {storage_uri!r} holds item and user vectors of item space {stored!r}, not {serving!r}: "
+            f"serve it with model {stored!r} ({'no --model' if stored == 'text' else '--model ' + stored}), or give "
+            "a new storage location (moving a running system to another model version is not built yet)"
+        )
 
 
 class Placer:

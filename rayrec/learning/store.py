@@ -115,7 +115,8 @@ def save(
         })
         pq.write_table(table, staging / ITEMS)
         while True:  # another writer may take a number first: take the next one
-            number = (versions(folder) or [0])[-1] + 1
+            taken = [int(m.group(1)) for p in folder.iterdir() if (m := VERSION.match(p.name))]  # complete or not
+            number = max(taken, default=0) + 1
             manifest = {"version": f"v{number}", "kind": kind, "dim": dim, "text_dim": int(text_weight.shape[1]),
                         "items": len(item_ids), "items_from_text": int(np.sum(from_text)),
                         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **info}

@@ -171,15 +171,16 @@ def test_latest_skips_unfinished_versions_and_bad_folders_are_named(tmp_path: Pa
     with pytest.raises(InvalidInputError, match="run `rayrec train` first"):
         store.load("latest", tmp_path)
     _save(tmp_path)
-    (tmp_path / "v7").mkdir()  # a folder without a manifest: never `latest`
+    (tmp_path / "v7").mkdir()  # a folder without a manifest: never `latest`, and its number is not reused
+    (tmp_path / "v7" / "items.parquet").write_bytes(b"half a model")
     (tmp_path / ".staging-x").mkdir()
     assert store.load("latest", tmp_path).version == "v1"
-    assert Path(_save(tmp_path)).name == "v2"
+    assert Path(_save(tmp_path)).name == "v8" and store.versions(tmp_path) == [1, 8]
     with pytest.raises(InvalidInputError, match="not a rayrec model folder"):
         store.load(str(tmp_path / "v7"))
-    (tmp_path / "v2" / "items.parquet").write_bytes(b"not parquet")
+    (tmp_path / "v8" / "items.parquet").write_bytes(b"not parquet")
     with pytest.raises(InvalidInputError, match="unreadable or incomplete"):
-        store.load("v2", tmp_path)
+        store.load("v8", tmp_path)
     with pytest.raises(InvalidInputError, match="id_dropout"):
         TrainParams(id_dropout=1.0)
 
@@ -210,3 +211,19 @@ def test_next_item_hit_rate_equals_the_loop_over_top_k_on_random_data():
         mine.add(index[e.item])
     assert scored > 50
     assert next_item_hit_rate(v, before, after, index, 0.8, 5) == {"hr@10": hits / scored, "events": scored}
+
+
+def test_durable_state_is_only_served_in_the_item_space_it_was_written_in(tmp_path: Path):
+    from rayrec.learning.placement import check_stored_space
+
+    fresh = str(tmp_path / "fresh")
+    check_stored_space(fresh, "v2", holds_items=False)  # an empty system takes the space it is started with
+    check_stored_space(fresh, "v2", holds_items=True)
+    with pytest.raises(InvalidInputError, match="item space 'v2', not 'v3'.*--model v2"):
+        check_stored_space(fresh, "v3", holds_items=True)
+    with pytest.raises(InvalidInputError, match="item space 'v2', not 'text'"):
+        check_stored_space(fresh, "text", holds_items=True)
+    old = str(tmp_path / "old")  # state from before learned spaces: no marker, items in the text space
+    check_stored_space(old, "text", holds_items=True)
+    with pytest.raises(InvalidInputError, match="item space 'text', not 'v1'.*no --model"):
+        check_stored_space(old, "v1", holds_items=True)
