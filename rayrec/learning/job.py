@@ -56,7 +56,7 @@ def _worker_loop(config: dict[str, Any]) -> None:
     validate: Callable[[np.ndarray], dict[str, Any]] | None = config["validate"]
 
     def on_epoch(stats: dict[str, Any]) -> None:
-        if validate is not None:
+        if validate is not None and rank == 0:
             stats["validation"] = validate(unwrap(model).item_table())
         if rank == 0 and config["log"] is not None:
             config["log"].add.remote(dict(stats))
