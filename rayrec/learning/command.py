@@ -90,7 +90,7 @@ def run_training(dataset: Dataset, args: argparse.Namespace) -> dict[str, Any]:
     }
     path = store.save(args.out or store.default_root(), space.kind, ids, space.vectors, space.from_text,
                       space.text_weight, space.text_bias, info)
-    manifest = store.load(path).manifest
+    manifest = store.manifest(path)
     _log(f"done in {time.perf_counter() - t0:.0f} s; held-out HR@10: " +
          ", ".join(f"{k} {v['hr@10']:.3f}" for k, v in validation.items() if v))
     return {**manifest, "path": path}

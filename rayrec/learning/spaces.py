@@ -12,9 +12,6 @@ from rayrec.evaluation.data import Event
 from rayrec.learning.examples import make_examples
 from rayrec.learning.model import TrainParams
 
-KINDS = ("two-tower", "svd")
-
-
 @dataclass(frozen=True, slots=True)
 class Space:
     """Item vectors (n, dim), which came from text alone, and the text path x -> normalise(W x + b)."""

@@ -158,17 +158,17 @@ def load(model: str, root: str | os.PathLike[str] | None = None) -> LearnedSpace
     from safetensors.numpy import load_file
 
     path = resolve(model, root)
+    info = manifest(path)
     try:
-        manifest = json.loads((path / MANIFEST).read_text())
         tensors = load_file(str(path / TEXT_MAP))
         table = pq.read_table(path / ITEMS)
-        dim = int(manifest["dim"])
+        dim = int(info["dim"])
         vectors = table["vector"].combine_chunks().flatten().to_numpy().reshape(-1, dim).astype(np.float32)
         ids = [str(x) for x in table["item_id"].to_pylist()]
-    except (OSError, ValueError, KeyError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError, KeyError) as exc:
         raise InvalidInputError(f"model folder {path} is unreadable or incomplete: {exc}") from None
     weight, bias = tensors.get("text_weight"), tensors.get("text_bias")
-    if weight is None or bias is None or weight.shape != (dim, int(manifest["text_dim"])) or bias.shape != (dim,):
+    if weight is None or bias is None or weight.shape != (dim, int(info["text_dim"])) or bias.shape != (dim,):
         raise InvalidInputError(f"model folder {path}: {TEXT_MAP} does not hold a {dim}-d text map")
-    return LearnedSpace(str(manifest["version"]), str(path), str(manifest["kind"]), ids, vectors,
-                        table["from_text"].to_numpy(zero_copy_only=False).astype(bool), weight, bias, manifest)
+    return LearnedSpace(str(info["version"]), str(path), str(info["kind"]), ids, vectors,
+                        table["from_text"].to_numpy(zero_copy_only=False).astype(bool), weight, bias, info)
