@@ -23,6 +23,7 @@ import torch
 from rayrec.exceptions import InvalidInputError
 
 PAD = -1  # an empty context slot
+TEXT_MAPS = ("trained", "ridge")
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +40,9 @@ class TrainParams:
         temperature: softmax temperature of the cosine scores.
         id_dropout: share of item-id embeddings dropped per step.
         text_loss: weight of the same loss with the targets' text path alone (trains it to place new items).
+        text_map: the text path kept after training: `trained` (the projection the loss trained) or `ridge`
+            (a ridge regression from text embeddings onto the trained vectors of the items with interactions,
+            as the SVD baseline places its new items).
         seed: torch and numpy seed.
     """
 
@@ -51,6 +55,7 @@ class TrainParams:
     temperature: float = 0.05
     id_dropout: float = 0.5
     text_loss: float = 0.5
+    text_map: str = "trained"
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -66,6 +71,8 @@ class TrainParams:
             raise InvalidInputError(f"id_dropout must be in [0, 1), got {self.id_dropout!r}")
         if not self.text_loss >= 0:
             raise InvalidInputError(f"text_loss must be >= 0, got {self.text_loss!r}")
+        if self.text_map not in TEXT_MAPS:
+            raise InvalidInputError(f"text_map must be one of {', '.join(TEXT_MAPS)}, got {self.text_map!r}")
 
     def as_dict(self) -> dict[str, float | int]:
         return asdict(self)

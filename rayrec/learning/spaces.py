@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from rayrec.evaluation.data import Event
+from rayrec.evaluation.spaces import RIDGE
 from rayrec.learning.examples import make_examples
 from rayrec.learning.model import TrainParams
 
@@ -42,10 +43,30 @@ def two_tower(
 
 
 def from_model(model: Any, has_history: np.ndarray, history: list[dict[str, Any]]) -> Space:
-    """The Space of a trained TwoTower."""
-    return Space("two-tower", model.item_table(), ~np.asarray(has_history, bool),
-                 model.project.weight.detach().cpu().numpy().astype(np.float32),
-                 model.project.bias.detach().cpu().numpy().astype(np.float32), history)
+    """The Space of a trained TwoTower, with the text path its params.text_map names."""
+    vectors, from_text = model.item_table(), ~np.asarray(has_history, bool)
+    weight = model.project.weight.detach().cpu().numpy().astype(np.float32)
+    bias = model.project.bias.detach().cpu().numpy().astype(np.float32)
+    if model.params.text_map == "ridge":
+        text = model.text.detach().cpu().numpy()
+        weight, bias = ridge_map(text[~from_text], vectors[~from_text])
+        if from_text.any():
+            vectors[from_text] = _normalised(text[from_text] @ weight.T + bias)
+    return Space("two-tower", vectors, from_text, weight, bias, history)
+
+
+def ridge_map(x: np.ndarray, y: np.ndarray, alpha: float = RIDGE) -> tuple[np.ndarray, np.ndarray]:
+    """The ridge regression y ~ W x + b (b not penalised): W (d, e) and b (d,), float32."""
+    x64, y64 = x.astype(np.float64), y.astype(np.float64)
+    x_mean, y_mean = x64.mean(axis=0), y64.mean(axis=0)
+    xc = x64 - x_mean
+    w = np.linalg.solve(xc.T @ xc + alpha * np.eye(x.shape[1]), xc.T @ (y64 - y_mean))  # (e, d)
+    return w.T.astype(np.float32), (y_mean - x_mean @ w).astype(np.float32)
+
+
+def _normalised(v: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(v, axis=1, keepdims=True)
+    return (v / np.maximum(norms, 1e-12)).astype(np.float32)
 
 
 def svd(events: list[Event], index: dict[str, int], text: np.ndarray, dim: int = 64) -> Space:

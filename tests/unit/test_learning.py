@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from rayrec.exceptions import InvalidInputError
 from rayrec.learning import store
 from rayrec.learning.examples import make_examples, next_item_hit_rate, pooled
 from rayrec.learning.model import PAD, TrainParams, TwoTower
-from rayrec.learning.spaces import two_tower
+from rayrec.learning.spaces import ridge_map, two_tower
 from rayrec.user_state import history_vector
 
 GROUPS, PER_GROUP = 3, 12
@@ -68,9 +69,10 @@ def test_two_tower_recovers_planted_groups_from_interactions_alone():
         assert top <= set(_group_rows(index, g)), (g, top)
 
 
-def test_the_text_path_places_unseen_items_near_items_with_similar_text():
+@pytest.mark.parametrize("text_map", ["trained", "ridge"])
+def test_the_text_path_places_unseen_items_near_items_with_similar_text(text_map):
     events, index, text = _planted(text_signal=1.0)
-    space = two_tower(events, index, text, SMALL)
+    space = two_tower(events, index, text, dataclasses.replace(SMALL, text_map=text_map))
     sims = space.vectors @ space.vectors.T
     for g in range(GROUPS):
         for new in _group_rows(index, g, new=True):
@@ -227,3 +229,16 @@ def test_durable_state_is_only_served_in_the_item_space_it_was_written_in(tmp_pa
     check_stored_space(old, "text", holds_items=True)
     with pytest.raises(InvalidInputError, match="item space 'text', not 'v1'.*no --model"):
         check_stored_space(old, "v1", holds_items=True)
+
+
+def test_ridge_map_recovers_an_exact_linear_map_and_its_offset():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 6))
+    w, b = rng.normal(size=(3, 6)), rng.normal(size=3)
+    got_w, got_b = ridge_map(x, x @ w.T + b, alpha=1e-9)
+    np.testing.assert_allclose(got_w, w, atol=1e-4)
+    np.testing.assert_allclose(got_b, b, atol=1e-4)
+    # Regularised, the map shrinks towards zero, never the offset: on centred data the offset is y's mean.
+    shrunk_w, shrunk_b = ridge_map(x - x.mean(0), x @ w.T + b, alpha=1e6)
+    assert np.abs(shrunk_w).max() < 0.1
+    np.testing.assert_allclose(shrunk_b, (x @ w.T + b).mean(0), atol=1e-4)
