@@ -30,7 +30,9 @@ from rayrec.layout import Generation
 from rayrec.metadata import check_metadata, same_keys, take
 from rayrec.query import SearchRequest, make_request
 from rayrec.replicas import ReplicaSet, cancel_call
-from rayrec.resharding import WriteGate
+from rayrec.catalog import ItemBatch
+from rayrec.model_swap import TEXT_KEY, SpaceChangedError, vectors_in
+from rayrec.resharding import WriteGate, split_batch
 from rayrec.topk import SearchResult, merge_topk
 from rayrec.validation import check_ids, check_vectors
 from rayrec.wire import pack_answers, pack_search, unpack_partial, unpack_requests
@@ -81,6 +83,8 @@ class Router:
         self._abandoned: set[str] = set()  # tokens of generations their planners gave up on
         self._writes = 0  # bumped by every write: the cached catalog mean is stale once it moves
         self._mean: tuple[int, np.ndarray | None] | None = None
+        self._space: dict[str, Any] | None = None  # the item space the vectors are in (rayrec.model_swap.space_of)
+        self._swap: _Staged | None = None  # a model swap's generation, staged with item writes held
 
     def _replica_sets(self, shards: list[Any]) -> list[ReplicaSet]:
         groups = [list(s) if isinstance(s, (list, tuple)) else [s] for s in shards]
@@ -305,13 +309,17 @@ class Router:
         return await self._on_current(info_on)
 
     # ----- writes ---------------------------------------------------------
-    async def upsert(self, ids: Any, vectors: Any, metadata: dict[str, list[Any]] | None = None) -> int:
+    async def upsert(
+        self, ids: Any, vectors: Any, metadata: dict[str, list[Any]] | None = None, space: str | None = None
+    ) -> int:
         """Inserts or replaces items on their owning shards.
 
         Args:
             ids: item ids (strings, or integers taken as strings).
             vectors: (n, dim) array, any scale (normalised here).
             metadata: optional string columns of n values (None allowed), e.g. category.
+            space: the item space (model version) the vectors are in; if the system has moved to another
+                meanwhile, SpaceChangedError (place them again). None: not checked.
 
         Returns:
             The number of items written. Input is checked whole before any shard
@@ -326,6 +334,7 @@ class Router:
         if not ids:
             return 0
         async with self._gate.write():
+            self._check_space(space)
             self._writes += 1
             return sum(out for _, out in await self._by_owner("upsert", ids, vecs, metadata, kind="write"))
 
@@ -499,6 +508,122 @@ class Router:
                 )
         return total
 
+    # ----- model swap (rayrec.model_swap runs the steps) --------------------
+    def item_space(self) -> dict[str, Any] | None:
+        """The item space the system's vectors are in ({"version", "path"}), None if never set."""
+        return self._space
+
+    def set_item_space(self, space: dict[str, Any]) -> dict[str, Any]:
+        """Records the item space of a new system (the first setter wins); returns the one in force."""
+        if self._space is None:
+            self._space = dict(space)
+        return self._space
+
+    def _check_space(self, space: str | None) -> None:
+        now = None if self._space is None else self._space.get("version")
+        if space is not None and now is not None and space != now:
+            raise SpaceChangedError(f"the system moved to item space {now!r}; these vectors are in {space!r}")
+
+    async def _live_items(self, on: ShardSet) -> ItemBatch:
+        """Every live item of a generation, in one batch (one replica of each shard)."""
+        parts = await asyncio.gather(*(refs[0] for refs in split_objects(on, 1)))
+        return ItemBatch(
+            [i for p in parts for i in p.ids],
+            np.concatenate([p.vectors for p in parts]) if parts else np.zeros((0, self.config.index.dim), np.float32),
+            {name: [v for p in parts for v in p.metadata.get(name, [None] * len(p))]
+             for name in sorted({n for p in parts for n in p.metadata})},
+        )
+
+    async def texts_to_place(self, folder: str) -> dict[str, str]:
+        """Item id -> text, of the items the model in folder has no vector for and that keep their text."""
+        placer = _placer(folder)
+        batch = await self._on_current(self._live_items)
+        texts = batch.metadata.get(TEXT_KEY) or [None] * len(batch)
+        return {batch.ids[n]: texts[n] for n in placer.unknown(batch.ids) if texts[n] is not None}
+
+    async def stage_space(
+        self, groups: list[list[Any]], new: Generation, base: int, space: dict[str, Any],
+        placed: dict[str, tuple[str, np.ndarray]],
+    ) -> dict[str, Any]:
+        """Fills a new generation of shards with every item in the space of the model at space["path"].
+
+        Item writes wait from here until switch_space or abort_space (or SWAP_TIMEOUT_S, which aborts);
+        queries go on against the current shards. On failure the new actors are stopped.
+
+        Args:
+            groups: per new shard, its replicas' handles (new actors of generation new).
+            new, base: as reshard.
+            space: rayrec.model_swap.space_of the new model.
+            placed: item id -> (text, vector) for the items the model lacks (rayrec.model_swap.vectors_in).
+
+        Returns:
+            {"items", "seconds"}.
+        """
+        t0 = time.monotonic()
+        target = ShardSet(new, self._replica_sets(groups))
+        try:
+            if self.config.storage is not None:
+                raise InvalidInputError("a model swap of a system with durable storage is not built yet")
+            placer = _placer(str(space["path"]))
+            if placer.space.dim != self.config.index.dim:
+                raise InvalidInputError(f"model {placer.version} is {placer.space.dim}-d, the index {self.config.index.dim}-d")
+            self._check_base(base, new)
+            started = await fan_out([lambda h=h: h.count.remote() for h in target.handles], C.RESHARD_START_TIMEOUT_S, 0)
+            if started.errors:
+                raise ShardUnavailableError(f"{len(started.errors)} new shard actors did not start")
+            hold = self._gate.closed()
+            await hold.__aenter__()
+            await self._load_lock.acquire()
+            loop = asyncio.get_running_loop()
+            timer = loop.call_later(C.SWAP_TIMEOUT_S, lambda: asyncio.ensure_future(self.abort_space(new)))
+            self._swap = _Staged(target, dict(space), hold, timer)
+            self._check_base(base, new)
+            batch = await self._live_items(self._now)
+            vectors = vectors_in(placer, batch, placed)
+            parts = split_batch(ItemBatch(batch.ids, vectors, batch.metadata), len(target))
+            await self._all("clear", kind="write", on=target)
+            replicas = [(j, h) for j, reps in enumerate(target.sets) for h in reps.handles]
+            await self._fan_out([lambda h=h, j=j: h.stage_batches.remote(parts[j]) for j, h in replicas], "load")
+            committed = (await self._fan_out([lambda h=h: h.commit_staged.remote() for _, h in replicas], "load")).results
+            if sum(committed) != len(batch) * self.config.replicas:
+                raise ShardUnavailableError("a new shard lost its staged items (restarted?): nothing was switched")
+        except BaseException:
+            if not await self.abort_space(new):
+                await self._discard(target)
+            raise
+        return {"items": len(batch), "seconds": round(time.monotonic() - t0, 3)}
+
+    async def switch_space(self, new: Generation) -> dict[str, Any]:
+        """Makes the staged generation current (its space with it), stops the old one, lets item writes go on."""
+        staged = self._swap
+        if staged is None or staged.target.generation != new:
+            raise LayoutChangedError(f"no model swap to generation {new.number} is staged (aborted, or timed out)")
+        self._swap = None
+        staged.timer.cancel()
+        old = self._now
+        try:
+            self._now, self._space = staged.target, staged.space
+            self._writes += 1  # the cached catalog mean is of the old space
+            await retire(old, C.RESHARD_STOP_TIMEOUT_S)
+        finally:
+            self._load_lock.release()
+            await staged.hold.__aexit__(None, None, None)
+        return {"generation": new.number, "model_version": staged.space.get("version")}
+
+    async def abort_space(self, new: Generation) -> bool:
+        """Drops a staged model swap to generation new (stops its shards, lets item writes go on); True if one was."""
+        staged = self._swap
+        if staged is None or staged.target.generation != new:
+            return False
+        self._swap = None
+        staged.timer.cancel()
+        try:
+            await self._discard(staged.target)
+        finally:
+            self._load_lock.release()
+            await staged.hold.__aexit__(None, None, None)
+        return True
+
     def get_config(self) -> RayrecConfig:
         """The system's config (Rayrec.connect reads it)."""
         return self.config
@@ -518,6 +643,23 @@ class Router:
     def get_replicas(self) -> list[list[Any]]:
         """Per shard, its replicas' handles."""
         return self.current_shards()[1]
+
+
+@dataclasses.dataclass(slots=True)
+class _Staged:
+    """A model swap between stage_space and switch_space: the new shards, their space, the held write gate."""
+
+    target: ShardSet
+    space: dict[str, Any]
+    hold: Any  # the entered WriteGate.closed() context
+    timer: asyncio.TimerHandle
+
+
+def _placer(folder: str) -> Any:
+    from rayrec.learning import store
+    from rayrec.learning.placement import Placer
+
+    return Placer(store.load(folder))
 
 
 RouterActor = ray.remote(Router)

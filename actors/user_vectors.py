@@ -13,13 +13,15 @@ from rayrec import constants as C
 from rayrec import metrics, user_log
 from rayrec.client import RouterClient
 from rayrec.config import RayrecConfig
-from rayrec.exceptions import CALLER_ERRORS, InvalidInputError, ItemNotFoundError, root_cause
+from rayrec.exceptions import CALLER_ERRORS, InvalidInputError, ItemNotFoundError, LayoutChangedError, root_cause
 from rayrec.hashing import partition_of, stable_hash
 from rayrec.journal import GroupCommit, Journal
 from rayrec.replicas import ReplicaSet
 from rayrec.storage import Storage
 from rayrec.topk import SearchResult
-from rayrec.user_state import UserChange, UserStore
+from rayrec.model_swap import SpaceChangedError
+from rayrec.resharding import WriteGate
+from rayrec.user_state import VECTOR, UserChange, UserStore, rederive
 from rayrec.validation import check_event, check_exclude, check_id, check_ids, check_k
 
 
@@ -51,6 +53,12 @@ class UserVectors:
         self._snapshotting: asyncio.Task[None] | None = None
         self._snapshot_lock = asyncio.Lock()
         self.recovered_changes = 0
+        # Model swaps: the item space the vectors are in (asked of the router on first use), the gate a
+        # swap closes while it switches, and per user set to a vector: (its text, or None for a raw vector; when).
+        self._space: dict[str, Any] | None = None
+        self._gate = WriteGate()
+        self._pause: tuple[Any, asyncio.TimerHandle] | None = None
+        self._bases: dict[str, tuple[str | None, float]] = {}
         if config.storage is not None:
             self.journal = Journal(
                 Storage(config.storage).child(f"users-{partition}"),
@@ -125,13 +133,11 @@ class UserVectors:
             mean[0] = 1.0
         return mean
 
-    async def _refresh_shards(self) -> bool:
-        """Asks the router for the current shards; True if they changed (a re-shard switched)."""
+    async def _refresh_shards(self) -> None:
+        """Asks the router for the current shards (a re-shard or model swap may have switched)."""
         generation, groups = await self.router.current_shards.remote()
-        changed = self._shards is None or generation != self._shards[0]
-        if changed:
+        if self._shards is None or generation != self._shards[0]:
             self._shards = (generation, [ReplicaSet(g, C.REPLICA_SUSPECT_S, self.config.replica_hedge_s) for g in groups])
-        return changed
 
     async def _item_vector(self, item_id: str) -> np.ndarray:
         """One item's vector, asked of its owning shard directly (one hop fewer than via the router).
@@ -143,12 +149,15 @@ class UserVectors:
             await self._refresh_shards()
         for attempt in range(2):
             assert self._shards is not None
-            sets = self._shards[1]
+            used, sets = self._shards
             try:
                 vectors, found = await sets[partition_of(item_id, len(sets))].read("vectors_of", [item_id])()
                 break
             except Exception as exc:
-                if isinstance(root_cause(exc), CALLER_ERRORS) or attempt or not await self._refresh_shards():
+                if isinstance(root_cause(exc), CALLER_ERRORS) or attempt:
+                    raise
+                await self._refresh_shards()  # concurrent calls may refresh too: compare with the ones used
+                if self._shards[0] == used:
                     raise
         if not found[0]:
             raise ItemNotFoundError(f"unknown item id(s): [{item_id!r}]; upsert the items first")
@@ -174,7 +183,7 @@ class UserVectors:
         item_id = check_id(item_id)
         event = check_event(event)
         event_id = None if event_id is None else check_id(event_id, "event id")
-        async with self._lock(user_id):
+        async with self._gate.write(), self._lock(user_id):
             if self.store.applied(user_id, event_id):
                 return self._unchanged(user_id)
             vectors = await self._item_vector(item_id)
@@ -185,12 +194,24 @@ class UserVectors:
         self._count_users()
         return out
 
-    async def set_vector(self, user_id: Any, vector: Any, event_id: str | None = None) -> dict[str, Any]:
-        """Sets a user's interest vector directly. Returns {"user_id", "version", "applied"}."""
+    async def set_vector(
+        self, user_id: Any, vector: Any, event_id: str | None = None, text: str | None = None, space: str | None = None
+    ) -> dict[str, Any]:
+        """Sets a user's interest vector directly. Returns {"user_id", "version", "applied"}.
+
+        text: the text the vector was placed from (kept: a model swap places it again; without it the
+        vector is raw, and a swap is refused while such a user exists). space: the item space (model
+        version) the vector is in; SpaceChangedError if the system has moved to another (place it again).
+        """
         user_id = check_id(user_id, "user id")
         event_id = None if event_id is None else check_id(event_id, "event id")
-        async with self._lock(user_id):
+        async with self._gate.write(), self._lock(user_id):
+            now = (await self._current_space() or {}).get("version")
+            if space is not None and now is not None and space != now:
+                raise SpaceChangedError(f"the system moved to item space {now!r}; this vector is in {space!r}")
             out = await self._make(user_id, self.store.plan_vector(user_id, vector, event_id))
+            if out["applied"]:
+                self._bases[user_id] = (text, self.store.get(user_id).updated_at)  # type: ignore[union-attr]
         self._count_users()
         return out
 
@@ -205,11 +226,13 @@ class UserVectors:
         if not item_ids:
             raise InvalidInputError("a user history needs at least one item id")
         event_id = None if event_id is None else check_id(event_id, "event id")
-        async with self._lock(user_id):
+        async with self._gate.write(), self._lock(user_id):
             if self.store.applied(user_id, event_id):
                 return self._unchanged(user_id)
             vectors, _ = await self.router.vectors_of.remote(item_ids)
             out = await self._make(user_id, self.store.plan_history(user_id, item_ids, vectors, event_id))
+            if out["applied"]:
+                self._bases.pop(user_id, None)
         self._count_users()
         return out
 
@@ -225,12 +248,17 @@ class UserVectors:
         unique = sorted({i for items in checked.values() for i in items})
         if not unique:
             return 0
+        async with self._gate.write():
+            return await self._set_histories(checked, unique)
+
+    async def _set_histories(self, checked: dict[str, list[str]], unique: list[str]) -> int:
         vectors, found = await self.router.vectors_of.remote(unique, False)
         row = {item: r for r, (item, ok) in enumerate(zip(unique, found)) if ok}
 
         async def set_one(user_id: str, known: list[str]) -> None:
             async with self._lock(user_id):
                 await self._make(user_id, self.store.plan_history(user_id, known, vectors[[row[i] for i in known]]))
+                self._bases.pop(user_id, None)
 
         # Concurrently: with storage, the users' log records share group commits.
         todo = [(u, [i for i in items if i in row]) for u, items in checked.items()]
@@ -257,11 +285,19 @@ class UserVectors:
 
         Returns:
             {"user_id", "items": [{"item_id", "score", metadata...}], "version"
-            (of the vector used), "cold_start", "partial", "failed_shards"}.
+            (of the vector used), "cold_start", "partial", "failed_shards", "space"
+            (the item space's version: a model swap waits for this call, so one space answers it)}.
         """
         user_id = check_id(user_id, "user id")
         k = check_k(k, self.config.index.max_k)
         excluded = check_exclude(exclude) or []
+        async with self._gate.write():
+            return await self._recommend(user_id, k, exclude_seen, categories, excluded)
+
+    async def _recommend(
+        self, user_id: str, k: int, exclude_seen: bool, categories: list[str] | None, excluded: list[str]
+    ) -> dict[str, Any]:
+        space = await self._current_space()
         state = self.store.get(user_id)
         if exclude_seen:
             excluded = excluded + self.store.seen(user_id)
@@ -281,7 +317,73 @@ class UserVectors:
             "cold_start": state is None,
             "partial": result.partial,
             "failed_shards": result.failed_shards,
+            "space": None if space is None else space.get("version"),
         }
+
+    # ----- model swap (rayrec.model_swap runs the steps) --------------------
+    async def _current_space(self) -> dict[str, Any] | None:
+        if self._space is None:
+            self._space = await self.router.item_space.remote()
+        return self._space
+
+    async def pause(self, timeout_s: float) -> dict[str, Any]:
+        """Holds every call until resume (or timeout_s, then resumes unchanged), once those in flight finish.
+
+        Returns:
+            {"texts": user id -> text, of users set by text (to be placed in the new space),
+             "raw_vector_users": some users set by a raw vector, "raw_vector_count"}.
+        """
+        if self.journal is not None:
+            raise InvalidInputError("a model swap of a system with durable storage is not built yet")
+        if self._pause is not None:
+            raise LayoutChangedError("this user actor is paused for another model swap")
+        hold = self._gate.closed()
+        await hold.__aenter__()
+        timer = asyncio.get_running_loop().call_later(timeout_s, lambda: asyncio.ensure_future(self.resume(None, None)))
+        self._pause = (hold, timer)
+        raw = sorted(u for u, (text, _) in self._bases.items() if text is None)
+        return {"texts": {u: text for u, (text, _) in self._bases.items() if text is not None},
+                "raw_vector_users": raw[:10], "raw_vector_count": len(raw)}
+
+    async def resume(self, space: dict[str, Any] | None, placed: dict[str, np.ndarray] | None) -> dict[str, Any]:
+        """Ends a pause: with space, first re-derives every user's vector in it (the router has switched).
+
+        placed: user id -> vector in the new space of the users set by text (pause's texts).
+        Returns {"resumed": whether a pause was ended, "users": users re-derived}.
+        """
+        if self._pause is None:
+            return {"resumed": False, "users": 0}
+        hold, timer = self._pause
+        timer.cancel()
+        users = 0
+        try:
+            if space is not None:
+                users = await self._rederive(placed or {})
+                self._space = dict(space)
+        finally:
+            self._pause = None
+            await hold.__aexit__(None, None, None)
+        return {"resumed": True, "users": users}
+
+    async def _rederive(self, placed: dict[str, np.ndarray]) -> int:
+        """Every user's vector from their kept history, in the space the router now serves."""
+        users = self.store.items()
+        unique = sorted({i for _, state in users for i, _, _ in state.history})
+        vectors: dict[str, np.ndarray] = {}
+        if unique:
+            found_vectors, found = await self.router.vectors_of.remote(unique, False)
+            vectors = {item: found_vectors[n] for n, item in enumerate(unique) if found[n]}
+        mean = await self._cold_start_vector()
+        for user_id, state in users:
+            base = self._bases.get(user_id)
+            start, since = (placed[user_id], base[1]) if base is not None and user_id in placed else (mean, None)
+            try:
+                vector = rederive(list(state.history), vectors, self.config.feedback, start, since)
+            except InvalidInputError:  # the history's vectors cancel out in the new space
+                vector = None
+            change = UserChange(VECTOR, user_id, state.version + 1, mean if vector is None else vector, state.updated_at)
+            self.store.commit(change)
+        return len(users)
 
     async def count(self) -> int:
         """Users held by this actor."""

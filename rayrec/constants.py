@@ -83,6 +83,8 @@ ACTOR_MAX_TASK_RETRIES = _env_int("RAYREC_ACTOR_MAX_TASK_RETRIES", 3)
 RESHARD_START_TIMEOUT_S = _env_float("RAYREC_RESHARD_START_TIMEOUT_S", 300.0)
 # How long a re-shard waits for a stopped old shard to be confirmed gone before writes resume.
 RESHARD_STOP_TIMEOUT_S = _env_float("RAYREC_RESHARD_STOP_TIMEOUT_S", 60.0)
+# A model swap's staged generation (item writes held) and paused user actors give up after this.
+SWAP_TIMEOUT_S = _env_float("RAYREC_SWAP_TIMEOUT_S", 120.0)
 DEFAULT_REPLICAS = _env_int("RAYREC_REPLICAS", 1)
 DEFAULT_REPLICA_HEDGE_S = _env_float("RAYREC_REPLICA_HEDGE_S", 1.0)
 REPLICA_SUSPECT_S = _env_float("RAYREC_REPLICA_SUSPECT_S", 5.0)

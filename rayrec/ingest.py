@@ -44,7 +44,7 @@ async def ingest(
 
     Args:
         table: item_id, and either embedding or text (or text_columns); other string
-            columns become metadata (the text itself is not kept).
+            columns become metadata, and so does the text the vectors came from (`text`).
         encode: (item ids, texts) -> (n, dim) vectors: the encoder, or a learned space's vectors
             (its own for the items it learned, the text path's for the others).
         load: an Arrow catalog with embeddings -> rows applied (Router.load).
@@ -80,4 +80,5 @@ async def ingest(
         for name in table.column_names
         if name not in skip and (pa.types.is_string(table.schema.field(name).type) or name == "category")
     }
+    metadata[TEXT_COLUMN] = texts  # kept: a model swap places the items a new model lacks by their text again
     return await load(items_table(ids, vectors, metadata))

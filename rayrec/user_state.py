@@ -63,6 +63,50 @@ VECTOR = "vector"
 HISTORY = "history"
 
 
+def rederive(
+    history: Sequence[tuple[str, str, float]],
+    vectors: dict[str, np.ndarray],
+    rule: FeedbackRule,
+    start: np.ndarray,
+    since: float | None = None,
+) -> np.ndarray | None:
+    """A user's vector computed again, in another item space, from their kept history (oldest first).
+
+    The steps are the ones the events took when they came: the items of a set
+    history give the recency-weighted mean; each feedback event then moves the
+    vector by the rule (decayed by the time between the events). A history that
+    begins with feedback starts from `start` (the space's cold-start vector, or
+    where the user was set to at time `since`, after which only later events count).
+
+    Args:
+        history: (item id, event, timestamp) as UserState keeps it; event HISTORY for set-history items.
+        vectors: item id -> its vector in the new space; items it lacks (deleted) are left out.
+        rule: the feedback rule (rates, decay, history recency).
+        start: the starting vector (see above).
+        since: the time the user was set to `start`; None: the history decides where it starts.
+
+    Returns:
+        The normalised vector, or None when nothing in the history is left to derive it from.
+    """
+    entries = [(i, e, t) for i, e, t in history if i in vectors and (since is None or t >= since)]
+    base = [i for i, e, _ in entries if e == HISTORY] if since is None else []
+    if base:
+        vector = history_vector(np.stack([vectors[i] for i in base]), rule.history_recency)
+    elif entries or since is not None:
+        vector = normalise(np.asarray(start, np.float32))
+    else:
+        return None
+    last = since if since is not None else (entries[0][2] if entries else 0.0)
+    for item, event, at in entries:
+        if event == HISTORY:
+            last = at
+            continue
+        vector = update_vector(vector, vectors[item], rule.learning_rates[event],
+                               decay_factor(at - last, rule.decay_half_life_s))
+        last = at
+    return vector
+
+
 @dataclass(slots=True)
 class UserChange:
     """One change to one user, as planned and as logged: its result, not its inputs.

@@ -119,6 +119,7 @@ def build_app(args: dict[str, Any] | AppArgs | None = None) -> Any:
         "rayrec": opts.rayrec_config(),
         "catalog": opts.catalog,
         "model": opts.model,
+        "models_root": opts.models_root,
         "text_columns": opts.text_columns,
         "max_items_per_call": opts.max_items_per_call,
         "api_key_env": opts.api_key_env,

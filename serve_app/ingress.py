@@ -19,17 +19,20 @@ from ray.exceptions import RayError
 from rayrec import constants as C
 from rayrec import metrics
 from rayrec.config import RayrecConfig
-from rayrec.deploy import build_actors
+from rayrec.deploy import build_actors, create_shards
 from rayrec.exceptions import InvalidInputError, ItemNotFoundError, RayrecError, ShardUnavailableError, root_cause
 from rayrec.hashing import partition_of
 from rayrec.learning import store
 from rayrec.learning.placement import Placer, check_stored_space
+from rayrec.model_swap import TEXT_KEY, TEXT_SPACE, CatalogChangedError, SpaceChangedError, space_of, swap_model
 from serve_app.catalogs import load_catalog
 from serve_app.models import (
     EncodeRequest,
     EncodeResponse,
     FeedbackRequest,
     ItemsPut,
+    ModelSwap,
+    ModelSwapped,
     RecommendRequest,
     RecommendResponse,
     UserOut,
@@ -37,7 +40,6 @@ from serve_app.models import (
     UserVersion,
 )
 
-TEXT_SPACE = "text"  # model_version when items live in the encoder's own space
 
 api = FastAPI(title="rayrec", description="Real-time recommendations on Ray", version="0.1.0")
 
@@ -92,6 +94,8 @@ def _status_of(cause: BaseException) -> int:
         return 422
     if isinstance(cause, ItemNotFoundError):
         return 404
+    if isinstance(cause, (SpaceChangedError, CatalogChangedError)):
+        return 409  # the system moved to another model version meanwhile: sending the call again works
     if isinstance(cause, (ShardUnavailableError, RayError)):
         return 503  # a shard or actor is down or restarting: retrying may succeed
     return 500
@@ -140,6 +144,7 @@ class Ingress:
         self.protect_reads = bool(settings.get("protect_reads", False))
         # The item space: a learned model's (its folder, resolved by the app builder), or the encoder's own.
         self.placer = Placer(store.load(settings["model"])) if settings.get("model") else None
+        self.models_root: str | None = settings.get("models_root")
         encoder_dim = await self.encoder.dim.remote()
         space_dim = self.placer.space.dim if self.placer else encoder_dim
         if self.placer is not None and self.placer.space.text_dim != encoder_dim:
@@ -153,6 +158,8 @@ class Ingress:
                 "vectors: set the index dim to the space's (the encoder's, or the model's)"
             )
         self.router, self.shards, self.users = build_actors(self.config, detached=True, attach=True)
+        # A running system may have moved to another model version since these settings were written.
+        await self._follow_space(await self.router.set_item_space.remote(space_of(self.model_version, settings.get("model"))))
         items = await self.router.count.remote()
         if self.config.storage:  # recovered vectors must be in the space this replica serves
             check_stored_space(self.config.storage, self.model_version, items > 0)
@@ -175,6 +182,23 @@ class Ingress:
                 detail="this route needs the API key: send the header 'Authorization: Bearer <key>'",
                 headers={"WWW-Authenticate": "Bearer"},
             )
+
+    async def _follow_space(self, space: dict[str, Any] | None = None) -> None:
+        """Places text in the item space the system is in now (the router's), loading its model if it moved."""
+        space = space if space is not None else await self.router.item_space.remote()
+        if space is None or space.get("version") == self.model_version:
+            return
+        self.placer = Placer(store.load(space["path"])) if space.get("path") else None
+
+    async def _in_current_space(self, call: Any) -> Any:
+        """Runs call() (which places text and writes it, naming the space) again if a model swap came between."""
+        for attempt in range(3):
+            try:
+                return await call()
+            except Exception as exc:
+                if attempt == 2 or not isinstance(root_cause(exc), SpaceChangedError):
+                    raise
+                await self._follow_space()
 
     async def _encode(self, texts: list[str]) -> np.ndarray:
         return await self.encoder.encode.remote(texts)
@@ -212,7 +236,7 @@ class Ingress:
             "cold_start": out["cold_start"],
             "partial": out["partial"],
             "items": out["items"],
-            "model_version": self.model_version,
+            "model_version": out["space"] or self.model_version,
         }
 
     @api.post("/feedback", response_model=UserVersion)
@@ -231,12 +255,16 @@ class Ingress:
         event_id = uuid.uuid4().hex
         if body.history is not None:
             out = await actor.set_history.remote(user_id, body.history, event_id)
+        elif body.text is not None:
+
+            async def place() -> Any:
+                space = self.model_version
+                vector = (await self._text_vectors([body.text]))[0]  # type: ignore[list-item]
+                return await actor.set_vector.remote(user_id, vector, event_id, body.text, space)
+
+            out = await self._in_current_space(place)
         else:
-            if body.text is not None:
-                vector = (await self._text_vectors([body.text]))[0]
-            else:
-                vector = np.asarray(_finite(body.vector or [], "vector"), dtype=np.float32)
-            out = await actor.set_vector.remote(user_id, vector, event_id)
+            out = await actor.set_vector.remote(user_id, np.asarray(_finite(body.vector or [], "vector"), dtype=np.float32), event_id)
         return {"user_id": out["user_id"], "user_version": out["version"], "applied": out["applied"]}
 
     @api.get("/users/{user_id}", response_model=UserOut)
@@ -269,14 +297,22 @@ class Ingress:
                         f"items[{i}].embedding has {len(item.embedding)} values; the index holds {dim}-d vectors"
                     )
                 vectors[i] = _finite(item.embedding, f"items[{i}].embedding")
-        if to_encode:
-            vectors[to_encode] = await self._item_vectors(
-                [items[i].item_id for i in to_encode], [items[i].text for i in to_encode]  # type: ignore[misc]
-            )
-        extra = sorted({name for item in items for name in (item.model_extra or {})})
+        extra = sorted({name for item in items for name in (item.model_extra or {}) if name != TEXT_KEY})
         metadata = {"category": [item.category for item in items]}
         metadata.update({name: [(item.model_extra or {}).get(name) for item in items] for name in extra})
-        upserted = await self.router.upsert.remote([item.item_id for item in items], vectors, metadata)
+        # An item placed by its text keeps it: a model swap places it again in the new space.
+        metadata[TEXT_KEY] = [item.text if item.embedding is None else None for item in items]
+
+        async def place() -> int:
+            space = self.model_version
+            if to_encode:
+                vectors[to_encode] = await self._item_vectors(
+                    [items[i].item_id for i in to_encode], [items[i].text for i in to_encode]  # type: ignore[misc]
+                )
+            ids = [item.item_id for item in items]
+            return await self.router.upsert.remote(ids, vectors, metadata, space if to_encode else None)
+
+        upserted = await self._in_current_space(place)
         # The upsert returns once every owning shard has indexed the items: they are searchable.
         metrics.item_freshness_ms().observe((time.perf_counter() - arrived) * 1000)
         metrics.catalog_size().set(await self.router.count.remote())
@@ -299,6 +335,18 @@ class Ingress:
             return JSONResponse(status_code=404, content={"detail": f"unknown item {item_id!r}"})
         return {"deleted": deleted}
 
+    @api.post("/model", response_model=ModelSwapped)
+    async def swap_model(self, body: ModelSwap, request: Request) -> dict[str, Any]:
+        """Moves the running system to another trained model version while traffic goes on (see rayrec.model_swap)."""
+        self._authorize(request)
+        folder = store.resolve(body.model, self.models_root).resolve()
+        text_dim = int(store.manifest(folder).get("text_dim", 0))
+        if text_dim != await self.encoder.dim.remote():
+            raise InvalidInputError(f"model {folder.name} was trained on {text_dim}-d text embeddings, not this encoder's")
+        out = await swap_model(self.router, self.users, str(folder), self._encode, create_shards)
+        await self._follow_space()
+        return out
+
     @api.post("/encode", response_model=EncodeResponse)
     async def encode(self, body: EncodeRequest, request: Request) -> dict[str, Any]:
         self._authorize(request, write=False)
@@ -320,6 +368,6 @@ class Ingress:
             "shards": layout[1].num_shards,  # the current count: a re-shard may have changed it
             "dim": self.config.index.dim,
             "index": self.config.index.factory,
-            "model_version": self.model_version,
+            "model_version": ((await self.router.item_space.remote()) or {}).get("version") or self.model_version,
             "check_ms": round((time.perf_counter() - t0) * 1000, 2),
         }

@@ -100,6 +100,22 @@ class ItemsPut(BaseModel):
     items: list[ItemIn] = Field(min_length=1)
 
 
+class ModelSwap(BaseModel):
+    """POST /model: the trained model version to move the running system to."""
+
+    model_config = ConfigDict(extra="forbid")
+    model: str = Field(min_length=1, description="latest, a version (v3) or a model folder")
+
+
+class ModelSwapped(BaseModel):
+    model_version: str
+    previous: str | None
+    items: int
+    users: int
+    paused_ms: float = Field(description="how long user calls waited while the switch happened")
+    seconds: float
+
+
 class EncodeRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     texts: list[str] = Field(min_length=1)

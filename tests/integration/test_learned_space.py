@@ -84,43 +84,173 @@ def test_rayrec_train_writes_versions_a_server_can_load(trained, capsys):
     assert store.versions(models) == [1, 2]
 
 
-def test_serve_model_holds_learned_vectors_and_places_text_through_the_tower(trained):
-    from rayrec.encoder import TextEncoder
+@pytest.fixture(scope="module")
+def served(trained):
+    """The app serving model v1 (two-tower, 16-d) over the 30 items; after the first test (which writes v1)."""
     from serve_app.app import build_app
 
-    folder, _, items, ids = trained
-    models = folder / "models"
-    space = store.load("v1", models)
+    folder, _, items, _ = trained
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    app = build_app({"catalog": items, "model": "v1", "models_root": str(models), "namespace": NAMESPACE,
+    app = build_app({"catalog": items, "model": "v1", "models_root": str(folder / "models"), "namespace": NAMESPACE,
                      "index": "Flat", "actor_num_cpus": 0.02, "encoder_num_cpus": 0.1, "ingress_num_cpus": 0.02})
     serve.run(app, name="rayrec-learned-test", route_prefix="/")
-    base = f"http://127.0.0.1:{port}"
     try:
-        health = requests.get(base + "/healthz", timeout=30).json()
-        assert (health["model_version"], health["dim"], health["items"]) == ("v1", 16, 30)
-        # Every catalog item holds the model's own vector.
-        for item in ("space-3", "horror-0"):
-            got = requests.get(f"{base}/items/{item}", timeout=30).json()["embedding"]
-            np.testing.assert_allclose(got, space.vectors[ids.index(item)], atol=1e-5)
-        # A new item with text only is placed by the tower's text path, and is recommendable at once.
-        text = "A haunted house full of ghosts, a horror film"
-        expected = space.place(TextEncoder().encode([text]))[0]
-        put = requests.put(base + "/items", json={"items": [{"item_id": "new-horror", "text": text, "category": "horror"}]},
-                           timeout=60)
-        assert put.status_code == 200 and put.json() == {"upserted": 1}
-        got = np.array(requests.get(base + "/items/new-horror", timeout=30).json()["embedding"])
-        np.testing.assert_allclose(got, expected, atol=1e-4)
-        # A text-described user goes through the same tower: their list is the brute-force top-3 in the space.
-        assert requests.put(base + "/users/fan", json={"text": "ghosts and haunted houses"}, timeout=60).status_code == 200
-        user = space.place(TextEncoder().encode(["ghosts and haunted houses"]))[0]
-        catalog = np.vstack([space.vectors, expected[None, :]])
-        truth = [(ids + ["new-horror"])[j] for j in np.argsort(-(catalog @ user))[:3]]
-        recs = post(base, "/recommend", {"user_id": "fan", "k": 3}).json()
-        assert recs["model_version"] == "v1" and [i["item_id"] for i in recs["items"]] == truth
-        assert all(i["category"] == "horror" for i in recs["items"])
+        yield f"http://127.0.0.1:{port}"
     finally:
         serve.delete("rayrec-learned-test")
         Rayrec.connect(namespace=NAMESPACE).shutdown()
         serve.shutdown()
+
+
+def test_serve_model_holds_learned_vectors_and_places_text_through_the_tower(trained, served):
+    from rayrec.encoder import TextEncoder
+
+    folder, _, _, ids = trained
+    space = store.load("v1", folder / "models")
+    base = served
+    health = requests.get(base + "/healthz", timeout=30).json()
+    assert (health["model_version"], health["dim"], health["items"]) == ("v1", 16, 30)
+    # Every catalog item holds the model's own vector.
+    for item in ("space-3", "horror-0"):
+        got = requests.get(f"{base}/items/{item}", timeout=30).json()["embedding"]
+        np.testing.assert_allclose(got, space.vectors[ids.index(item)], atol=1e-5)
+    # A new item with text only is placed by the tower's text path, and is recommendable at once.
+    text = "A haunted house full of ghosts, a horror film"
+    expected = space.place(TextEncoder().encode([text]))[0]
+    put = requests.put(base + "/items", json={"items": [{"item_id": "new-horror", "text": text, "category": "horror"}]},
+                       timeout=60)
+    assert put.status_code == 200 and put.json() == {"upserted": 1}
+    got = np.array(requests.get(base + "/items/new-horror", timeout=30).json()["embedding"])
+    np.testing.assert_allclose(got, expected, atol=1e-4)
+    # A text-described user goes through the same tower: their list is the brute-force top-3 in the space.
+    assert requests.put(base + "/users/fan", json={"text": "ghosts and haunted houses"}, timeout=60).status_code == 200
+    user = space.place(TextEncoder().encode(["ghosts and haunted houses"]))[0]
+    catalog = np.vstack([space.vectors, expected[None, :]])
+    truth = [(ids + ["new-horror"])[j] for j in np.argsort(-(catalog @ user))[:3]]
+    recs = post(base, "/recommend", {"user_id": "fan", "k": 3}).json()
+    assert recs["model_version"] == "v1" and [i["item_id"] for i in recs["items"]] == truth
+    assert all(i["category"] == "horror" for i in recs["items"])
+
+
+def _top(vectors: dict[str, np.ndarray], user: np.ndarray, k: int, seen: set[str]) -> list[str]:
+    """Brute force: the k items nearest the user (ties broken by id), seen ones excluded."""
+    scored = sorted(((-float(v @ user), item) for item, v in vectors.items() if item not in seen))
+    return [item for _, item in scored[:k]]
+
+
+def test_hot_swap_under_traffic_no_failure_no_mixed_version_no_lost_feedback(trained, served):
+    """POST /model moves the running system from v1 to another 16-d version while readers and writers go on."""
+    import threading
+
+    from rayrec.config import FeedbackRule
+    from rayrec.encoder import TextEncoder
+    from rayrec.user_state import history_vector, update_vector
+
+    folder, inter, items, ids = trained
+    models = folder / "models"
+    base = served
+    # A second 16-d two-tower version (another seed, fewer epochs: another space). v2 is the 8-d SVD.
+    assert main(["train", "--interactions", inter, "--items", items, "--out", str(models), "--epochs", "4",
+                 "--dim", "16"]) == 0
+    old, new = store.load("v1", models), store.load("v3", models)
+    encoder = TextEncoder()
+    horror_text = "A haunted house full of ghosts, a horror film"  # the text item the previous test added
+
+    def space_vectors(space):
+        out = {item: space.vectors[n] for n, item in enumerate(space.item_ids)}
+        out["new-horror"] = space.place(encoder.encode([horror_text]))[0]
+        return out
+
+    vectors = {"v1": space_vectors(old), "v3": space_vectors(new)}
+    assert abs(float(vectors["v1"]["space-0"] @ vectors["v3"]["space-0"])) < 0.999  # the spaces differ
+    rule = FeedbackRule()
+    histories = {f"r{n}": [ids[(7 * n + j) % 30] for j in range(4)] for n in range(3)}  # readers: no feedback
+    writers = {f"w{n}": [ids[(11 * n + j) % 30] for j in range(3)] for n in range(2)}
+    for user, history in {**histories, **writers}.items():
+        assert requests.put(f"{base}/users/{user}", json={"history": history}, timeout=60).status_code == 200
+    expected = {
+        (user, version): _top(vectors[version], history_vector(np.stack([vectors[version][i] for i in h]),
+                                                               rule.history_recency), 5, set(h))
+        for user, h in histories.items() for version in ("v1", "v3")
+    }
+    assert any(expected[(u, "v1")] != expected[(u, "v3")] for u in histories)  # a mixed answer would show
+
+    answers: list[tuple[str, int, str | None, list[str]]] = []  # (user, status, model_version, items)
+    acked: dict[str, list[tuple[str, str]]] = {w: [] for w in writers}
+    failures: list[tuple[str, int, str]] = []
+    done = threading.Event()
+
+    def reader() -> None:
+        n = 0
+        while not done.is_set() or n < 40:
+            user = f"r{n % 3}"
+            r = post(base, "/recommend", {"user_id": user, "k": 5})
+            body = r.json() if r.status_code == 200 else {}
+            answers.append((user, r.status_code, body.get("model_version"), [i["item_id"] for i in body.get("items", [])]))
+            n += 1 if not done.is_set() else 2
+
+    def writer(user: str, seed: int) -> None:
+        rng = np.random.default_rng(seed)
+        n = 0
+        while not done.is_set() or n < 15:
+            item, event = ids[int(rng.integers(30))], ["like", "click", "dislike", "skip"][int(rng.integers(4))]
+            r = post(base, "/feedback", {"user_id": user, "item_id": item, "event": event, "event_id": f"{user}-{n}"})
+            if r.status_code == 200:
+                acked[user].append((item, event))
+            else:
+                failures.append((user, r.status_code, r.text))
+            n += 1 if not done.is_set() else 2
+
+    threads = [threading.Thread(target=reader)] + [threading.Thread(target=writer, args=(w, n)) for n, w in enumerate(writers)]
+    for t in threads:
+        t.start()
+    try:
+        while len(answers) < 10:  # traffic is flowing in v1
+            threading.Event().wait(0.05)
+        swapped = post(base, "/model", {"model": "v3"})
+    finally:
+        done.set()
+        for t in threads:
+            t.join(timeout=300)
+    assert swapped.status_code == 200, swapped.text
+    summary = swapped.json()
+    assert (summary["model_version"], summary["previous"], summary["items"]) == ("v3", "v1", 31)
+    assert summary["users"] >= 6  # readers, writers and the text user 'fan'
+
+    # No request failed; every answer came whole from the version it names; v1 until the switch, then v3.
+    assert not failures and all(status == 200 for _, status, _, _ in answers), (failures, answers[:3])
+    versions = [v for _, _, v, _ in answers]
+    assert versions[0] == "v1" and versions[-1] == "v3" and versions == sorted(versions), versions
+    for user, _, version, got in answers:
+        assert got == expected[(user, version)], (user, version, got)
+
+    # No acknowledged feedback was lost: each writer's history holds every acked event, in order, and the
+    # user's vector is the one those events give in v3 (their list is its brute-force top 5).
+    for user, history in writers.items():
+        state = requests.get(f"{base}/users/{user}", timeout=30).json()
+        events = [(h["item_id"], h["event"]) for h in state["history"] if h["event"] != "history"]
+        assert events == acked[user] and len(events) >= 15
+        assert state["user_version"] == 1 + len(events) + 1  # the history, each event, the swap's re-derivation
+        v = history_vector(np.stack([vectors["v3"][i] for i in history]), rule.history_recency)
+        for item, event in events:
+            v = update_vector(v, vectors["v3"][item], rule.learning_rates[event])
+        seen = set(history) | {i for i, _ in events}
+        recs = post(base, "/recommend", {"user_id": user, "k": 5}).json()
+        assert recs["model_version"] == "v3" and [i["item_id"] for i in recs["items"]] == _top(vectors["v3"], v, 5, seen)
+
+    # Text placed again by v3's tower: the text item, and the text user.
+    got = np.array(requests.get(f"{base}/items/new-horror", timeout=30).json()["embedding"])
+    np.testing.assert_allclose(got, vectors["v3"]["new-horror"], atol=1e-4)
+    fan = new.place(encoder.encode(["ghosts and haunted houses"]))[0]
+    recs = post(base, "/recommend", {"user_id": "fan", "k": 3}).json()
+    assert [i["item_id"] for i in recs["items"]] == _top(vectors["v3"], fan, 3, set())
+    assert requests.get(base + "/healthz", timeout=30).json()["model_version"] == "v3"
+
+    # Bad swaps change nothing and say why.
+    bad = post(base, "/model", {"model": "v2"})
+    assert bad.status_code == 422 and "16-d" in bad.json()["detail"] and "8-d" in bad.json()["detail"]
+    missing = post(base, "/model", {"model": "v99"})
+    assert missing.status_code == 422 and "not a rayrec model folder" in missing.json()["detail"]
+    assert requests.get(base + "/healthz", timeout=30).json()["model_version"] == "v3"
+    assert post(base, "/recommend", {"user_id": "r0", "k": 5}).json()["items"][0]["item_id"] == expected[("r0", "v3")][0]

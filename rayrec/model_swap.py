@@ -1,0 +1,173 @@
+"""Moving a running system to another item space (a trained model version) while traffic flows.
+
+swap_model runs the steps; the router and the user actors hold the state:
+
+1. Items the new model has no vector for are placed by its text path, from the
+   text each such item keeps (metadata `text`), here, where the encoder is.
+2. router.stage_space: with item writes held (they wait, none fails), a new
+   shard generation is filled side by side with every item's vector in the new
+   space; queries go on against the current one.
+3. Every user actor pauses: its calls wait, the ones in flight finish.
+4. router.switch_space: the new generation becomes current, the old one stops;
+   item writes go on, in the new space.
+5. Every user actor re-derives its users' vectors from their kept history in
+   the new space (rayrec.user_state.rederive), takes the new space and resumes.
+
+A recommendation reads its user's vector and searches inside one user-actor
+call, which a pause waits for, so it is answered from one space, whole, and
+names it. Feedback waits at a paused actor and is applied after the switch:
+none is lost. A failure before step 4 leaves everything as it was.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import numpy as np
+
+from rayrec import constants as C
+from rayrec.catalog import ItemBatch
+from rayrec.exceptions import InvalidInputError, LayoutChangedError, RayrecError, root_cause
+from rayrec.ingest import TEXT_COLUMN as TEXT_KEY  # the metadata an item added by its text keeps it in
+
+TEXT_SPACE = "text"  # the encoder's own space: no learned model
+ATTEMPTS = 3
+
+
+class CatalogChangedError(RayrecError, RuntimeError):
+    """An item's text changed (or an item came) between placing the new model's items and staging them."""
+
+
+class SpaceChangedError(RayrecError, RuntimeError):
+    """A vector placed in one item space reached a system that has moved to another: place it again."""
+
+
+def space_of(version: str, path: str | None) -> dict[str, str | None]:
+    """The record of an item space the router and the user actors keep: its version and model folder."""
+    return {"version": version, "path": path}
+
+
+def vectors_in(placer: Any, batch: ItemBatch, placed: dict[str, tuple[str, np.ndarray]]) -> np.ndarray:
+    """Every item of batch as a vector of placer's space: the model's own, else its text's as placed.
+
+    Args:
+        placer: rayrec.learning.placement.Placer of the new model.
+        batch: the items (ids, metadata with their `text` where they keep one).
+        placed: item id -> (the text it was placed from, its vector), for the items the model lacks.
+
+    Raises:
+        InvalidInputError: items the model lacks that keep no text (added as raw embeddings): nothing can place them.
+        CatalogChangedError: an item the model lacks whose text is not the one placed (changed or new since).
+    """
+    texts = batch.metadata.get(TEXT_KEY) or [None] * len(batch)
+    out = np.empty((len(batch), placer.space.dim), dtype=np.float32)
+    unknown = set(placer.unknown(batch.ids))
+    known = [n for n in range(len(batch)) if n not in unknown]
+    if known:
+        out[known] = placer.items([batch.ids[n] for n in known], None)
+    lacking, stale = [], []
+    for n in sorted(unknown):
+        item, text = batch.ids[n], texts[n]
+        if text is None:
+            lacking.append(item)
+        elif item not in placed or placed[item][0] != text:
+            stale.append(item)
+        else:
+            out[n] = placed[item][1]
+    if lacking:
+        raise InvalidInputError(
+            f"{len(lacking)} items have no vector in model {placer.version} and no text to place them by "
+            f"(they were added as raw embeddings): {lacking[:10]}; add them again with text, or delete them, "
+            "then swap"
+        )
+    if stale:
+        raise CatalogChangedError(f"{len(stale)} items changed while the new model was being placed: {stale[:10]}")
+    return out
+
+
+async def swap_model(
+    router: Any,
+    users: list[Any],
+    folder: str,
+    encode: Callable[[list[str]], Awaitable[np.ndarray]],
+    create_shards: Callable[[Any, Any, bool], list[list[Any]]],
+) -> dict[str, Any]:
+    """Moves the system behind router and users to the model in folder, under traffic (see the module).
+
+    Args:
+        router, users: the system's router and user-vector actor handles.
+        folder: a model version's folder (rayrec.learning.store.resolve).
+        encode: texts -> (n, e) text embeddings (the encoder the model was trained with).
+        create_shards: rayrec.deploy.create_shards (config, generation, detached) -> replica handles.
+
+    Returns:
+        {"model_version", "previous", "items", "users", "paused_ms", "seconds"}.
+    """
+    from rayrec.layout import Generation
+    from rayrec.learning import store
+    from rayrec.learning.placement import Placer
+
+    t0 = time.monotonic()
+    placer = Placer(store.load(folder))
+    space = space_of(placer.version, str(folder))
+    config, current, detached = await router.get_layout.remote()
+    previous = (await router.item_space.remote() or {}).get("version")
+    if config.storage is not None:
+        raise InvalidInputError(
+            "swapping the model of a system with durable storage is not built yet (its logs and snapshots hold "
+            "vectors of the old space): serve the new model on a new storage location"
+        )
+    if placer.space.dim != config.index.dim:
+        raise InvalidInputError(
+            f"model {placer.version} is {placer.space.dim}-d but this system's index is {config.index.dim}-d: "
+            "a running system swaps only to a model of its own dimension (serve the other one anew)"
+        )
+    for attempt in range(ATTEMPTS):
+        texts: dict[str, str] = await router.texts_to_place.remote(str(folder))
+        ids = list(texts)
+        placed: dict[str, tuple[str, np.ndarray]] = {}
+        if ids:
+            vectors = placer.text(np.asarray(await encode([texts[i] for i in ids]), np.float32))
+            placed = {item: (texts[item], vectors[n]) for n, item in enumerate(ids)}
+        config, current, detached = await router.get_layout.remote()
+        new = Generation(current.number + 1, uuid.uuid4().hex[:8], current.num_shards)
+        groups = create_shards(config, new, detached)
+        try:
+            staged = await router.stage_space.remote(groups, new, current.number, space, placed)
+            break
+        except Exception as exc:  # the router stopped the new shards
+            if attempt + 1 < ATTEMPTS and isinstance(root_cause(exc), (CatalogChangedError, LayoutChangedError)):
+                continue
+            raise root_cause(exc) from None
+    paused_at = time.monotonic()
+    try:
+        pauses = await asyncio.gather(*(u.pause.remote(C.SWAP_TIMEOUT_S) for u in users))
+        raw = [u for p in pauses for u in p["raw_vector_users"]]
+        if raw:
+            raise InvalidInputError(
+                f"{sum(p['raw_vector_count'] for p in pauses)} users were set by a raw vector (no history or text "
+                f"to place them by in the new space), e.g. {raw[:5]}: set them by history or text, then swap"
+            )
+        per_actor: list[dict[str, np.ndarray]] = []
+        for p in pauses:
+            names = list(p["texts"])
+            vectors = placer.text(np.asarray(await encode([p["texts"][u] for u in names]), np.float32)) if names else []
+            per_actor.append({u: vectors[n] for n, u in enumerate(names)})
+        await router.switch_space.remote(new)
+    except BaseException:
+        await asyncio.gather(*(u.resume.remote(None, None) for u in users), return_exceptions=True)
+        await router.abort_space.remote(new)
+        raise
+    resumed = await asyncio.gather(*(u.resume.remote(space, placed_users) for u, placed_users in zip(users, per_actor)))
+    return {
+        "model_version": placer.version,
+        "previous": previous,
+        "items": staged["items"],
+        "users": sum(r["users"] for r in resumed),
+        "paused_ms": round((time.monotonic() - paused_at) * 1000, 1),
+        "seconds": round(time.monotonic() - t0, 3),
+    }
