@@ -31,9 +31,10 @@ from rayrec.metadata import check_metadata, same_keys, take
 from rayrec.query import SearchRequest, make_request
 from rayrec.replicas import ReplicaSet, cancel_call
 from rayrec.catalog import ItemBatch
-from rayrec.model_swap import TEXT_KEY, SpaceChangedError, vectors_in
+from rayrec.model_swap import TEXT_KEY, SpaceChangedError, placer_of, vectors_in
 from rayrec.resharding import WriteGate, split_batch
 from rayrec.topk import SearchResult, merge_topk
+from rayrec.storage import Storage
 from rayrec.validation import check_ids, check_vectors
 from rayrec.wire import pack_answers, pack_search, unpack_partial, unpack_requests
 
@@ -83,7 +84,10 @@ class Router:
         self._abandoned: set[str] = set()  # tokens of generations their planners gave up on
         self._writes = 0  # bumped by every write: the cached catalog mean is stale once it moves
         self._mean: tuple[int, np.ndarray | None] | None = None
-        self._space: dict[str, Any] | None = None  # the item space the vectors are in (rayrec.model_swap.space_of)
+        # The item space the vectors are in (rayrec.model_swap.space_of); storage records it once a model swap has.
+        self._space: dict[str, Any] | None = None
+        if config.storage is not None:
+            self._space = (layouts.read_layout(Storage(config.storage)) or {}).get("item_space")
         self._swap: _Staged | None = None  # a model swap's generation, staged with item writes held
 
     def _replica_sets(self, shards: list[Any]) -> list[ReplicaSet]:
@@ -525,8 +529,9 @@ class Router:
             raise SpaceChangedError(f"the system moved to item space {now!r}; these vectors are in {space!r}")
 
     async def _live_items(self, on: ShardSet) -> ItemBatch:
-        """Every live item of a generation, in one batch (one replica of each shard)."""
-        parts = await asyncio.gather(*(refs[0] for refs in split_objects(on, 1)))
+        """Every live item of a generation, in one batch (one replica of each shard; within load_timeout_s)."""
+        refs = [r[0] for r in split_objects(on, 1)]
+        parts = await asyncio.wait_for(asyncio.gather(*refs), self.config.load_timeout_s)
         return ItemBatch(
             [i for p in parts for i in p.ids],
             np.concatenate([p.vectors for p in parts]) if parts else np.zeros((0, self.config.index.dim), np.float32),
@@ -536,7 +541,7 @@ class Router:
 
     async def texts_to_place(self, folder: str) -> dict[str, str]:
         """Item id -> text, of the items the model in folder has no vector for and that keep their text."""
-        placer = _placer(folder)
+        placer = await asyncio.to_thread(placer_of, {"path": folder})
         batch = await self._on_current(self._live_items)
         texts = batch.metadata.get(TEXT_KEY) or [None] * len(batch)
         return {batch.ids[n]: texts[n] for n in placer.unknown(batch.ids) if texts[n] is not None}
@@ -547,8 +552,8 @@ class Router:
     ) -> dict[str, Any]:
         """Fills a new generation of shards with every item in the space of the model at space["path"].
 
-        Item writes wait from here until switch_space or abort_space (or SWAP_TIMEOUT_S, which aborts);
-        queries go on against the current shards. On failure the new actors are stopped.
+        Item writes wait from here until switch_space or abort_space (or SWAP_TIMEOUT_S after it
+        returns, which aborts); queries go on against the current shards. On failure the new actors are stopped.
 
         Args:
             groups: per new shard, its replicas' handles (new actors of generation new).
@@ -562,9 +567,7 @@ class Router:
         t0 = time.monotonic()
         target = ShardSet(new, self._replica_sets(groups))
         try:
-            if self.config.storage is not None:
-                raise InvalidInputError("a model swap of a system with durable storage is not built yet")
-            placer = _placer(str(space["path"]))
+            placer = await asyncio.to_thread(placer_of, space)
             if placer.space.dim != self.config.index.dim:
                 raise InvalidInputError(f"model {placer.version} is {placer.space.dim}-d, the index {self.config.index.dim}-d")
             self._check_base(base, new)
@@ -573,10 +576,12 @@ class Router:
                 raise ShardUnavailableError(f"{len(started.errors)} new shard actors did not start")
             hold = self._gate.closed()
             await hold.__aenter__()
-            await self._load_lock.acquire()
-            loop = asyncio.get_running_loop()
-            timer = loop.call_later(C.SWAP_TIMEOUT_S, lambda: asyncio.ensure_future(self.abort_space(new)))
-            self._swap = _Staged(target, dict(space), hold, timer)
+            try:
+                await self._load_lock.acquire()
+            except BaseException:
+                await hold.__aexit__(None, None, None)
+                raise
+            self._swap = _Staged(target, dict(space), hold, None)  # no await since the lock: abort_space undoes both
             self._check_base(base, new)
             batch = await self._live_items(self._now)
             vectors = vectors_in(placer, batch, placed)
@@ -587,6 +592,12 @@ class Router:
             committed = (await self._fan_out([lambda h=h: h.commit_staged.remote() for _, h in replicas], "load")).results
             if sum(committed) != len(batch) * self.config.replicas:
                 raise ShardUnavailableError("a new shard lost its staged items (restarted?): nothing was switched")
+            if self._swap is None or self._swap.target is not target:
+                raise LayoutChangedError(f"the model swap to generation {new.number} was abandoned while it staged")
+            # The caller switches next; if it never does, the swap is dropped and writes go on.
+            self._swap.timer = asyncio.get_running_loop().call_later(
+                C.SWAP_TIMEOUT_S, lambda: asyncio.ensure_future(self.abort_space(new))
+            )
         except BaseException:
             if not await self.abort_space(new):
                 await self._discard(target)
@@ -599,24 +610,38 @@ class Router:
         if staged is None or staged.target.generation != new:
             raise LayoutChangedError(f"no model swap to generation {new.number} is staged (aborted, or timed out)")
         self._swap = None
-        staged.timer.cancel()
+        if staged.timer is not None:
+            staged.timer.cancel()
         old = self._now
         try:
+            if self.config.storage is not None:  # the commit point: after it, a restart comes back in the new space
+                try:
+                    await asyncio.to_thread(layouts.write_layout, self.config, new, old.generation, staged.space)
+                except BaseException:
+                    await self._discard(staged.target)
+                    raise
             self._now, self._space = staged.target, staged.space
             self._writes += 1  # the cached catalog mean is of the old space
             await retire(old, C.RESHARD_STOP_TIMEOUT_S)
         finally:
             self._load_lock.release()
             await staged.hold.__aexit__(None, None, None)
+        if self.config.storage is not None:  # the old files, once writes go on
+            await asyncio.to_thread(drop_files, self.config, old.generation, new)
         return {"generation": new.number, "model_version": staged.space.get("version")}
 
     async def abort_space(self, new: Generation) -> bool:
-        """Drops a staged model swap to generation new (stops its shards, lets item writes go on); True if one was."""
+        """Drops a staged model swap to generation new (stops its shards, lets item writes go on); True if one was.
+
+        A swap still starting its shards is marked abandoned: it stops when it gets the write gate.
+        """
+        self._abandoned.add(new.token)
         staged = self._swap
         if staged is None or staged.target.generation != new:
             return False
         self._swap = None
-        staged.timer.cancel()
+        if staged.timer is not None:
+            staged.timer.cancel()
         try:
             await self._discard(staged.target)
         finally:
@@ -652,14 +677,7 @@ class _Staged:
     target: ShardSet
     space: dict[str, Any]
     hold: Any  # the entered WriteGate.closed() context
-    timer: asyncio.TimerHandle
-
-
-def _placer(folder: str) -> Any:
-    from rayrec.learning import store
-    from rayrec.learning.placement import Placer
-
-    return Placer(store.load(folder))
+    timer: asyncio.TimerHandle | None  # aborts the swap if it is not switched in time (set once staged)
 
 
 RouterActor = ray.remote(Router)

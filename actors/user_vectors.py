@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import numpy as np
@@ -19,9 +21,9 @@ from rayrec.journal import GroupCommit, Journal
 from rayrec.replicas import ReplicaSet
 from rayrec.storage import Storage
 from rayrec.topk import SearchResult
-from rayrec.model_swap import SpaceChangedError
+from rayrec.model_swap import SpaceChangedError, placer_of
 from rayrec.resharding import WriteGate
-from rayrec.user_state import VECTOR, UserChange, UserStore, rederive
+from rayrec.user_state import UserChange, UserStore, rederive
 from rayrec.validation import check_event, check_exclude, check_id, check_ids, check_k
 
 
@@ -54,11 +56,15 @@ class UserVectors:
         self._snapshot_lock = asyncio.Lock()
         self.recovered_changes = 0
         # Model swaps: the item space the vectors are in (asked of the router on first use), the gate a
-        # swap closes while it switches, and per user set to a vector: (its text, or None for a raw vector; when).
+        # swap closes while it switches; with storage, the space the recovered state is in (see _ensure_space).
         self._space: dict[str, Any] | None = None
         self._gate = WriteGate()
-        self._pause: tuple[Any, asyncio.TimerHandle] | None = None
-        self._bases: dict[str, tuple[str | None, float]] = {}
+        self._pause: tuple[str, Any, asyncio.TimerHandle] | None = None  # (swap id, the closed gate, its timer)
+        self._recorded_space: str | None = None
+        # Whether the state may be in another space than the router's (after a restart from storage, or a
+        # pause): checked, and re-derived if so, before the next call is served (see _ensure_space).
+        self._stale = config.storage is not None
+        self._space_lock = asyncio.Lock()
         if config.storage is not None:
             self.journal = Journal(
                 Storage(config.storage).child(f"users-{partition}"),
@@ -78,6 +84,7 @@ class UserVectors:
         snap, batches = self.journal.recover()
         if snap is not None:
             user_log.table_to_store(snap.table("users"), self.store)
+            self._recorded_space = snap.info.get("item_space")
         for batch in batches:
             for change in user_log.batch_to_changes(batch, self.config.index.dim):
                 self.recovered_changes += self.store.commit(change)
@@ -117,7 +124,7 @@ class UserVectors:
             finally:
                 for lock in self._locks:
                     lock.release()
-            info = {"users": len(self.store)}
+            info = {"users": len(self.store), "item_space": self._space_version()}
             await asyncio.to_thread(self.journal.write_snapshot, wal_from, info, {"users": table})
 
     def _count_users(self) -> None:
@@ -183,7 +190,7 @@ class UserVectors:
         item_id = check_id(item_id)
         event = check_event(event)
         event_id = None if event_id is None else check_id(event_id, "event id")
-        async with self._gate.write(), self._lock(user_id):
+        async with self._open(), self._lock(user_id):
             if self.store.applied(user_id, event_id):
                 return self._unchanged(user_id)
             vectors = await self._item_vector(item_id)
@@ -195,23 +202,21 @@ class UserVectors:
         return out
 
     async def set_vector(
-        self, user_id: Any, vector: Any, event_id: str | None = None, text: str | None = None, space: str | None = None
+        self, user_id: Any, vector: Any, event_id: str | None = None, source: Any = None, space: str | None = None
     ) -> dict[str, Any]:
         """Sets a user's interest vector directly. Returns {"user_id", "version", "applied"}.
 
-        text: the text the vector was placed from (kept: a model swap places it again; without it the
-        vector is raw, and a swap is refused while such a user exists). space: the item space (model
-        version) the vector is in; SpaceChangedError if the system has moved to another (place it again).
+        source: the text embedding the vector was placed from (kept: a model swap places it again;
+        without it the vector is raw, and a swap is refused while such a user exists). space: the item
+        space (model version) the vector is in; SpaceChangedError if the system moved to another meanwhile.
         """
         user_id = check_id(user_id, "user id")
         event_id = None if event_id is None else check_id(event_id, "event id")
-        async with self._gate.write(), self._lock(user_id):
+        async with self._open(), self._lock(user_id):
             now = (await self._current_space() or {}).get("version")
             if space is not None and now is not None and space != now:
                 raise SpaceChangedError(f"the system moved to item space {now!r}; this vector is in {space!r}")
-            out = await self._make(user_id, self.store.plan_vector(user_id, vector, event_id))
-            if out["applied"]:
-                self._bases[user_id] = (text, self.store.get(user_id).updated_at)  # type: ignore[union-attr]
+            out = await self._make(user_id, self.store.plan_vector(user_id, vector, event_id, source))
         self._count_users()
         return out
 
@@ -226,13 +231,11 @@ class UserVectors:
         if not item_ids:
             raise InvalidInputError("a user history needs at least one item id")
         event_id = None if event_id is None else check_id(event_id, "event id")
-        async with self._gate.write(), self._lock(user_id):
+        async with self._open(), self._lock(user_id):
             if self.store.applied(user_id, event_id):
                 return self._unchanged(user_id)
             vectors, _ = await self.router.vectors_of.remote(item_ids)
             out = await self._make(user_id, self.store.plan_history(user_id, item_ids, vectors, event_id))
-            if out["applied"]:
-                self._bases.pop(user_id, None)
         self._count_users()
         return out
 
@@ -248,7 +251,7 @@ class UserVectors:
         unique = sorted({i for items in checked.values() for i in items})
         if not unique:
             return 0
-        async with self._gate.write():
+        async with self._open():
             return await self._set_histories(checked, unique)
 
     async def _set_histories(self, checked: dict[str, list[str]], unique: list[str]) -> int:
@@ -258,7 +261,6 @@ class UserVectors:
         async def set_one(user_id: str, known: list[str]) -> None:
             async with self._lock(user_id):
                 await self._make(user_id, self.store.plan_history(user_id, known, vectors[[row[i] for i in known]]))
-                self._bases.pop(user_id, None)
 
         # Concurrently: with storage, the users' log records share group commits.
         todo = [(u, [i for i in items if i in row]) for u, items in checked.items()]
@@ -270,8 +272,9 @@ class UserVectors:
     async def get(self, user_id: Any) -> dict[str, Any] | None:
         """The user's state (vector, version, history, updated_at), or None if unknown."""
         user_id = check_id(user_id, "user id")
-        state = self.store.get(user_id)
-        return None if state is None else state.as_dict(user_id)
+        async with self._open():
+            state = self.store.get(user_id)
+            return None if state is None else state.as_dict(user_id)
 
     async def recommend(
         self,
@@ -291,7 +294,7 @@ class UserVectors:
         user_id = check_id(user_id, "user id")
         k = check_k(k, self.config.index.max_k)
         excluded = check_exclude(exclude) or []
-        async with self._gate.write():
+        async with self._open():
             return await self._recommend(user_id, k, exclude_seen, categories, excluded)
 
     async def _recommend(
@@ -321,52 +324,93 @@ class UserVectors:
         }
 
     # ----- model swap (rayrec.model_swap runs the steps) --------------------
+    @asynccontextmanager
+    async def _open(self) -> AsyncIterator[None]:
+        """One public call: waits while a model swap holds this actor, and for its state to be in the current space."""
+        async with self._gate.write():
+            await self._ensure_space()
+            yield
+
     async def _current_space(self) -> dict[str, Any] | None:
         if self._space is None:
             self._space = await self.router.item_space.remote()
         return self._space
 
-    async def pause(self, timeout_s: float) -> dict[str, Any]:
-        """Holds every call until resume (or timeout_s, then resumes unchanged), once those in flight finish.
+    def _space_version(self) -> str | None:
+        return self._space.get("version") if self._space is not None else self._recorded_space
 
-        Returns:
-            {"texts": user id -> text, of users set by text (to be placed in the new space),
-             "raw_vector_users": some users set by a raw vector, "raw_vector_count"}.
+    async def _ensure_space(self) -> int:
+        """If this actor's state may be in another item space than the router's (it was paused for a model
+        swap, or restarted from storage between a swap's switch and its snapshot in the new space),
+        re-derives every user in the router's space now, before anything is served. Returns users re-derived.
+
+        A failure leaves the check due: the next call tries again (it never serves a mix of two spaces).
         """
-        if self.journal is not None:
-            raise InvalidInputError("a model swap of a system with durable storage is not built yet")
+        if not self._stale:
+            return 0
+        async with self._space_lock:
+            if not self._stale:
+                return 0
+            now = await self.router.item_space.remote()
+            mine = self._space_version()
+            users = 0
+            if now is not None and mine is not None and now.get("version") != mine:
+                users = await self._rederive(now)
+                self._space = dict(now)
+                await self.snapshot()
+            elif now is not None and self._space is None:
+                self._space = dict(now)
+            self._stale = False
+            return users
+
+    async def pause(self, swap: str, timeout_s: float) -> dict[str, Any]:
+        """Holds every call until resume(swap) (or timeout_s, which resumes), once those in flight finish.
+
+        With storage, first records the state and its space in a snapshot (a restart after the switch
+        then knows its state is in the old space). Returns {"raw_vector_users": some users set by a raw
+        vector (no history or text embedding to place them by), "raw_vector_count"}.
+        """
         if self._pause is not None:
             raise LayoutChangedError("this user actor is paused for another model swap")
+        await self._ensure_space()
+        await self._current_space()
         hold = self._gate.closed()
         await hold.__aenter__()
-        timer = asyncio.get_running_loop().call_later(timeout_s, lambda: asyncio.ensure_future(self.resume(None, None)))
-        self._pause = (hold, timer)
-        raw = sorted(u for u, (text, _) in self._bases.items() if text is None)
-        return {"texts": {u: text for u, (text, _) in self._bases.items() if text is not None},
-                "raw_vector_users": raw[:10], "raw_vector_count": len(raw)}
-
-    async def resume(self, space: dict[str, Any] | None, placed: dict[str, np.ndarray] | None) -> dict[str, Any]:
-        """Ends a pause: with space, first re-derives every user's vector in it (the router has switched).
-
-        placed: user id -> vector in the new space of the users set by text (pause's texts).
-        Returns {"resumed": whether a pause was ended, "users": users re-derived}.
-        """
-        if self._pause is None:
-            return {"resumed": False, "users": 0}
-        hold, timer = self._pause
-        timer.cancel()
-        users = 0
+        if self._pause is not None:  # another swap paused it while this one waited for calls in flight
+            await hold.__aexit__(None, None, None)
+            raise LayoutChangedError("this user actor is paused for another model swap")
+        timer = asyncio.get_running_loop().call_later(timeout_s, lambda: asyncio.ensure_future(self.resume(swap)))
+        self._pause = (swap, hold, timer)
         try:
-            if space is not None:
-                users = await self._rederive(placed or {})
-                self._space = dict(space)
+            await self.snapshot()
+        except BaseException:
+            await self.resume(swap)
+            raise
+        raw = sorted(u for u, state in self.store.items() if state.base is not None and state.base[0] is None)
+        return {"raw_vector_users": raw[:10], "raw_vector_count": len(raw)}
+
+    async def resume(self, swap: str) -> dict[str, Any]:
+        """Ends swap's pause. If the router switched to another space meanwhile, every user is first
+        re-derived in it (and, with storage, snapshotted); should that fail, the calls let in retry it first.
+
+        Returns {"resumed": whether this swap's pause was ended, "users": users re-derived}.
+        """
+        if self._pause is None or self._pause[0] != swap:
+            return {"resumed": False, "users": 0}
+        _, hold, timer = self._pause
+        timer.cancel()
+        self._pause = None
+        self._stale = True
+        try:
+            users = await self._ensure_space()
         finally:
-            self._pause = None
             await hold.__aexit__(None, None, None)
         return {"resumed": True, "users": users}
 
-    async def _rederive(self, placed: dict[str, np.ndarray]) -> int:
-        """Every user's vector from their kept history, in the space the router now serves."""
+    async def _rederive(self, space: dict[str, Any]) -> int:
+        """Every user's vector from their kept history, in `space` (the one the router now serves); users
+        set by text start from their text embedding placed by that model's text path."""
+        placer = await asyncio.to_thread(placer_of, space)
         users = self.store.items()
         unique = sorted({i for _, state in users for i, _, _ in state.history})
         vectors: dict[str, np.ndarray] = {}
@@ -375,14 +419,14 @@ class UserVectors:
             vectors = {item: found_vectors[n] for n, item in enumerate(unique) if found[n]}
         mean = await self._cold_start_vector()
         for user_id, state in users:
-            base = self._bases.get(user_id)
-            start, since = (placed[user_id], base[1]) if base is not None and user_id in placed else (mean, None)
+            start, since = mean, None
+            if state.base is not None and state.base[0] is not None and placer is not None:
+                start, since = placer.text(state.base[0][None, :])[0], state.base[1]
             try:
                 vector = rederive(list(state.history), vectors, self.config.feedback, start, since)
             except InvalidInputError:  # the history's vectors cancel out in the new space
                 vector = None
-            change = UserChange(VECTOR, user_id, state.version + 1, mean if vector is None else vector, state.updated_at)
-            self.store.commit(change)
+            self.store.commit(self.store.plan_rederived(user_id, mean if vector is None else vector))
         return len(users)
 
     async def count(self) -> int:

@@ -142,6 +142,31 @@ class Rayrec:
         self.shards = _get(self.router.get_shards.remote())
         return out
 
+    def swap_model(self, model: str, models_root: str | None = None, model_dir: str | None = None) -> dict[str, Any]:
+        """Moves the running system to a trained model version while traffic goes on (as `POST /model`).
+
+        Items the model has no vector for are placed by its text path from the text they keep, with
+        the encoder of model_dir (default MiniLM), loaded in this process only if there are such items.
+        Returns the summary of rayrec.model_swap.swap_model.
+        """
+        import asyncio
+
+        from rayrec.deploy import create_shards
+        from rayrec.learning import store
+        from rayrec.model_swap import swap_model
+
+        folder = store.resolve(model, models_root).resolve()
+        encoders: list[Any] = []
+
+        async def encode(texts: list[str]) -> Any:
+            if not encoders:
+                from rayrec.encoder import TextEncoder
+
+                encoders.append(TextEncoder(model_dir))
+            return encoders[0].encode(texts)
+
+        return asyncio.run(swap_model(self.router, self.users, str(folder), encode, create_shards))
+
     def compact(self) -> None:
         """Rebuilds every shard's index without tombstones (HNSW shards compact only when asked)."""
         _get(self.router.compact.remote())

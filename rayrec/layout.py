@@ -82,9 +82,18 @@ def retiring_of(layout: dict[str, Any]) -> Generation | None:
     return None if old is None else Generation(int(old["number"]), str(old["token"]), int(old["num_shards"]))
 
 
-def write_layout(config: RayrecConfig, current: Generation, retiring: Generation | None = None) -> None:
-    """Records the current generation (atomically: this is a re-shard's commit point)."""
+def write_layout(
+    config: RayrecConfig, current: Generation, retiring: Generation | None = None, item_space: dict[str, Any] | None = None
+) -> None:
+    """Records the current generation (atomically: this is a re-shard's and a model swap's commit point).
+
+    item_space: the item space the current generation's vectors are in (a model swap records it);
+    None keeps the one recorded (if any).
+    """
     assert config.storage is not None
+    storage = Storage(config.storage)
+    if item_space is None and storage.exists(LAYOUT_FILE):
+        item_space = (read_layout(storage) or {}).get("item_space")
     layout: dict[str, Any] = {
         **_fixed(config),
         "num_shards": current.num_shards,
@@ -93,7 +102,9 @@ def write_layout(config: RayrecConfig, current: Generation, retiring: Generation
     }
     if retiring is not None:
         layout["retiring"] = retiring.as_dict()
-    Storage(config.storage).write_bytes(LAYOUT_FILE, json.dumps(layout).encode())
+    if item_space is not None:
+        layout["item_space"] = dict(item_space)
+    storage.write_bytes(LAYOUT_FILE, json.dumps(layout).encode())
 
 
 def check_layout(config: RayrecConfig) -> Generation:

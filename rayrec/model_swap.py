@@ -11,17 +11,25 @@ swap_model runs the steps; the router and the user actors hold the state:
 4. router.switch_space: the new generation becomes current, the old one stops;
    item writes go on, in the new space.
 5. Every user actor re-derives its users' vectors from their kept history in
-   the new space (rayrec.user_state.rederive), takes the new space and resumes.
+   the new space (rayrec.user_state.rederive; a user set by text starts from
+   their text embedding placed by the new text path), takes the new space, and
+   resumes. With storage, it snapshots them first.
 
 A recommendation reads its user's vector and searches inside one user-actor
 call, which a pause waits for, so it is answered from one space, whole, and
 names it. Feedback waits at a paused actor and is applied after the switch:
 none is lost. A failure before step 4 leaves everything as it was.
+
+With storage, rewriting layout.json (with the new space in it) in step 4 is the
+commit point. User actors snapshot their state, with its space, when they pause
+(step 3) and after re-deriving (step 5): one that restarts in between recovers
+the old space's state, sees the router's new one, and re-derives before serving.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -34,7 +42,10 @@ from rayrec.catalog import ItemBatch
 from rayrec.exceptions import InvalidInputError, LayoutChangedError, RayrecError, root_cause
 from rayrec.ingest import TEXT_COLUMN as TEXT_KEY  # the metadata an item added by its text keeps it in
 
+log = logging.getLogger(__name__)
+
 TEXT_SPACE = "text"  # the encoder's own space: no learned model
+UNNAMED_SPACE = "unnamed"  # the space of a system started without one (vectors given by a driver)
 ATTEMPTS = 3
 
 
@@ -49,6 +60,14 @@ class SpaceChangedError(RayrecError, RuntimeError):
 def space_of(version: str, path: str | None) -> dict[str, str | None]:
     """The record of an item space the router and the user actors keep: its version and model folder."""
     return {"version": version, "path": path}
+
+
+def placer_of(space: dict[str, Any]) -> Any:
+    """The Placer of a space's model (None for the encoder's own space, which has no model folder)."""
+    from rayrec.learning import store
+    from rayrec.learning.placement import Placer
+
+    return Placer(store.load(str(space["path"]))) if space.get("path") else None
 
 
 def vectors_in(placer: Any, batch: ItemBatch, placed: dict[str, tuple[str, np.ndarray]]) -> np.ndarray:
@@ -109,18 +128,13 @@ async def swap_model(
     """
     from rayrec.layout import Generation
     from rayrec.learning import store
-    from rayrec.learning.placement import Placer
 
     t0 = time.monotonic()
-    placer = Placer(store.load(folder))
-    space = space_of(placer.version, str(folder))
+    space = space_of(str(store.manifest(folder)["version"]), str(folder))
+    placer = placer_of(space)
     config, current, detached = await router.get_layout.remote()
-    previous = (await router.item_space.remote() or {}).get("version")
-    if config.storage is not None:
-        raise InvalidInputError(
-            "swapping the model of a system with durable storage is not built yet (its logs and snapshots hold "
-            "vectors of the old space): serve the new model on a new storage location"
-        )
+    # A system started without naming its space (a driver's) gets a name for it: user actors record it.
+    previous = (await router.set_item_space.remote(space_of(UNNAMED_SPACE, None)))["version"]
     if placer.space.dim != config.index.dim:
         raise InvalidInputError(
             f"model {placer.version} is {placer.space.dim}-d but this system's index is {config.index.dim}-d: "
@@ -139,35 +153,53 @@ async def swap_model(
         try:
             staged = await router.stage_space.remote(groups, new, current.number, space, placed)
             break
-        except Exception as exc:  # the router stopped the new shards
+        except BaseException as exc:  # the router stops the new shards; also if this call was cancelled
+            await asyncio.shield(asyncio.wrap_future(router.abort_space.remote(new).future()))
+            if not isinstance(exc, Exception):
+                raise
             if attempt + 1 < ATTEMPTS and isinstance(root_cause(exc), (CatalogChangedError, LayoutChangedError)):
                 continue
             raise root_cause(exc) from None
+    # From here on the steps run to their end even if the caller goes away (a cancelled request).
+    done = await asyncio.shield(_switch(router, users, new))
+    return {
+        "model_version": placer.version,
+        "previous": previous,
+        "items": staged["items"],
+        **done,
+        "seconds": round(time.monotonic() - t0, 3),
+    }
+
+
+async def _switch(router: Any, users: list[Any], new: Any) -> dict[str, Any]:
+    """Steps 3-5: pause every user actor, switch the router, resume them (each re-derives its users).
+
+    Before the switch, any failure resumes the actors unchanged and drops the staged shards. After it,
+    an actor whose re-derivation failed re-derives before it serves its next call (never a mix of spaces).
+    """
     paused_at = time.monotonic()
+    swap = new.token  # pauses and resumes of this swap only
+    pauses = await asyncio.gather(*(u.pause.remote(swap, C.SWAP_TIMEOUT_S) for u in users), return_exceptions=True)
     try:
-        pauses = await asyncio.gather(*(u.pause.remote(C.SWAP_TIMEOUT_S) for u in users))
+        failed = [p for p in pauses if isinstance(p, BaseException)]
+        if failed:
+            raise root_cause(failed[0])
         raw = [u for p in pauses for u in p["raw_vector_users"]]
         if raw:
             raise InvalidInputError(
                 f"{sum(p['raw_vector_count'] for p in pauses)} users were set by a raw vector (no history or text "
                 f"to place them by in the new space), e.g. {raw[:5]}: set them by history or text, then swap"
             )
-        per_actor: list[dict[str, np.ndarray]] = []
-        for p in pauses:
-            names = list(p["texts"])
-            vectors = placer.text(np.asarray(await encode([p["texts"][u] for u in names]), np.float32)) if names else []
-            per_actor.append({u: vectors[n] for n, u in enumerate(names)})
         await router.switch_space.remote(new)
     except BaseException:
-        await asyncio.gather(*(u.resume.remote(None, None) for u in users), return_exceptions=True)
+        await asyncio.gather(*(u.resume.remote(swap) for u in users), return_exceptions=True)
         await router.abort_space.remote(new)
         raise
-    resumed = await asyncio.gather(*(u.resume.remote(space, placed_users) for u, placed_users in zip(users, per_actor)))
+    resumed = await asyncio.gather(*(u.resume.remote(swap) for u in users), return_exceptions=True)
+    late = sum(isinstance(r, BaseException) for r in resumed)
+    if late:
+        log.warning("model swap: %d user actors re-derive their users at their next call", late)
     return {
-        "model_version": placer.version,
-        "previous": previous,
-        "items": staged["items"],
-        "users": sum(r["users"] for r in resumed),
+        "users": sum(r["users"] for r in resumed if not isinstance(r, BaseException)),
         "paused_ms": round((time.monotonic() - paused_at) * 1000, 1),
-        "seconds": round(time.monotonic() - t0, 3),
     }

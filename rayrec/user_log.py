@@ -12,6 +12,17 @@ from rayrec.vector_codec import vectors_column, vectors_of
 from rayrec.user_state import UserChange, UserState, UserStore
 
 
+_SOURCE = pa.list_(pa.float32())  # a text embedding (any length), or null
+
+
+def _sources(values: list[np.ndarray | None]) -> pa.Array:
+    return pa.array([None if v is None else np.asarray(v, np.float32) for v in values], _SOURCE)
+
+
+def _source(value: list[float] | None) -> np.ndarray | None:
+    return None if value is None else np.asarray(value, np.float32)
+
+
 def _vectors(dim: int) -> pa.DataType:
     return pa.list_(pa.float32(), dim)
 
@@ -28,6 +39,7 @@ def log_schema(dim: int) -> pa.Schema:
             ("event_id", pa.string()),
             ("event", pa.string()),
             ("items", pa.list_(pa.string())),
+            ("source", _SOURCE),
         ]
     )
 
@@ -54,6 +66,7 @@ def changes_to_batch(changes: list[UserChange], dim: int) -> pa.RecordBatch:
             pa.array([c.event_id for c in changes], pa.string()),
             pa.array([c.event for c in changes], pa.string()),
             pa.array([c.items for c in changes], pa.list_(pa.string())),
+            _sources([c.source for c in changes]),
         ],
         schema=log_schema(dim),
     )
@@ -62,6 +75,7 @@ def changes_to_batch(changes: list[UserChange], dim: int) -> pa.RecordBatch:
 def batch_to_changes(batch: pa.RecordBatch, dim: int) -> Iterator[UserChange]:
     cols = batch.to_pydict()
     vectors = _matrix(batch.column("vector"), dim)
+    sources = cols.get("source") or [None] * batch.num_rows  # logs written before sources were kept
     for r in range(batch.num_rows):
         yield UserChange(
             cols["kind"][r],
@@ -72,6 +86,7 @@ def batch_to_changes(batch: pa.RecordBatch, dim: int) -> Iterator[UserChange]:
             cols["event_id"][r],
             cols["event"][r],
             cols["items"][r] or [],
+            _source(sources[r]),
         )
 
 
@@ -89,6 +104,8 @@ def store_to_table(store: UserStore) -> pa.Table:
             "updated_at": pa.array([s.updated_at for _, s in users], pa.float64()),
             "history": pa.array([list(s.history) for _, s in users], _HISTORY),
             "event_ids": pa.array([list(s.event_ids) for _, s in users], pa.list_(pa.string())),
+            "base_source": _sources([None if s.base is None else s.base[0] for _, s in users]),
+            "base_at": pa.array([None if s.base is None else s.base[1] for _, s in users], pa.float64()),
         }
     )
 
@@ -97,6 +114,9 @@ def table_to_store(table: pa.Table, store: UserStore) -> None:
     """Restores the users of a snapshot table into store."""
     vectors = vectors_of(table.column("vector"), store.dim)
     cols = {name: table.column(name).to_pylist() for name in ("user_id", "version", "updated_at", "history", "event_ids")}
+    none = [None] * table.num_rows  # snapshots written before bases were kept
+    base_source = table.column("base_source").to_pylist() if "base_source" in table.column_names else none
+    base_at = table.column("base_at").to_pylist() if "base_at" in table.column_names else none
     for r, user_id in enumerate(cols["user_id"]):
         history: Iterable[tuple[str, str, float]] = (
             (h["item_id"], h["event"], h["timestamp"]) for h in cols["history"][r] or []
@@ -109,5 +129,6 @@ def table_to_store(table: pa.Table, store: UserStore) -> None:
                 updated_at=cols["updated_at"][r],
                 history=deque(history),
                 event_ids=OrderedDict.fromkeys(cols["event_ids"][r] or []),
+                base=None if base_at[r] is None else (_source(base_source[r]), base_at[r]),
             ),
         )

@@ -61,6 +61,7 @@ def history_vector(vectors: np.ndarray, recency: float) -> np.ndarray:
 FEEDBACK = "feedback"
 VECTOR = "vector"
 HISTORY = "history"
+REDERIVED = "rederived"  # the vector computed again in another item space (a model swap)
 
 
 def rederive(
@@ -115,7 +116,7 @@ class UserChange:
     catalog (cold-start mean, item vectors) or the clock (decay) moved since.
     """
 
-    kind: str  # FEEDBACK, VECTOR or HISTORY
+    kind: str  # FEEDBACK, VECTOR, HISTORY or REDERIVED
     user_id: str
     version: int
     vector: np.ndarray
@@ -123,6 +124,7 @@ class UserChange:
     event_id: str | None = None
     event: str | None = None  # the feedback event type
     items: list[str] = field(default_factory=list)  # the feedback's item, or the history
+    source: np.ndarray | None = None  # VECTOR: the text embedding it was placed from (None: a raw vector)
 
 
 @dataclass(slots=True)
@@ -134,6 +136,9 @@ class UserState:
     updated_at: float = 0.0
     history: deque[tuple[str, str, float]] = field(default_factory=deque)
     event_ids: OrderedDict[str, None] = field(default_factory=OrderedDict)
+    # Set by a vector: (the text embedding it was placed from, or None for a raw vector; when). A model
+    # swap starts such a user there (placed again) instead of from their history's beginning.
+    base: tuple[np.ndarray | None, float] | None = None
 
     def as_dict(self, user_id: str) -> dict[str, Any]:
         return {
@@ -185,15 +190,29 @@ class UserStore:
         return 1 if state is None else state.version + 1
 
     # ----- plan: the change an operation makes, without making it --------
-    def plan_vector(self, user_id: str, vector: Any, event_id: str | None = None) -> UserChange | None:
-        """The change that sets a user's vector; None if event_id was already applied."""
+    def plan_vector(
+        self, user_id: str, vector: Any, event_id: str | None = None, source: np.ndarray | None = None
+    ) -> UserChange | None:
+        """The change that sets a user's vector; None if event_id was already applied.
+
+        source: the text embedding the vector was placed from (kept, so a model swap can place it again).
+        """
         user_id = check_id(user_id, "user id")
         vec = check_vectors(vector, self.dim, what="user vector")
         if vec.shape[0] != 1:
             raise InvalidInputError(f"a user vector is one vector, got {vec.shape[0]}")
         if self.applied(user_id, event_id):
             return None
-        return UserChange(VECTOR, user_id, self._next_version(user_id), vec[0], self._clock(), event_id)
+        if source is not None:
+            source = np.asarray(source, np.float32).reshape(-1)
+            if not np.all(np.isfinite(source)):
+                raise InvalidInputError("a user's text embedding contains NaN or infinite values")
+        return UserChange(VECTOR, user_id, self._next_version(user_id), vec[0], self._clock(), event_id, source=source)
+
+    def plan_rederived(self, user_id: str, vector: np.ndarray) -> UserChange:
+        """The change that puts a user's vector computed again in another item space (history unchanged)."""
+        state = self._users[user_id]
+        return UserChange(REDERIVED, user_id, state.version + 1, normalise(np.asarray(vector, np.float32)), state.updated_at)
 
     def plan_history(
         self, user_id: str, item_ids: Sequence[str], vectors: np.ndarray, event_id: str | None = None
@@ -250,6 +269,9 @@ class UserStore:
         elif change.kind == HISTORY:
             state.history.clear()
             state.history.extend((item, HISTORY, change.updated_at) for item in change.items)
+            state.base = None
+        elif change.kind == VECTOR:
+            state.base = (change.source, change.updated_at)
         state.vector = np.asarray(change.vector, dtype=np.float32)
         state.version = change.version
         state.updated_at = change.updated_at

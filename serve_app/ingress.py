@@ -4,6 +4,7 @@
 import asyncio
 import hashlib
 import hmac
+import logging
 import math
 import os
 import time
@@ -20,7 +21,14 @@ from rayrec import constants as C
 from rayrec import metrics
 from rayrec.config import RayrecConfig
 from rayrec.deploy import build_actors, create_shards
-from rayrec.exceptions import InvalidInputError, ItemNotFoundError, RayrecError, ShardUnavailableError, root_cause
+from rayrec.exceptions import (
+    InvalidInputError,
+    ItemNotFoundError,
+    LayoutChangedError,
+    RayrecError,
+    ShardUnavailableError,
+    root_cause,
+)
 from rayrec.hashing import partition_of
 from rayrec.learning import store
 from rayrec.learning.placement import Placer, check_stored_space
@@ -41,6 +49,7 @@ from serve_app.models import (
 )
 
 
+log = logging.getLogger("ray.serve")
 api = FastAPI(title="rayrec", description="Real-time recommendations on Ray", version="0.1.0")
 
 
@@ -94,8 +103,8 @@ def _status_of(cause: BaseException) -> int:
         return 422
     if isinstance(cause, ItemNotFoundError):
         return 404
-    if isinstance(cause, (SpaceChangedError, CatalogChangedError)):
-        return 409  # the system moved to another model version meanwhile: sending the call again works
+    if isinstance(cause, (SpaceChangedError, CatalogChangedError, LayoutChangedError)):
+        return 409  # the system moved to another model version or shard layout meanwhile: sending it again works
     if isinstance(cause, (ShardUnavailableError, RayError)):
         return 503  # a shard or actor is down or restarting: retrying may succeed
     return 500
@@ -188,6 +197,8 @@ class Ingress:
         space = space if space is not None else await self.router.item_space.remote()
         if space is None or space.get("version") == self.model_version:
             return
+        log.warning("rayrec: the system is in item space %s (a model swap), not %s: serving %s",
+                    space.get("version"), self.model_version, space.get("version"))
         self.placer = Placer(store.load(space["path"])) if space.get("path") else None
 
     async def _in_current_space(self, call: Any) -> Any:
@@ -202,11 +213,6 @@ class Ingress:
 
     async def _encode(self, texts: list[str]) -> np.ndarray:
         return await self.encoder.encode.remote(texts)
-
-    async def _text_vectors(self, texts: list[str]) -> np.ndarray:
-        """Texts (of new items or users) as vectors of the item space."""
-        vectors = await self._encode(texts)
-        return vectors if self.placer is None else self.placer.text(vectors)
 
     async def _item_vectors(self, ids: list[str], texts: list[str]) -> np.ndarray:
         """Items' vectors: a learned model's own for the items it knows, their text's otherwise."""
@@ -258,9 +264,11 @@ class Ingress:
         elif body.text is not None:
 
             async def place() -> Any:
-                space = self.model_version
-                vector = (await self._text_vectors([body.text]))[0]  # type: ignore[list-item]
-                return await actor.set_vector.remote(user_id, vector, event_id, body.text, space)
+                space, placer = self.model_version, self.placer
+                embedding = await self._encode([body.text])  # type: ignore[list-item]
+                vector = (embedding if placer is None else placer.text(embedding))[0]
+                # The embedding is kept: a model swap places the user again by the new text path.
+                return await actor.set_vector.remote(user_id, vector, event_id, embedding[0], space)
 
             out = await self._in_current_space(place)
         else:

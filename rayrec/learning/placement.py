@@ -15,13 +15,18 @@ SPACE_MARKER = "item_space.json"  # in a durable system's storage: which item sp
 def check_stored_space(storage_uri: str, serving: str, holds_items: bool) -> None:
     """Refuses to serve `serving` (a model version, or `text`) over durable state in another item space.
 
-    A storage without the marker is taken to hold `text` vectors if it holds items
-    (systems from before learned spaces); an empty one is marked for `serving`.
+    The space a model swap recorded in layout.json wins; else the marker file; a storage
+    without either is taken to hold `text` vectors if it holds items (systems from
+    before learned spaces); an empty one is marked for `serving`.
     """
+    from rayrec.layout import read_layout
     from rayrec.storage import Storage
 
     storage = Storage(storage_uri)
-    if storage.exists(SPACE_MARKER):
+    swapped = (read_layout(storage) or {}).get("item_space")  # a model swap's record (its commit point)
+    if swapped is not None:
+        stored = str(swapped["version"])
+    elif storage.exists(SPACE_MARKER):
         stored = str(json.loads(storage.read_bytes(SPACE_MARKER))["item_space"])
     elif holds_items:
         stored = "text"
@@ -32,7 +37,7 @@ def check_stored_space(storage_uri: str, serving: str, holds_items: bool) -> Non
         raise InvalidInputError(
             f"the storage {storage_uri!r} holds item and user vectors of item space {stored!r}, not {serving!r}: "
             f"serve it with model {stored!r} ({'no --model' if stored == 'text' else '--model ' + stored}), or give "
-            "a new storage location (moving a running system to another model version is not built yet)"
+            "a new storage location; to move it to another version, serve it as it is and POST /model"
         )
 
 

@@ -311,3 +311,29 @@ def test_a_damaged_object_store_segment_is_an_error_not_a_torn_tail(tmp_path):
         f.truncate(20)
     with pytest.raises(pa.ArrowInvalid):
         _read(storage)
+
+
+def test_what_a_user_was_set_from_survives_the_log_and_snapshots(tmp_path):
+    """A model swap places text users again from their kept text embedding: it must be durable."""
+    dim = 4
+    store = UserStore(dim, FeedbackRule())
+    source = np.array([0.5, -1.0, 2.0, 0.25, 3.0], np.float32)  # an embedding of another length than the space
+    changes = [store.plan_vector("text", np.ones(dim), "a", source=source), store.plan_vector("raw", np.ones(dim), "b"),
+               store.plan_vector("gone", np.ones(dim), "c", source=source)]
+    for change in changes:
+        store.commit(change)  # type: ignore[arg-type]
+    changes.append(store.plan_history("gone", ["x"], np.ones((1, dim), np.float32)))  # a history ends the base
+    store.commit(changes[-1])  # type: ignore[arg-type]
+    changes.append(store.plan_rederived("text", np.array([0, 0, 3, 4], np.float32)))  # keeps the base
+    store.commit(changes[-1])
+    np.testing.assert_allclose(store.get("text").vector, [0, 0, 0.6, 0.8], atol=1e-7)  # type: ignore[union-attr]
+    assert store.get("text").version == 2  # type: ignore[union-attr]
+    replayed, restored = UserStore(dim, FeedbackRule()), UserStore(dim, FeedbackRule())
+    for change in user_log.batch_to_changes(user_log.changes_to_batch(changes, dim), dim):  # type: ignore[arg-type]
+        replayed.commit(change)
+    user_log.table_to_store(user_log.store_to_table(store), restored)
+    for other in (store, replayed, restored):
+        text, raw = other.get("text").base, other.get("raw").base  # type: ignore[union-attr]
+        np.testing.assert_array_equal(text[0], source)  # type: ignore[index]
+        assert text[1] == store.get("text").updated_at and raw[0] is None and other.get("gone").base is None  # type: ignore[union-attr,index]
+        np.testing.assert_array_equal(other.get("text").vector, store.get("text").vector)  # type: ignore[union-attr]

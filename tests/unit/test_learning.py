@@ -229,6 +229,17 @@ def test_durable_state_is_only_served_in_the_item_space_it_was_written_in(tmp_pa
     check_stored_space(old, "text", holds_items=True)
     with pytest.raises(InvalidInputError, match="item space 'text', not 'v1'.*no --model"):
         check_stored_space(old, "v1", holds_items=True)
+    # A model swap records the new space in layout.json (its commit point): that record wins over the marker.
+    from rayrec.config import IndexConfig, RayrecConfig
+    from rayrec.layout import Generation, write_layout
+
+    config = RayrecConfig(index=IndexConfig(dim=4), storage=fresh)
+    write_layout(config, Generation(1, "abc", 1), item_space={"version": "v5", "path": "/models/v5"})
+    check_stored_space(fresh, "v5", holds_items=True)
+    with pytest.raises(InvalidInputError, match="item space 'v5', not 'v2'.*POST /model"):
+        check_stored_space(fresh, "v2", holds_items=True)
+    write_layout(config, Generation(2, "def", 2))  # a later re-shard keeps the recorded space
+    check_stored_space(fresh, "v5", holds_items=True)
 
 
 def test_ridge_map_recovers_an_exact_linear_map_and_its_offset():
