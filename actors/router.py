@@ -89,6 +89,7 @@ class Router:
         if config.storage is not None:
             self._space = (layouts.read_layout(Storage(config.storage)) or {}).get("item_space")
         self._swap: _Staged | None = None  # a model swap's generation, staged with item writes held
+        self._switching: str | None = None  # the token of a model swap switching now
 
     def _replica_sets(self, shards: list[Any]) -> list[ReplicaSet]:
         groups = [list(s) if isinstance(s, (list, tuple)) else [s] for s in shards]
@@ -604,8 +605,14 @@ class Router:
             raise
         return {"items": len(batch), "seconds": round(time.monotonic() - t0, 3)}
 
+    def swap_pending(self, token: str) -> bool:
+        """Whether the model swap with this token (its generation's) is staged or switching."""
+        return (self._swap is not None and self._swap.target.generation.token == token) or self._switching == token
+
     async def switch_space(self, new: Generation) -> dict[str, Any]:
         """Makes the staged generation current (its space with it), stops the old one, lets item writes go on."""
+        if self._now.generation == new:  # a call resent after a router restart whose switch had happened
+            return {"generation": new.number, "model_version": (self._space or {}).get("version")}
         staged = self._swap
         if staged is None or staged.target.generation != new:
             raise LayoutChangedError(f"no model swap to generation {new.number} is staged (aborted, or timed out)")
@@ -613,6 +620,7 @@ class Router:
         if staged.timer is not None:
             staged.timer.cancel()
         old = self._now
+        self._switching = new.token
         try:
             if self.config.storage is not None:  # the commit point: after it, a restart comes back in the new space
                 try:
@@ -624,6 +632,7 @@ class Router:
             self._writes += 1  # the cached catalog mean is of the old space
             await retire(old, C.RESHARD_STOP_TIMEOUT_S)
         finally:
+            self._switching = None
             self._load_lock.release()
             await staged.hold.__aexit__(None, None, None)
         if self.config.storage is not None:  # the old files, once writes go on

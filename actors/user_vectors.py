@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -25,6 +26,9 @@ from rayrec.model_swap import SpaceChangedError, placer_of
 from rayrec.resharding import WriteGate
 from rayrec.user_state import UserChange, UserStore, rederive
 from rayrec.validation import check_event, check_exclude, check_id, check_ids, check_k
+
+
+log = logging.getLogger(__name__)
 
 
 class UserVectors:
@@ -62,8 +66,10 @@ class UserVectors:
         self._pause: tuple[str, Any, asyncio.TimerHandle] | None = None  # (swap id, the closed gate, its timer)
         self._recorded_space: str | None = None
         # Whether the state may be in another space than the router's (after a restart from storage, or a
-        # pause): checked, and re-derived if so, before the next call is served (see _ensure_space).
+        # pause): checked, and re-derived if so, before the next call is served (see _ensure_space); and
+        # whether a re-derived state still waits for its snapshot.
         self._stale = config.storage is not None
+        self._unsaved = False
         self._space_lock = asyncio.Lock()
         if config.storage is not None:
             self.journal = Journal(
@@ -342,36 +348,43 @@ class UserVectors:
     async def _ensure_space(self) -> int:
         """If this actor's state may be in another item space than the router's (it was paused for a model
         swap, or restarted from storage between a swap's switch and its snapshot in the new space),
-        re-derives every user in the router's space now, before anything is served. Returns users re-derived.
+        re-derives every user in the router's space now, before anything is served; with storage, and
+        until it succeeds, snapshots the result. Returns users re-derived.
 
-        A failure leaves the check due: the next call tries again (it never serves a mix of two spaces).
+        A failure leaves the work due: the next call tries again (it never serves a mix of two spaces).
         """
-        if not self._stale:
+        if not (self._stale or self._unsaved):
             return 0
         async with self._space_lock:
-            if not self._stale:
-                return 0
-            now = await self.router.item_space.remote()
-            mine = self._space_version()
             users = 0
-            if now is not None and mine is not None and now.get("version") != mine:
-                users = await self._rederive(now)
-                self._space = dict(now)
+            if self._stale:
+                now = await self.router.item_space.remote()
+                mine = self._space_version()
+                if now is not None and mine is not None and now.get("version") != mine:
+                    users = await self._rederive(now)
+                    self._space = dict(now)
+                    self._unsaved = self.journal is not None
+                elif now is not None and self._space is None:
+                    self._space = dict(now)
+                self._stale = False
+            if self._unsaved:
                 await self.snapshot()
-            elif now is not None and self._space is None:
-                self._space = dict(now)
-            self._stale = False
+                self._unsaved = False
             return users
 
-    async def pause(self, swap: str, timeout_s: float) -> dict[str, Any]:
-        """Holds every call until resume(swap) (or timeout_s, which resumes), once those in flight finish.
+    async def pause(self, swap: str, space: dict[str, Any], timeout_s: float) -> dict[str, Any]:
+        """Holds every call until resume(swap), once those in flight finish; checks users can move to space.
 
         With storage, first records the state and its space in a snapshot (a restart after the switch
-        then knows its state is in the old space). Returns {"raw_vector_users": some users set by a raw
-        vector (no history or text embedding to place them by), "raw_vector_count"}.
+        then knows its state is in the old space). If resume does not come within timeout_s, the pause
+        ends by itself unless the router is still switching (see _expire).
+
+        Returns {"cannot_move": some users that cannot be placed in space (set by a raw vector, or by a
+        text embedding of another encoder), "cannot_move_count"}.
         """
         if self._pause is not None:
             raise LayoutChangedError("this user actor is paused for another model swap")
+        placer = await asyncio.to_thread(placer_of, space)  # also: the model is readable here
         await self._ensure_space()
         await self._current_space()
         hold = self._gate.closed()
@@ -379,24 +392,48 @@ class UserVectors:
         if self._pause is not None:  # another swap paused it while this one waited for calls in flight
             await hold.__aexit__(None, None, None)
             raise LayoutChangedError("this user actor is paused for another model swap")
-        timer = asyncio.get_running_loop().call_later(timeout_s, lambda: asyncio.ensure_future(self.resume(swap)))
+        timer = asyncio.get_running_loop().call_later(timeout_s, lambda: asyncio.ensure_future(self._expire(swap, timeout_s)))
         self._pause = (swap, hold, timer)
         try:
             await self.snapshot()
         except BaseException:
             await self.resume(swap)
             raise
-        raw = sorted(u for u, state in self.store.items() if state.base is not None and state.base[0] is None)
-        return {"raw_vector_users": raw[:10], "raw_vector_count": len(raw)}
+        text_dim = None if placer is None else placer.space.text_dim
+        stuck = sorted(
+            u for u, state in self.store.items()
+            if state.base is not None and (state.base[0] is None or (text_dim is not None and len(state.base[0]) != text_dim))
+        )
+        return {"cannot_move": stuck[:10], "cannot_move_count": len(stuck)}
+
+    async def _expire(self, swap: str, timeout_s: float) -> None:
+        """A pause's timer: ends it, unless the router is still staged or switching for this swap (then waits on)."""
+        if self._pause is None or self._pause[0] != swap:
+            return
+        try:
+            pending = await self.router.swap_pending.remote(swap)
+        except Exception:
+            pending = False
+        if pending and self._pause is not None and self._pause[0] == swap:
+            _, hold, _ = self._pause
+            timer = asyncio.get_running_loop().call_later(timeout_s, lambda: asyncio.ensure_future(self._expire(swap, timeout_s)))
+            self._pause = (swap, hold, timer)
+            return
+        await self.resume(swap)
 
     async def resume(self, swap: str) -> dict[str, Any]:
         """Ends swap's pause. If the router switched to another space meanwhile, every user is first
         re-derived in it (and, with storage, snapshotted); should that fail, the calls let in retry it first.
 
+        Without this swap's pause (the actor restarted, or its pause ended by time), it still checks,
+        with calls held, that its users are in the router's space.
+
         Returns {"resumed": whether this swap's pause was ended, "users": users re-derived}.
         """
         if self._pause is None or self._pause[0] != swap:
-            return {"resumed": False, "users": 0}
+            async with self._gate.closed():
+                self._stale = True
+                return {"resumed": False, "users": await self._ensure_space()}
         _, hold, timer = self._pause
         timer.cancel()
         self._pause = None
@@ -419,12 +456,13 @@ class UserVectors:
             vectors = {item: found_vectors[n] for n, item in enumerate(unique) if found[n]}
         mean = await self._cold_start_vector()
         for user_id, state in users:
-            start, since = mean, None
-            if state.base is not None and state.base[0] is not None and placer is not None:
-                start, since = placer.text(state.base[0][None, :])[0], state.base[1]
             try:
+                start, since = mean, None
+                if state.base is not None and state.base[0] is not None and placer is not None:
+                    start, since = placer.text(state.base[0][None, :])[0], state.base[1]
                 vector = rederive(list(state.history), vectors, self.config.feedback, start, since)
-            except InvalidInputError:  # the history's vectors cancel out in the new space
+            except (InvalidInputError, ValueError):  # vectors that cancel out, an embedding of another length
+                log.warning("user %s could not be re-derived in %s: set to the catalog mean", user_id, space.get("version"))
                 vector = None
             self.store.commit(self.store.plan_rederived(user_id, mean if vector is None else vector))
         return len(users)

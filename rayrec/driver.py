@@ -155,6 +155,11 @@ class Rayrec:
         from rayrec.learning import store
         from rayrec.model_swap import swap_model
 
+        if not self._started and not _get(self.router.get_layout.remote())[2]:
+            raise InvalidInputError(
+                "this system was started without detached=True by another driver: swap its model from that driver "
+                "(new shard actors belong to the process that makes them, and would stop when this one exits)"
+            )
         folder = store.resolve(model, models_root).resolve()
         encoders: list[Any] = []
 
@@ -165,7 +170,9 @@ class Rayrec:
                 encoders.append(TextEncoder(model_dir))
             return encoders[0].encode(texts)
 
-        return asyncio.run(swap_model(self.router, self.users, str(folder), encode, create_shards))
+        out = asyncio.run(swap_model(self.router, self.users, str(folder), encode, create_shards))
+        self.shards = _get(self.router.get_shards.remote())
+        return out
 
     def compact(self) -> None:
         """Rebuilds every shard's index without tombstones (HNSW shards compact only when asked)."""

@@ -161,7 +161,7 @@ async def swap_model(
                 continue
             raise root_cause(exc) from None
     # From here on the steps run to their end even if the caller goes away (a cancelled request).
-    done = await asyncio.shield(_switch(router, users, new))
+    done = await asyncio.shield(_switch(router, users, new, space))
     return {
         "model_version": placer.version,
         "previous": previous,
@@ -171,7 +171,7 @@ async def swap_model(
     }
 
 
-async def _switch(router: Any, users: list[Any], new: Any) -> dict[str, Any]:
+async def _switch(router: Any, users: list[Any], new: Any, space: dict[str, Any]) -> dict[str, Any]:
     """Steps 3-5: pause every user actor, switch the router, resume them (each re-derives its users).
 
     Before the switch, any failure resumes the actors unchanged and drops the staged shards. After it,
@@ -179,16 +179,17 @@ async def _switch(router: Any, users: list[Any], new: Any) -> dict[str, Any]:
     """
     paused_at = time.monotonic()
     swap = new.token  # pauses and resumes of this swap only
-    pauses = await asyncio.gather(*(u.pause.remote(swap, C.SWAP_TIMEOUT_S) for u in users), return_exceptions=True)
+    pauses = await asyncio.gather(*(u.pause.remote(swap, space, C.SWAP_TIMEOUT_S) for u in users), return_exceptions=True)
     try:
         failed = [p for p in pauses if isinstance(p, BaseException)]
         if failed:
             raise root_cause(failed[0])
-        raw = [u for p in pauses for u in p["raw_vector_users"]]
-        if raw:
+        stuck = [u for p in pauses for u in p["cannot_move"]]
+        if stuck:
             raise InvalidInputError(
-                f"{sum(p['raw_vector_count'] for p in pauses)} users were set by a raw vector (no history or text "
-                f"to place them by in the new space), e.g. {raw[:5]}: set them by history or text, then swap"
+                f"{sum(p['cannot_move_count'] for p in pauses)} users cannot be placed in model {space['version']}: "
+                f"set by a raw vector (no history or text to place them by) or by text of another encoder, e.g. "
+                f"{stuck[:5]}: set them by history or text, then swap"
             )
         await router.switch_space.remote(new)
     except BaseException:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Iterator
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -110,6 +111,14 @@ def store_to_table(store: UserStore) -> pa.Table:
     )
 
 
+def _base(source: list[float] | None, at: float | None, kept: bool, cols: dict[str, list], r: int) -> Any:
+    """A user's base from a snapshot. Snapshots from before bases were kept: a user with no history can
+    only have been set by a vector, of unknown origin, so is taken as set by a raw one."""
+    if kept:
+        return None if at is None else (_source(source), at)
+    return (None, cols["updated_at"][r]) if not cols["history"][r] else None
+
+
 def table_to_store(table: pa.Table, store: UserStore) -> None:
     """Restores the users of a snapshot table into store."""
     vectors = vectors_of(table.column("vector"), store.dim)
@@ -129,6 +138,6 @@ def table_to_store(table: pa.Table, store: UserStore) -> None:
                 updated_at=cols["updated_at"][r],
                 history=deque(history),
                 event_ids=OrderedDict.fromkeys(cols["event_ids"][r] or []),
-                base=None if base_at[r] is None else (_source(base_source[r]), base_at[r]),
+                base=_base(base_source[r], base_at[r], "base_at" in table.column_names, cols, r),
             ),
         )

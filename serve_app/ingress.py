@@ -167,11 +167,13 @@ class Ingress:
                 "vectors: set the index dim to the space's (the encoder's, or the model's)"
             )
         self.router, self.shards, self.users = build_actors(self.config, detached=True, attach=True)
-        # A running system may have moved to another model version since these settings were written.
-        await self._follow_space(await self.router.set_item_space.remote(space_of(self.model_version, settings.get("model"))))
         items = await self.router.count.remote()
-        if self.config.storage:  # recovered vectors must be in the space this replica serves
+        # A running system, or one a model swap recorded in storage, may be in another version than these
+        # settings name: serve that one. Else recovered vectors must be in the space this replica serves.
+        recorded = await self.router.item_space.remote()
+        if recorded is None and self.config.storage:
             check_stored_space(self.config.storage, self.model_version, items > 0)
+        await self._follow_space(await self.router.set_item_space.remote(space_of(self.model_version, settings.get("model"))))
         catalog = settings.get("catalog", "none")
         if catalog != "none" and items == 0:
             # A fresh system: load its catalog before this replica reports ready.

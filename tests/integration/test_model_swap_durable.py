@@ -82,7 +82,7 @@ def test_a_durable_swap_survives_restarts_even_one_between_the_switch_and_the_re
         new = Generation(current.number + 1, "crash", current.num_shards)
         v1 = space_of("v1", str(models / "v1"))
         ray.get(router.stage_space.remote(create_shards(cfg, new, detached), new, current.number, v1, {}))
-        ray.get([u.pause.remote("crash", 120) for u in users])
+        ray.get([u.pause.remote("crash", v1, 120) for u in users])
         ray.get(router.switch_space.remote(new))
         victim = partition_of("u1", len(users))
         ray.kill(users[victim], no_restart=False)

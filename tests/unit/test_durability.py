@@ -337,3 +337,14 @@ def test_what_a_user_was_set_from_survives_the_log_and_snapshots(tmp_path):
         np.testing.assert_array_equal(text[0], source)  # type: ignore[index]
         assert text[1] == store.get("text").updated_at and raw[0] is None and other.get("gone").base is None  # type: ignore[union-attr,index]
         np.testing.assert_array_equal(other.get("text").vector, store.get("text").vector)  # type: ignore[union-attr]
+
+
+def test_a_snapshot_from_before_bases_were_kept_marks_users_without_history_as_set_by_a_raw_vector():
+    store = UserStore(4, FeedbackRule())
+    store.set_vector("set", np.ones(4))
+    store.set_history("hist", ["x"], np.ones((1, 4), np.float32))
+    old = user_log.store_to_table(store).drop_columns(["base_source", "base_at"])
+    restored = UserStore(4, FeedbackRule())
+    user_log.table_to_store(old, restored)
+    assert restored.get("set").base == (None, store.get("set").updated_at)  # type: ignore[union-attr]
+    assert restored.get("hist").base is None  # type: ignore[union-attr]
