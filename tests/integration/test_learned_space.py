@@ -16,6 +16,7 @@ from rayrec import Rayrec
 from rayrec.cli import main
 from rayrec.learning import store
 from tests.integration.test_http import free_port, post
+from tests.integration.waiting import wait_until
 
 NAMESPACE = "learned-space-tests"
 TOPICS = {
@@ -206,8 +207,7 @@ def test_hot_swap_under_traffic_no_failure_no_mixed_version_no_lost_feedback(tra
     for t in threads:
         t.start()
     try:
-        while len(answers) < 10:  # traffic is flowing in v1
-            threading.Event().wait(0.05)
+        wait_until(lambda: len(answers) >= 10, 120, "traffic flowing in v1", interval_s=0.05)
         swapped = post(base, "/model", {"model": "v3"})
     finally:
         done.set()

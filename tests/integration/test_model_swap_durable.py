@@ -3,8 +3,6 @@ the switch and its re-derivation comes back in the new space too."""
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import ray
 
@@ -16,6 +14,7 @@ from rayrec.learning import store
 from rayrec.model_swap import space_of
 from rayrec.user_state import history_vector, update_vector
 from tests.integration.conftest import make_config, unit_vectors
+from tests.integration.waiting import wait_until
 
 DIM, TEXT_DIM = 8, 6
 IDS = [f"i{n}" for n in range(40)]
@@ -87,15 +86,8 @@ def test_a_durable_swap_survives_restarts_even_one_between_the_switch_and_the_re
         victim = partition_of("u1", len(users))
         ray.kill(users[victim], no_restart=False)
         assert ray.get(users[1 - victim].resume.remote("crash"))["resumed"]
-        deadline = time.monotonic() + 60
-        while True:  # the victim restarts: its state is the pause's snapshot (v2), the router's space v1
-            try:
-                again.get_user("u1")
-                break
-            except Exception:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.5)
+        # The victim restarts: its state is the pause's snapshot (v2), the router's space v1.
+        wait_until(lambda: again.get_user("u1"), 60, "the killed user actor answering again")
         _check(again, first, _expected(first, embedding, rule))
     with Rayrec.start(config) as third:  # and that re-derivation was made durable too
         assert ray.get(third.router.item_space.remote())["version"] == "v1"
