@@ -31,8 +31,16 @@ from rayrec.exceptions import (
 )
 from rayrec.hashing import partition_of
 from rayrec.learning import store
-from rayrec.learning.placement import Placer, check_stored_space
-from rayrec.model_swap import TEXT_KEY, TEXT_SPACE, CatalogChangedError, SpaceChangedError, space_of, swap_model
+from rayrec.learning.placement import check_stored_space
+from rayrec.model_swap import (
+    TEXT_KEY,
+    TEXT_SPACE,
+    CatalogChangedError,
+    SpaceChangedError,
+    placer_of,
+    space_of,
+    swap_model,
+)
 from serve_app.catalogs import load_catalog
 from serve_app.models import (
     EncodeRequest,
@@ -152,7 +160,7 @@ class Ingress:
             self.key_digest = key_digest(env_key)
         self.protect_reads = bool(settings.get("protect_reads", False))
         # The item space: a learned model's (its folder, resolved by the app builder), or the encoder's own.
-        self.placer = Placer(store.load(settings["model"])) if settings.get("model") else None
+        self.placer = placer_of({"path": settings.get("model")})
         self.models_root: str | None = settings.get("models_root")
         encoder_dim = await self.encoder.dim.remote()
         space_dim = self.placer.space.dim if self.placer else encoder_dim
@@ -201,7 +209,7 @@ class Ingress:
             return
         log.warning("rayrec: the system is in item space %s (a model swap), not %s: serving %s",
                     space.get("version"), self.model_version, space.get("version"))
-        self.placer = Placer(store.load(space["path"])) if space.get("path") else None
+        self.placer = placer_of(space)
 
     async def _in_current_space(self, call: Any) -> Any:
         """Runs call() (which places text and writes it, naming the space) again if a model swap came between."""
