@@ -304,6 +304,14 @@ class Router:
         """Live items over all shards."""
         return sum((await self._on_current(lambda on: self._all("count", on=on))).results)
 
+    async def categories(self) -> dict[str, int]:
+        """Live items per category over all shards."""
+        total: dict[str, int] = {}
+        for counts in (await self._on_current(lambda on: self._all("categories", on=on))).results:
+            for name, n in counts.items():
+                total[name] = total.get(name, 0) + n
+        return total
+
     async def info(self) -> list[dict[str, Any]]:
         """Per shard replica (shard order, then replica): id, replica, items, tombstones, index kind, node."""
 

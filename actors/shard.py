@@ -259,6 +259,11 @@ class Shard:
         self._serving()
         return len(self.index)
 
+    def categories(self) -> dict[str, int]:
+        """Live items per category on this shard."""
+        self._serving()
+        return self.index.category_counts()
+
     def fetch(self, ids: list[str]) -> list[dict[str, Any] | None]:
         """ItemIndex.fetch on this shard."""
         self._serving()

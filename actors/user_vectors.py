@@ -317,9 +317,12 @@ class UserVectors:
         current = self.store.get(user_id)
         # Only if no newer change came in while searching: that one is not used yet.
         arrived = self._fresh.pop(user_id, None) if current is not None and current.version == version else None
+        freshness_ms = None
         if arrived is not None:
-            metrics.feedback_freshness_ms().observe(max(0.0, (time.time() - arrived) * 1000))
+            freshness_ms = max(0.0, (time.time() - arrived) * 1000)
+            metrics.feedback_freshness_ms().observe(freshness_ms)
         return {
+            "freshness_ms": freshness_ms,
             "user_id": user_id,
             "items": result.query(0),
             "version": version,

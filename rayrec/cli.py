@@ -191,6 +191,8 @@ def serve_command(args: argparse.Namespace) -> int:
         f"(ready in {time.perf_counter() - t0:.0f} s; API docs at {url}/docs)",
         flush=True,
     )
+    print(f"rayrec: live demo page at {url}/ (open it in a browser: pick a user, press like, watch the list move)",
+          flush=True)
     print(f"""try:  curl -s -X POST {url}/recommend -H 'content-type: application/json' -d '{{"user_id": "1", "k": 5}}'""")
     try:
         if args.exit_after_start:

@@ -223,6 +223,12 @@ class ItemIndex:
         """Sum of the live (normalised) vectors and their count."""
         return self._sum.copy(), len(self._row)
 
+    def category_counts(self) -> dict[str, int]:
+        """Live items per category (items without one are not counted)."""
+        codes = self._category[: self._n][self._alive[: self._n]]
+        counts = np.bincount(codes[codes != _NO_CATEGORY], minlength=len(self._cat_code))
+        return {name: int(counts[code]) for name, code in self._cat_code.items() if counts[code]}
+
     def fetch(self, ids: Sequence[Any]) -> list[dict[str, Any] | None]:
         """Per id, a dict of item_id, vector (float32) and metadata; None when absent."""
         ids = check_ids(ids)

@@ -9,11 +9,12 @@ import math
 import os
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from ray import serve
 from ray.exceptions import RayError
 
@@ -58,6 +59,9 @@ from serve_app.models import (
 
 
 log = logging.getLogger("ray.serve")
+# The demo page's files, shipped inside the package (no build step, nothing fetched from elsewhere).
+STATIC = Path(__file__).parent / "static"
+STATIC_TYPES = {"demo.js": "text/javascript; charset=utf-8", "demo.css": "text/css; charset=utf-8"}
 api = FastAPI(title="rayrec", description="Real-time recommendations on Ray", version="0.1.0")
 
 
@@ -236,6 +240,18 @@ class Ingress:
         """The item space's name: the learned model's version, or `text` (the encoder's own space)."""
         return self.placer.version if self.placer is not None else TEXT_SPACE
 
+    @api.get("/", include_in_schema=False)
+    @api.get("/demo", include_in_schema=False)
+    async def demo_page(self) -> HTMLResponse:
+        """The live demo page: pick a user, send feedback, watch the list move."""
+        return HTMLResponse((STATIC / "demo.html").read_text(encoding="utf-8"), headers={"cache-control": "no-cache"})
+
+    @api.get("/static/{name}", include_in_schema=False)
+    async def static_file(self, name: str) -> Response:
+        if name not in STATIC_TYPES:
+            return JSONResponse(status_code=404, content={"detail": f"no static file {name!r}"})
+        return Response((STATIC / name).read_bytes(), media_type=STATIC_TYPES[name], headers={"cache-control": "no-cache"})
+
     @api.get("/noop")
     async def noop(self) -> dict[str, str]:
         """Does no work: the baseline the benchmarks compare /recommend against."""
@@ -253,6 +269,7 @@ class Ingress:
             "partial": out["partial"],
             "items": out["items"],
             "model_version": out["space"] or self.model_version,
+            "freshness_ms": None if out["freshness_ms"] is None else round(out["freshness_ms"], 2),
         }
 
     @api.post("/feedback", response_model=UserVersion)
@@ -337,13 +354,23 @@ class Ingress:
         return {"upserted": upserted}
 
     @api.get("/items/{item_id}")
-    async def get_item(self, item_id: str, request: Request) -> Any:
+    async def get_item(self, item_id: str, request: Request, embedding: bool = True) -> Any:
+        """The item's metadata, and its vector unless embedding=false."""
         self._authorize(request, write=False)
         record = (await self.router.fetch.remote([item_id]))[0]
         if record is None:
             return JSONResponse(status_code=404, content={"detail": f"unknown item {item_id!r}"})
-        record["embedding"] = record.pop("vector").tolist()
+        vector = record.pop("vector")
+        if embedding:
+            record["embedding"] = vector.tolist()
         return record
+
+    @api.get("/categories")
+    async def categories(self, request: Request) -> dict[str, Any]:
+        """Every category with its number of live items, most items first (what a category filter can name)."""
+        self._authorize(request, write=False)
+        counts = await self.router.categories.remote()
+        return {"categories": [{"name": n, "items": c} for n, c in sorted(counts.items(), key=lambda nc: (-nc[1], nc[0]))]}
 
     @api.delete("/items/{item_id}")
     async def delete_item(self, item_id: str, request: Request) -> Any:

@@ -36,6 +36,9 @@ class RecommendResponse(BaseModel):
     partial: bool
     items: list[Item]
     model_version: str = Field(description="the item space the answer came from: a trained model's version, or `text`")
+    freshness_ms: float | None = Field(
+        None, description="on the first answer after a feedback event: ms from the event's arrival to this answer"
+    )
 
 
 class FeedbackRequest(BaseModel):

@@ -160,6 +160,9 @@ def test_sigkill_of_the_whole_cluster_loses_no_acknowledged_change(tmp_path):
     server = Server(storage, port, str(tmp_path / "serve.log"))
     try:
         url = server.url
+        # It says where its demo page is, and serves it there.
+        wait_until(lambda: f"live demo page at {url}/ " in (tmp_path / "serve.log").read_text(), 60, "the page's URL printed")
+        assert '<script src="/static/demo.js"' in requests.get(url + "/", timeout=30).text
         items = [{"item_id": i, "embedding": v.tolist()} for i, v in base.items()]
         # The API key guards the write routes; reads stay open.
         assert requests.put(url + "/items", json={"items": items}, timeout=60).status_code == 401

@@ -378,6 +378,27 @@ def test_vector_sum_tracks_live_items() -> None:
     np.testing.assert_allclose(total, want, rtol=0, atol=1e-4)
 
 
+def test_category_counts_follow_upserts_deletes_and_compaction(monkeypatch: pytest.MonkeyPatch) -> None:
+    from collections import Counter
+
+    monkeypatch.setattr(C, "COMPACT_MIN_ROWS", 10)  # compactions happen along the way
+    rng = np.random.default_rng(5)
+    index = ItemIndex(IndexConfig(dim=DIM, factory="Flat"))
+    live: dict[str, str | None] = {}
+    for step in range(30):
+        ids = [f"i{j}" for j in rng.choice(200, size=20, replace=False)]
+        if step % 3 == 2:
+            index.delete(ids)
+            for i in ids:
+                live.pop(i, None)
+        else:
+            cats = [None if c == 3 else "abcd"[c] for c in rng.integers(0, 4, size=20)]
+            index.upsert(ids, rng.standard_normal((20, DIM)).astype(np.float32), {"category": cats})
+            live.update(zip(ids, cats))
+        want = Counter(c for c in live.values() if c is not None)
+        assert index.category_counts() == dict(want)
+
+
 def test_clear_removes_everything() -> None:
     index = ItemIndex(IndexConfig(dim=DIM, factory="IVF16,Flat"))
     _filled(index, 1000, seed=13, categories=["x"] * 1000)

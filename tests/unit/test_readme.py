@@ -16,11 +16,13 @@ def readme_commands() -> list[str]:
 
 
 def test_ci_runs_the_readme_commands() -> None:
-    venv, install, main_job, test = readme_commands()
+    venv, install, main_job, browser, test = readme_commands()
     assert install == "pip install torch==2.13.0 -e '.[test]'"
     assert main_job == "rayrec serve"
+    assert browser == "apt-get update && apt-get install -y chromium"  # the browser test's Chromium
     assert test == "python -m pytest"
     ci = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()]
-    assert install in ci and test in ci
+    assert install in ci and browser in ci and test in ci
+    assert ci.index(browser) < ci.index(test)
     assert f"{main_job} --exit-after-start" in ci  # the main job, stopped once it answered
     assert ". .venv/bin/activate" in ci and venv.startswith("python3 -m venv .venv")
