@@ -295,7 +295,8 @@ class UserVectors:
         Returns:
             {"user_id", "items": [{"item_id", "score", metadata...}], "version"
             (of the vector used), "cold_start", "partial", "failed_shards", "space"
-            (the item space's version: a model swap waits for this call, so one space answers it)}.
+            (the item space's version: a model swap waits for this call, so one space answers it),
+            "freshness_ms" (on the first answer that uses a feedback event's vector: ms since its arrival, else None)}.
         """
         user_id = check_id(user_id, "user id")
         k = check_k(k, self.config.index.max_k)

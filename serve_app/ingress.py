@@ -4,6 +4,7 @@
 import asyncio
 import hashlib
 import hmac
+import html
 import logging
 import math
 import os
@@ -62,6 +63,8 @@ log = logging.getLogger("ray.serve")
 # The demo page's files, shipped inside the package (no build step, nothing fetched from elsewhere).
 STATIC = Path(__file__).parent / "static"
 STATIC_TYPES = {"demo.js": "text/javascript; charset=utf-8", "demo.css": "text/css; charset=utf-8"}
+# The browser refuses anything from elsewhere (scripts, styles, fonts, calls): the page is self-contained.
+PAGE_HEADERS = {"cache-control": "no-cache", "content-security-policy": "default-src 'self'"}
 api = FastAPI(title="rayrec", description="Real-time recommendations on Ray", version="0.1.0")
 
 
@@ -242,9 +245,11 @@ class Ingress:
 
     @api.get("/", include_in_schema=False)
     @api.get("/demo", include_in_schema=False)
-    async def demo_page(self) -> HTMLResponse:
-        """The live demo page: pick a user, send feedback, watch the list move."""
-        return HTMLResponse((STATIC / "demo.html").read_text(encoding="utf-8"), headers={"cache-control": "no-cache"})
+    async def demo_page(self, request: Request) -> HTMLResponse:
+        """The live demo page: pick a user, send feedback, watch the list move (under the app's route prefix)."""
+        root = html.escape(str(request.scope.get("root_path") or "").rstrip("/"), quote=True)
+        page = (STATIC / "demo.html").read_text(encoding="utf-8").replace("{{root}}", root)
+        return HTMLResponse(page, headers=PAGE_HEADERS)
 
     @api.get("/static/{name}", include_in_schema=False)
     async def static_file(self, name: str) -> Response:
@@ -269,7 +274,7 @@ class Ingress:
             "partial": out["partial"],
             "items": out["items"],
             "model_version": out["space"] or self.model_version,
-            "freshness_ms": None if out["freshness_ms"] is None else round(out["freshness_ms"], 2),
+            "freshness_ms": None if out.get("freshness_ms") is None else round(out["freshness_ms"], 2),
         }
 
     @api.post("/feedback", response_model=UserVersion)

@@ -6,7 +6,10 @@
   const HISTORY_SHOWN = 15;
   const LABELS = { history: "rated 4-5", like: "liked", click: "clicked", purchase: "purchased", skip: "skipped",
                    dislike: "disliked" };
-  const state = { user: null, who: "", list: null, seq: 0, busy: false, renders: 0, titles: new Map() };
+  // Where the app is mounted (its Serve route prefix; "" at the root): every call goes under it.
+  const ROOT = document.querySelector('meta[name="rayrec-root"]').content;
+  const state = { user: null, who: "", list: null, seq: 0, busy: false, renders: 0, titles: new Map(),
+                  categoriesLoaded: false };
 
   // ----- the API ---------------------------------------------------------------------------------------------
   async function api(method, path, body, { allow404 = false } = {}) {
@@ -16,7 +19,7 @@
     if (key) headers.authorization = "Bearer " + key;
     let resp;
     try {
-      resp = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+      resp = await fetch(ROOT + path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
     } catch (err) {
       throw new Error("The rayrec server cannot be reached (it may be restarting): try again in a few seconds.");
     }
@@ -39,6 +42,7 @@
     const box = $("error");
     box.textContent = message;
     box.hidden = false;
+    box.scrollIntoView({ block: "nearest" }); // on a phone the message may be far above the pressed button
   }
 
   function clearError() {
@@ -71,7 +75,9 @@
   }
 
   // ----- rendering -------------------------------------------------------------------------------------------
-  function renderList(rec) {
+  const MOVES = { rose: "rose", fell: "fell", entered: "entered the list", same: "" };
+
+  function renderList(rec, user) {
     const before = state.list === null ? null : new Map(state.list.map((id, i) => [id, i + 1]));
     const counts = { rose: 0, fell: 0, entered: 0 };
     const rows = rec.items.map((item, i) => {
@@ -91,13 +97,13 @@
                       `score ${item.score.toFixed(3)}`].filter(Boolean).join(" \u00B7 ");
       const actions = el("div", { class: "actions" }, ...EVENTS.map((event) =>
         el("button", { type: "button", class: event, text: event, "data-event": event,
-                       "aria-label": `${event} ${title}`, onclick: () => press(item, event) })));
-      const spoken = { rose: "rose", fell: "fell", entered: "entered the list", same: "" }[move];
+                       "aria-label": `${event} ${title}`, onclick: () => press(user, item, event) })));
+      const moveText = el("span", { class: `move ${move}` }, el("span", { "aria-hidden": "true", text: label }));
+      if (MOVES[move]) moveText.append(el("span", { class: "visually-hidden", text: `${MOVES[move]} ${label.slice(2)}` }));
       return el("li", { class: move, "data-item-id": item.item_id, "data-move": move, "data-score": String(item.score) },
         el("span", { class: "rank", text: String(rank) }),
         el("div", {}, el("div", { class: "title", text: title }), el("div", { class: "detail", text: detail })),
-        el("span", { class: `move ${move}`, text: label, "aria-label": spoken ? `${spoken} ${label}` : "" }),
-        actions);
+        moveText, actions);
     });
     $("recs").replaceChildren(...rows);
     const now = new Set(rec.items.map((item) => item.item_id));
@@ -105,8 +111,11 @@
     $("left").replaceChildren(...(left.length ? [el("span", { text: "Left the list: " }),
       ...left.map((id, i) => el("span", { class: "left-item", "data-item-id": id,
                                            text: (i ? ", " : "") + (state.titles.get(id) || id) }))] : []));
-    $("changes").textContent = before === null ? (rec.cold_start ? "Unknown user: the cold-start list. Feedback creates the user." : "")
-      : `${counts.rose} rose, ${counts.fell} fell, ${counts.entered} entered, ${left.length} left.`;
+    let summary = "";
+    if (!rec.items.length) summary = "No items to recommend here (try another category).";
+    else if (before !== null) summary = `${counts.rose} rose, ${counts.fell} fell, ${counts.entered} entered, ${left.length} left.`;
+    else if (rec.cold_start) summary = "Unknown user: the cold-start list. Feedback creates the user.";
+    $("changes").textContent = summary;
     state.list = rec.items.map((item) => item.item_id);
     $("model").textContent = rec.model_version;
     $("recs").dataset.version = String(rec.user_version);
@@ -121,48 +130,71 @@
   }
 
   // ----- actions ---------------------------------------------------------------------------------------------
-  async function refresh(pressedAt = null) {
+  // Fetches and renders the current user's list and history. Returns false (and renders nothing) when a newer
+  // choice of user or filter came meanwhile; an error of such a superseded refresh is dropped, not shown.
+  async function refresh() {
     const seq = ++state.seq;
     const who = state.who;
     const body = { user_id: state.user, k: Number($("k").value) };
     if ($("category").value) body.filter = { category: [$("category").value] };
-    const [rec, user] = await Promise.all([
-      api("POST", "/recommend", body),
-      api("GET", `/users/${encodeURIComponent(state.user)}`, undefined, { allow404: true }),
-    ]);
-    const entries = user ? user.history.slice(-HISTORY_SHOWN).reverse() : [];
-    const titles = await titlesOf(entries.map((h) => h.item_id));
-    // Render all of it at once, and only the answer to the latest choice of user or filter.
-    if (seq !== state.seq) return;
+    let rec, entries, titles;
+    try {
+      const [answer, user] = await Promise.all([
+        api("POST", "/recommend", body),
+        api("GET", `/users/${encodeURIComponent(state.user)}`, undefined, { allow404: true }),
+      ]);
+      rec = answer;
+      entries = user ? user.history.slice(-HISTORY_SHOWN).reverse() : [];
+      titles = await titlesOf(entries.map((h) => h.item_id));
+    } catch (err) {
+      if (seq !== state.seq) return false;
+      throw err;
+    }
+    if (seq !== state.seq) return false;
     renderHistory(entries, titles);
-    renderList(rec);
+    renderList(rec, state.user);
     $("who").textContent = who;
     $("demo").hidden = false;
     clearError();
-    if (pressedAt !== null) {
-      $("freshness").textContent = rec.freshness_ms === null || rec.freshness_ms === undefined ? "\u2013"
-        : rec.freshness_ms.toFixed(1);
-      // After the frame that shows the new list: the time a person waits from the press.
-      requestAnimationFrame(() => setTimeout(() => {
-        $("latency").textContent = (performance.now() - pressedAt).toFixed(1);
-      }, 0));
-    }
+    return rec;
   }
 
   function setBusy(busy) {
+    // aria-disabled, not disabled: a disabled button loses the keyboard focus.
     state.busy = busy;
-    for (const button of document.querySelectorAll("#recs button")) button.disabled = busy;
+    for (const button of document.querySelectorAll("#recs button")) button.setAttribute("aria-disabled", String(busy));
   }
 
-  async function press(item, event) {
-    if (state.busy) return;
+  // Puts the focus back where the press was: the same button of the same item, else the same place in the list.
+  function refocus(itemId, event, rank) {
+    const rows = [...document.querySelectorAll("#recs li")];
+    const row = rows.find((r) => r.dataset.itemId === itemId) || rows[Math.min(rank, rows.length - 1)];
+    const target = row ? row.querySelector(`button[data-event="${event}"]`) : $("list-title");
+    target.focus();
+  }
+
+  async function press(user, item, event) {
+    if (state.busy || user !== state.user) return; // a list of another user still on screen
     const pressedAt = performance.now();
+    const rank = Math.max(0, state.list.indexOf(item.item_id));
     setBusy(true);
+    $("latency").textContent = "\u2026";
+    $("freshness").textContent = "\u2026";
     try {
-      await api("POST", "/feedback", { user_id: state.user, item_id: item.item_id, event });
-      await refresh(pressedAt);
-      $("list-title").focus();
+      await api("POST", "/feedback", { user_id: user, item_id: item.item_id, event });
+      const rec = await refresh();
+      if (rec) {
+        $("freshness").textContent = rec.freshness_ms === null || rec.freshness_ms === undefined ? "\u2013"
+          : rec.freshness_ms.toFixed(1);
+        // After the frame that shows the new list: the time a person waits from the press.
+        requestAnimationFrame(() => setTimeout(() => {
+          $("latency").textContent = (performance.now() - pressedAt).toFixed(1);
+        }, 0));
+        refocus(item.item_id, event, rank);
+      }
     } catch (err) {
+      $("latency").textContent = "\u2013";
+      $("freshness").textContent = "\u2013";
       showError(err.message);
     } finally {
       setBusy(false);
@@ -173,6 +205,7 @@
     state.user = user;
     state.who = who;
     state.list = null;
+    $("recs").replaceChildren(); // the previous user's buttons go at once
     $("latency").textContent = "\u2013";
     $("freshness").textContent = "\u2013";
     try { await refresh(); } catch (err) { showError(err.message); }
@@ -188,13 +221,18 @@
   $("new-user").addEventListener("submit", async (ev) => {
     ev.preventDefault();
     const text = $("user-text").value.trim();
+    const button = $("new-user").querySelector("button");
     if (!text) { showError("Describe the new user with a line of text."); return; }
+    if (button.getAttribute("aria-disabled") === "true") return; // one new user per press
+    button.setAttribute("aria-disabled", "true");
     const user = "demo-" + Math.random().toString(36).slice(2, 10);
     try {
       await api("PUT", `/users/${user}`, { text });
       await choose(user, `a new user: \u201C${text}\u201D`);
     } catch (err) {
       showError(err.message);
+    } finally {
+      button.setAttribute("aria-disabled", "false");
     }
   });
 
@@ -206,20 +244,28 @@
     });
   }
 
+  async function loadCategories() {
+    const cats = await api("GET", "/categories");
+    $("category").replaceChildren(el("option", { value: "", text: "all categories" }),
+      ...cats.categories.map((c) => el("option", { value: c.name, text: `${c.name} (${c.items})` })));
+    state.categoriesLoaded = true;
+  }
+
   async function start() {
     try {
-      const [health, cats] = await Promise.all([api("GET", "/healthz"), api("GET", "/categories")]);
+      const health = await api("GET", "/healthz");
       $("server").textContent = `${health.items} items, ${health.users} users, model ${health.model_version}, ` +
         `${health.shards} shards.`;
-      $("category").append(...cats.categories.map((c) =>
-        el("option", { value: c.name, text: `${c.name} (${c.items})` })));
+      if (!state.categoriesLoaded) await loadCategories();
       document.body.dataset.ready = "1";
       if (state.user === null) await choose($("user-id").value.trim(), `user ${$("user-id").value.trim()}`);
     } catch (err) {
-      $("server").textContent = "";
       showError(err.message);
     }
   }
+
+  // A key entered after a refusal (a server that protects reads too): start again with it.
+  $("api-key").addEventListener("change", () => { if (!document.body.dataset.ready) start(); });
 
   start();
 })();

@@ -9,6 +9,7 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 import requests
 from ray import serve
@@ -18,6 +19,9 @@ from tests.integration.test_http import free_port
 
 NAMESPACE = "demo-page-tests"
 APP = "rayrec-demo-test"
+KEYED_NAMESPACE = "demo-page-keyed"
+KEYED_APP = "rayrec-demo-keyed"
+KEY = "demo-page-key"
 ARTIFACTS = Path(os.environ.get("RAYREC_TEST_ARTIFACTS", Path(__file__).resolve().parents[2] / "test-artifacts"))
 # Chromium on a machine whose network is closed: no background connections (see README, "Browser test").
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -32,12 +36,21 @@ def chromium_path() -> str:
 
 
 @pytest.fixture(scope="module")
-def base(ray_session):
-    """The app as `rayrec serve` builds it (MovieLens 100K: 1,682 movies, 943 users), with exact search."""
-    from serve_app.app import build_app
-
+def port(ray_session):
+    """One Serve HTTP proxy on 127.0.0.1 for the module's two apps."""
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
+    try:
+        yield port
+    finally:
+        serve.shutdown()
+
+
+@pytest.fixture(scope="module")
+def base(port):
+    """The app as `rayrec serve` builds it (MovieLens 100K: 1,682 movies, 942 users), with exact search."""
+    from serve_app.app import build_app
+
     app = build_app({"catalog": "movielens-100k", "namespace": NAMESPACE, "index": "Flat", "actor_num_cpus": 0.02,
                      "encoder_num_cpus": 0.1, "ingress_num_cpus": 0.02})
     serve.run(app, name=APP, route_prefix="/")
@@ -46,7 +59,24 @@ def base(ray_session):
     finally:
         serve.delete(APP)
         Rayrec.connect(namespace=NAMESPACE).shutdown()
-        serve.shutdown()
+
+
+@pytest.fixture(scope="module")
+def keyed(port, tmp_path_factory):
+    """A second app under the route prefix /keyed: 40 MovieLens movies, no users, write routes behind an API key."""
+    from serve_app.app import build_app
+    from serve_app.ingress import key_digest
+
+    path = tmp_path_factory.mktemp("catalog") / "movies.parquet"
+    pq.write_table(movielens.load().items.slice(0, 40), path)
+    app = build_app({"catalog": str(path), "namespace": KEYED_NAMESPACE, "index": "Flat", "actor_num_cpus": 0.02,
+                     "encoder_num_cpus": 0.05, "ingress_num_cpus": 0.02, "api_key_sha256": key_digest(KEY)})
+    serve.run(app, name=KEYED_APP, route_prefix="/keyed")
+    try:
+        yield f"http://127.0.0.1:{port}/keyed"
+    finally:
+        serve.delete(KEYED_APP)
+        Rayrec.connect(namespace=KEYED_NAMESPACE).shutdown()
 
 
 @pytest.fixture(scope="module")
@@ -74,17 +104,47 @@ def embedding(base: str, item: str) -> np.ndarray:
     return np.asarray(resp.json()["embedding"], dtype=np.float64)
 
 
+def open_page(browser, url: str, **kwargs):
+    """A new page at url, once it has loaded the server's figures; collects script and console errors."""
+    page = browser.new_page(**kwargs)
+    page.errors = []
+    page.on("pageerror", lambda exc: page.errors.append(str(exc)))
+    # Chromium logs every refused request ("Failed to load resource"); the page shows those itself.
+    page.on("console", lambda msg: msg.type == "error" and not msg.text.startswith("Failed to load resource")
+            and page.errors.append(msg.text))
+    page.goto(url)
+    page.wait_for_selector("body[data-ready='1']", timeout=60_000)
+    return page
+
+
+def renders(page) -> int:
+    return int(page.get_attribute("#recs", "data-renders") or 0)
+
+
+def wait_render(page, after: int, condition: str = "true") -> None:
+    """Waits for a render newer than `after` for which the JS `condition` holds, with no error shown."""
+    page.wait_for_function(f"() => Number(document.querySelector('#recs').dataset.renders) > {after} && ({condition})",
+                           timeout=30_000)
+    assert page.is_hidden("#error"), page.inner_text("#error")
+
+
+def pressed(page, renders_before: int) -> None:
+    """After a press: a new render and the press-to-screen time measured for it."""
+    wait_render(page, renders_before, "!isNaN(parseFloat(document.querySelector('#latency').textContent))")
+
+
 def test_serves_the_page_and_its_files_from_the_package(base):
     page = requests.get(base + "/", timeout=30)
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
-    assert '<script src="/static/demo.js"' in page.text
+    assert page.headers["content-security-policy"] == "default-src 'self'"  # the browser loads nothing from elsewhere
+    assert '<script src="/static/demo.js"' in page.text and "{{root}}" not in page.text
     assert "http://" not in page.text and "https://" not in page.text and '="//' not in page.text  # all local
     assert requests.get(base + "/demo", timeout=30).text == page.text
     js = requests.get(base + "/static/demo.js", timeout=30)
     assert js.status_code == 200 and js.headers["content-type"].startswith("text/javascript")
-    assert "fetch(" in js.text and "//cdn" not in js.text
-    assert requests.get(base + "/static/../app.py", timeout=30).status_code == 404
-    assert requests.get(base + "/static/secrets.txt", timeout=30).status_code == 404
+    assert "fetch(ROOT + path" in js.text and "innerHTML" not in js.text  # server data never parsed as HTML
+    for name in ("..%2Fapp.py", "demo.html", "secrets.txt"):  # only the page's own files
+        assert requests.get(f"{base}/static/{name}", timeout=30).status_code == 404, name
     # What the page's filter offers: every MovieLens category with its real item count, most items first.
     cats = requests.get(base + "/categories", timeout=30).json()["categories"]
     expected = Counter(movielens.load().items["category"].to_pylist())
@@ -94,33 +154,29 @@ def test_serves_the_page_and_its_files_from_the_package(base):
 
 def test_like_in_a_real_browser_moves_the_list(base, browser):
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page = browser.new_page(viewport={"width": 1200, "height": 1000})
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.goto(base + "/")
-    page.wait_for_selector("body[data-ready='1']", timeout=60_000)
+    page = open_page(browser, base + "/", viewport={"width": 1200, "height": 1000})
     users = len(movielens.load().histories())  # 942: one of the 943 rated nothing 4 or 5
     assert f"1682 items, {users} users, model text" in page.inner_text("#server")
+    page.wait_for_function("() => document.querySelector('#who').textContent === 'user 1'", timeout=30_000)
 
     # Choose a MovieLens user with the keyboard: type the id, press Enter.
+    n = renders(page)
     page.fill("#user-id", "7")
     page.press("#user-id", "Enter")
-    page.wait_for_function("document.querySelector('#who').textContent === 'user 7' && "
-                           "document.querySelectorAll('#recs li').length === 10", timeout=30_000)
+    wait_render(page, n, "document.querySelector('#who').textContent === 'user 7'")
     before = rows(page)
-    renders = int(page.get_attribute("#recs", "data-renders"))
-    history_before = page.eval_on_selector_all("#history li", "els => els.length")
-    assert history_before == 15  # user 7 rated hundreds of movies: the 15 most recent are shown
+    assert len(before) == 10 and all(r["move"] == "same" for r in before)
+    assert page.eval_on_selector_all("#history li", "els => els.length") == 15  # user 7's 15 most recent ratings
 
     # Press `like` on the fifth item, from the keyboard (focus its button, Enter).
     liked = before[4]
+    n = renders(page)
     page.get_by_role("button", name=f"like {liked['title']}", exact=True).focus()
     page.keyboard.press("Enter")
-    page.wait_for_function(f"Number(document.querySelector('#recs').dataset.renders) > {renders} && "
-                           "!isNaN(parseFloat(document.querySelector('#latency').textContent))", timeout=30_000)
+    pressed(page, n)
     after = rows(page)
 
-    # The list re-rendered without the liked item (now seen) and the page says what moved.
+    # The list re-rendered without the liked item (now seen); the page's marks say what moved.
     assert liked["id"] not in [r["id"] for r in after]
     assert liked["id"] in page.eval_on_selector_all("#left .left-item", "els => els.map(e => e.dataset.itemId)")
     rank_before = {r["id"]: i for i, r in enumerate(before)}
@@ -130,11 +186,14 @@ def test_like_in_a_real_browser_moves_the_list(base, browser):
         expected = "entered" if was is None else "rose" if was > rank_after[r["id"]] else (
             "fell" if was < rank_after[r["id"]] else "same")
         assert r["move"] == expected, (r, was)
-    assert any(r["move"] in ("rose", "entered") for r in after)
+    counts = {m: sum(r["move"] == m for r in after) for m in ("rose", "fell", "entered")}
+    left = len(set(rank_before) - set(rank_after))
+    assert page.inner_text("#changes") == (f"{counts['rose']} rose, {counts['fell']} fell, "
+                                           f"{counts['entered']} entered, {left} left.")
 
     # The liked item's neighbours moved up: a like moves the user to normalise(v + rate * x), so an item
     # passes another exactly when it is nearer to the liked item x. Check every overtaking against the
-    # items' real vectors.
+    # items' real vectors; a like that only let one item in at the bottom would have none.
     x = embedding(base, liked["id"])
     near = {i: float(embedding(base, i) @ x) for i in set(rank_before) | set(rank_after) if i != liked["id"]}
     overtakes = 0
@@ -159,41 +218,85 @@ def test_like_in_a_real_browser_moves_the_list(base, browser):
     assert 0 < latency < 30_000 and 0 <= freshness < 30_000
     page.screenshot(path=str(ARTIFACTS / "demo.png"), full_page=True)
 
+    # The keyboard focus stays in the list, on the same button at the same place: Enter again sends a like
+    # for the item that moved up into it, and the latency shown is that press's.
+    assert page.evaluate("document.activeElement.dataset.event") == "like"
+    focused = page.evaluate("document.activeElement.closest('li').dataset.itemId")
+    assert focused == after[4]["id"]
+    n = renders(page)
+    page.keyboard.press("Enter")
+    pressed(page, n)
+    assert page.locator("#history li").first.get_attribute("data-item-id") == focused
+    assert focused not in [r["id"] for r in rows(page)]
+
     # Readable at phone width: nothing wider than the screen.
     page.set_viewport_size({"width": 390, "height": 844})
     assert page.evaluate("document.documentElement.scrollWidth") <= 390
     page.screenshot(path=str(ARTIFACTS / "demo-phone.png"), full_page=True)
 
-    # A category filter: every item shown is in it.
+    # A category filter: a new list, every item in it.
+    n = renders(page)
     page.select_option("#category", "Comedy")
-    page.wait_for_function("[...document.querySelectorAll('#recs li .detail')].length > 0 && "
-                           "[...document.querySelectorAll('#recs li .detail')].every(d => d.textContent.startsWith('Comedy'))",
-                           timeout=30_000)
+    wait_render(page, n)
+    assert {r["title"] for r in rows(page)} and page.eval_on_selector_all(
+        "#recs li .detail", "els => els.every(e => e.textContent.startsWith('Comedy \u00b7'))")
+    assert all(r["move"] == "same" for r in rows(page))  # another list, not a move of the last one
 
     # A new user described by text gets a list too.
+    n = renders(page)
     page.fill("#user-text", "scary horror movies with ghosts")
     page.click("#new-user button")
-    page.wait_for_function("document.querySelector('#who').textContent.startsWith('a new user')", timeout=30_000)
-    assert errors == []
+    wait_render(page, n, "document.querySelector('#who').textContent.startsWith('a new user')")
+    assert len(rows(page)) == 10
+    assert page.errors == []
 
 
-def test_api_errors_show_as_readable_messages(base, browser):
-    page = browser.new_page()
-    page.goto(base + "/")
-    page.wait_for_selector("body[data-ready='1']", timeout=60_000)
-    page.wait_for_selector("#recs li", timeout=30_000)
-    assert page.is_hidden("#error")
+def test_errors_api_key_and_route_prefix(keyed, browser):
+    """Under a route prefix, with write routes behind an API key, the page works and says what went wrong."""
+    page = open_page(browser, keyed + "/")
+    assert "40 items, 0 users" in page.inner_text("#server")
+    # User 1 is unknown to this app (no users): the cold-start list, and the page says so.
+    page.wait_for_function("() => document.querySelector('#who').textContent === 'user 1'", timeout=30_000)
+    assert "Unknown user" in page.inner_text("#changes") and len(rows(page)) == 10
+
     # The API refuses a user id over 512 characters: the page shows why.
     page.fill("#user-id", "u" * 600)
     page.press("#user-id", "Enter")
     page.wait_for_selector("#error:not([hidden])", timeout=30_000)
     assert "POST /recommend failed (422)" in page.inner_text("#error")
-    # The service goes away (as in a restart): pressing a button says so instead of failing silently.
+
+    # Feedback without the key: refused, and the page says what to do; with it, the list moves.
+    n = renders(page)
     page.fill("#user-id", "3")
     page.press("#user-id", "Enter")
-    page.wait_for_function("document.querySelector('#who').textContent === 'user 3'", timeout=30_000)
-    assert page.is_hidden("#error")
-    serve.delete(APP)
+    wait_render(page, n, "document.querySelector('#who').textContent === 'user 3'")
+    item = rows(page)[0]["id"]
+    page.locator("#recs li button.like").first.click()
+    page.wait_for_selector("#error:not([hidden])", timeout=30_000)
+    assert "POST /feedback failed (401)" in page.inner_text("#error")
+    assert "Enter the server's API key" in page.inner_text("#error")
+    assert page.inner_text("#latency") == "\u2013"  # no figure for a press that failed
+    page.click("details.key summary")
+    page.fill("#api-key", KEY)
+    n = renders(page)
+    page.locator("#recs li button.like").first.click()
+    pressed(page, n)
+    assert page.locator("#history li").first.get_attribute("data-item-id") == item
+
+    # A category with fewer items than k: the list is just those.
+    cats = requests.get(keyed + "/categories", timeout=30).json()["categories"]
+    small = next(c for c in cats if c["items"] < 10)
+    n = renders(page)
+    page.select_option("#category", small["name"])
+    wait_render(page, n)
+    liked_category = requests.get(f"{keyed}/items/{item}?embedding=false", timeout=30).json()["category"]
+    assert len(rows(page)) == small["items"] - (liked_category == small["name"])  # the liked item is seen
+    assert page.errors == []
+
+    # The service goes away (as in a restart): pressing a button says so instead of failing silently.
+    page.select_option("#category", "")
+    page.wait_for_selector("#recs li", timeout=30_000)
+    serve.delete(KEYED_APP)
     page.locator("#recs li button.like").first.click()
     page.wait_for_selector("#error:not([hidden])", timeout=30_000)
     message = page.inner_text("#error")
