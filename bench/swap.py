@@ -3,7 +3,7 @@
     rayrec train && rayrec train          # two versions of the same dimension
     python bench/swap.py --json           # serves the older, swaps to the newer under load, and back
 
-Serves the MovieLens catalog (its 943 users set from their histories) in the `--from` version,
+Serves the MovieLens catalog (its 942 users with a rating of 4 or 5 set from their histories) in the `--from` version,
 then runs `--clients` threads sending /recommend (and every 4th call a /feedback) on 127.0.0.1
 while it swaps to `--to` (POST /model) and back. Reports the swaps' summaries, the requests that
 failed (should be 0), and /recommend latency before any swap (baseline, same run) against the

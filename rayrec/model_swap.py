@@ -133,13 +133,13 @@ async def swap_model(
     space = space_of(str(store.manifest(folder)["version"]), str(folder))
     placer = placer_of(space)
     config, current, detached = await router.get_layout.remote()
-    # A system started without naming its space (a driver's) gets a name for it: user actors record it.
-    previous = (await router.set_item_space.remote(space_of(UNNAMED_SPACE, None)))["version"]
-    if placer.space.dim != config.index.dim:
+    if placer.space.dim != config.index.dim:  # checked before anything is recorded: a refused swap changes nothing
         raise InvalidInputError(
             f"model {placer.version} is {placer.space.dim}-d but this system's index is {config.index.dim}-d: "
             "a running system swaps only to a model of its own dimension (serve the other one anew)"
         )
+    # A system started without naming its space (a driver's) gets a name for it: user actors record it.
+    previous = (await router.set_item_space.remote(space_of(UNNAMED_SPACE, None)))["version"]
     for attempt in range(ATTEMPTS):
         texts: dict[str, str] = await router.texts_to_place.remote(str(folder))
         ids = list(texts)

@@ -64,6 +64,21 @@ HISTORY = "history"
 REDERIVED = "rederived"  # the vector computed again in another item space (a model swap)
 
 
+def first_start(rate: float, cold_start: np.ndarray | None, dim: int) -> np.ndarray:
+    """Where a user without a vector stands before their first feedback event.
+
+    Nowhere (zero) before a positive event, so the user becomes that item's
+    direction: a user's vector comes from what they engaged with. The cold-start
+    vector (the catalog's mean direction) before a negative one, which needs a
+    place to push away from. (Starting positives from the cold-start vector too
+    kept new users near the catalog mean for several events: realtime HR@10 on
+    MovieLens' validation slice 0.182 against 0.194; README, evaluation.)
+    """
+    if rate > 0 or cold_start is None:
+        return np.zeros(dim, np.float32)
+    return normalise(np.asarray(cold_start, np.float32))
+
+
 def rederive(
     history: Sequence[tuple[str, str, float]],
     vectors: dict[str, np.ndarray],
@@ -76,8 +91,9 @@ def rederive(
     The steps are the ones the events took when they came: the items of a set
     history give the recency-weighted mean; each feedback event then moves the
     vector by the rule (decayed by the time between the events). A history that
-    begins with feedback starts from `start` (the space's cold-start vector, or
-    where the user was set to at time `since`, after which only later events count).
+    begins with feedback starts as its first event did (first_start, with `start`
+    the space's cold-start vector), or from `start` where the user was set to it at
+    time `since`, after which only later events count.
 
     Args:
         history: (item id, event, timestamp) as UserState keeps it; event HISTORY for set-history items.
@@ -91,10 +107,13 @@ def rederive(
     """
     entries = [(i, e, t) for i, e, t in history if i in vectors and (since is None or t >= since)]
     base = [i for i, e, _ in entries if e == HISTORY] if since is None else []
+    vector: np.ndarray | None
     if base:
         vector = history_vector(np.stack([vectors[i] for i in base]), rule.history_recency)
-    elif entries or since is not None:
+    elif since is not None:
         vector = normalise(np.asarray(start, np.float32))
+    elif entries:
+        vector = None  # the first feedback event decides where the user starts
     else:
         return None
     last = since if since is not None else (entries[0][2] if entries else 0.0)
@@ -102,8 +121,10 @@ def rederive(
         if event == HISTORY:
             last = at
             continue
-        vector = update_vector(vector, vectors[item], rule.learning_rates[event],
-                               decay_factor(at - last, rule.decay_half_life_s))
+        rate = rule.learning_rates[event]
+        if vector is None:
+            vector = first_start(rate, start, len(start))
+        vector = update_vector(vector, vectors[item], rate, decay_factor(at - last, rule.decay_half_life_s))
         last = at
     return vector
 
@@ -249,7 +270,7 @@ class UserStore:
             v = state.vector
             decay = decay_factor(now - state.updated_at, self.rule.decay_half_life_s)
         else:
-            v = np.zeros(self.dim, np.float32) if start is None else normalise(np.asarray(start, np.float32))
+            v = first_start(self.rule.learning_rates[event], start, self.dim)
             decay = 1.0
         vector = update_vector(v, x, self.rule.learning_rates[event], decay)
         return UserChange(FEEDBACK, user_id, self._next_version(user_id), vector, now, event_id, event, [item_id])

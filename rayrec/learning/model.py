@@ -9,8 +9,10 @@ user's recent interactions, the newest weighing 1, the one before `recency`, ...
 each also weighted by its event's signed rate in the feedback rule: like 1, click
 0.4, dislike -1), which is what rayrec's `set_history` and, roughly, its feedback rule compute,
 so the space is trained for the way the server moves users in it. Loss: a
-softmax over the batch's target items (in-batch negatives) with the logQ
-correction for how often each item is a target.
+softmax over every item with interactions, the items already in the example's
+context masked out as the server excludes seen items (catalogs up to
+CATALOG_SOFTMAX_MAX_ITEMS by default), or over the batch's target items
+(in-batch negatives) with the logQ correction for how often each item is a target.
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ from rayrec.exceptions import InvalidInputError
 
 PAD = -1  # an empty context slot
 TEXT_MAPS = ("trained", "ridge")
+NEGATIVES = ("auto", "catalog", "batch")
+# `auto` scores every item each step up to this many (a (batch x items) product per step); beyond, the batch.
+CATALOG_SOFTMAX_MAX_ITEMS = 20_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,11 +40,15 @@ class TrainParams:
         context: most recent positives the user tower pools.
         recency: weight ratio between consecutive context items (newest weighs 1).
         epochs: passes over the training examples.
-        batch_size: examples per step (also the number of in-batch negatives + 1).
+        batch_size: examples per step (with `batch` negatives, also the number of negatives + 1).
         learning_rate: Adam's step size.
         temperature: softmax temperature of the cosine scores.
         id_dropout: share of item-id embeddings dropped per step.
         text_loss: weight of the same loss with the targets' text path alone (trains it to place new items).
+        negatives: what each example's item is scored against: `catalog` (every item, those in the example's
+            context masked out: measured better on MovieLens' validation slice, see README), `batch` (the
+            batch's other targets, logQ-corrected: for catalogs too big to score whole at each step), or
+            `auto` (catalog up to CATALOG_SOFTMAX_MAX_ITEMS items, else batch).
         text_map: the text path kept after training: `trained` (the projection the loss trained) or `ridge`
             (a ridge regression from text embeddings onto the trained vectors of the items with interactions,
             as the SVD baseline places its new items).
@@ -49,12 +58,13 @@ class TrainParams:
     dim: int = 64
     context: int = 50
     recency: float = 0.8
-    epochs: int = 40
+    epochs: int = 20
     batch_size: int = 256
     learning_rate: float = 3e-3
-    temperature: float = 0.05
+    temperature: float = 0.1
     id_dropout: float = 0.5
     text_loss: float = 0.5
+    negatives: str = "auto"
     text_map: str = "trained"
     seed: int = 0
 
@@ -71,6 +81,8 @@ class TrainParams:
             raise InvalidInputError(f"id_dropout must be in [0, 1), got {self.id_dropout!r}")
         if not self.text_loss >= 0:
             raise InvalidInputError(f"text_loss must be >= 0, got {self.text_loss!r}")
+        if self.negatives not in NEGATIVES:
+            raise InvalidInputError(f"negatives must be one of {', '.join(NEGATIVES)}, got {self.negatives!r}")
         if self.text_map not in TEXT_MAPS:
             raise InvalidInputError(f"text_map must be one of {', '.join(TEXT_MAPS)}, got {self.text_map!r}")
 
@@ -92,6 +104,9 @@ class TwoTower(torch.nn.Module):
         torch.nn.init.normal_(self.ids.weight, std=0.1)
         ages = torch.arange(params.context - 1, -1, -1, dtype=torch.float32)
         self.register_buffer("weights", params.recency**ages)  # context slot -> weight (last slot = newest)
+        self.whole_catalog = params.negatives == "catalog" or (
+            params.negatives == "auto" and self.text.shape[0] <= CATALOG_SOFTMAX_MAX_ITEMS
+        )
 
     def items(self, idx: torch.Tensor, drop_ids: bool = False) -> torch.Tensor:
         """Normalised item vectors of item rows idx (any shape)."""
@@ -115,10 +130,12 @@ class TwoTower(torch.nn.Module):
         return torch.nn.functional.normalize(self.project(self.text[idx]), dim=-1)
 
     def forward(self, context: torch.Tensor, sign: torch.Tensor, target: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
-        """The training loss: sampled softmax over the batch's targets (logQ-corrected), once with the targets'
-        full vectors and once (weighted by text_loss) with their text path alone, which trains that path to
-        place items where their interactions would have put them."""
+        """The training loss: a softmax over the whole catalog or the batch's targets (see TrainParams.negatives),
+        once with the items' full vectors and once (weighted by text_loss) with their text path alone, which
+        trains that path to place items where their interactions would have put them."""
         users = self.users(context, sign, drop_ids=True)
+        if self.whole_catalog:
+            return self._catalog_loss(users, context, target)
         same = target.unsqueeze(0) == target.unsqueeze(1)
         mask = same & ~torch.eye(len(target), dtype=torch.bool, device=target.device)
         labels = torch.arange(len(target), device=target.device)
@@ -130,6 +147,27 @@ class TwoTower(torch.nn.Module):
         loss = softmax_loss(self.items(target, drop_ids=True))
         if self.params.text_loss > 0:
             loss = loss + self.params.text_loss * softmax_loss(self.text_items(target))
+        return loss
+
+    def _catalog_loss(self, users: torch.Tensor, context: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Softmax over every item with interactions; the example's context items (seen: the server never
+        recommends them) masked. Items without interactions are no negatives: nothing says a user would not
+        pick them, and their text path, shared with every item, would learn to push them away from everyone."""
+        n = self.text.shape[0]
+        rows = torch.arange(len(target), device=target.device)
+        seen = (~self.has_id).unsqueeze(0).repeat(len(target), 1)
+        held = context != PAD
+        seen[rows.unsqueeze(1).expand_as(context)[held], context[held]] = True
+        seen[rows, target] = False  # an item seen before and positive again stays the label
+        every = torch.arange(n, device=target.device)
+
+        def softmax_loss(items: torch.Tensor) -> torch.Tensor:
+            logits = users @ items.T / self.params.temperature
+            return torch.nn.functional.cross_entropy(logits.masked_fill(seen, -1e9), target)
+
+        loss = softmax_loss(self.items(every, drop_ids=True))
+        if self.params.text_loss > 0:
+            loss = loss + self.params.text_loss * softmax_loss(self.text_items(every))
         return loss
 
     @torch.no_grad()

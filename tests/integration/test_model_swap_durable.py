@@ -4,10 +4,12 @@ the switch and its re-derivation comes back in the new space too."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import ray
 
 from rayrec import Rayrec
 from rayrec.deploy import create_shards
+from rayrec.exceptions import InvalidInputError
 from rayrec.hashing import partition_of
 from rayrec.layout import Generation
 from rayrec.learning import store
@@ -67,6 +69,13 @@ def test_a_durable_swap_survives_restarts_even_one_between_the_switch_and_the_re
             for n, (item, event) in enumerate(events):
                 system.feedback(user, item, event, event_id=f"{user}-{n}")
         _check(system, first, _expected(first, embedding, rule))
+        # A model of another dimension is refused before anything is recorded: the space stays unnamed.
+        other = store.save(models / "other", "two-tower", IDS, unit_vectors(rng, len(IDS), DIM + 1),
+                           np.zeros(len(IDS), bool), np.zeros((DIM + 1, TEXT_DIM), np.float32),
+                           np.zeros(DIM + 1, np.float32), {})
+        with pytest.raises(InvalidInputError, match="9-d but this system's index is 8-d"):
+            system.swap_model(str(other))
+        assert ray.get(system.router.item_space.remote()) is None
         out = system.swap_model("v2", str(models))
         assert (out["model_version"], out["previous"], out["items"], out["users"]) == ("v2", "unnamed", 40, 5)
         _check(system, second, _expected(second, embedding, rule))

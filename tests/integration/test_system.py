@@ -128,14 +128,15 @@ def test_unknown_user_gets_the_catalog_mean_neighbours(system):
     assert system.get_user("never-seen") is None
 
 
-def test_first_feedback_of_a_new_user_starts_from_the_mean(system):
+def test_first_feedback_of_a_new_user_makes_them_the_item_or_pushes_them_from_the_mean(system):
     ids, x, _, _ = catalog()
-    system.feedback("newbie", ids[42], "like")
+    item = x[42] / np.linalg.norm(x[42])
+    system.feedback("newbie", ids[42], "like")  # a positive first event: the user is that item's direction
+    np.testing.assert_allclose(system.get_user("newbie")["vector"], item, atol=1e-5)
+    system.feedback("grump", ids[42], "dislike")  # a negative one: away from the cold-start (mean) direction
     mean = x.sum(0) / np.linalg.norm(x.sum(0))
-    lr = system.config.feedback.learning_rates["like"]
-    expected = mean + lr * x[42]
-    expected /= np.linalg.norm(expected)
-    np.testing.assert_allclose(system.get_user("newbie")["vector"], expected, atol=1e-5)
+    expected = mean + system.config.feedback.learning_rates["dislike"] * item
+    np.testing.assert_allclose(system.get_user("grump")["vector"], expected / np.linalg.norm(expected), atol=1e-5)
 
 
 def test_filter_and_exclusion_hold_and_still_give_k(system):

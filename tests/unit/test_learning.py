@@ -87,6 +87,41 @@ def test_the_text_path_places_unseen_items_near_items_with_similar_text(text_map
     np.testing.assert_allclose(placed, space.vectors[new_rows], atol=1e-5)
 
 
+@pytest.mark.parametrize("negatives", ["catalog", "auto"])
+def test_the_catalog_loss_is_the_softmax_over_every_unseen_item_by_hand(negatives):
+    import torch
+
+    rng = np.random.default_rng(3)
+    n, e = 7, 5
+    params = TrainParams(dim=4, context=3, id_dropout=0.0, text_loss=0.5, temperature=0.3, negatives=negatives)
+    model = TwoTower(rng.standard_normal((n, e)).astype(np.float32), np.array([1, 1, 1, 1, 1, 0, 1], bool), params)
+    context = torch.tensor([[PAD, 2, 4], [1, 1, 3], [PAD, PAD, 6]])
+    sign = torch.tensor([[0.0, 1.0, -1.0], [0.4, 1.0, 1.0], [0.0, 0.0, 1.0]])
+    target = torch.tensor([0, 3, 5])  # the second user's target is in their context: it stays the label
+    got = float(model(context, sign, target, torch.zeros(n)))
+    with torch.no_grad():
+        users = model.users(context, sign).numpy().astype(np.float64)
+        full = model.items(torch.arange(n)).numpy().astype(np.float64)
+        text = model.text_items(torch.arange(n)).numpy().astype(np.float64)
+    # Item 5 has no interactions: never a negative (but the label where it is the target).
+    allowed = [[j for j in range(n) if j == t or (j not in ctx and j != 5)] for ctx, t in ([[2, 4], 0], [[1, 3], 3], [[6], 5])]
+
+    def loss(items: np.ndarray) -> float:
+        total = 0.0
+        for u, (t, ok) in enumerate(zip([0, 3, 5], allowed)):
+            logits = items[ok] @ users[u] / params.temperature
+            total += np.log(np.exp(logits).sum()) - float(items[t] @ users[u]) / params.temperature
+        return total / 3
+
+    assert model.whole_catalog
+    assert got == pytest.approx(loss(full) + 0.5 * loss(text), rel=1e-5)
+    # `batch` scores only the batch's targets: another loss on the same examples.
+    batch = TwoTower(model.text.numpy(), model.has_id.numpy(), dataclasses.replace(params, negatives="batch"))
+    batch.load_state_dict(model.state_dict())
+    assert not batch.whole_catalog
+    assert float(batch(context, sign, target, torch.zeros(n))) != pytest.approx(got, rel=1e-3)
+
+
 def test_examples_are_each_positive_after_the_users_earlier_interactions_signed_by_the_rule():
     index = {x: i for i, x in enumerate("ABCDE")}
     events = [Event("u", "A", 1, 5), Event("v", "B", 2, 5), Event("u", "C", 3, 2),  # C: a dislike, not a target

@@ -116,16 +116,20 @@ def test_apply_follows_the_rule_with_cold_start() -> None:
     version, applied = store.apply("u2", "i1", "dislike", x1)
     np.testing.assert_allclose(store.get("u2").vector, -x1, atol=1e-6)
 
+    # With a cold-start vector: a first positive event still starts from nowhere (the user becomes the
+    # item); a first negative one pushes away from the cold-start vector.
     store.apply("u3", "i1", "click", x1, start=start * 2)
-    want = start.astype(np.float64) + DEFAULT_LEARNING_RATES["click"] * x1
-    np.testing.assert_allclose(store.get("u3").vector, want / np.linalg.norm(want), atol=1e-6)
+    np.testing.assert_allclose(store.get("u3").vector, x1, atol=1e-6)
+    store.apply("u4", "i1", "skip", x1, start=start * 2)
+    want = start.astype(np.float64) + DEFAULT_LEARNING_RATES["skip"] * x1
+    np.testing.assert_allclose(store.get("u4").vector, want / np.linalg.norm(want), atol=1e-6)
 
     version, _ = store.apply("u1", "i2", "purchase", x2)
     assert version == 2
     want = x1.astype(np.float64) + DEFAULT_LEARNING_RATES["purchase"] * x2
     np.testing.assert_allclose(store.get("u1").vector, want / np.linalg.norm(want), atol=1e-6)
     assert [(i, e) for i, e, _ in store.get("u1").history] == [("i1", "like"), ("i2", "purchase")]
-    assert len(store) == 3
+    assert len(store) == 4
 
 
 def test_apply_decays_with_elapsed_time() -> None:
@@ -243,14 +247,15 @@ def _two_spaces(rng: np.random.Generator, items: list[str]) -> tuple[dict[str, n
 
 
 @pytest.mark.parametrize("half_life", [0.0, 30.0])
-def test_rederive_gives_what_the_same_events_would_have_given_in_the_new_space(half_life: float) -> None:
+@pytest.mark.parametrize("first", ["like", "dislike"])  # a new user starts from nowhere, or from the cold start
+def test_rederive_gives_what_the_same_events_would_have_given_in_the_new_space(half_life: float, first: str) -> None:
     """A store that saw the events in space A, re-derived in space B, equals a store that saw them in B."""
     rng = np.random.default_rng(3)
     items = [f"i{n}" for n in range(12)]
     a, b = _two_spaces(rng, items)
     rule = FeedbackRule(decay_half_life_s=half_life)
     mean_a, mean_b = _unit(rng)[0], _unit(rng)[0]
-    events = [("i3", "like"), ("i4", "click"), ("i7", "dislike"), ("i4", "skip"), ("i9", "purchase")]
+    events = [("i3", first), ("i4", "click"), ("i7", "dislike"), ("i4", "skip"), ("i9", "purchase")]
     for starts_with_history in (True, False):
         clock_a, clock_b = Clock(), Clock()
         in_a, in_b = UserStore(DIM, rule, clock_a), UserStore(DIM, rule, clock_b)
