@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections import Counter
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -46,37 +47,38 @@ def port(ray_session):
         serve.shutdown()
 
 
+@contextmanager
+def deployed(port: int, name: str, prefix: str, settings: dict):
+    """The app of `settings` (plus small CPU shares, exact search) under `prefix`; its URL; deleted after."""
+    from serve_app.app import build_app
+
+    app = build_app({"index": "Flat", "actor_num_cpus": 0.02, "encoder_num_cpus": 0.05, "ingress_num_cpus": 0.02,
+                     **settings})
+    serve.run(app, name=name, route_prefix=prefix)
+    try:
+        yield f"http://127.0.0.1:{port}{prefix.rstrip('/')}"
+    finally:
+        serve.delete(name)
+        Rayrec.connect(namespace=settings["namespace"]).shutdown()
+
+
 @pytest.fixture(scope="module")
 def base(port):
     """The app as `rayrec serve` builds it (MovieLens 100K: 1,682 movies, 942 users), with exact search."""
-    from serve_app.app import build_app
-
-    app = build_app({"catalog": "movielens-100k", "namespace": NAMESPACE, "index": "Flat", "actor_num_cpus": 0.02,
-                     "encoder_num_cpus": 0.1, "ingress_num_cpus": 0.02})
-    serve.run(app, name=APP, route_prefix="/")
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        serve.delete(APP)
-        Rayrec.connect(namespace=NAMESPACE).shutdown()
+    with deployed(port, APP, "/", {"catalog": "movielens-100k", "namespace": NAMESPACE}) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
 def keyed(port, tmp_path_factory):
     """A second app under the route prefix /keyed: 40 MovieLens movies, no users, write routes behind an API key."""
-    from serve_app.app import build_app
     from serve_app.ingress import key_digest
 
     path = tmp_path_factory.mktemp("catalog") / "movies.parquet"
     pq.write_table(movielens.load().items.slice(0, 40), path)
-    app = build_app({"catalog": str(path), "namespace": KEYED_NAMESPACE, "index": "Flat", "actor_num_cpus": 0.02,
-                     "encoder_num_cpus": 0.05, "ingress_num_cpus": 0.02, "api_key_sha256": key_digest(KEY)})
-    serve.run(app, name=KEYED_APP, route_prefix="/keyed")
-    try:
-        yield f"http://127.0.0.1:{port}/keyed"
-    finally:
-        serve.delete(KEYED_APP)
-        Rayrec.connect(namespace=KEYED_NAMESPACE).shutdown()
+    settings = {"catalog": str(path), "namespace": KEYED_NAMESPACE, "api_key_sha256": key_digest(KEY)}
+    with deployed(port, KEYED_APP, "/keyed", settings) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
