@@ -266,13 +266,14 @@ class UserStore:
         x = check_vectors(item_vector, self.dim, what="item vector")[0]
         now = self._clock()
         state = self._users.get(user_id)
+        rate = self.rule.learning_rates[event]
         if state is not None:
             v = state.vector
             decay = decay_factor(now - state.updated_at, self.rule.decay_half_life_s)
         else:
-            v = first_start(self.rule.learning_rates[event], start, self.dim)
+            v = first_start(rate, start, self.dim)
             decay = 1.0
-        vector = update_vector(v, x, self.rule.learning_rates[event], decay)
+        vector = update_vector(v, x, rate, decay)
         return UserChange(FEEDBACK, user_id, self._next_version(user_id), vector, now, event_id, event, [item_id])
 
     # ----- commit: apply a planned (or logged) change ---------------------

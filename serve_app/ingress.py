@@ -60,9 +60,11 @@ from serve_app.models import (
 
 
 log = logging.getLogger("ray.serve")
-# The demo page's files, shipped inside the package (no build step, nothing fetched from elsewhere).
+# The demo page's files, shipped inside the package (no build step, nothing fetched from elsewhere), read once.
 STATIC = Path(__file__).parent / "static"
-STATIC_TYPES = {"demo.js": "text/javascript; charset=utf-8", "demo.css": "text/css; charset=utf-8"}
+PAGE = (STATIC / "demo.html").read_text(encoding="utf-8")
+STATIC_FILES = {name: ((STATIC / name).read_bytes(), kind) for name, kind in
+                (("demo.js", "text/javascript; charset=utf-8"), ("demo.css", "text/css; charset=utf-8"))}
 # The browser refuses anything from elsewhere (scripts, styles, fonts, calls): the page is self-contained.
 PAGE_HEADERS = {"cache-control": "no-cache", "content-security-policy": "default-src 'self'"}
 api = FastAPI(title="rayrec", description="Real-time recommendations on Ray", version="0.1.0")
@@ -248,14 +250,14 @@ class Ingress:
     async def demo_page(self, request: Request) -> HTMLResponse:
         """The live demo page: pick a user, send feedback, watch the list move (under the app's route prefix)."""
         root = html.escape(str(request.scope.get("root_path") or "").rstrip("/"), quote=True)
-        page = (STATIC / "demo.html").read_text(encoding="utf-8").replace("{{root}}", root)
-        return HTMLResponse(page, headers=PAGE_HEADERS)
+        return HTMLResponse(PAGE.replace("{{root}}", root), headers=PAGE_HEADERS)
 
     @api.get("/static/{name}", include_in_schema=False)
     async def static_file(self, name: str) -> Response:
-        if name not in STATIC_TYPES:
+        if name not in STATIC_FILES:
             return JSONResponse(status_code=404, content={"detail": f"no static file {name!r}"})
-        return Response((STATIC / name).read_bytes(), media_type=STATIC_TYPES[name], headers={"cache-control": "no-cache"})
+        body, kind = STATIC_FILES[name]
+        return Response(body, media_type=kind, headers={"cache-control": "no-cache"})
 
     @api.get("/noop")
     async def noop(self) -> dict[str, str]:
