@@ -1,0 +1,62 @@
+"""bench/cold_items.py's pieces: the in-process realtime rule equals rayrec's, and the centring hits its target."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from bench.cold_items import RealtimeRule, centred, placements
+from rayrec import constants as C
+from rayrec.evaluation.data import Event
+from rayrec.user_state import history_vector, normalise, update_vector
+
+
+def _unit(rng, n, d):
+    x = rng.standard_normal((n, d))
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_realtime_rule_is_rayrecs_rule():
+    rng = np.random.default_rng(0)
+    vectors = _unit(rng, 12, 6)
+    index = {str(i): i for i in range(12)}
+    history = [Event("a", "0", 1, 5.0), Event("a", "3", 2, 1.0), Event("a", "4", 3, 4.0)]
+    rule = RealtimeRule(vectors, history, index)
+    a = history_vector(vectors[[0, 4]], C.DEFAULT_HISTORY_RECENCY)  # positives only seed the user
+    np.testing.assert_allclose(rule.users["a"], a, atol=1e-6)
+    assert rule.recommend("new", 3, set()) is None
+    top = rule.recommend("a", 3, {0, 4})
+    scores = vectors @ a
+    scores[[0, 4]] = -np.inf
+    assert top == [int(i) for i in np.argsort(-scores)[:3]]
+    rule.observe(Event("a", "7", 4, 2.0))  # a dislike moves the user away
+    np.testing.assert_allclose(rule.users["a"], update_vector(a, vectors[7], C.DEFAULT_LEARNING_RATES["dislike"]), atol=1e-6)
+    rule.observe(Event("b", "5", 5, 5.0))  # a new user's first like makes them that item
+    np.testing.assert_allclose(rule.users["b"], vectors[5], atol=1e-6)
+    rule.observe(Event("c", "5", 6, 1.0))  # a first dislike pushes away from the catalog mean
+    mean = normalise(vectors.astype(np.float64).sum(axis=0))
+    np.testing.assert_allclose(rule.users["c"], update_vector(mean, vectors[5], C.DEFAULT_LEARNING_RATES["dislike"]), atol=1e-6)
+
+
+def test_centred_vectors_sit_at_the_warm_items_mean_cosine():
+    rng = np.random.default_rng(1)
+    warm = _unit(rng, 200, 8) + 0.5  # a catalog with a clear mean direction
+    warm /= np.linalg.norm(warm, axis=1, keepdims=True)
+    m = normalise(warm.astype(np.float64).sum(axis=0))
+    placed = np.vstack([m + 0.05 * _unit(rng, 1, 8)[0], -m + 0.1, _unit(rng, 3, 8)]).astype(np.float32)
+    out = centred(placed / np.linalg.norm(placed, axis=1, keepdims=True), warm)
+    np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(out @ m, float((warm @ m).mean()), atol=1e-5)
+
+
+def test_placements_change_only_the_cold_rows():
+    rng = np.random.default_rng(2)
+    vectors, text = _unit(rng, 30, 4), rng.standard_normal((30, 10)).astype(np.float32)
+    cold = np.zeros(30, bool)
+    cold[[3, 17]] = True
+    tables = placements(["trained", "knn1", "ridge-centred"], vectors, text, cold)
+    for name, table in tables.items():
+        np.testing.assert_array_equal(table[~cold], vectors[~cold], err_msg=name)
+    np.testing.assert_array_equal(tables["trained"], vectors)
+    unit = text / np.linalg.norm(text, axis=1, keepdims=True)
+    nearest = [int(np.argmax(np.where(cold, -np.inf, unit @ unit[r]))) for r in (3, 17)]  # knn1: the nearest warm item
+    np.testing.assert_allclose(tables["knn1"][cold], vectors[nearest], atol=1e-6)
