@@ -36,6 +36,20 @@ def default_model_dir() -> str:
     return str(Path(spec.origin).parent / "model")
 
 
+def encoder_dim(model_dir: str | None = None) -> int:
+    """The dimension of the vectors the encoder in `model_dir` (default: default_model_dir()) gives: its
+    config's hidden size (mean pooling keeps it), read without loading the weights."""
+    from transformers import AutoConfig
+
+    folder = model_dir or default_model_dir()
+    if not Path(folder, "config.json").is_file():
+        raise InvalidInputError(f"{folder!r} is not a Hugging Face model directory (no config.json)")
+    size = getattr(AutoConfig.from_pretrained(folder, local_files_only=True), "hidden_size", None)
+    if not isinstance(size, int) or size <= 0:
+        raise InvalidInputError(f"the model in {folder!r} names no hidden size in its config.json")
+    return size
+
+
 def check_texts(texts: Any, most: int | None = None) -> list[str]:
     """A non-empty list of non-empty strings (at most `most` of them)."""
     if isinstance(texts, str) or not isinstance(texts, (list, tuple)):

@@ -12,7 +12,6 @@ from serve_app.encoder import Encoder
 from serve_app.ingress import Ingress
 
 
-ENCODER_DIM = 384  # all-MiniLM-L6-v2, the default encoder
 
 
 class AppArgs(BaseModel):
@@ -23,7 +22,7 @@ class AppArgs(BaseModel):
     catalog: str = Field("movielens-100k", description="movielens-100k, none, or a Parquet path")
     text_columns: list[str] | None = Field(None, description="columns joined into item text (default: text)")
     namespace: str = C.DEFAULT_NAMESPACE
-    dim: int | None = Field(None, ge=1, description="item-space dimension (default: the model's, else the encoder's 384)")
+    dim: int | None = Field(None, ge=1, description="item-space dimension (default: the model's, else the encoder's: MiniLM 384)")
     model: str | None = Field(
         None, description="a trained item space: latest, a version (v3) or a model folder; None: the encoder's own space"
     )
@@ -64,9 +63,11 @@ class AppArgs(BaseModel):
 
     def resolved(self) -> "AppArgs":
         """These options with `model` as the folder it names now (so every replica loads the same version) and
-        `dim` filled in: the model's dimension, or the encoder's (MiniLM: 384)."""
+        `dim` filled in: the model's dimension, or the encoder's (its config's hidden size; MiniLM: 384)."""
         if self.model is None:
-            return self.model_copy(update={"dim": self.dim or ENCODER_DIM})
+            from rayrec.encoder import encoder_dim
+
+            return self.model_copy(update={"dim": self.dim or encoder_dim(self.model_dir)})
         from rayrec.learning import store
 
         folder = store.resolve(self.model, self.models_root)
@@ -76,10 +77,12 @@ class AppArgs(BaseModel):
         return self.model_copy(update={"model": str(folder.resolve()), "dim": model_dim})
 
     def rayrec_config(self) -> dict[str, Any]:
-        """The RayrecConfig (as data) these options describe."""
+        """The RayrecConfig (as data) these options describe (call it on `resolved()` options: dim filled in)."""
+        if self.dim is None:
+            raise ValueError("rayrec_config() needs dim: call it on resolved() options")
         return {
             "index": {
-                "dim": self.dim or ENCODER_DIM,
+                "dim": self.dim,
                 "factory": self.index,
                 "ef_search": self.ef_search,
                 "nprobe": self.nprobe,

@@ -58,3 +58,33 @@ def test_bad_texts_are_refused() -> None:
 def test_a_directory_without_a_model_is_refused(tmp_path) -> None:
     with pytest.raises(InvalidInputError, match="not a Hugging Face model directory"):
         TextEncoder(model_dir=str(tmp_path))
+
+
+def test_any_local_model_directory_sets_the_dimension(tmp_path) -> None:
+    """Another (here a small, randomly initialised 48-d BERT) local model directory: its own dimension, end to end
+    from AppArgs to the vectors, with the mean pooling computed here by hand."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from rayrec.encoder import encoder_dim
+    from serve_app.app import AppArgs
+
+    tokenizer = AutoTokenizer.from_pretrained(default_model_dir(), local_files_only=True)
+    torch.manual_seed(0)
+    model = BertModel(BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=48, num_hidden_layers=2,
+                                 num_attention_heads=4, intermediate_size=96))
+    model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    assert encoder_dim(str(tmp_path)) == 48 and encoder_dim() == 384
+    assert AppArgs(model_dir=str(tmp_path)).resolved().dim == 48
+    assert AppArgs(model_dir=str(tmp_path), dim=16).resolved().dim == 16  # given explicitly: kept
+    got = TextEncoder(model_dir=str(tmp_path), device="cpu").encode(TEXTS[:3])
+    batch = tokenizer(TEXTS[:3], padding=True, truncation=True, max_length=128, return_tensors="pt")
+    with torch.no_grad():
+        hidden = model.eval()(**batch).last_hidden_state
+    mask = batch["attention_mask"].unsqueeze(-1).float()
+    expected = torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=1).numpy()
+    assert got.shape == (3, 48)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    with pytest.raises(InvalidInputError, match="not a Hugging Face model directory"):
+        encoder_dim(str(tmp_path / "missing"))
