@@ -159,16 +159,21 @@ def load(model: str, root: str | os.PathLike[str] | None = None) -> LearnedSpace
 
     path = resolve(model, root)
     info = manifest(path)
+    lacking = [key for key in ("version", "kind", "dim", "text_dim") if key not in info]
+    if lacking:
+        raise InvalidInputError(f"model folder {path}: {MANIFEST} lacks {', '.join(lacking)}")
     try:
         tensors = load_file(str(path / TEXT_MAP))
         table = pq.read_table(path / ITEMS)
-        dim = int(info["dim"])
+        dim, text_dim = int(info["dim"]), int(info["text_dim"])
         vectors = table["vector"].combine_chunks().flatten().to_numpy().reshape(-1, dim).astype(np.float32)
         ids = [str(x) for x in table["item_id"].to_pylist()]
-    except (OSError, ValueError, KeyError) as exc:
+        from_text = table["from_text"].to_numpy(zero_copy_only=False).astype(bool)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
         raise InvalidInputError(f"model folder {path} is unreadable or incomplete: {exc}") from None
     weight, bias = tensors.get("text_weight"), tensors.get("text_bias")
-    if weight is None or bias is None or weight.shape != (dim, int(info["text_dim"])) or bias.shape != (dim,):
+    if weight is None or bias is None or weight.shape != (dim, text_dim) or bias.shape != (dim,):
         raise InvalidInputError(f"model folder {path}: {TEXT_MAP} does not hold a {dim}-d text map")
-    return LearnedSpace(str(info["version"]), str(path), str(info["kind"]), ids, vectors,
-                        table["from_text"].to_numpy(zero_copy_only=False).astype(bool), weight, bias, info)
+    if not len(ids) == len(vectors) == len(from_text):
+        raise InvalidInputError(f"model folder {path}: {ITEMS} holds {len(ids)} ids for {len(vectors)} vectors")
+    return LearnedSpace(str(info["version"]), str(path), str(info["kind"]), ids, vectors, from_text, weight, bias, info)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import pickle
 from pathlib import Path
 
@@ -218,6 +219,11 @@ def test_latest_skips_unfinished_versions_and_bad_folders_are_named(tmp_path: Pa
     (tmp_path / "v8" / "items.parquet").write_bytes(b"not parquet")
     with pytest.raises(InvalidInputError, match="unreadable or incomplete"):
         store.load("v8", tmp_path)
+    manifest = json.loads((tmp_path / "v1" / "manifest.json").read_text())
+    del manifest["text_dim"], manifest["kind"]
+    (tmp_path / "v1" / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(InvalidInputError, match="manifest.json lacks kind, text_dim"):
+        store.load("v1", tmp_path)
     with pytest.raises(InvalidInputError, match="id_dropout"):
         TrainParams(id_dropout=1.0)
 
