@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from ray import serve
 from ray.exceptions import RayError
@@ -359,6 +359,29 @@ class Ingress:
         metrics.item_freshness_ms().observe((time.perf_counter() - arrived) * 1000)
         metrics.catalog_size().set(await self.router.count.remote())
         return {"upserted": upserted}
+
+    @api.get("/items")
+    async def get_items(
+        self, request: Request, id: list[str] = Query(..., description="item ids (repeat: ?id=a&id=b)"),  # noqa: A002
+        embedding: bool = False,
+    ) -> dict[str, Any]:
+        """Several items at once, in the order asked (each id once), and the ids no shard holds under `unknown`;
+        without their vectors unless embedding=true."""
+        self._authorize(request, write=False)
+        ids = list(dict.fromkeys(id))
+        if len(ids) > self.max_items_per_call:
+            raise InvalidInputError(f"{len(ids)} item ids in one call; at most {self.max_items_per_call} are accepted")
+        records = await self.router.fetch.remote(ids)  # checks the ids
+        items, unknown = [], []
+        for item_id, record in zip(ids, records):
+            if record is None:
+                unknown.append(item_id)
+                continue
+            vector = record.pop("vector")
+            if embedding:
+                record["embedding"] = vector.tolist()
+            items.append(record)
+        return {"items": items, "unknown": unknown}
 
     @api.get("/items/{item_id}")
     async def get_item(self, item_id: str, request: Request, embedding: bool = True) -> Any:

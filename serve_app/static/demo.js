@@ -68,9 +68,12 @@
 
   async function titlesOf(ids) {
     const missing = [...new Set(ids)].filter((id) => !state.titles.has(id));
-    const found = await Promise.all(missing.map((id) =>
-      api("GET", `/items/${encodeURIComponent(id)}?embedding=false`, undefined, { allow404: true })));
-    missing.forEach((id, i) => state.titles.set(id, found[i] ? (found[i].title || id) : `${id} (deleted)`));
+    if (missing.length) {  // one call for all of them (GET /items?id=...&id=...)
+      const query = missing.map((id) => "id=" + encodeURIComponent(id)).join("&");
+      const found = await api("GET", `/items?${query}`);
+      found.items.forEach(remember);
+      found.unknown.forEach((id) => state.titles.set(id, `${id} (deleted)`));
+    }
     return ids.map((id) => state.titles.get(id));
   }
 

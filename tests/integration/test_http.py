@@ -55,6 +55,7 @@ def test_healthz_and_openapi(base):
         "status": "ok", "items": N_ITEMS, "shards": 2, "dim": 384, "index": "HNSW32"}
     paths = requests.get(base + "/openapi.json", timeout=30).json()["paths"]
     assert {"/recommend", "/feedback", "/users/{user_id}", "/items", "/items/{item_id}", "/encode", "/healthz"} <= set(paths)
+    assert "get" in paths["/items"] and "put" in paths["/items"]
     assert requests.get(base + "/docs", timeout=30).status_code == 200
 
 
@@ -116,6 +117,15 @@ def test_items_upsert_get_delete(base):
     assert requests.delete(base + "/items/new-horror", timeout=30).status_code == 404
 
 
+def test_several_items_in_one_get(base):
+    many = requests.get(base + "/items?id=3&id=new-horror&id=1&id=3", timeout=30).json()  # ask order, each once
+    one = requests.get(base + "/items/1?embedding=false", timeout=30).json()
+    assert [i["item_id"] for i in many["items"]] == ["3", "1"] and many["unknown"] == ["new-horror"]
+    assert many["items"][1] == one and "embedding" not in one and one["title"] == "Toy Story (1995)"
+    full = requests.get(base + "/items?id=1&embedding=true", timeout=30).json()["items"][0]
+    assert full["embedding"] == requests.get(base + "/items/1", timeout=30).json()["embedding"]
+
+
 def test_encode_gives_unit_vectors_and_related_texts_score_higher(base):
     body = post(base, "/encode", {"texts": ["a scary horror film", "Nightmare on Elm Street. Horror", "a cute family comedy"]}).json()
     v = np.array(body["embeddings"])
@@ -150,6 +160,9 @@ def test_encode_gives_unit_vectors_and_related_texts_score_higher(base):
         ("post", "/encode", {"texts": ["a"] * 2049}, 422, "at most 2048"),
         ("put", "/items", {"items": [{"item_id": "big", "embedding": [1e300] * 384}]}, 422, "NaN or infinite"),
         ("get", "/items/%20", None, 422, "non-empty"),
+        ("get", "/items?id=1&id=%20", None, 422, "non-empty"),
+        ("get", "/items", None, 422, "id"),
+        ("get", "/items?" + "&".join(f"id=x{i}" for i in range(51)), None, 422, "at most 50"),
     ],
 )
 def test_bad_input_answers_4xx_naming_the_problem(base, method, path, body, status, needle):
