@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -12,29 +10,28 @@ import numpy as np
 import pyarrow as pa
 import ray
 
+from actors.router_reshard import Resharding
+from actors.router_swap import ModelSwapping, Staged
 from rayrec import constants as C
+from rayrec import layout as layouts
 from rayrec.config import RayrecConfig
 from rayrec.exceptions import (
     CALLER_ERRORS,
     InvalidInputError,
     ItemNotFoundError,
-    LayoutChangedError,
     ShardRetiredError,
     ShardUnavailableError,
 )
 from rayrec.fanout import Coalescer, FanOutResult, describe, fan_out
-from rayrec.generations import ShardSet, drop_files, retire, split_objects, stored_shards
+from rayrec.generations import ShardSet, stored_shards
 from rayrec.hashing import group_by_partition, partition_of
-from rayrec import layout as layouts
 from rayrec.layout import Generation
 from rayrec.metadata import check_metadata, same_keys, take
 from rayrec.query import SearchRequest, make_request
 from rayrec.replicas import ReplicaSet, cancel_call
-from rayrec.catalog import ItemBatch
-from rayrec.model_swap import TEXT_KEY, SpaceChangedError, placer_of, vectors_in
-from rayrec.resharding import WriteGate, split_batch
-from rayrec.topk import SearchResult, merge_topk
+from rayrec.resharding import WriteGate
 from rayrec.storage import Storage
+from rayrec.topk import SearchResult, merge_topk
 from rayrec.validation import check_ids, check_vectors
 from rayrec.wire import pack_answers, pack_search, unpack_partial, unpack_requests
 
@@ -50,13 +47,15 @@ def _rows(column: Any, pos: list[int]) -> Any:
     return [column[p] for p in pos]
 
 
-class Router:
+class Router(Resharding, ModelSwapping):
     """Query fan-out with exact merge, coalescing concurrent queries into one call per shard.
 
     Every write goes to the shard that owns the id (stable hash of the id over
     the number of shards). A re-shard switches to a new generation of shards
-    while queries go on (see reshard). Plain async Python over shard handles;
-    RouterActor is this class as a Ray async actor.
+    while queries go on (see reshard), a model swap to new shards in another item
+    space (see stage_space): those steps live in actors/router_reshard.py and
+    actors/router_swap.py. Plain async Python over shard handles; RouterActor is
+    this class as a Ray async actor.
     """
 
     def __init__(
@@ -88,7 +87,7 @@ class Router:
         self._space: dict[str, Any] | None = None
         if config.storage is not None:
             self._space = (layouts.read_layout(Storage(config.storage)) or {}).get("item_space")
-        self._swap: _Staged | None = None  # a model swap's generation, staged with item writes held
+        self._swap: Staged | None = None  # a model swap's generation, staged with item writes held
         self._switching: str | None = None  # the token of a model swap switching now
 
     def _replica_sets(self, shards: list[Any]) -> list[ReplicaSet]:
@@ -412,260 +411,6 @@ class Router:
             self._writes += 1
             await self._all("clear", kind="write")
 
-    # ----- re-sharding ----------------------------------------------------
-    async def reshard(self, groups: list[list[Any]], new: Generation, base: int) -> dict[str, Any]:
-        """Moves every item onto a new generation of shards, then switches to it.
-
-        Queries go on against the current shards throughout, and are exact: the
-        copy is taken with writes held at the gate, so the old shards stay
-        complete until the switch. Writes wait for the copy and the switch, then
-        go to the new shards. With storage, rewriting layout.json is the commit
-        point: a crash before it keeps the old generation, after it the new one.
-        If anything fails before the switch, the new actors are stopped here and
-        the old generation goes on serving.
-
-        Args:
-            groups: per new shard, its replicas' handles (new actors).
-            new: their generation (number base + 1, a fresh token, the new shard count).
-            base: the generation number the caller planned against.
-
-        Returns:
-            {"from_shards", "to_shards", "generation", "items", "seconds"}.
-        """
-        if new == self._now.generation:  # a resent call whose switch already happened
-            return {"from_shards": None, "to_shards": len(self._now), "generation": new.number, "items": None}
-        if len(groups) != new.num_shards or any(len(g) != self.config.replicas for g in groups):
-            raise InvalidInputError(
-                f"a re-shard to {new.num_shards} shards of {self.config.replicas} replicas got {[len(g) for g in groups]}"
-            )
-        t0 = time.monotonic()
-        target = ShardSet(new, self._replica_sets(groups))
-        try:
-            self._check_base(base, new)
-            # Before writes are held: the new actors may take a while to start.
-            started = await fan_out([lambda h=h: h.count.remote() for h in target.handles], C.RESHARD_START_TIMEOUT_S, 0)
-            if started.errors:
-                raise ShardUnavailableError(f"{len(started.errors)} new shard actors did not start: {describe(next(iter(started.errors.values())))}")
-            async with self._gate.closed(), self._load_lock:
-                old = self._now
-                self._check_base(base, new)  # again: another re-shard may have switched meanwhile
-                items = await self._copy(old, target)
-                config = dataclasses.replace(self.config, num_shards=new.num_shards)
-                if config.storage is not None:  # the commit point
-                    await asyncio.to_thread(layouts.write_layout, config, new, old.generation)
-                self._now, self.config = target, config
-                await retire(old, C.RESHARD_STOP_TIMEOUT_S)  # before writes resume: nothing reads old after this
-        except BaseException:
-            if self._now is not target:
-                await self._discard(target)
-            raise
-        if config.storage is not None:  # the old files, once writes go on (an object store deletes slowly)
-            await asyncio.to_thread(drop_files, config, old.generation, new)
-        return {
-            "from_shards": len(old),
-            "to_shards": len(target),
-            "generation": new.number,
-            "items": items,
-            "seconds": round(time.monotonic() - t0, 3),
-        }
-
-    async def abandon(self, new: Generation, groups: list[list[Any]]) -> bool:
-        """Stops a planned generation unless it is the current one (its planner gave up); True if stopped.
-
-        Waits for a re-shard in progress, so it never stops shards that are being switched in.
-        """
-        self._abandoned.add(new.token)
-        async with self._load_lock:
-            if self._now.generation == new:
-                return False
-            await self._discard(ShardSet(new, self._replica_sets(groups)))
-            return True
-
-    async def _discard(self, target: ShardSet) -> None:
-        """Stops the actors of a generation that was never switched in and deletes its files."""
-        await retire(target, C.RESHARD_STOP_TIMEOUT_S)
-        if self.config.storage is not None:
-            await asyncio.to_thread(drop_files, self.config, target.generation, None)
-
-    def _check_base(self, base: int, new: Generation) -> None:
-        now = self._now.generation.number
-        if new.token in self._abandoned:
-            raise LayoutChangedError(f"generation {new.number} ({new.token}) was abandoned by its planner")
-        if base != now or new.number != base + 1:
-            raise LayoutChangedError(f"the shards are at generation {now}, not {base}: plan the re-shard again")
-
-    async def _copy(self, old: ShardSet, new: ShardSet) -> int:
-        """Copies every live item of old onto the shard of new that owns it; returns the items copied.
-
-        Each old shard splits its items by new owner into one object per new
-        shard; each new replica reads its objects straight from the object store
-        and applies them (a snapshot, with storage). Nothing passes through here.
-        Every new replica must end with exactly the items of the old shards.
-        """
-        # Empty first: a resent re-shard must not keep rows (since deleted) from its first try.
-        await self._all("clear", kind="write", on=new)
-        counts = (await self._all("count", on=old)).results
-        total = int(sum(counts))
-        parts = split_objects(old, len(new))  # one replica of each old shard; the copy fails whole if one fails
-        replicas = [(j, r, h) for j, reps in enumerate(new.sets) for r, h in enumerate(reps.handles)]
-        stage = [lambda h=h, j=j: h.stage_batches.remote(*(p[j] for p in parts)) for j, _, h in replicas]
-        await self._fan_out(stage, "load")
-        commit = [lambda h=h: h.commit_staged.remote() for _, _, h in replicas]
-        committed = (await self._fan_out(commit, "load")).results
-        for replica in range(self.config.replicas):
-            got = sum(c for (_, r, _), c in zip(replicas, committed) if r == replica)
-            if got != total:
-                raise ShardUnavailableError(
-                    f"the re-shard copied {got} of {total} items to replica {replica} (a shard restarted during "
-                    "the copy?): nothing was switched; re-shard again"
-                )
-        return total
-
-    # ----- model swap (rayrec.model_swap runs the steps) --------------------
-    def item_space(self) -> dict[str, Any] | None:
-        """The item space the system's vectors are in ({"version", "path"}), None if never set."""
-        return self._space
-
-    def set_item_space(self, space: dict[str, Any]) -> dict[str, Any]:
-        """Records the item space of a new system (the first setter wins); returns the one in force."""
-        if self._space is None:
-            self._space = dict(space)
-        return self._space
-
-    def _check_space(self, space: str | None) -> None:
-        now = None if self._space is None else self._space.get("version")
-        if space is not None and now is not None and space != now:
-            raise SpaceChangedError(f"the system moved to item space {now!r}; these vectors are in {space!r}")
-
-    async def _live_items(self, on: ShardSet) -> ItemBatch:
-        """Every live item of a generation, in one batch (one replica of each shard; within load_timeout_s)."""
-        refs = [r[0] for r in split_objects(on, 1)]
-        parts = await asyncio.wait_for(asyncio.gather(*refs), self.config.load_timeout_s)
-        return ItemBatch(
-            [i for p in parts for i in p.ids],
-            np.concatenate([p.vectors for p in parts]) if parts else np.zeros((0, self.config.index.dim), np.float32),
-            {name: [v for p in parts for v in p.metadata.get(name, [None] * len(p))]
-             for name in sorted({n for p in parts for n in p.metadata})},
-        )
-
-    async def texts_to_place(self, folder: str) -> dict[str, str]:
-        """Item id -> text, of the items the model in folder has no vector for and that keep their text."""
-        placer = await asyncio.to_thread(placer_of, {"path": folder})
-        batch = await self._on_current(self._live_items)
-        texts = batch.metadata.get(TEXT_KEY) or [None] * len(batch)
-        return {batch.ids[n]: texts[n] for n in placer.unknown(batch.ids) if texts[n] is not None}
-
-    async def stage_space(
-        self, groups: list[list[Any]], new: Generation, base: int, space: dict[str, Any],
-        placed: dict[str, tuple[str, np.ndarray]],
-    ) -> dict[str, Any]:
-        """Fills a new generation of shards with every item in the space of the model at space["path"].
-
-        Item writes wait from here until switch_space or abort_space (or SWAP_TIMEOUT_S after it
-        returns, which aborts); queries go on against the current shards. On failure the new actors are stopped.
-
-        Args:
-            groups: per new shard, its replicas' handles (new actors of generation new).
-            new, base: as reshard.
-            space: rayrec.model_swap.space_of the new model.
-            placed: item id -> (text, vector) for the items the model lacks (rayrec.model_swap.vectors_in).
-
-        Returns:
-            {"items", "seconds"}.
-        """
-        t0 = time.monotonic()
-        target = ShardSet(new, self._replica_sets(groups))
-        try:
-            placer = await asyncio.to_thread(placer_of, space)
-            if placer.space.dim != self.config.index.dim:
-                raise InvalidInputError(f"model {placer.version} is {placer.space.dim}-d, the index {self.config.index.dim}-d")
-            self._check_base(base, new)
-            started = await fan_out([lambda h=h: h.count.remote() for h in target.handles], C.RESHARD_START_TIMEOUT_S, 0)
-            if started.errors:
-                raise ShardUnavailableError(f"{len(started.errors)} new shard actors did not start")
-            hold = self._gate.closed()
-            await hold.__aenter__()
-            try:
-                await self._load_lock.acquire()
-            except BaseException:
-                await hold.__aexit__(None, None, None)
-                raise
-            self._swap = _Staged(target, dict(space), hold, None)  # no await since the lock: abort_space undoes both
-            self._check_base(base, new)
-            batch = await self._live_items(self._now)
-            vectors = vectors_in(placer, batch, placed)
-            parts = split_batch(ItemBatch(batch.ids, vectors, batch.metadata), len(target))
-            await self._all("clear", kind="write", on=target)
-            replicas = [(j, h) for j, reps in enumerate(target.sets) for h in reps.handles]
-            await self._fan_out([lambda h=h, j=j: h.stage_batches.remote(parts[j]) for j, h in replicas], "load")
-            committed = (await self._fan_out([lambda h=h: h.commit_staged.remote() for _, h in replicas], "load")).results
-            if sum(committed) != len(batch) * self.config.replicas:
-                raise ShardUnavailableError("a new shard lost its staged items (restarted?): nothing was switched")
-            if self._swap is None or self._swap.target is not target:
-                raise LayoutChangedError(f"the model swap to generation {new.number} was abandoned while it staged")
-            # The caller switches next; if it never does, the swap is dropped and writes go on.
-            self._swap.timer = asyncio.get_running_loop().call_later(
-                C.SWAP_TIMEOUT_S, lambda: asyncio.ensure_future(self.abort_space(new))
-            )
-        except BaseException:
-            if not await self.abort_space(new):
-                await self._discard(target)
-            raise
-        return {"items": len(batch), "seconds": round(time.monotonic() - t0, 3)}
-
-    def swap_pending(self, token: str) -> bool:
-        """Whether the model swap with this token (its generation's) is staged or switching."""
-        return (self._swap is not None and self._swap.target.generation.token == token) or self._switching == token
-
-    async def switch_space(self, new: Generation) -> dict[str, Any]:
-        """Makes the staged generation current (its space with it), stops the old one, lets item writes go on."""
-        if self._now.generation == new:  # a call resent after a router restart whose switch had happened
-            return {"generation": new.number, "model_version": (self._space or {}).get("version")}
-        staged = self._swap
-        if staged is None or staged.target.generation != new:
-            raise LayoutChangedError(f"no model swap to generation {new.number} is staged (aborted, or timed out)")
-        self._swap = None
-        if staged.timer is not None:
-            staged.timer.cancel()
-        old = self._now
-        self._switching = new.token
-        try:
-            if self.config.storage is not None:  # the commit point: after it, a restart comes back in the new space
-                try:
-                    await asyncio.to_thread(layouts.write_layout, self.config, new, old.generation, staged.space)
-                except BaseException:
-                    await self._discard(staged.target)
-                    raise
-            self._now, self._space = staged.target, staged.space
-            self._writes += 1  # the cached catalog mean is of the old space
-            await retire(old, C.RESHARD_STOP_TIMEOUT_S)
-        finally:
-            self._switching = None
-            self._load_lock.release()
-            await staged.hold.__aexit__(None, None, None)
-        if self.config.storage is not None:  # the old files, once writes go on
-            await asyncio.to_thread(drop_files, self.config, old.generation, new)
-        return {"generation": new.number, "model_version": staged.space.get("version")}
-
-    async def abort_space(self, new: Generation) -> bool:
-        """Drops a staged model swap to generation new (stops its shards, lets item writes go on); True if one was.
-
-        A swap still starting its shards is marked abandoned: it stops when it gets the write gate.
-        """
-        self._abandoned.add(new.token)
-        staged = self._swap
-        if staged is None or staged.target.generation != new:
-            return False
-        self._swap = None
-        if staged.timer is not None:
-            staged.timer.cancel()
-        try:
-            await self._discard(staged.target)
-        finally:
-            self._load_lock.release()
-            await staged.hold.__aexit__(None, None, None)
-        return True
-
     def get_config(self) -> RayrecConfig:
         """The system's config (Rayrec.connect reads it)."""
         return self.config
@@ -685,16 +430,6 @@ class Router:
     def get_replicas(self) -> list[list[Any]]:
         """Per shard, its replicas' handles."""
         return self.current_shards()[1]
-
-
-@dataclasses.dataclass(slots=True)
-class _Staged:
-    """A model swap between stage_space and switch_space: the new shards, their space, the held write gate."""
-
-    target: ShardSet
-    space: dict[str, Any]
-    hold: Any  # the entered WriteGate.closed() context
-    timer: asyncio.TimerHandle | None  # aborts the swap if it is not switched in time (set once staged)
 
 
 RouterActor = ray.remote(Router)
