@@ -12,7 +12,8 @@ popularity list, with the evaluation's own replay protocol and metrics (rayrec.e
 
 Placements of the withheld items: `trained` (the text path the loss trained: what rayrec serves),
 `ridge` (a ridge regression from text embeddings onto the learned vectors of the items with history),
-`knnK` (the mean of the learned vectors of the K items with history nearest in text), each also
+`knnK` (the mean of the learned vectors of the K items with history nearest in text, each weighted by its
+cosine to the new item's text), each also
 `-centred` (moved along the catalog's mean direction until its cosine to it is the average of the
 items with history: averaged vectors sit nearer the middle than real items, and crowd every list).
 Prints one JSON object: HR@10 with 95% intervals overall and on the events of withheld items.
@@ -27,48 +28,45 @@ import json
 import os
 import time
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from rayrec import constants as C  # noqa: E402
-from rayrec.evaluation.data import Dataset, Event, load_movielens  # noqa: E402
-from rayrec.evaluation.metrics import Scored, summarise  # noqa: E402
-from rayrec.evaluation.replay import run_in_order  # noqa: E402
-from rayrec.learning.spaces import ridge_map, two_tower  # noqa: E402
-from rayrec.learning.model import TrainParams  # noqa: E402
-from rayrec.user_state import first_start, history_vector, normalise, update_vector  # noqa: E402
+from rayrec.config import FeedbackRule
+from rayrec.evaluation.data import Dataset, Event, load_movielens
+from rayrec.evaluation.metrics import summarise
+from rayrec.evaluation.replay import run_in_order
+from rayrec.learning.model import TrainParams
+from rayrec.learning.spaces import ridge_map, two_tower
+from rayrec.user_state import UserStore, normalise
 
 
 class RealtimeRule:
-    """The `realtime` policy in process: rayrec's feedback rule over a fixed table of item vectors."""
+    """The `realtime` policy in process: rayrec's own UserStore (the user actors' plain logic, default
+    FeedbackRule) over a fixed table of item vectors; the cold-start vector is the catalog's mean."""
 
     name = "realtime"
 
     def __init__(self, vectors: np.ndarray, history: list[Event], index: dict[str, int]) -> None:
         self.vectors, self.index = vectors, index
-        self.mean = normalise(vectors.astype(np.float64).sum(axis=0))  # the cold-start vector
-        liked: dict[str, list[int]] = {}
+        self.mean = normalise(vectors.astype(np.float64).sum(axis=0))
+        self.store = UserStore(vectors.shape[1], FeedbackRule())
+        liked: dict[str, list[str]] = {}
         for e in history:
             if e.positive:
-                liked.setdefault(e.user, []).append(index[e.item])
-        self.users = {u: history_vector(vectors[rows[-C.DEFAULT_HISTORY_LEN:]], C.DEFAULT_HISTORY_RECENCY)
-                      for u, rows in liked.items()}
+                liked.setdefault(e.user, []).append(e.item)
+        keep = self.store.rule.history_len
+        for user, items in liked.items():  # seeded as the eval seeds the user actors: the newest positives
+            self.store.set_history(user, items[-keep:], vectors[[index[i] for i in items[-keep:]]])
 
     def recommend(self, user: str, k: int, seen: set[int]) -> list[int] | None:
-        v = self.users.get(user)
-        if v is None:
+        state = self.store.get(user)
+        if state is None:
             return None
-        scores = self.vectors @ v
+        scores = self.vectors @ state.vector
         scores[list(seen)] = -np.inf
         return [int(i) for i in np.argsort(-scores, kind="stable")[:k]]
 
     def observe(self, event: Event) -> None:
-        rate = C.DEFAULT_LEARNING_RATES[event.feedback]
-        v = self.users.get(event.user)
-        if v is None:
-            v = first_start(rate, self.mean, self.vectors.shape[1])
-        self.users[event.user] = update_vector(v, self.vectors[self.index[event.item]], rate)
+        self.store.apply(event.user, event.item, event.feedback, self.vectors[self.index[event.item]], start=self.mean)
 
 
 def centred(placed: np.ndarray, warm: np.ndarray) -> np.ndarray:
@@ -105,12 +103,12 @@ def placements(names: list[str], vectors: np.ndarray, text: np.ndarray, cold: np
             weights = np.take_along_axis(sims, nearest, axis=1)
             placed = (vectors[warm][nearest] * weights[..., None]).sum(axis=1)
         else:
-            raise SystemExit(f"unknown placement {name!r}: trained, ridge or knnK, optionally with -centred")
+            raise ValueError(f"unknown placement {name!r}: trained, ridge or knnK, optionally with -centred")
         placed = placed / np.linalg.norm(placed, axis=1, keepdims=True)
         if suffix == "centred":
             placed = centred(placed, vectors[warm])
         elif suffix:
-            raise SystemExit(f"unknown placement suffix in {name!r} (only -centred)")
+            raise ValueError(f"unknown placement suffix in {name!r} (only -centred)")
         table = vectors.copy()
         table[cold] = placed
         out[name] = table
@@ -125,6 +123,9 @@ def main() -> None:
     parser.add_argument("--train", default="{}", help="TrainParams overrides as JSON")
     parser.add_argument("--resamples", type=int, default=200)
     args = parser.parse_args()
+    if not 0 < args.withhold < 1:
+        raise SystemExit(f"--withhold must be between 0 and 1, got {args.withhold}")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the encoder reads its local copy only
 
     from rayrec.encoder import TextEncoder
 
@@ -147,17 +148,14 @@ def main() -> None:
         scored, _ = run_in_order(train, replay, index, [RealtimeRule(table, train, index)])
         runs[name] = {}
         for policy in ("realtime", "popularity"):
-            s = scored[policy]
-            part = Scored([u for u, m in zip(s.users, on_withheld) if m], s.ranks[on_withheld],
-                          [t for t, m in zip(s.top10, on_withheld) if m])
             runs[name][policy] = {
-                "all": summarise(s, len(ids), args.resamples)["hr@10"],
-                "withheld_items": summarise(part, len(ids), args.resamples)["hr@10"],
+                "all": summarise(scored[policy], len(ids), args.resamples)["hr@10"],
+                "withheld_items": summarise(scored[policy].subset(on_withheld), len(ids), args.resamples)["hr@10"],
             }
         print(json.dumps({name: runs[name]}), flush=True)
     print(json.dumps({
         "protocol": "history's first 90% minus withheld items trains; its last 10% replayed in process",
-        "withheld_items": len(withheld), "events": int(len(on_withheld)), "events_on_withheld": int(on_withheld.sum()),
+        "withheld_items": len(withheld), "events": len(on_withheld), "events_on_withheld": int(on_withheld.sum()),
         "train": json.loads(args.train), "train_s": round(trained_s, 1), "placements": runs,
     }))  # fmt: skip
 

@@ -78,9 +78,7 @@ def _cold_metrics(
     for subset, mask in subsets.items():
         out[subset] = {"events": int(mask.sum())}
         for name in POLICIES:
-            s = scored[name]
-            part = Scored([u for u, m in zip(s.users, mask) if m], s.ranks[mask], [t for t, m in zip(s.top10, mask) if m])
-            out[subset][name] = summarise(part, catalog, resamples)["hr@10"] if mask.any() else None
+            out[subset][name] = summarise(scored[name].subset(mask), catalog, resamples)["hr@10"] if mask.any() else None
     return out
 
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from bench.cold_items import RealtimeRule, centred, placements
-from rayrec import constants as C
 from rayrec.evaluation.data import Event
-from rayrec.user_state import history_vector, normalise, update_vector
+from rayrec.user_state import normalise
 
 
 def _unit(rng, n, d):
@@ -15,26 +15,31 @@ def _unit(rng, n, d):
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 
-def test_realtime_rule_is_rayrecs_rule():
+def _norm(v):
+    return v / np.linalg.norm(v)
+
+
+def test_realtime_rule_follows_the_feedback_rule_by_hand():
     rng = np.random.default_rng(0)
     vectors = _unit(rng, 12, 6)
     index = {str(i): i for i in range(12)}
     history = [Event("a", "0", 1, 5.0), Event("a", "3", 2, 1.0), Event("a", "4", 3, 4.0)]
     rule = RealtimeRule(vectors, history, index)
-    a = history_vector(vectors[[0, 4]], C.DEFAULT_HISTORY_RECENCY)  # positives only seed the user
-    np.testing.assert_allclose(rule.users["a"], a, atol=1e-6)
+    a = _norm(0.9 * vectors[0] + vectors[4])  # the history's positives, the newest weighing 1, the one before 0.9
+    np.testing.assert_allclose(rule.store.get("a").vector, a, atol=1e-6)
     assert rule.recommend("new", 3, set()) is None
-    top = rule.recommend("a", 3, {0, 4})
     scores = vectors @ a
     scores[[0, 4]] = -np.inf
-    assert top == [int(i) for i in np.argsort(-scores)[:3]]
-    rule.observe(Event("a", "7", 4, 2.0))  # a dislike moves the user away
-    np.testing.assert_allclose(rule.users["a"], update_vector(a, vectors[7], C.DEFAULT_LEARNING_RATES["dislike"]), atol=1e-6)
+    assert rule.recommend("a", 3, {0, 4}) == [int(i) for i in np.argsort(-scores)[:3]]
+    rule.observe(Event("a", "7", 4, 2.0))  # a dislike (rating <= 2): -0.25
+    np.testing.assert_allclose(rule.store.get("a").vector, _norm(a - 0.25 * vectors[7]), atol=1e-6)
     rule.observe(Event("b", "5", 5, 5.0))  # a new user's first like makes them that item
-    np.testing.assert_allclose(rule.users["b"], vectors[5], atol=1e-6)
+    np.testing.assert_allclose(rule.store.get("b").vector, vectors[5], atol=1e-6)
     rule.observe(Event("c", "5", 6, 1.0))  # a first dislike pushes away from the catalog mean
-    mean = normalise(vectors.astype(np.float64).sum(axis=0))
-    np.testing.assert_allclose(rule.users["c"], update_vector(mean, vectors[5], C.DEFAULT_LEARNING_RATES["dislike"]), atol=1e-6)
+    mean = _norm(vectors.sum(axis=0))
+    np.testing.assert_allclose(rule.store.get("c").vector, _norm(mean - 0.25 * vectors[5]), atol=1e-6)
+    rule.observe(Event("c", "6", 7, 3.0))  # a 3 is a click: +0.10
+    np.testing.assert_allclose(rule.store.get("c").vector, _norm(_norm(mean - 0.25 * vectors[5]) + 0.1 * vectors[6]), atol=1e-6)
 
 
 def test_centred_vectors_sit_at_the_warm_items_mean_cosine():
@@ -60,3 +65,10 @@ def test_placements_change_only_the_cold_rows():
     unit = text / np.linalg.norm(text, axis=1, keepdims=True)
     nearest = [int(np.argmax(np.where(cold, -np.inf, unit @ unit[r]))) for r in (3, 17)]  # knn1: the nearest warm item
     np.testing.assert_allclose(tables["knn1"][cold], vectors[nearest], atol=1e-6)
+    warm = np.flatnonzero(~cold)
+    sims = unit[warm] @ unit[17]
+    two = warm[np.argsort(-sims)[:2]]  # knn2: the two nearest, each weighted by its text cosine
+    want = _norm(sum(float(unit[j] @ unit[17]) * vectors[j] for j in two))
+    np.testing.assert_allclose(placements(["knn2"], vectors, text, cold)["knn2"][17], want, atol=1e-6)
+    with pytest.raises(ValueError, match="unknown placement 'mean'"):
+        placements(["mean"], vectors, text, cold)
