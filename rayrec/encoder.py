@@ -36,14 +36,20 @@ def default_model_dir() -> str:
     return str(Path(spec.origin).parent / "model")
 
 
+def model_folder(model_dir: str | None = None) -> str:
+    """model_dir (default: default_model_dir()), checked to be a Hugging Face model directory."""
+    folder = model_dir or default_model_dir()
+    if not Path(folder, "config.json").is_file():
+        raise InvalidInputError(f"{folder!r} is not a Hugging Face model directory (no config.json)")
+    return folder
+
+
 def encoder_dim(model_dir: str | None = None) -> int:
     """The dimension of the vectors the encoder in `model_dir` (default: default_model_dir()) gives: its
     config's hidden size (mean pooling keeps it), read without loading the weights."""
     from transformers import AutoConfig
 
-    folder = model_dir or default_model_dir()
-    if not Path(folder, "config.json").is_file():
-        raise InvalidInputError(f"{folder!r} is not a Hugging Face model directory (no config.json)")
+    folder = model_folder(model_dir)
     size = getattr(AutoConfig.from_pretrained(folder, local_files_only=True), "hidden_size", None)
     if not isinstance(size, int) or size <= 0:
         raise InvalidInputError(f"the model in {folder!r} names no hidden size in its config.json")
@@ -86,9 +92,7 @@ class TextEncoder:
         import torch
         from transformers import AutoModel, AutoTokenizer
 
-        self.model_dir = model_dir or default_model_dir()
-        if not Path(self.model_dir, "config.json").is_file():
-            raise InvalidInputError(f"{self.model_dir!r} is not a Hugging Face model directory (no config.json)")
+        self.model_dir = model_folder(model_dir)
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.fp16 = self.device.startswith("cuda") if fp16 is None else fp16
         self.max_length = max_length

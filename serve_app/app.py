@@ -12,8 +12,6 @@ from serve_app.encoder import Encoder
 from serve_app.ingress import Ingress
 
 
-
-
 class AppArgs(BaseModel):
     """Every option of the application (also the keys of `args:` in a Serve config file)."""
 
@@ -22,7 +20,9 @@ class AppArgs(BaseModel):
     catalog: str = Field("movielens-100k", description="movielens-100k, none, or a Parquet path")
     text_columns: list[str] | None = Field(None, description="columns joined into item text (default: text)")
     namespace: str = C.DEFAULT_NAMESPACE
-    dim: int | None = Field(None, ge=1, description="item-space dimension (default: the model's, else the encoder's: MiniLM 384)")
+    dim: int | None = Field(
+        None, ge=1, description="item-space dimension (default: the model's, else the encoder's: MiniLM 384)"
+    )
     model: str | None = Field(
         None, description="a trained item space: latest, a version (v3) or a model folder; None: the encoder's own space"
     )
@@ -64,10 +64,16 @@ class AppArgs(BaseModel):
     def resolved(self) -> "AppArgs":
         """These options with `model` as the folder it names now (so every replica loads the same version) and
         `dim` filled in: the model's dimension, or the encoder's (its config's hidden size; MiniLM: 384)."""
-        if self.model is None:
+        if self.model is None:  # the index holds the encoder's own vectors
             from rayrec.encoder import encoder_dim
 
-            return self.model_copy(update={"dim": self.dim or encoder_dim(self.model_dir)})
+            text_dim = encoder_dim(self.model_dir)
+            if self.dim is not None and self.dim != text_dim:
+                raise InvalidInputError(
+                    f"dim {self.dim} differs from the encoder's {text_dim} (without a model the index holds its "
+                    "vectors): leave dim out"
+                )
+            return self.model_copy(update={"dim": text_dim})
         from rayrec.learning import store
 
         folder = store.resolve(self.model, self.models_root)

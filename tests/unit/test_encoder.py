@@ -77,7 +77,8 @@ def test_any_local_model_directory_sets_the_dimension(tmp_path) -> None:
     tokenizer.save_pretrained(tmp_path)
     assert encoder_dim(str(tmp_path)) == 48 and encoder_dim() == 384
     assert AppArgs(model_dir=str(tmp_path)).resolved().dim == 48
-    assert AppArgs(model_dir=str(tmp_path), dim=16).resolved().dim == 16  # given explicitly: kept
+    with pytest.raises(InvalidInputError, match="dim 16 differs from the encoder's 48"):
+        AppArgs(model_dir=str(tmp_path), dim=16).resolved()  # the index would refuse its vectors
     got = TextEncoder(model_dir=str(tmp_path), device="cpu").encode(TEXTS[:3])
     batch = tokenizer(TEXTS[:3], padding=True, truncation=True, max_length=128, return_tensors="pt")
     with torch.no_grad():
