@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from rayrec.exceptions import InvalidInputError
@@ -166,14 +167,18 @@ def load(model: str, root: str | os.PathLike[str] | None = None) -> LearnedSpace
         tensors = load_file(str(path / TEXT_MAP))
         table = pq.read_table(path / ITEMS)
         dim, text_dim = int(info["dim"]), int(info["text_dim"])
-        vectors = table["vector"].combine_chunks().flatten().to_numpy().reshape(-1, dim).astype(np.float32)
+        column = table["vector"].combine_chunks()
+        lengths = pc.list_value_length(column).to_numpy(zero_copy_only=False)
+        if column.null_count or (lengths != dim).any():
+            raise InvalidInputError(f"model folder {path}: {ITEMS} has vectors that are not {dim}-d")
+        vectors = column.flatten().to_numpy().reshape(-1, dim).astype(np.float32)
         ids = [str(x) for x in table["item_id"].to_pylist()]
         from_text = table["from_text"].to_numpy(zero_copy_only=False).astype(bool)
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except InvalidInputError:
+        raise
+    except (OSError, ValueError, KeyError, TypeError, pa.ArrowException) as exc:
         raise InvalidInputError(f"model folder {path} is unreadable or incomplete: {exc}") from None
     weight, bias = tensors.get("text_weight"), tensors.get("text_bias")
     if weight is None or bias is None or weight.shape != (dim, text_dim) or bias.shape != (dim,):
         raise InvalidInputError(f"model folder {path}: {TEXT_MAP} does not hold a {dim}-d text map")
-    if not len(ids) == len(vectors) == len(from_text):
-        raise InvalidInputError(f"model folder {path}: {ITEMS} holds {len(ids)} ids for {len(vectors)} vectors")
     return LearnedSpace(str(info["version"]), str(path), str(info["kind"]), ids, vectors, from_text, weight, bias, info)

@@ -8,6 +8,8 @@ import pickle
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from rayrec.evaluation.data import Event
@@ -224,6 +226,11 @@ def test_latest_skips_unfinished_versions_and_bad_folders_are_named(tmp_path: Pa
     (tmp_path / "v1" / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(InvalidInputError, match="manifest.json lacks kind, text_dim"):
         store.load("v1", tmp_path)
+    # rows of 2 and 4 numbers: 6 in all, a multiple of dim 3, yet no row is a 3-d vector
+    pq.write_table(pa.table({"item_id": ["a", "b"], "vector": [[1.0, 0.0], [0.0, 1.0, 0.0, 0.0]],
+                             "from_text": [False, False]}), tmp_path / "v8" / "items.parquet")
+    with pytest.raises(InvalidInputError, match="items.parquet has vectors that are not 3-d"):
+        store.load("v8", tmp_path)
     with pytest.raises(InvalidInputError, match="id_dropout"):
         TrainParams(id_dropout=1.0)
 
