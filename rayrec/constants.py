@@ -141,3 +141,5 @@ MAX_BODY_BYTES = _env_int("RAYREC_MAX_BODY_BYTES", 32 * 1024 * 1024)
 API_KEY_ENV = os.environ.get("RAYREC_API_KEY_ENV", "RAYREC_API_KEY")
 # Most items one PUT /items call may carry.
 MAX_ITEMS_PER_CALL = _env_int("RAYREC_MAX_ITEMS_PER_CALL", 1000)
+# Ids one GET /items?id=...&id=... may name: a URL much past ~8 KB is refused by common proxies before the app.
+MAX_IDS_PER_GET = _env_int("RAYREC_MAX_IDS_PER_GET", 100)

@@ -11,7 +11,7 @@ import os
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 from fastapi import FastAPI, HTTPException, Query, Request
@@ -151,6 +151,14 @@ def _finite(values: list[float], field: str) -> list[float]:
     if not all(math.isfinite(v) for v in values):
         raise InvalidInputError(f"{field} contains NaN or infinite values")
     return values
+
+
+def _item_answer(record: dict[str, Any], embedding: bool) -> dict[str, Any]:
+    """A router record as the API answers it: its metadata, and its vector as `embedding` when asked."""
+    vector = record.pop("vector")
+    if embedding:
+        record["embedding"] = vector.tolist()
+    return record
 
 
 @serve.deployment(max_ongoing_requests=C.INGRESS_MAX_ONGOING_REQUESTS)
@@ -362,26 +370,18 @@ class Ingress:
 
     @api.get("/items")
     async def get_items(
-        self, request: Request, id: list[str] = Query(..., description="item ids (repeat: ?id=a&id=b)"),  # noqa: A002
-        embedding: bool = False,
+        self, request: Request, ids: Annotated[list[str], Query(alias="id", description="item ids: ?id=a&id=b")],
+        embedding: bool = True,
     ) -> dict[str, Any]:
-        """Several items at once, in the order asked (each id once), and the ids no shard holds under `unknown`;
-        without their vectors unless embedding=true."""
+        """Several items at once, in the order asked (each id once), and the ids no shard holds under `unknown`."""
         self._authorize(request, write=False)
-        ids = list(dict.fromkeys(id))
-        if len(ids) > self.max_items_per_call:
-            raise InvalidInputError(f"{len(ids)} item ids in one call; at most {self.max_items_per_call} are accepted")
+        ids = list(dict.fromkeys(ids))
+        most = min(self.max_items_per_call, C.MAX_IDS_PER_GET)  # a longer URL than proxies pass
+        if len(ids) > most:
+            raise InvalidInputError(f"{len(ids)} item ids in one call; at most {most} are accepted")
         records = await self.router.fetch.remote(ids)  # checks the ids
-        items, unknown = [], []
-        for item_id, record in zip(ids, records):
-            if record is None:
-                unknown.append(item_id)
-                continue
-            vector = record.pop("vector")
-            if embedding:
-                record["embedding"] = vector.tolist()
-            items.append(record)
-        return {"items": items, "unknown": unknown}
+        found = [_item_answer(r, embedding) for r in records if r is not None]
+        return {"items": found, "unknown": [i for i, r in zip(ids, records) if r is None]}
 
     @api.get("/items/{item_id}")
     async def get_item(self, item_id: str, request: Request, embedding: bool = True) -> Any:
@@ -390,10 +390,7 @@ class Ingress:
         record = (await self.router.fetch.remote([item_id]))[0]
         if record is None:
             return JSONResponse(status_code=404, content={"detail": f"unknown item {item_id!r}"})
-        vector = record.pop("vector")
-        if embedding:
-            record["embedding"] = vector.tolist()
-        return record
+        return _item_answer(record, embedding)
 
     @api.get("/categories")
     async def categories(self, request: Request) -> dict[str, Any]:

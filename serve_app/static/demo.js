@@ -70,7 +70,7 @@
     const missing = [...new Set(ids)].filter((id) => !state.titles.has(id));
     if (missing.length) {  // one call for all of them (GET /items?id=...&id=...)
       const query = missing.map((id) => "id=" + encodeURIComponent(id)).join("&");
-      const found = await api("GET", `/items?${query}`);
+      const found = await api("GET", `/items?${query}&embedding=false`);
       found.items.forEach(remember);
       found.unknown.forEach((id) => state.titles.set(id, `${id} (deleted)`));
     }
