@@ -10,7 +10,6 @@ import numpy as np
 import pyarrow as pa
 import ray
 
-from actors.router_reshard import Resharding
 from actors.router_swap import ModelSwapping, Staged
 from rayrec import constants as C
 from rayrec import layout as layouts
@@ -47,7 +46,7 @@ def _rows(column: Any, pos: list[int]) -> Any:
     return [column[p] for p in pos]
 
 
-class Router(Resharding, ModelSwapping):
+class Router(ModelSwapping):  # with Resharding, ModelSwapping's base
     """Query fan-out with exact merge, coalescing concurrent queries into one call per shard.
 
     Every write goes to the shard that owns the id (stable hash of the id over

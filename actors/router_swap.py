@@ -2,7 +2,8 @@
 new generation of shards, then switch to it or abort.
 
 A part of actors/router.py's Router (its base class), kept apart for size: it works on the Router's
-current shard set, write gate, load lock and fan-out helpers, and on Resharding's _check_base and _discard.
+current shard set, write gate, load lock and fan-out helpers, and on Resharding's _check_base and _discard
+(its base class).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from actors.router_reshard import Resharding
 from rayrec import constants as C
 from rayrec import layout as layouts
 from rayrec.catalog import ItemBatch
@@ -25,7 +27,7 @@ from rayrec.model_swap import TEXT_KEY, SpaceChangedError, placer_of, vectors_in
 from rayrec.resharding import split_batch
 
 
-class ModelSwapping:
+class ModelSwapping(Resharding):
     """Router's item space and its model-swap steps: stage_space, switch_space, abort_space."""
 
     def item_space(self) -> dict[str, Any] | None:
