@@ -35,7 +35,7 @@ from rayrec.evaluation.data import Dataset, Event, load_movielens
 from rayrec.evaluation.metrics import summarise
 from rayrec.evaluation.replay import run_in_order
 from rayrec.learning.model import TrainParams
-from rayrec.learning.spaces import ridge_map, two_tower
+from rayrec.learning.spaces import ridge_placed, two_tower
 from rayrec.user_state import UserStore, normalise
 
 
@@ -93,9 +93,8 @@ def placements(names: list[str], vectors: np.ndarray, text: np.ndarray, cold: np
         base, _, suffix = name.partition("-")
         if base == "trained":
             placed = vectors[cold]
-        elif base == "ridge":
-            w, b = ridge_map(text[warm], vectors[warm])
-            placed = text[cold] @ w.T + b
+        elif base == "ridge":  # TrainParams(text_map="ridge")'s placement
+            placed = ridge_placed(text, vectors, cold)[2]
         elif base.startswith("knn") and base[3:].isdigit():
             k = int(base[3:])
             sims = unit_text[cold] @ unit_text[warm].T

@@ -48,11 +48,15 @@ def from_model(model: Any, has_history: np.ndarray, history: list[dict[str, Any]
     weight = model.project.weight.detach().cpu().numpy().astype(np.float32)
     bias = model.project.bias.detach().cpu().numpy().astype(np.float32)
     if model.params.text_map == "ridge":
-        text = model.text.detach().cpu().numpy()
-        weight, bias = ridge_map(text[~from_text], vectors[~from_text])
-        if from_text.any():
-            vectors[from_text] = _normalised(text[from_text] @ weight.T + bias)
+        weight, bias, placed = ridge_placed(model.text.detach().cpu().numpy(), vectors, from_text)
+        vectors[from_text] = placed
     return Space("two-tower", vectors, from_text, weight, bias, history)
+
+
+def ridge_placed(text: np.ndarray, vectors: np.ndarray, cold: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The ridge text map fitted on the rows that are not cold (W, b), and the cold rows placed by it (normalised)."""
+    weight, bias = ridge_map(text[~cold], vectors[~cold])
+    return weight, bias, _normalised(text[cold] @ weight.T + bias)
 
 
 def ridge_map(x: np.ndarray, y: np.ndarray, alpha: float = RIDGE) -> tuple[np.ndarray, np.ndarray]:

@@ -11,6 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import torch
 
 from rayrec.evaluation.data import Event
 from rayrec.exceptions import InvalidInputError
@@ -301,3 +302,21 @@ def test_ridge_map_recovers_an_exact_linear_map_and_its_offset():
     shrunk_w, shrunk_b = ridge_map(x - x.mean(0), x @ w.T + b, alpha=1e6)
     assert np.abs(shrunk_w).max() < 0.1
     np.testing.assert_allclose(shrunk_b, (x @ w.T + b).mean(0), atol=1e-4)
+
+
+def test_ridge_text_map_places_the_items_without_history_from_those_with():
+    from rayrec.learning.spaces import from_model
+
+    rng = np.random.default_rng(3)
+    text = rng.standard_normal((12, 6)).astype(np.float32)
+    has = np.arange(12) % 3 != 0  # rows 0, 3, 6, 9 have no history
+    torch.manual_seed(0)
+    model = TwoTower(text, has, TrainParams(dim=4, text_map="ridge"))
+    table = model.item_table()
+    space = from_model(model, has, [])
+    np.testing.assert_array_equal(space.vectors[has], table[has])
+    w, b = ridge_map(text[has], table[has])
+    want = text[~has] @ w.T + b
+    np.testing.assert_allclose(space.vectors[~has], want / np.linalg.norm(want, axis=1, keepdims=True), atol=1e-5)
+    np.testing.assert_allclose(space.text_weight, w, atol=1e-6)
+    assert space.from_text.tolist() == (~has).tolist()
