@@ -10,9 +10,9 @@ import numpy as np
 import pyarrow as pa
 import ray
 
-from actors.router_swap import ModelSwapping, Staged
+from rayrec.actors.router_swap import ModelSwapping, Staged
 from rayrec import constants as C
-from rayrec import layout as layouts
+from rayrec.system import layout as layouts
 from rayrec.config import RayrecConfig
 from rayrec.exceptions import (
     CALLER_ERRORS,
@@ -21,18 +21,18 @@ from rayrec.exceptions import (
     ShardRetiredError,
     ShardUnavailableError,
 )
-from rayrec.fanout import Coalescer, FanOutResult, describe, fan_out
-from rayrec.generations import ShardSet, stored_shards
+from rayrec.routing.fanout import Coalescer, FanOutResult, describe, fan_out
+from rayrec.system.generations import ShardSet, stored_shards
 from rayrec.hashing import group_by_partition, partition_of
-from rayrec.layout import Generation
-from rayrec.metadata import check_metadata, same_keys, take
-from rayrec.query import SearchRequest, make_request
-from rayrec.replicas import ReplicaSet, cancel_call
-from rayrec.resharding import WriteGate
-from rayrec.storage import Storage
-from rayrec.topk import SearchResult, merge_topk
+from rayrec.system.layout import Generation
+from rayrec.index.metadata import check_metadata, same_keys, take
+from rayrec.routing.query import SearchRequest, make_request
+from rayrec.routing.replicas import ReplicaSet, cancel_call
+from rayrec.system.resharding import WriteGate
+from rayrec.durability.storage import Storage
+from rayrec.routing.topk import SearchResult, merge_topk
 from rayrec.validation import check_ids, check_vectors
-from rayrec.wire import pack_answers, pack_search, unpack_partial, unpack_requests
+from rayrec.routing.wire import pack_answers, pack_search, unpack_partial, unpack_requests
 
 T = TypeVar("T")
 
@@ -82,7 +82,7 @@ class Router(ModelSwapping):  # with Resharding, ModelSwapping's base
         self._abandoned: set[str] = set()  # tokens of generations their planners gave up on
         self._writes = 0  # bumped by every write: the cached catalog mean is stale once it moves
         self._mean: tuple[int, np.ndarray | None] | None = None
-        # The item space the vectors are in (rayrec.model_swap.space_of); storage records it once a model swap has.
+        # The item space the vectors are in (rayrec.system.model_swap.space_of); storage records it once a model swap has.
         self._space: dict[str, Any] | None = None
         if config.storage is not None:
             self._space = (layouts.read_layout(Storage(config.storage)) or {}).get("item_space")
@@ -187,7 +187,7 @@ class Router(ModelSwapping):  # with Resharding, ModelSwapping's base
     async def search(
         self, queries: Any, k: int, exclude: Any = None, categories: Any = None, with_metadata: bool = False
     ) -> SearchResult:
-        """Global top-k per query vector (arguments as in rayrec.query.make_request)."""
+        """Global top-k per query vector (arguments as in rayrec.routing.query.make_request)."""
         cfg = self.config.index
         request = make_request(queries, k, exclude, categories, with_metadata, dim=cfg.dim, max_k=cfg.max_k)
         return (await self._coalescer.submit([request]))[0]
@@ -195,7 +195,7 @@ class Router(ModelSwapping):  # with Resharding, ModelSwapping's base
     async def search_many(self, blob: bytes) -> bytes:
         """Several callers' searches in one call (RouterClient's coalesced batch).
 
-        blob and the answer are encoded by rayrec.wire: in, a list of
+        blob and the answer are encoded by rayrec.routing.wire: in, a list of
         SearchRequest fields; out, per request a SearchResult or the error
         that request alone caused (bad input fails only its own request).
         """

@@ -12,11 +12,11 @@ import time
 from typing import Any
 
 from rayrec import constants as C
-from rayrec import layout as layouts
+from rayrec.system import layout as layouts
 from rayrec.exceptions import InvalidInputError, LayoutChangedError, ShardUnavailableError
-from rayrec.fanout import describe, fan_out
-from rayrec.generations import ShardSet, drop_files, retire, split_objects
-from rayrec.layout import Generation
+from rayrec.routing.fanout import describe, fan_out
+from rayrec.system.generations import ShardSet, drop_files, retire, split_objects
+from rayrec.system.layout import Generation
 
 
 class Resharding:

@@ -1,4 +1,4 @@
-"""The router's model-swap steps (rayrec.model_swap runs them): stage every item in a new item space on a
+"""The router's model-swap steps (rayrec.system.model_swap runs them): stage every item in a new item space on a
 new generation of shards, then switch to it or abort.
 
 A part of actors/router.py's Router (its base class), kept apart for size: it works on the Router's
@@ -15,16 +15,16 @@ from typing import Any
 
 import numpy as np
 
-from actors.router_reshard import Resharding
+from rayrec.actors.router_reshard import Resharding
 from rayrec import constants as C
-from rayrec import layout as layouts
-from rayrec.catalog import ItemBatch
+from rayrec.system import layout as layouts
+from rayrec.catalogs.catalog import ItemBatch
 from rayrec.exceptions import InvalidInputError, LayoutChangedError, ShardUnavailableError
-from rayrec.fanout import fan_out
-from rayrec.generations import ShardSet, drop_files, retire, split_objects
-from rayrec.layout import Generation
-from rayrec.model_swap import TEXT_KEY, SpaceChangedError, placer_of, vectors_in
-from rayrec.resharding import split_batch
+from rayrec.routing.fanout import fan_out
+from rayrec.system.generations import ShardSet, drop_files, retire, split_objects
+from rayrec.system.layout import Generation
+from rayrec.system.model_swap import TEXT_KEY, SpaceChangedError, placer_of, vectors_in
+from rayrec.system.resharding import split_batch
 
 
 class ModelSwapping(Resharding):
@@ -75,8 +75,8 @@ class ModelSwapping(Resharding):
         Args:
             groups: per new shard, its replicas' handles (new actors of generation new).
             new, base: as reshard.
-            space: rayrec.model_swap.space_of the new model.
-            placed: item id -> (text, vector) for the items the model lacks (rayrec.model_swap.vectors_in).
+            space: rayrec.system.model_swap.space_of the new model.
+            placed: item id -> (text, vector) for the items the model lacks (rayrec.system.model_swap.vectors_in).
 
         Returns:
             {"items", "seconds"}.

@@ -11,20 +11,20 @@ import pyarrow as pa
 import ray
 
 from rayrec import constants as C
-from rayrec.catalog import ItemBatch, iter_items
+from rayrec.catalogs.catalog import ItemBatch, iter_items
 from rayrec.config import RayrecConfig
 from rayrec.exceptions import InvalidInputError, ShardRetiredError
 from rayrec.hashing import partitions_of
-from rayrec.faiss_kinds import omp_threads
-from rayrec import shard_log
-from rayrec.item_index import ItemIndex
-from rayrec.journal import Journal
-from rayrec.layout import Generation
-from rayrec.metadata import check_metadata
-from rayrec.resharding import split_batch
-from rayrec.storage import Storage
+from rayrec.index.faiss_kinds import omp_threads
+from rayrec.durability import shard_log
+from rayrec.index.item_index import ItemIndex
+from rayrec.durability.journal import Journal
+from rayrec.system.layout import Generation
+from rayrec.index.metadata import check_metadata
+from rayrec.system.resharding import split_batch
+from rayrec.durability.storage import Storage
 from rayrec.validation import check_ids, check_vectors
-from rayrec.wire import pack_partial, unpack_search
+from rayrec.routing.wire import pack_partial, unpack_search
 
 
 log = logging.getLogger(__name__)
@@ -160,7 +160,7 @@ class Shard:
         return scores, ids
 
     def search_packed(self, request: bytes) -> bytes:
-        """search() with its arguments and answer encoded by rayrec.wire (the router's hot path).
+        """search() with its arguments and answer encoded by rayrec.routing.wire (the router's hot path).
 
         The router has checked and normalised the queries, so they are not checked again.
         """

@@ -13,18 +13,19 @@ import numpy as np
 import ray
 
 from rayrec import constants as C
-from rayrec import metrics, user_log
-from rayrec.client import RouterClient
+from rayrec import metrics
+from rayrec.durability import user_log
+from rayrec.routing.client import RouterClient
 from rayrec.config import RayrecConfig
 from rayrec.exceptions import CALLER_ERRORS, InvalidInputError, ItemNotFoundError, LayoutChangedError, root_cause
 from rayrec.hashing import partition_of, stable_hash
-from rayrec.journal import GroupCommit, Journal
-from rayrec.replicas import ReplicaSet
-from rayrec.storage import Storage
-from rayrec.topk import SearchResult
-from rayrec.model_swap import SpaceChangedError, placer_of
-from rayrec.resharding import WriteGate
-from rayrec.user_state import UserChange, UserStore, rederive
+from rayrec.durability.journal import GroupCommit, Journal
+from rayrec.routing.replicas import ReplicaSet
+from rayrec.durability.storage import Storage
+from rayrec.routing.topk import SearchResult
+from rayrec.system.model_swap import SpaceChangedError, placer_of
+from rayrec.system.resharding import WriteGate
+from rayrec.users.user_state import UserChange, UserStore, rederive
 from rayrec.validation import check_event, check_exclude, check_id, check_ids, check_k
 
 
@@ -333,7 +334,7 @@ class UserVectors:
             "space": None if space is None else space.get("version"),
         }
 
-    # ----- model swap (rayrec.model_swap runs the steps) --------------------
+    # ----- model swap (rayrec.system.model_swap runs the steps) --------------------
     @asynccontextmanager
     async def _open(self) -> AsyncIterator[None]:
         """One public call: waits while a model swap holds this actor, and for its state to be in the current space."""

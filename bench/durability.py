@@ -146,7 +146,7 @@ def feedback_bench(root: str) -> dict[str, object]:
 def shard_recovery(root: str) -> dict[str, object]:
     import pyarrow as pa
 
-    from actors.shard import Shard
+    from rayrec.actors.shard import Shard
 
     dim, n = args.dim, args.shard_items
     cfg = RayrecConfig(
@@ -195,11 +195,11 @@ def shard_recovery(root: str) -> dict[str, object]:
 
 
 def user_recovery(root: str) -> dict[str, object]:
-    from actors.user_vectors import UserVectors
-    from rayrec import user_log
-    from rayrec.journal import Journal
-    from rayrec.storage import Storage
-    from rayrec.user_state import UserStore
+    from rayrec.actors.user_vectors import UserVectors
+    from rayrec.durability import user_log
+    from rayrec.durability.journal import Journal
+    from rayrec.durability.storage import Storage
+    from rayrec.users.user_state import UserStore
 
     dim, n = args.dim, args.users
     cfg = RayrecConfig(index=IndexConfig(dim=dim), storage=os.path.join(root, "users"))

@@ -60,7 +60,7 @@ def served(corpus: list[str]) -> float:
     import ray
     from ray import serve
 
-    from serve_app.encoder import Encoder
+    from rayrec.serve_app.encoder import Encoder
 
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
     app = Encoder.options(user_config={"max_batch_size": args.batch, "batch_wait_timeout_s": args.wait_s}).bind(

@@ -39,8 +39,8 @@ import requests  # noqa: E402
 from ray import serve  # noqa: E402
 
 from rayrec import Rayrec  # noqa: E402
-from rayrec.catalog import items_table  # noqa: E402
-from serve_app.app import build_app  # noqa: E402
+from rayrec.catalogs.catalog import items_table  # noqa: E402
+from rayrec.serve_app.app import build_app  # noqa: E402
 
 NAMESPACE = "http-bench"
 

@@ -33,7 +33,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from rayrec.exceptions import RayrecError
-from rayrec.movielens import cache_dir
+from rayrec.catalogs.movielens import cache_dir
 
 SDIST = "lenskit-2025.8.1.tar.gz"
 URL = (

@@ -45,8 +45,8 @@ import numpy as np  # noqa: E402
 
 from rayrec import IndexConfig, Rayrec, RayrecConfig  # noqa: E402
 from rayrec import constants as C  # noqa: E402
-from rayrec.catalog import items_table  # noqa: E402
-from rayrec.client import RouterClient  # noqa: E402
+from rayrec.catalogs.catalog import items_table  # noqa: E402
+from rayrec.routing.client import RouterClient  # noqa: E402
 
 
 def log(msg: str) -> None:

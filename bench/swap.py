@@ -40,7 +40,7 @@ from ray import serve  # noqa: E402
 
 from rayrec import Rayrec  # noqa: E402
 from rayrec.learning import store  # noqa: E402
-from serve_app.app import build_app  # noqa: E402
+from rayrec.serve_app.app import build_app  # noqa: E402
 
 NAMESPACE = "swap-bench"
 

@@ -28,7 +28,7 @@ import numpy as np  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
 from rayrec import IndexConfig, Rayrec, RayrecConfig  # noqa: E402
-from rayrec.catalog import items_table  # noqa: E402
+from rayrec.catalogs.catalog import items_table  # noqa: E402
 
 GENRES = ["drama", "comedy", "horror", "documentary", "animation", "thriller"]
 

@@ -24,7 +24,7 @@ __all__ = [
 
 def __getattr__(name: str):  # Rayrec imports Ray; the plain modules must not need it
     if name == "Rayrec":
-        from rayrec.driver import Rayrec
+        from rayrec.system.driver import Rayrec
 
         return Rayrec
     raise AttributeError(f"module 'rayrec' has no attribute {name!r}")

@@ -140,10 +140,10 @@ def serve_command(args: argparse.Namespace) -> int:
     import requests
     from ray import serve
 
-    from rayrec.driver import Rayrec
+    from rayrec.system.driver import Rayrec
     from rayrec.exceptions import InvalidInputError
-    from serve_app.app import AppArgs, build_app
-    from serve_app.ingress import key_digest
+    from rayrec.serve_app.app import AppArgs, build_app
+    from rayrec.serve_app.ingress import key_digest
 
     if args.address is None:
         # "local": a new Ray of our own, never one that somebody's `ray start` left on this machine.

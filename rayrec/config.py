@@ -71,7 +71,7 @@ class IndexConfig:
             raise InvalidInputError(
                 f"factory {self.factory!r}: leave out IDMap, rayrec maps item ids itself"
             )
-        from rayrec.faiss_kinds import new_index  # the factory string is checked by faiss itself
+        from rayrec.index.faiss_kinds import new_index  # the factory string is checked by faiss itself
 
         try:
             new_index(self.dim, self.factory, self.ef_search, self.nprobe)

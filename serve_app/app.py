@@ -1,4 +1,4 @@
-"""The rayrec Serve application: `serve run serve_app.app:build_app` or `rayrec serve`."""
+"""The rayrec Serve application: `serve run rayrec.serve_app.app:build_app` or `rayrec serve`."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from rayrec import constants as C
 from rayrec.exceptions import InvalidInputError
-from serve_app.encoder import Encoder
-from serve_app.ingress import Ingress
+from rayrec.serve_app.encoder import Encoder
+from rayrec.serve_app.ingress import Ingress
 
 
 class AppArgs(BaseModel):

@@ -8,10 +8,10 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
-from rayrec import movielens
+from rayrec.catalogs import movielens
 from rayrec.exceptions import InvalidInputError
 from rayrec.hashing import partition_of
-from rayrec.ingest import ingest
+from rayrec.catalogs.ingest import ingest
 
 MOVIELENS = "movielens-100k"
 

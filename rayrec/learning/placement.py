@@ -19,8 +19,8 @@ def check_stored_space(storage_uri: str, serving: str, holds_items: bool) -> Non
     without either is taken to hold `text` vectors if it holds items (systems from
     before learned spaces); an empty one is marked for `serving`.
     """
-    from rayrec.layout import read_layout
-    from rayrec.storage import Storage
+    from rayrec.system.layout import read_layout
+    from rayrec.durability.storage import Storage
 
     storage = Storage(storage_uri)
     swapped = (read_layout(storage) or {}).get("item_space")  # a model swap's record (its commit point)

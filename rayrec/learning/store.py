@@ -37,7 +37,7 @@ LATEST = "latest"
 
 def default_root() -> Path:
     """Where `rayrec train` writes and `rayrec serve --model latest` reads: $RAYREC_CACHE_DIR/models."""
-    from rayrec.movielens import cache_dir
+    from rayrec.catalogs.movielens import cache_dir
 
     return cache_dir() / "models"
 

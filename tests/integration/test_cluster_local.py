@@ -176,7 +176,7 @@ def _small_catalog(tmp_path: Path) -> str:
     """The first 200 MovieLens movies as Parquet (fewer to encode on the CPU than all 1,682)."""
     import pyarrow.parquet as pq
 
-    from rayrec import movielens
+    from rayrec.catalogs import movielens
 
     path = tmp_path / "movies.parquet"
     pq.write_table(movielens.load().items.slice(0, 200), path)

@@ -15,7 +15,8 @@ import pytest
 import requests
 from ray import serve
 
-from rayrec import Rayrec, movielens
+from rayrec import Rayrec
+from rayrec.catalogs import movielens
 from tests.integration.test_http import free_port
 
 NAMESPACE = "demo-page-tests"
@@ -50,7 +51,7 @@ def port(ray_session):
 @contextmanager
 def deployed(port: int, name: str, prefix: str, settings: dict):
     """The app of `settings` (plus small CPU shares, exact search) under `prefix`; its URL; deleted after."""
-    from serve_app.app import build_app
+    from rayrec.serve_app.app import build_app
 
     app = build_app({"index": "Flat", "actor_num_cpus": 0.02, "encoder_num_cpus": 0.05, "ingress_num_cpus": 0.02,
                      **settings})
@@ -72,7 +73,7 @@ def base(port):
 @pytest.fixture(scope="module")
 def keyed(port, tmp_path_factory):
     """A second app under the route prefix /keyed: 40 MovieLens movies, no users, write routes behind an API key."""
-    from serve_app.ingress import key_digest
+    from rayrec.serve_app.ingress import key_digest
 
     path = tmp_path_factory.mktemp("catalog") / "movies.parquet"
     pq.write_table(movielens.load().items.slice(0, 40), path)

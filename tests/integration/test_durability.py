@@ -14,11 +14,11 @@ import pytest
 import ray
 
 from rayrec import Rayrec
-from rayrec import wal
+from rayrec.durability import wal
 from rayrec.exceptions import RayrecError
-from rayrec.snapshot import latest_snapshot
-from rayrec.storage import Storage
-from rayrec.user_state import UserStore
+from rayrec.durability.snapshot import latest_snapshot
+from rayrec.durability.storage import Storage
+from rayrec.users.user_state import UserStore
 from tests.integration.conftest import make_config, unit_vectors
 
 DIM = 8

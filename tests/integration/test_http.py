@@ -11,8 +11,9 @@ import pytest
 import requests
 from ray import serve
 
-from rayrec import Rayrec, movielens
-from serve_app.app import build_app
+from rayrec import Rayrec
+from rayrec.catalogs import movielens
+from rayrec.serve_app.app import build_app
 
 NAMESPACE = "http-tests"
 N_ITEMS = 300

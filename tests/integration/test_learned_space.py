@@ -88,7 +88,7 @@ def test_rayrec_train_writes_versions_a_server_can_load(trained, capsys):
 @pytest.fixture(scope="module")
 def served(trained):
     """The app serving model v1 (two-tower, 16-d) over the 30 items; after the first test (which writes v1)."""
-    from serve_app.app import build_app
+    from rayrec.serve_app.app import build_app
 
     folder, _, items, _ = trained
     port = free_port()
@@ -146,7 +146,7 @@ def test_hot_swap_under_traffic_no_failure_no_mixed_version_no_lost_feedback(tra
 
     from rayrec.config import FeedbackRule
     from rayrec.encoder import TextEncoder
-    from rayrec.user_state import history_vector, update_vector
+    from rayrec.users.user_state import history_vector, update_vector
 
     folder, inter, items, ids = trained
     models = folder / "models"

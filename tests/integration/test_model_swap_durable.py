@@ -8,13 +8,13 @@ import pytest
 import ray
 
 from rayrec import Rayrec
-from rayrec.deploy import create_shards
+from rayrec.system.deploy import create_shards
 from rayrec.exceptions import InvalidInputError
 from rayrec.hashing import partition_of
-from rayrec.layout import Generation
+from rayrec.system.layout import Generation
 from rayrec.learning import store
-from rayrec.model_swap import space_of
-from rayrec.user_state import history_vector, update_vector
+from rayrec.system.model_swap import space_of
+from rayrec.users.user_state import history_vector, update_vector
 from tests.integration.conftest import make_config, unit_vectors
 from tests.integration.waiting import wait_until
 

@@ -13,9 +13,9 @@ import pytest
 import ray
 
 from rayrec import Rayrec
-from rayrec.deploy import build_actors, create_shards
+from rayrec.system.deploy import build_actors, create_shards
 from rayrec.exceptions import InvalidInputError, LayoutChangedError, ShardUnavailableError
-from rayrec.layout import Generation
+from rayrec.system.layout import Generation
 from tests.integration.conftest import clustered, make_config
 from tests.integration.waiting import wait_until
 

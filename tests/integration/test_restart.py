@@ -20,7 +20,7 @@ import requests
 
 from rayrec.config import FeedbackRule
 from tests.integration.waiting import healthy, wait_until
-from rayrec.user_state import UserStore
+from rayrec.users.user_state import UserStore
 
 DIM = 384
 KEY = "s3cret-key"

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import ray
 
-from actors.router import RouterActor
-from actors.shard import Shard, ShardActor
+from rayrec.actors.router import RouterActor
+from rayrec.actors.shard import Shard, ShardActor
 from rayrec.exceptions import ShardUnavailableError
 from rayrec.hashing import partitions_of
 from tests.integration.conftest import TINY_CPU, make_config, unit_vectors

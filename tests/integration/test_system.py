@@ -8,7 +8,7 @@ import pytest
 import ray
 
 from rayrec import IndexConfig, InvalidInputError, ItemNotFoundError, Rayrec
-from rayrec.catalog import items_table
+from rayrec.catalogs.catalog import items_table
 from rayrec.exceptions import DimensionMismatchError
 from tests.integration.conftest import clustered, make_config
 

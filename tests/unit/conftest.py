@@ -13,7 +13,7 @@ def forbid_ray_init(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*args: object, **kwargs: object) -> None:
         pytest.fail(
             "a unit test called ray.init(): unit tests must not start Ray. Test the plain class "
-            "(e.g. actors.shard.Shard, not ShardActor), or move the test to tests/integration.",
+            "(e.g. rayrec.actors.shard.Shard, not ShardActor), or move the test to tests/integration.",
             pytrace=False,
         )
 

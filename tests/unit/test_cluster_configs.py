@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from ray.autoscaler._private.util import prepare_config, validate_config
 from ray.serve.schema import ServeDeploySchema
 
-from serve_app.app import AppArgs
+from rayrec.serve_app.app import AppArgs
 
 CLUSTER = Path(__file__).resolve().parents[2] / "cluster"
 
@@ -28,7 +28,7 @@ def _load(name: str) -> Any:
 def _args(config: dict[str, Any]) -> dict[str, Any]:
     schema = ServeDeploySchema.model_validate(config)
     (app,) = schema.applications
-    assert app.import_path == "serve_app.app:build_app"
+    assert app.import_path == "rayrec.serve_app.app:build_app"
     AppArgs(**app.args)
     return dict(app.args)
 

@@ -10,15 +10,15 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from actors.shard import Shard
+from rayrec.actors.shard import Shard
 from rayrec import IndexConfig, RayrecConfig
-from rayrec import user_log, wal
+from rayrec.durability import user_log, wal
 from rayrec.exceptions import InvalidInputError
-from rayrec.journal import GroupCommit, Journal
-from rayrec.layout import check_layout
-from rayrec.snapshot import SnapshotError, latest_snapshot, write_snapshot
-from rayrec.storage import Storage
-from rayrec.user_state import UserStore
+from rayrec.durability.journal import GroupCommit, Journal
+from rayrec.system.layout import check_layout
+from rayrec.durability.snapshot import SnapshotError, latest_snapshot, write_snapshot
+from rayrec.durability.storage import Storage
+from rayrec.users.user_state import UserStore
 from rayrec.config import FeedbackRule
 
 SCHEMA = pa.schema([("n", pa.int64())])

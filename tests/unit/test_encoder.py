@@ -67,7 +67,7 @@ def test_any_local_model_directory_sets_the_dimension(tmp_path) -> None:
     from transformers import AutoTokenizer, BertConfig, BertModel
 
     from rayrec.encoder import encoder_dim
-    from serve_app.app import AppArgs
+    from rayrec.serve_app.app import AppArgs
 
     tokenizer = AutoTokenizer.from_pretrained(default_model_dir(), local_files_only=True)
     torch.manual_seed(0)

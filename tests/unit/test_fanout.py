@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from rayrec.exceptions import InvalidInputError, ItemNotFoundError, root_cause
-from rayrec.fanout import Coalescer, FanOutResult, describe, fan_out
+from rayrec.routing.fanout import Coalescer, FanOutResult, describe, fan_out
 
 DEADLINE_S = 0.05
 

@@ -9,8 +9,8 @@ import pytest
 from rayrec import constants as C
 from rayrec.config import IndexConfig
 from rayrec.exceptions import DimensionMismatchError, InvalidInputError
-from rayrec.item_index import ItemIndex
-from rayrec.topk import SearchResult
+from rayrec.index.item_index import ItemIndex
+from rayrec.routing.topk import SearchResult
 
 from ._helpers import assert_equals_brute_force, eligible_mask, brute_force, clustered, item_ids, normalise_rows, recall
 

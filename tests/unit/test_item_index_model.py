@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from rayrec import constants as C
 from rayrec.config import IndexConfig
-from rayrec.item_index import ItemIndex
+from rayrec.index.item_index import ItemIndex
 
 from ._helpers import assert_equals_brute_force, hypothesis_settings, normalise_rows
 

@@ -19,7 +19,7 @@ from rayrec.learning import store
 from rayrec.learning.examples import make_examples, next_item_hit_rate, pooled
 from rayrec.learning.model import PAD, TrainParams, TwoTower
 from rayrec.learning.spaces import ridge_map, two_tower
-from rayrec.user_state import history_vector
+from rayrec.users.user_state import history_vector
 
 GROUPS, PER_GROUP = 3, 12
 
@@ -280,7 +280,7 @@ def test_durable_state_is_only_served_in_the_item_space_it_was_written_in(tmp_pa
         check_stored_space(old, "v1", holds_items=True)
     # A model swap records the new space in layout.json (its commit point): that record wins over the marker.
     from rayrec.config import IndexConfig, RayrecConfig
-    from rayrec.layout import Generation, write_layout
+    from rayrec.system.layout import Generation, write_layout
 
     config = RayrecConfig(index=IndexConfig(dim=4), storage=fresh)
     write_layout(config, Generation(1, "abc", 1), item_space={"version": "v5", "path": "/models/v5"})

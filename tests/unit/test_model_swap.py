@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rayrec.catalog import ItemBatch
+from rayrec.catalogs.catalog import ItemBatch
 from rayrec.exceptions import InvalidInputError
 from rayrec.learning.placement import Placer
 from rayrec.learning.store import LearnedSpace
-from rayrec.model_swap import CatalogChangedError, vectors_in
+from rayrec.system.model_swap import CatalogChangedError, vectors_in
 
 
 def _placer(rng: np.random.Generator) -> Placer:

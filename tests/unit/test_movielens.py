@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from rayrec import movielens
+from rayrec.catalogs import movielens
 
 
 @pytest.fixture(scope="module")

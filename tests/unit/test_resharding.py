@@ -10,12 +10,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from actors.shard import Shard
-from rayrec.catalog import ItemBatch
+from rayrec.actors.shard import Shard
+from rayrec.catalogs.catalog import ItemBatch
 from rayrec.config import IndexConfig, RayrecConfig
 from rayrec.exceptions import InvalidInputError, ShardRetiredError
 from rayrec.hashing import partition_of
-from rayrec.layout import (
+from rayrec.system.layout import (
     LAYOUT_FILE,
     Generation,
     check_layout,
@@ -25,9 +25,9 @@ from rayrec.layout import (
     stray_generations,
     write_layout,
 )
-from rayrec.resharding import WriteGate, split_batch
-from rayrec.storage import Storage
-from rayrec.topk import merge_topk
+from rayrec.system.resharding import WriteGate, split_batch
+from rayrec.durability.storage import Storage
+from rayrec.routing.topk import merge_topk
 
 from ._helpers import assert_equals_brute_force, clustered, hypothesis_settings, normalise_rows
 

@@ -11,12 +11,12 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from actors.shard import Shard
-from rayrec.catalog import items_table
+from rayrec.actors.shard import Shard
+from rayrec.catalogs.catalog import items_table
 from rayrec.config import IndexConfig, RayrecConfig
 from rayrec.exceptions import DimensionMismatchError, InvalidInputError
 from rayrec.hashing import partition_of
-from rayrec.topk import SearchResult, merge_topk
+from rayrec.routing.topk import SearchResult, merge_topk
 
 from ._helpers import assert_equals_brute_force, eligible_mask, clustered, hypothesis_settings, item_ids, normalise_rows
 

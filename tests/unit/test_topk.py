@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rayrec.topk import MISSING_ID, MISSING_SCORE, SearchResult, merge_topk
+from rayrec.routing.topk import MISSING_ID, MISSING_SCORE, SearchResult, merge_topk
 
 from ._helpers import brute_force, hypothesis_settings, normalise_rows
 

@@ -13,7 +13,7 @@ from ray.exceptions import RayTaskError
 from rayrec import constants as C
 from rayrec.config import RayrecConfig
 from rayrec.exceptions import InvalidInputError, LayoutChangedError, root_cause
-from rayrec.layout import Generation, check_layout
+from rayrec.system.layout import Generation, check_layout
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ def _lifecycle(config: RayrecConfig, detached: bool) -> dict[str, Any]:
 
 def create_shards(config: RayrecConfig, generation: Generation, detached: bool) -> list[list[Any]]:
     """Starts the shard actors of one generation; per shard, its replicas' handles."""
-    from actors.shard import ShardActor
+    from rayrec.actors.shard import ShardActor
 
     nodes = shard_nodes(config) if config.replicas > 1 else []
     return [
@@ -127,8 +127,8 @@ def build_actors(
     Returns:
         (router, shards, user_actors) handles.
     """
-    from actors.router import RouterActor
-    from actors.user_vectors import UserVectorActor
+    from rayrec.actors.router import RouterActor
+    from rayrec.actors.user_vectors import UserVectorActor
 
     existing = attach_actors(config.namespace)
     if existing is not None and attach and dataclasses.replace(existing[0], num_shards=config.num_shards) == config:

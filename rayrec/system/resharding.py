@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager
 
 import numpy as np
 
-from rayrec.catalog import ItemBatch
+from rayrec.catalogs.catalog import ItemBatch
 from rayrec.hashing import partitions_of
 
 

@@ -12,12 +12,12 @@ from typing import Any
 import ray
 from ray.exceptions import RayActorError
 
-from rayrec import layout as layouts
+from rayrec.system import layout as layouts
 from rayrec.config import RayrecConfig
-from rayrec.fanout import fan_out
-from rayrec.layout import Generation, delete_generation, stray_generations
-from rayrec.replicas import ReplicaSet
-from rayrec.storage import Storage
+from rayrec.routing.fanout import fan_out
+from rayrec.system.layout import Generation, delete_generation, stray_generations
+from rayrec.routing.replicas import ReplicaSet
+from rayrec.durability.storage import Storage
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable, Sequence
 import numpy as np
 import pyarrow as pa
 
-from rayrec.catalog import EMBEDDING_COLUMN, ID_COLUMN, items_table
+from rayrec.catalogs.catalog import EMBEDDING_COLUMN, ID_COLUMN, items_table
 from rayrec.exceptions import InvalidInputError
 
 TEXT_COLUMN = "text"

@@ -13,9 +13,9 @@ from typing import Any
 
 import pyarrow as pa
 
-from rayrec import wal
+from rayrec.durability import wal
 from rayrec.exceptions import RayrecError
-from rayrec.storage import Storage
+from rayrec.durability.storage import Storage
 
 MANIFEST_PREFIX = "snapshot-"
 MANIFEST_SUFFIX = ".json"

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from rayrec import constants as C
-from rayrec.fanout import Coalescer
-from rayrec.query import SearchRequest, make_request
-from rayrec.topk import SearchResult
-from rayrec.wire import pack_requests, unpack_answers
+from rayrec.routing.fanout import Coalescer
+from rayrec.routing.query import SearchRequest, make_request
+from rayrec.routing.topk import SearchResult
+from rayrec.routing.wire import pack_requests, unpack_answers
 
 
 
@@ -40,7 +40,7 @@ class RouterClient:
     async def search(
         self, queries: Any, k: int, exclude: Any = None, categories: Any = None, with_metadata: bool = False
     ) -> SearchResult:
-        """Global top-k per query vector (arguments as in rayrec.query.make_request)."""
+        """Global top-k per query vector (arguments as in rayrec.routing.query.make_request)."""
         request = make_request(queries, k, exclude, categories, with_metadata, dim=self._dim, max_k=self._max_k)
         return await self._coalescer.submit(request)
 

@@ -18,14 +18,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from rayrec import constants as C
-from rayrec import faiss_kinds
-from rayrec.catalog import ItemBatch
+from rayrec.index import faiss_kinds
+from rayrec.catalogs.catalog import ItemBatch
 from rayrec.config import IndexConfig
 from rayrec.exceptions import InvalidInputError
-from rayrec.metadata import CATEGORY, check_metadata
-from rayrec.topk import MISSING_ID, MISSING_SCORE
+from rayrec.index.metadata import CATEGORY, check_metadata
+from rayrec.routing.topk import MISSING_ID, MISSING_SCORE
 from rayrec.validation import check_ids, check_vectors
-from rayrec.vector_codec import vectors_column, vectors_of
+from rayrec.index.vector_codec import vectors_column, vectors_of
 
 _NO_CATEGORY = -1
 # Snapshot columns of metadata are named this plus the metadata name.

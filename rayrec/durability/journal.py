@@ -10,9 +10,9 @@ from typing import Any, Generic, TypeVar
 
 import pyarrow as pa
 
-from rayrec import wal
-from rayrec.snapshot import Snapshot, latest_snapshot, write_snapshot
-from rayrec.storage import Storage
+from rayrec.durability import wal
+from rayrec.durability.snapshot import Snapshot, latest_snapshot, write_snapshot
+from rayrec.durability.storage import Storage
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from rayrec.config import RayrecConfig
 from rayrec.exceptions import InvalidInputError
-from rayrec.storage import Storage
+from rayrec.durability.storage import Storage
 
 LAYOUT_FILE = "layout.json"
 GENERATION_DIR_PREFIX = "gen-"

@@ -12,11 +12,11 @@ import ray
 
 from rayrec import constants as C
 from rayrec.config import RayrecConfig
-from rayrec.deploy import attach_actors, build_actors, reshard
-from rayrec.deploy import get as _get
+from rayrec.system.deploy import attach_actors, build_actors, reshard
+from rayrec.system.deploy import get as _get
 from rayrec.exceptions import InvalidInputError
 from rayrec.hashing import partition_of
-from rayrec.topk import SearchResult
+from rayrec.routing.topk import SearchResult
 from rayrec.validation import check_id, check_ids
 
 class Rayrec:
@@ -127,7 +127,7 @@ class Rayrec:
         return _get(self.router.fetch.remote(check_ids(ids)))
 
     def reshard(self, num_shards: int) -> dict[str, Any]:
-        """Moves the catalog onto num_shards shards while it serves (see rayrec.deploy.reshard).
+        """Moves the catalog onto num_shards shards while it serves (see rayrec.system.deploy.reshard).
 
         Queries go on and stay exact; writes wait while the items are copied.
         Returns the router's summary (items moved, seconds).
@@ -147,13 +147,13 @@ class Rayrec:
 
         Items the model has no vector for are placed by its text path from the text they keep, with
         the encoder of model_dir (default MiniLM), loaded in this process only if there are such items.
-        Returns the summary of rayrec.model_swap.swap_model.
+        Returns the summary of rayrec.system.model_swap.swap_model.
         """
         import asyncio
 
-        from rayrec.deploy import create_shards
+        from rayrec.system.deploy import create_shards
         from rayrec.learning import store
-        from rayrec.model_swap import swap_model
+        from rayrec.system.model_swap import swap_model
 
         if not self._started and not _get(self.router.get_layout.remote())[2]:
             raise InvalidInputError(

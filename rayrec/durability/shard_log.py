@@ -7,7 +7,7 @@ from collections.abc import Iterable
 import numpy as np
 import pyarrow as pa
 
-from rayrec.item_index import ItemIndex
+from rayrec.index.item_index import ItemIndex
 
 UPSERT = "upsert"
 DELETE = "delete"

@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from rayrec.vector_codec import vectors_column, vectors_of
-from rayrec.user_state import UserChange, UserState, UserStore
+from rayrec.index.vector_codec import vectors_column, vectors_of
+from rayrec.users.user_state import UserChange, UserState, UserStore
 
 
 _SOURCE = pa.list_(pa.float32())  # a text embedding (any length), or null

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 
 import pyarrow as pa
 
-from rayrec.storage import Storage
+from rayrec.durability.storage import Storage
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ swap_model runs the steps; the router and the user actors hold the state:
 4. router.switch_space: the new generation becomes current, the old one stops;
    item writes go on, in the new space.
 5. Every user actor re-derives its users' vectors from their kept history in
-   the new space (rayrec.user_state.rederive; a user set by text starts from
+   the new space (rayrec.users.user_state.rederive; a user set by text starts from
    their text embedding placed by the new text path), takes the new space, and
    resumes. With storage, it snapshots them first.
 
@@ -38,9 +38,9 @@ from typing import Any
 import numpy as np
 
 from rayrec import constants as C
-from rayrec.catalog import ItemBatch
+from rayrec.catalogs.catalog import ItemBatch
 from rayrec.exceptions import InvalidInputError, LayoutChangedError, RayrecError, root_cause
-from rayrec.ingest import TEXT_COLUMN as TEXT_KEY  # the metadata an item added by its text keeps it in
+from rayrec.catalogs.ingest import TEXT_COLUMN as TEXT_KEY  # the metadata an item added by its text keeps it in
 
 log = logging.getLogger(__name__)
 
@@ -121,12 +121,12 @@ async def swap_model(
         router, users: the system's router and user-vector actor handles.
         folder: a model version's folder (rayrec.learning.store.resolve).
         encode: texts -> (n, e) text embeddings (the encoder the model was trained with).
-        create_shards: rayrec.deploy.create_shards (config, generation, detached) -> replica handles.
+        create_shards: rayrec.system.deploy.create_shards (config, generation, detached) -> replica handles.
 
     Returns:
         {"model_version", "previous", "items", "users", "paused_ms", "seconds"}.
     """
-    from rayrec.layout import Generation
+    from rayrec.system.layout import Generation
     from rayrec.learning import store
 
     t0 = time.monotonic()

@@ -1,0 +1,1 @@
+"""rayrec.catalogs: item catalogs: Parquet/Arrow, MovieLens 100K, encoding catalogs without embeddings."""

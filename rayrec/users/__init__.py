@@ -1,0 +1,1 @@
+"""rayrec.users: user vectors and the feedback rule (no Ray)."""
