@@ -18,21 +18,21 @@ from rayrec.exceptions import (
     CALLER_ERRORS,
     InvalidInputError,
     ItemNotFoundError,
-    ShardRetiredError,
     ShardUnavailableError,
 )
-from rayrec.routing.fanout import Coalescer, FanOutResult, describe, fan_out
+from rayrec.routing.fanout import FanOutResult
 from rayrec.system.generations import ShardSet, stored_shards
-from rayrec.hashing import group_by_partition, partition_of
+from rayrec.hashing import group_by_partition
 from rayrec.system.layout import Generation
-from rayrec.index.metadata import check_metadata, same_keys, take
+from rayrec.index.metadata import check_metadata, take
 from rayrec.routing.query import SearchRequest, make_request
-from rayrec.routing.replicas import ReplicaSet, cancel_call
+from rayrec.routing.replicas import ReplicaSet
 from rayrec.system.resharding import WriteGate
 from rayrec.durability.storage import Storage
-from rayrec.routing.topk import SearchResult, merge_topk
+from rayrec.routing.search import ShardSearch, run_on_shards
+from rayrec.routing.topk import SearchResult
 from rayrec.validation import check_ids, check_vectors
-from rayrec.routing.wire import pack_answers, pack_search, unpack_partial, unpack_requests
+from rayrec.routing.wire import pack_answers, unpack_requests
 
 T = TypeVar("T")
 
@@ -70,13 +70,8 @@ class Router(ModelSwapping):  # with Resharding, ModelSwapping's base
         self.config = config
         self.detached = detached
         self._now = ShardSet(generation, self._replica_sets(shards))
-        # A parcel is the requests of one call (search: one; search_many: a client's batch).
-        self._coalescer: Coalescer[list[SearchRequest], list[SearchResult]] = Coalescer(
-            self._run_batch,
-            max_size=config.max_batch_queries,
-            size_of=lambda p: sum(r.rows for r in p),
-            max_in_flight=C.ROUTER_BATCHES_IN_FLIGHT,
-        )
+        # Drivers' vector queries: the same fan-out and merge a user actor runs for its users.
+        self._search = ShardSearch(config, self._current, self._behind)
         self._load_lock = asyncio.Lock()
         self._gate = WriteGate()  # closed by a re-shard while it copies and switches
         self._abandoned: set[str] = set()  # tokens of generations their planners gave up on
@@ -103,6 +98,13 @@ class Router(ModelSwapping):  # with Resharding, ModelSwapping's base
         return [s.handles[0] for s in self._now.sets]
 
     # ----- fan-out helpers -----------------------------------------------
+    async def _current(self) -> ShardSet:
+        return self._now
+
+    async def _behind(self, on: ShardSet) -> bool:
+        """Whether a re-shard or model swap switched away from `on`."""
+        return on.generation.number < self._now.generation.number
+
     async def _fan_out(
         self,
         calls: list[Callable[[], Awaitable[Any]]],
@@ -111,46 +113,17 @@ class Router(ModelSwapping):  # with Resharding, ModelSwapping's base
         shard_ids: list[int] | None = None,
         on: ShardSet | None = None,
     ) -> FanOutResult[Any]:
-        """Runs shard calls under the deadline and retries of their kind (query, write, load).
+        """Runs shard calls under the deadline and retries of their kind (see rayrec.routing.search.run_on_shards).
 
-        shard_ids names the shard of each call in errors (default: call i is
-        shard i). on: the generation the calls went to; if a re-shard switched
-        away from it meanwhile, any failure raises ShardRetiredError (the caller
-        runs again on the current one, see _on_current).
+        on: the generation the calls went to; if a re-shard switched away from it meanwhile, any failure
+        raises ShardRetiredError (the caller runs again on the current one, see _on_current).
         """
-        cfg = self.config
-        timeout, retries = {
-            "query": (cfg.shard_timeout_s, cfg.shard_retries),
-            "write": (cfg.write_timeout_s, cfg.shard_retries),
-            "load": (cfg.load_timeout_s, 0),
-        }[kind]
-        res = await fan_out(calls, timeout, retries, on_timeout=cancel_call)
-        bad_request = res.caller_error()
-        if bad_request is not None:
-            raise bad_request
-        if res.errors and on is not None and on.generation.number < self._now.generation.number:
-            raise ShardRetiredError(f"generation {on.generation.number} was switched away from during the call")
-        if res.errors and (not tolerate or len(res.errors) == len(calls)):
-            names = shard_ids or list(range(len(calls)))
-            detail = "; ".join(f"shard {names[i]}: {describe(e)}" for i, e in sorted(res.errors.items()))
-            hint = (
-                "a write that failed may still have been applied; retrying it is safe"
-                if kind != "query"
-                else "see the shard's log; raise shard_timeout_s, or set on_shard_failure='partial' "
-                "to answer from the other shards"
-            )
-            raise ShardUnavailableError(f"{len(res.errors)} of {len(calls)} shards failed: {detail} ({hint})")
-        return res
+        stale = None if on is None else (lambda: self._behind(on))
+        return await run_on_shards(self.config, calls, kind, tolerate=tolerate, shard_ids=shard_ids, stale=stale)
 
     async def _on_current(self, op: Callable[[ShardSet], Awaitable[T]]) -> T:
         """Runs a read on the current shards; once more on the new ones if a re-shard switched meanwhile."""
-        now = self._now
-        try:
-            return await op(now)
-        except Exception as exc:
-            if now.generation.number == self._now.generation.number or isinstance(exc, CALLER_ERRORS):
-                raise
-        return await op(self._now)
+        return await self._search.on_current(op)
 
     @staticmethod
     def _call(on: ShardSet, shard: int, method: str, args: Any, kind: str) -> Callable[[], Awaitable[Any]]:
@@ -190,7 +163,7 @@ class Router(ModelSwapping):  # with Resharding, ModelSwapping's base
         """Global top-k per query vector (arguments as in rayrec.routing.query.make_request)."""
         cfg = self.config.index
         request = make_request(queries, k, exclude, categories, with_metadata, dim=cfg.dim, max_k=cfg.max_k)
-        return (await self._coalescer.submit([request]))[0]
+        return await self._search.search(request)
 
     async def search_many(self, blob: bytes) -> bytes:
         """Several callers' searches in one call (RouterClient's coalesced batch).
@@ -208,48 +181,8 @@ class Router(ModelSwapping):  # with Resharding, ModelSwapping's base
                 answers.append(None)
             except CALLER_ERRORS as exc:
                 answers.append(exc)
-        results = iter(await self._coalescer.submit(parcel) if parcel else [])
+        results = iter(await self._search.search_parcel(parcel) if parcel else [])
         return pack_answers([a if a is not None else next(results) for a in answers])
-
-    @staticmethod
-    def _excludes_by_shard(excludes: list[list[str] | None], n: int) -> list[list[list[str] | None]]:
-        """Per shard (of n), each query row's excluded ids that live on that shard (None when there are none)."""
-        out: list[list[list[str] | None]] = [[None] * len(excludes) for _ in range(n)]
-        for row, ids in enumerate(excludes):
-            for item in ids or ():
-                shard = partition_of(item, n)
-                if out[shard][row] is None:
-                    out[shard][row] = []
-                out[shard][row].append(item)  # type: ignore[union-attr]
-        return out
-
-    async def _run_batch(self, parcels: list[list[SearchRequest]]) -> list[list[SearchResult]]:
-        return await self._on_current(lambda on: self._search_on(on, parcels))
-
-    async def _search_on(self, on: ShardSet, parcels: list[list[SearchRequest]]) -> list[list[SearchResult]]:
-        batch = [r for p in parcels for r in p]
-        queries = np.concatenate([r.queries for r in batch]) if len(batch) > 1 else batch[0].queries
-        k = max(r.k for r in batch)
-        categories = [c for r in batch for c in r.categories]
-        with_meta = any(r.with_metadata for r in batch)
-        excludes = self._excludes_by_shard([e for r in batch for e in r.excludes], len(on))
-        blobs = [pack_search(queries, k, excludes[s], categories, with_meta) for s in range(len(on))]
-        calls = [self._call(on, s, "search_packed", (b,), "query") for s, b in enumerate(blobs)]
-        res = await self._fan_out(calls, "query", tolerate=self.config.on_shard_failure == "partial", on=on)
-        merged = merge_topk([unpack_partial(r) for r in res.results if r is not None], k)
-        if with_meta:
-            same_keys(merged[2])
-        flat, start = [], 0
-        for r in batch:
-            rows = slice(start, start + r.rows)
-            start = rows.stop
-            meta = merged[2][rows, : r.k] if r.with_metadata else None
-            flat.append(SearchResult.from_arrays(merged[0][rows, : r.k], merged[1][rows, : r.k], meta, res.failed))
-        out, start = [], 0
-        for p in parcels:
-            out.append(flat[start : start + len(p)])
-            start += len(p)
-        return out
 
     async def mean_vector(self) -> np.ndarray | None:
         """Normalised mean of every live item vector: None for an empty catalog or no direction.
@@ -410,6 +343,10 @@ class Router(ModelSwapping):  # with Resharding, ModelSwapping's base
             self._writes += 1
             await self._all("clear", kind="write")
 
+    def search_batches(self) -> int:
+        """Search fan-outs this router made (drivers' vector queries; recommendations never pass here)."""
+        return self._search.batches_run
+
     def get_config(self) -> RayrecConfig:
         """The system's config (Rayrec.connect reads it)."""
         return self.config
@@ -417,6 +354,10 @@ class Router(ModelSwapping):  # with Resharding, ModelSwapping's base
     def get_layout(self) -> tuple[RayrecConfig, Generation, bool]:
         """The config (its num_shards is the current one), the current shard generation, and whether detached."""
         return self.config, self._now.generation, self.detached
+
+    def shard_view(self) -> tuple[Generation, list[list[Any]]]:
+        """The current generation and, per shard, its replicas' handles (what a user actor searches)."""
+        return self._now.generation, [list(r.handles) for r in self._now.sets]
 
     def current_shards(self) -> tuple[int, list[list[Any]]]:
         """The current generation's number and, per shard, its replicas' handles."""

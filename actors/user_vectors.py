@@ -15,12 +15,14 @@ import ray
 from rayrec import constants as C
 from rayrec import metrics
 from rayrec.durability import user_log
-from rayrec.routing.client import RouterClient
 from rayrec.config import RayrecConfig
-from rayrec.exceptions import CALLER_ERRORS, InvalidInputError, ItemNotFoundError, LayoutChangedError, root_cause
+from rayrec.exceptions import InvalidInputError, ItemNotFoundError, LayoutChangedError
 from rayrec.hashing import partition_of, stable_hash
 from rayrec.durability.journal import GroupCommit, Journal
+from rayrec.routing.query import make_request
 from rayrec.routing.replicas import ReplicaSet
+from rayrec.routing.search import ShardSearch
+from rayrec.system.generations import ShardSet
 from rayrec.durability.storage import Storage
 from rayrec.routing.topk import SearchResult
 from rayrec.system.model_swap import SpaceChangedError, placer_of
@@ -33,10 +35,13 @@ log = logging.getLogger(__name__)
 
 
 class UserVectors:
-    """The users of one partition; recommends through the router.
+    """The users of one partition; recommends by searching the shards itself.
 
-    Plain async Python over a router handle; UserVectorActor is this class as a
-    Ray async actor. Changes to one user run one at a time, in arrival order
+    A recommendation runs the router's fan-out and exact merge (rayrec.routing.search) here, where
+    the user's vector is, over the shard handles the router names (asked once, and again when a
+    re-shard or model swap retires them): ingress -> user actor -> shards. The router stays the
+    control plane (layout, item writes, the catalog mean). Plain async Python over a router handle;
+    UserVectorActor is this class as a Ray async actor. Changes to one user run one at a time, in arrival order
     (a lock per user stripe), and each finishes before its call returns, so the
     next recommend sees it (read-your-writes). With storage, a change is
     planned, logged durably (see GroupCommit), then applied, all under its
@@ -47,14 +52,14 @@ class UserVectors:
         self.config = config
         self.router = router
         self.store = UserStore(config.index.dim, config.feedback)
-        self.client = RouterClient(router, config.index.dim, config.index.max_k, config.max_batch_queries)
+        # The current shard generation and its shards' replicas, asked of the router on first use.
+        self._shards: ShardSet | None = None
+        self.search = ShardSearch(config, self._view, self._switched)
         self._locks = [asyncio.Lock() for _ in range(C.USER_LOCK_STRIPES)]
         # Per user, when the feedback behind their current vector arrived, until a
         # recommendation uses that vector (the feedback freshness metric).
         self._fresh: dict[str, float] = {}
         self._partition = str(partition)
-        # The shard generation and its shards' replicas, asked of the router on first use.
-        self._shards: tuple[int, list[ReplicaSet]] | None = None
         self.journal: Journal | None = None
         self._group: GroupCommit[UserChange] | None = None
         self._snapshotting: asyncio.Task[None] | None = None
@@ -147,32 +152,28 @@ class UserVectors:
             mean[0] = 1.0
         return mean
 
-    async def _refresh_shards(self) -> None:
+    async def _refresh_shards(self) -> ShardSet:
         """Asks the router for the current shards (a re-shard or model swap may have switched)."""
-        generation, groups = await self.router.current_shards.remote()
-        if self._shards is None or generation != self._shards[0]:
-            self._shards = (generation, [ReplicaSet(g, C.REPLICA_SUSPECT_S, self.config.replica_hedge_s) for g in groups])
+        generation, groups = await self.router.shard_view.remote()
+        if self._shards is None or generation != self._shards.generation:
+            sets = [ReplicaSet(g, C.REPLICA_SUSPECT_S, self.config.replica_hedge_s) for g in groups]
+            self._shards = ShardSet(generation, sets)
+        return self._shards
+
+    async def _view(self) -> ShardSet:
+        return self._shards if self._shards is not None else await self._refresh_shards()
+
+    async def _switched(self, on: ShardSet) -> bool:
+        """Whether the shards `on` were switched away from (a call to them failed): asks the router."""
+        return (await self._refresh_shards()).generation != on.generation
 
     async def _item_vector(self, item_id: str) -> np.ndarray:
-        """One item's vector, asked of its owning shard directly (one hop fewer than via the router).
+        """One item's vector, asked of its owning shard directly (one hop fewer than via the router)."""
 
-        The shard handles are cached; a failure once a re-shard retired them
-        (ShardRetiredError, or the actor gone) makes this ask for the new ones and try again.
-        """
-        if self._shards is None:
-            await self._refresh_shards()
-        for attempt in range(2):
-            assert self._shards is not None
-            used, sets = self._shards
-            try:
-                vectors, found = await sets[partition_of(item_id, len(sets))].read("vectors_of", [item_id])()
-                break
-            except Exception as exc:
-                if isinstance(root_cause(exc), CALLER_ERRORS) or attempt:
-                    raise
-                await self._refresh_shards()  # concurrent calls may refresh too: compare with the ones used
-                if self._shards[0] == used:
-                    raise
+        async def read(on: ShardSet) -> tuple[np.ndarray, list[bool]]:
+            return await on.sets[partition_of(item_id, len(on))].read("vectors_of", [item_id])()
+
+        vectors, found = await self.search.on_current(read)
         if not found[0]:
             raise ItemNotFoundError(f"unknown item id(s): [{item_id!r}]; upsert the items first")
         return vectors
@@ -315,7 +316,9 @@ class UserVectors:
         # Read vector and version together, before any await can let a change in.
         version = 0 if state is None else state.version
         vector = state.vector if state is not None else await self._cold_start_vector()
-        result: SearchResult = await self.client.search(vector, k, excluded or None, categories, with_metadata=True)
+        dim, max_k = self.config.index.dim, self.config.index.max_k
+        request = make_request(vector, k, excluded or None, categories, True, dim=dim, max_k=max_k)
+        result: SearchResult = await self.search.search(request)
         current = self.store.get(user_id)
         # Only if no newer change came in while searching: that one is not used yet.
         arrived = self._fresh.pop(user_id, None) if current is not None and current.version == version else None
@@ -371,6 +374,7 @@ class UserVectors:
                     self._unsaved = self.journal is not None
                 elif now is not None and self._space is None:
                     self._space = dict(now)
+                self._shards = None  # a swap retired the shards searched before: ask for the new ones
                 self._stale = False
             if self._unsaved:
                 await self.snapshot()
@@ -483,6 +487,7 @@ class UserVectors:
             "users": len(self.store),
             "durable": self.journal is not None,
             "recovered_changes": self.recovered_changes,
+            "search_batches": self.search.batches_run,  # fan-outs to the shards this actor made itself
         }
 
 

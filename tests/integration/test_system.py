@@ -90,6 +90,22 @@ def test_feedback_is_read_by_the_next_recommendation(system):
     assert len(third["items"]) == 10
 
 
+def test_recommendations_search_the_shards_from_the_user_actor_not_the_router(system):
+    ids, x, _, _ = catalog()
+    system.set_user("u-hops", vector=x[10])
+    actor = system._users_of("u-hops")
+    before_router = ray.get(system.router.search_batches.remote())
+    before_actor = ray.get(actor.info.remote())["search_batches"]
+    answers = [system.recommend("u-hops", k=5, exclude_seen=False) for _ in range(4)]
+    assert ray.get(system.router.search_batches.remote()) == before_router, "no recommendation passed the router"
+    assert ray.get(actor.info.remote())["search_batches"] == before_actor + 4
+    truth = [ids[j] for j in np.argsort(-(x @ (x[10] / np.linalg.norm(x[10]))), kind="stable")[:5]]
+    assert all([r["item_id"] for r in a["items"]] == truth for a in answers)
+    # Drivers' vector queries still go through the router, with the same fan-out and merge.
+    assert system.search(x[10], k=5).ids[0] == truth
+    assert ray.get(system.router.search_batches.remote()) == before_router + 1
+
+
 def test_a_repeated_event_id_changes_nothing(system):
     system.set_user("u-idem", history=["sku-00001", "sku-00002"])
     first = system.feedback("u-idem", "sku-00010", "click", event_id="evt-1")
