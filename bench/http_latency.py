@@ -1,9 +1,13 @@
-"""HTTP latency and throughput of /recommend against a no-op route of the same app, same run.
+"""HTTP latency and throughput of /recommend and /feedback against no-op routes of the same app, same run.
 
-    python bench/http_latency.py --items 100000 --json
+    python bench/http_latency.py --items 100000 --users 2000 --json
 
 Items are clustered 384-d vectors loaded with their embeddings (nothing to encode); users
-start from histories of 20 items. Clients are bounded threads on 127.0.0.1 with keep-alive.
+start from histories of 20 items; recommendations exclude what the user has seen. The baselines
+are `GET /noop` and `POST /noop` with a body of the same size as a /recommend call (a POST's body
+costs Serve one more hop). With --storage (the default) the system is durable: every feedback is
+in the write-ahead log (fdatasync) before it is acknowledged. Clients are bounded threads on
+127.0.0.1 with keep-alive.
 """
 
 from __future__ import annotations
@@ -25,9 +29,15 @@ parser.add_argument("--index", default="HNSW32")
 parser.add_argument("--requests", type=int, default=300, help="sequential requests per latency figure")
 parser.add_argument("--seconds", type=float, default=8.0, help="duration of each throughput run")
 parser.add_argument("--port", type=int, default=8765)
+parser.add_argument("--no-storage", action="store_true", help="serve without durability")
+parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                    help="an environment variable for every Ray process (e.g. a Serve setting); repeatable")
 parser.add_argument("--json", action="store_true")
 args = parser.parse_args()
 
+for setting in args.env:  # before Ray starts: every Ray process (Serve's proxy and replicas too) inherits them
+    name, _, value = setting.partition("=")
+    os.environ[name] = value
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
@@ -59,15 +69,24 @@ def catalog(path: str) -> None:
     pq.write_table(items_table([f"i{i}" for i in range(args.items)], x, {"category": cats}), path)
 
 
+def vary(body: dict, n: int) -> dict:
+    """The n-th request's body: another user (and, for feedback, another item)."""
+    out = dict(body, user_id=f"u{(n * 997) % args.users}")
+    if "item_id" in out:
+        out["item_id"] = f"i{(n * 7919) % args.items}"
+    return out
+
+
 def latency(url: str, body: dict | None) -> tuple[float, float]:
     s = requests.Session()
-    send = (lambda: s.post(url, json=body, timeout=30)) if body else (lambda: s.get(url, timeout=30))
+    current = dict(body or {})
+    send = (lambda: s.post(url, json=current, timeout=30)) if body else (lambda: s.get(url, timeout=30))
     for _ in range(20):
         send()
     lat = []
     for i in range(args.requests):
         if body:
-            body["user_id"] = f"u{i % args.users}"
+            current = vary(body, i)
         t = time.perf_counter()
         resp = send()
         lat.append(time.perf_counter() - t)
@@ -85,7 +104,7 @@ def throughput(url: str, body: dict | None, clients: int) -> float:
         n = 0
         while time.perf_counter() < stop:
             if body:
-                resp = s.post(url, json=dict(body, user_id=f"u{(c * 997 + n) % args.users}"), timeout=30)
+                resp = s.post(url, json=vary(body, c * 100_003 + n), timeout=30)
             else:
                 resp = s.get(url, timeout=30)
             assert resp.status_code == 200, resp.text
@@ -110,17 +129,27 @@ def main() -> dict:
         catalog(path)
         serve.start(http_options={"host": "127.0.0.1", "port": args.port})
         log(f"deploying: {args.shards} shards of {args.index}")
-        serve.run(build_app({"catalog": path, "namespace": NAMESPACE, "shards": args.shards, "index": args.index}),
-                  name="rayrec-bench", route_prefix="/")
+        options = {"catalog": path, "namespace": NAMESPACE, "shards": args.shards, "index": args.index}
+        if not args.no_storage:
+            options["storage"] = os.path.join(tmp, "storage")
+        serve.run(build_app(options), name="rayrec-bench", route_prefix="/")
+        return measure(base)
+
+
+def measure(base: str) -> dict:
     system = Rayrec.connect(namespace=NAMESPACE)
     try:
         rng = np.random.default_rng(1)
         system.set_histories({f"u{u}": [f"i{j}" for j in rng.integers(0, args.items, 20)] for u in range(args.users)})
-        rec = {"user_id": "u0", "k": 10}
-        out: dict = {"items": args.items, "shards": args.shards, "index": args.index}
+        rec = {"user_id": "u0", "k": 10, "exclude_seen": True}
+        feedback = {"user_id": "u0", "item_id": "i0", "event": "click"}
+        routes = {"noop": (f"{base}/noop", None), "noop_post": (f"{base}/noop", rec),
+                  "recommend": (f"{base}/recommend", rec), "feedback": (f"{base}/feedback", feedback)}
+        out: dict = {"items": args.items, "users": args.users, "shards": args.shards, "index": args.index,
+                     "durable": not args.no_storage, "env": args.env}
         log("latency, one client")
-        out["noop_p50_ms"], out["noop_p99_ms"] = latency(f"{base}/noop", None)
-        out["recommend_p50_ms"], out["recommend_p99_ms"] = latency(f"{base}/recommend", rec)
+        for name, (url, body) in routes.items():
+            out[f"{name}_p50_ms"], out[f"{name}_p99_ms"] = latency(url, body)
         q = system.get_user("u0")["vector"]
         lat = []
         for _ in range(args.requests):
@@ -130,10 +159,11 @@ def main() -> dict:
         out["router_p50_ms"] = float(np.percentile(np.array(lat) * 1000, 50))
         for clients in (1, 16):
             log(f"throughput, {clients} clients")
-            out[f"noop_rps_{clients}"] = throughput(f"{base}/noop", None, clients)
-            out[f"recommend_rps_{clients}"] = throughput(f"{base}/recommend", rec, clients)
-        out["recommend_minus_noop_p50_ms"] = out["recommend_p50_ms"] - out["noop_p50_ms"]
-        out["recommend_over_noop_rps_16"] = out["recommend_rps_16"] / out["noop_rps_16"]
+            for name, (url, body) in routes.items():
+                out[f"{name}_rps_{clients}"] = throughput(url, body, clients)
+        for name in ("recommend", "feedback"):
+            out[f"{name}_minus_noop_p50_ms"] = out[f"{name}_p50_ms"] - out["noop_p50_ms"]
+            out[f"{name}_over_noop_rps_16"] = out[f"{name}_rps_16"] / out["noop_rps_16"]
         out = {k: round(v, 3) if isinstance(v, float) else v for k, v in out.items()}
         out["machine"] = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
         return out

@@ -272,6 +272,12 @@ class Ingress:
         """Does no work: the baseline the benchmarks compare /recommend against."""
         return {"status": "ok"}
 
+    @api.post("/noop")
+    async def noop_post(self, request: Request) -> dict[str, str]:
+        """Reads and parses a JSON body, then does no work: the baseline of the POST routes (Serve's body hop included)."""
+        await request.json()
+        return {"status": "ok"}
+
     @api.post("/recommend", response_model=RecommendResponse)
     async def recommend(self, body: RecommendRequest, request: Request) -> dict[str, Any]:
         self._authorize(request, write=False)

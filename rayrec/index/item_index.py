@@ -299,19 +299,42 @@ class ItemIndex:
         ids = np.full((nq, k), MISSING_ID, dtype=object)
         if nq == 0 or not self._row:
             return scores, ids
-        # Excluded ids this shard does not hold change nothing here.
-        excludes = [None if not e else [i for i in e if i in self._row] or None for e in excludes]
-        plain = [q for q in range(nq) if not excludes[q] and categories[q] is None]
-        if plain:
+        # Excluded ids this shard does not hold change nothing here; the rest are (live) rows.
+        excluded = [np.unique(np.array([self._row[i] for i in e or () if i in self._row], dtype=np.int64)) for e in excludes]
+        # Queries without a category filter go as one batched search over the live rows, each asking
+        # for k plus the most excluded rows of any of them, then dropping their own excluded rows: no
+        # per-query mask over every row. _search_mask returns min(wanted, live) rows (exactly, where an
+        # approximate index found fewer), so min(k, eligible) remain once the excluded are dropped.
+        overfetch = C.EXCLUDE_OVERFETCH_MAX_ROWS
+        batched = [q for q in range(nq) if categories[q] is None and len(excluded[q]) <= overfetch]
+        alone = [q for q in range(nq) if categories[q] is not None or len(excluded[q]) > overfetch]
+        if batched:
+            extra = max(len(excluded[q]) for q in batched)
+            live = len(self._row)
             mask = None if self.tombstones == 0 else self._alive[: self._n]
-            s, r = self._search_mask(queries[plain], k, mask, len(self._row), alive_only=True)
-            self._fill(scores, ids, plain, s, r)
-        for q in range(nq):
-            if excludes[q] or categories[q] is not None:
-                mask = self._mask(excludes[q], categories[q])
-                s, r = self._search_mask(queries[q : q + 1], k, mask, int(mask.sum()))
-                self._fill(scores, ids, [q], s, r)
+            s, r = self._search_mask(queries[batched], k + extra, mask, live, alive_only=True)
+            if extra:
+                s, r = self._drop_rows(s, r, [excluded[q] for q in batched], k)
+            self._fill(scores, ids, batched, s, r)
+        for q in alone:
+            mask = self._mask(excluded[q], categories[q])
+            s, r = self._search_mask(queries[q : q + 1], k, mask, int(mask.sum()))
+            self._fill(scores, ids, [q], s, r)
         return scores, ids
+
+    @staticmethod
+    def _drop_rows(s: np.ndarray, r: np.ndarray, excluded: list[np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Per query, its results without its excluded rows, k wide (best first, missing slots -1)."""
+        nq = s.shape[0]
+        out_s = np.full((nq, k), MISSING_SCORE, dtype=np.float32)
+        out_r = np.full((nq, k), -1, dtype=np.int64)
+        for q in range(nq):
+            keep = r[q] >= 0
+            if excluded[q].size:  # a few dozen rows against a few dozen: a broadcast beats np.isin's set-up
+                keep &= ~(r[q][:, None] == excluded[q][None, :]).any(axis=1)
+            kept = np.flatnonzero(keep)[:k]
+            out_s[q, : kept.size], out_r[q, : kept.size] = s[q, kept], r[q, kept]
+        return out_s, out_r
 
     def _fill(self, scores: np.ndarray, ids: np.ndarray, at: list[int], s: np.ndarray, rows: np.ndarray) -> None:
         width = s.shape[1]
@@ -321,14 +344,12 @@ class ItemIndex:
         ids[at, :width] = taken
         scores[at, :width] = np.where(valid, s, MISSING_SCORE)
 
-    def _mask(self, exclude: Sequence[str] | None, categories: Sequence[str] | None) -> np.ndarray:
+    def _mask(self, excluded_rows: np.ndarray, categories: Sequence[str] | None) -> np.ndarray:
         mask = self._alive[: self._n].copy()
         if categories is not None:
             codes = [self._cat_code[c] for c in categories if c in self._cat_code]
             mask &= np.isin(self._category[: self._n], codes)
-        if exclude:
-            rows = [r for r in (self._row.get(i) for i in exclude) if r is not None]
-            mask[rows] = False
+        mask[excluded_rows] = False
         return mask
 
     def _search_mask(

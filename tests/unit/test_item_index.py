@@ -5,6 +5,8 @@ from __future__ import annotations
 import faiss
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from rayrec import constants as C
 from rayrec.config import IndexConfig
@@ -12,7 +14,16 @@ from rayrec.exceptions import DimensionMismatchError, InvalidInputError
 from rayrec.index.item_index import ItemIndex
 from rayrec.routing.topk import SearchResult
 
-from ._helpers import assert_equals_brute_force, eligible_mask, brute_force, clustered, item_ids, normalise_rows, recall
+from ._helpers import (
+    assert_equals_brute_force,
+    brute_force,
+    clustered,
+    eligible_mask,
+    hypothesis_settings,
+    item_ids,
+    normalise_rows,
+    recall,
+)
 
 DIM = 24
 APPROXIMATE = {
@@ -426,3 +437,38 @@ def test_metadata_cannot_shadow_the_result_score() -> None:
     row = SearchResult.from_arrays(scores, found, index.metadata_of(found)).query(0)[0]
     assert row["item_id"] == "a"
     assert row["score"] == pytest.approx(0.6, abs=1e-6)
+
+
+@given(
+    factory=st.sampled_from(["Flat", "HNSW8", "IVF4,Flat"]), n=st.integers(1, 400), k=st.integers(1, 30),
+    seed=st.integers(0, 2**16), shares=st.lists(st.floats(0, 1), min_size=1, max_size=6),
+    overfetch=st.sampled_from([0, 5, 256]), dead=st.integers(0, 50),
+)
+@hypothesis_settings(80)
+def test_exclusions_give_k_whenever_k_are_eligible(
+    factory: str, n: int, k: int, seed: int, shares: list[float], overfetch: int, dead: int
+) -> None:
+    """Seen-item exclusion by over-fetching (or, past the cap, by a mask): every row holds min(k, eligible)
+    items, none excluded or deleted, none twice; Flat answers exactly."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(C, "EXCLUDE_OVERFETCH_MAX_ROWS", overfetch)
+        _check_exclusions(factory, n, k, seed, shares, dead)
+
+
+def _check_exclusions(factory: str, n: int, k: int, seed: int, shares: list[float], dead: int) -> None:
+    # nprobe 1 of 4 lists: an IVF query often sees fewer than k + excluded items (the exact fallback).
+    index = ItemIndex(IndexConfig(dim=DIM, factory=factory, ef_search=16, nprobe=1))
+    rng, ids, vectors = _filled(index, n, seed)
+    gone = list(rng.choice(ids, size=min(dead, n - 1), replace=False)) if n > 1 else []
+    index.delete(gone)
+    live = ~np.isin(np.array(ids, dtype=object), gone)
+    excludes = [list(rng.choice(ids, size=int(s * n), replace=False)) + ["elsewhere"] for s in shares]
+    queries = normalise_rows(clustered(rng, len(shares), DIM))
+    scores, found = index.search(queries, k, excludes)
+    for q, exclude in enumerate(excludes):
+        eligible = live & ~np.isin(np.array(ids, dtype=object), exclude)
+        filled = [i for i in found[q] if i != ""]
+        assert len(filled) == min(k, int(eligible.sum())), "k results whenever k are eligible"
+        assert len(set(filled)) == len(filled) and set(filled) <= set(np.array(ids, dtype=object)[eligible])
+        if factory == "Flat":
+            assert_equals_brute_force(scores[q : q + 1], found[q : q + 1], queries[q : q + 1], vectors, ids, k, eligible)
