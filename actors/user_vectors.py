@@ -16,19 +16,19 @@ from rayrec import constants as C
 from rayrec import metrics
 from rayrec.durability import user_log
 from rayrec.config import RayrecConfig
-from rayrec.exceptions import InvalidInputError, ItemNotFoundError, LayoutChangedError
+from rayrec.exceptions import CALLER_ERRORS, InvalidInputError, ItemNotFoundError, LayoutChangedError
 from rayrec.hashing import partition_of, stable_hash
 from rayrec.durability.journal import GroupCommit, Journal
-from rayrec.routing.query import make_request
 from rayrec.routing.replicas import ReplicaSet
 from rayrec.routing.search import ShardSearch
 from rayrec.system.generations import ShardSet
 from rayrec.durability.storage import Storage
-from rayrec.routing.topk import SearchResult
 from rayrec.system.model_swap import SpaceChangedError, placer_of
 from rayrec.system.resharding import WriteGate
+from rayrec.users import recommending
+from rayrec.users.recommending import Fields
 from rayrec.users.user_state import UserChange, UserStore, rederive
-from rayrec.validation import check_event, check_exclude, check_id, check_ids, check_k
+from rayrec.validation import check_event, check_id, check_ids
 
 
 log = logging.getLogger(__name__)
@@ -298,44 +298,55 @@ class UserVectors:
             {"user_id", "items": [{"item_id", "score", metadata...}], "version"
             (of the vector used), "cold_start", "partial", "failed_shards", "space"
             (the item space's version: a model swap waits for this call, so one space answers it),
-            "freshness_ms" (on the first answer that uses a feedback event's vector: ms since its arrival, else None)}.
+            "freshness_ms" (on the first answer that uses a feedback event's vector: ms since its arrival, else None),
+            "timing" ({"user_ms": in this actor, "search_ms": of that, the fan-out and merge})}.
         """
-        user_id = check_id(user_id, "user id")
-        k = check_k(k, self.config.index.max_k)
-        excluded = check_exclude(exclude) or []
-        async with self._open():
-            return await self._recommend(user_id, k, exclude_seen, categories, excluded)
+        out = (await self.recommend_many([(user_id, k, exclude_seen, categories, exclude)]))[0]
+        if isinstance(out, BaseException):
+            raise out
+        return out
 
-    async def _recommend(
-        self, user_id: str, k: int, exclude_seen: bool, categories: list[str] | None, excluded: list[str]
-    ) -> dict[str, Any]:
-        space = await self._current_space()
-        state = self.store.get(user_id)
-        if exclude_seen:
-            excluded = excluded + self.store.seen(user_id)
-        # Read vector and version together, before any await can let a change in.
-        version = 0 if state is None else state.version
-        vector = state.vector if state is not None else await self._cold_start_vector()
-        dim, max_k = self.config.index.dim, self.config.index.max_k
-        request = make_request(vector, k, excluded or None, categories, True, dim=dim, max_k=max_k)
-        result: SearchResult = await self.search.search(request)
-        current = self.store.get(user_id)
-        # Only if no newer change came in while searching: that one is not used yet.
-        arrived = self._fresh.pop(user_id, None) if current is not None and current.version == version else None
-        freshness_ms = None
-        if arrived is not None:
-            freshness_ms = max(0.0, (time.time() - arrived) * 1000)
-            metrics.feedback_freshness_ms().observe(freshness_ms)
-        return {
-            "freshness_ms": freshness_ms,
-            "user_id": user_id,
-            "items": result.query(0),
-            "version": version,
-            "cold_start": state is None,
-            "partial": result.partial,
-            "failed_shards": result.failed_shards,
-            "space": None if space is None else space.get("version"),
-        }
+    async def recommend_many(self, requests: list[Fields]) -> list[dict[str, Any] | BaseException]:
+        """Several recommendations in one call, searched as one batched fan-out (an ingress's coalesced
+        calls, or POST /recommend/batch).
+
+        Args:
+            requests: per request (user_id, k, exclude_seen, categories, exclude), as recommend takes them.
+
+        Returns:
+            Per request, recommend's answer, or the error that request alone caused (bad input).
+        """
+        t0 = time.perf_counter()
+        out: list[dict[str, Any] | BaseException | None] = [None] * len(requests)
+        checked = []
+        for n, fields in enumerate(requests):
+            try:
+                checked.append((n, recommending.check_fields(fields, self.config.index.max_k)))
+            except CALLER_ERRORS as exc:
+                out[n] = exc
+        async with self._open():
+            space = (await self._current_space() or {}).get("version")
+            cold = None
+            if any(self.store.get(f[0]) is None for _, f in checked):
+                cold = await self._cold_start_vector()
+            planned = []
+            for n, fields in checked:  # no await from here to the search: each reads one state of its user
+                try:
+                    planned.append((n, recommending.plan(self.store, self.config, fields, cold)))
+                except CALLER_ERRORS as exc:
+                    out[n] = exc
+            t1 = time.perf_counter()
+            results = await self.search.search_parcel([p.request for _, p in planned]) if planned else []
+            search_ms = (time.perf_counter() - t1) * 1000
+        for (n, p), result in zip(planned, results):
+            out[n] = answer = recommending.answer(p, result, self.store, self._fresh, space)
+            if answer["freshness_ms"] is not None:
+                metrics.feedback_freshness_ms().observe(answer["freshness_ms"])
+        timing = {"user_ms": (time.perf_counter() - t0) * 1000, "search_ms": search_ms}
+        for answer in out:
+            if isinstance(answer, dict):
+                answer["timing"] = timing
+        return out  # type: ignore[return-value]
 
     # ----- model swap (rayrec.system.model_swap runs the steps) --------------------
     @asynccontextmanager

@@ -146,3 +146,5 @@ API_KEY_ENV = os.environ.get("RAYREC_API_KEY_ENV", "RAYREC_API_KEY")
 MAX_ITEMS_PER_CALL = _env_int("RAYREC_MAX_ITEMS_PER_CALL", 1000)
 # Ids one GET /items?id=...&id=... may name: a URL much past ~8 KB is refused by common proxies before the app.
 MAX_IDS_PER_GET = _env_int("RAYREC_MAX_IDS_PER_GET", 100)
+# Users in one POST /recommend/batch call.
+MAX_USERS_PER_BATCH = _env_int("RAYREC_MAX_USERS_PER_BATCH", 1000)

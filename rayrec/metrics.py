@@ -77,3 +77,16 @@ def user_count() -> Any:
     from ray.util.metrics import Gauge
 
     return Gauge("rayrec_users", "users with a vector, per user-vector actor", tag_keys=("partition",))
+
+
+@cache
+def stage_latency_ms() -> Any:
+    from ray.util.metrics import Histogram
+
+    return Histogram(
+        "rayrec_recommend_stage_ms",
+        "where a recommendation's time went: ingress, hop (to the user actor and its queue), user (its own work), "
+        "search (its fan-out to the shards and the merge)",
+        LATENCY_BOUNDARIES_MS,
+        tag_keys=("stage",),
+    )

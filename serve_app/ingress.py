@@ -44,6 +44,7 @@ from rayrec.system.model_swap import (
     swap_model,
 )
 from rayrec.serve_app.catalogs import load_catalog
+from rayrec.users.client import RecommendClient
 from rayrec.serve_app.models import (
     EncodeRequest,
     EncodeResponse,
@@ -51,6 +52,8 @@ from rayrec.serve_app.models import (
     ItemsPut,
     ModelSwap,
     ModelSwapped,
+    RecommendBatchRequest,
+    RecommendBatchResponse,
     RecommendRequest,
     RecommendResponse,
     UserOut,
@@ -135,16 +138,53 @@ async def _mapped(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(status_code=_status_of(cause), content={"detail": str(cause), "error": type(cause).__name__})
 
 
-@api.middleware("http")
-async def _measure(request: Request, call_next: Any) -> Any:
-    """Counts every request and times it, by route template and status."""
-    t0 = time.perf_counter()
-    response = await call_next(request)
-    route = request.scope.get("route")
-    name = getattr(route, "path", "unmatched")
-    metrics.requests_total().inc(tags={"route": name, "status": str(response.status_code)})
-    metrics.request_latency_ms().observe((time.perf_counter() - t0) * 1000, tags={"route": name})
-    return response
+class Measure:
+    """Counts every request and times it, by route template and status.
+
+    A plain ASGI middleware: Starlette's BaseHTTPMiddleware (what @app.middleware("http") builds) runs
+    each request through an extra task and memory streams.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        t0 = time.perf_counter()
+        status = [500]
+
+        async def sent(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sent)
+        finally:
+            name = getattr(scope.get("route"), "path", "unmatched")  # the router sets it on the shared scope
+            metrics.requests_total().inc(tags={"route": name, "status": str(status[0])})
+            metrics.request_latency_ms().observe((time.perf_counter() - t0) * 1000, tags={"route": name})
+
+
+api.add_middleware(Measure)
+
+
+def server_timing(call_ms: float, timing: dict[str, float] | None, handler_ms: float) -> str:
+    """The Server-Timing header of a recommendation: ingress (its own work), user (hop to the user actor and
+    its queue, and its own work), search (the fan-out to the shards and the merge, in the user actor)."""
+    user_ms = (timing or {}).get("user_ms", 0.0)
+    search_ms = (timing or {}).get("search_ms", 0.0)
+    stages = {
+        "ingress": max(0.0, handler_ms - call_ms),
+        "hop": max(0.0, call_ms - user_ms),
+        "user": max(0.0, user_ms - search_ms),
+        "search": search_ms,
+    }
+    for stage, ms in stages.items():
+        metrics.stage_latency_ms().observe(ms, tags={"stage": stage})
+    return ", ".join(f"{stage};dur={ms:.2f}" for stage, ms in stages.items())
 
 
 def _finite(values: list[float], field: str) -> list[float]:
@@ -192,6 +232,8 @@ class Ingress:
                 "vectors: set the index dim to the space's (the encoder's, or the model's)"
             )
         self.router, self.shards, self.users = build_actors(self.config, detached=True, attach=True)
+        # Concurrent recommendations bound for one user actor travel as one call.
+        self.recommender = RecommendClient(self.users, self.config.max_batch_queries)
         items = await self.router.count.remote()
         # A running system, or one a model swap recorded in storage, may be in another version than these
         # settings name: serve that one. Else recovered vectors must be in the space this replica serves.
@@ -278,11 +320,11 @@ class Ingress:
         await request.json()
         return {"status": "ok"}
 
-    @api.post("/recommend", response_model=RecommendResponse)
-    async def recommend(self, body: RecommendRequest, request: Request) -> dict[str, Any]:
-        self._authorize(request, write=False)
-        categories = body.filter.category if body.filter else None
-        out = await self._users_of(body.user_id).recommend.remote(body.user_id, body.k, body.exclude_seen, categories)
+    @staticmethod
+    def _fields(body: RecommendRequest) -> tuple[Any, ...]:
+        return (body.user_id, body.k, body.exclude_seen, body.filter.category if body.filter else None, None)
+
+    def _recommended(self, out: dict[str, Any]) -> dict[str, Any]:
         return {
             "user_id": out["user_id"],
             "user_version": out["version"],
@@ -292,6 +334,36 @@ class Ingress:
             "model_version": out["space"] or self.model_version,
             "freshness_ms": None if out.get("freshness_ms") is None else round(out["freshness_ms"], 2),
         }
+
+    @api.post("/recommend", response_model=RecommendResponse)
+    async def recommend(self, body: RecommendRequest, request: Request, response: Response) -> dict[str, Any]:
+        """Top-k for one user: the ingress -> user actor -> shards read path (Server-Timing says where the time went)."""
+        t0 = time.perf_counter()
+        self._authorize(request, write=False)
+        out = await self.recommender.recommend(self._fields(body))
+        call_ms = (time.perf_counter() - t0) * 1000
+        answer = self._recommended(out)
+        response.headers["server-timing"] = server_timing(call_ms, out.get("timing"), (time.perf_counter() - t0) * 1000)
+        return answer
+
+    @api.post("/recommend/batch", response_model=RecommendBatchResponse)
+    async def recommend_batch(self, body: RecommendBatchRequest, request: Request) -> dict[str, Any]:
+        """Many users in one call, each answered exactly as POST /recommend would, errors per user."""
+        self._authorize(request, write=False)
+        if len(body.requests) > C.MAX_USERS_PER_BATCH:
+            raise InvalidInputError(
+                f"requests holds {len(body.requests)} users; at most {C.MAX_USERS_PER_BATCH} are accepted per call"
+            )
+        outs = await self.recommender.recommend_many([self._fields(r) for r in body.requests])
+        results = []
+        for req, out in zip(body.requests, outs):
+            if isinstance(out, BaseException):
+                cause = root_cause(out)
+                results.append({"user_id": req.user_id, "status": _status_of(cause), "detail": str(cause),
+                                "error": type(cause).__name__})
+            else:
+                results.append(self._recommended(out))
+        return {"results": results}
 
     @api.post("/feedback", response_model=UserVersion)
     async def feedback(self, body: FeedbackRequest, request: Request) -> dict[str, Any]:

@@ -23,6 +23,11 @@ class RecommendRequest(BaseModel):
     filter: Filter | None = None
 
 
+class RecommendBatchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    requests: list[RecommendRequest] = Field(min_length=1, description="one entry per user, each as POST /recommend's body")
+
+
 class Item(BaseModel):
     model_config = ConfigDict(extra="allow")
     item_id: str
@@ -39,6 +44,17 @@ class RecommendResponse(BaseModel):
     freshness_ms: float | None = Field(
         None, description="on the first answer after a feedback event: ms from the event's arrival to this answer"
     )
+
+
+class RecommendFailure(BaseModel):
+    user_id: str
+    status: int = Field(description="the HTTP status POST /recommend would have answered for this user")
+    detail: str
+    error: str
+
+
+class RecommendBatchResponse(BaseModel):
+    results: list[RecommendResponse | RecommendFailure] = Field(description="per request, in order")
 
 
 class FeedbackRequest(BaseModel):

@@ -245,3 +245,36 @@ def test_bodies_over_the_limit_get_413_declared_or_streamed(base):
     assert streamed.status_code == 413
     # Under the limit, the same routes answer as before.
     assert post(base, "/encode", {"texts": ["a small body"]}).status_code == 200
+
+
+def test_recommend_batch_answers_each_user_as_recommend_does(base):
+    for user, text in (("batch-a", "romantic comedies"), ("batch-b", "war films")):
+        assert requests.put(base + f"/users/{user}", json={"text": text}, timeout=60).status_code == 200
+    asks = [{"user_id": "batch-a", "k": 4}, {"user_id": "batch-b", "k": 6, "filter": {"category": ["Drama"]}},
+            {"user_id": "batch-new", "k": 3}, {"user_id": "batch-a", "k": 2000}]
+    resp = post(base, "/recommend/batch", {"requests": asks})
+    assert resp.status_code == 200, resp.text
+    results = resp.json()["results"]
+    assert len(results) == 4
+    for ask, got in zip(asks[:3], results):
+        alone = post(base, "/recommend", ask).json()
+        assert [i["item_id"] for i in got["items"]] == [i["item_id"] for i in alone["items"]]
+        assert got["user_id"] == ask["user_id"] and got["user_version"] == alone["user_version"]
+        assert got["cold_start"] == alone["cold_start"] and len(got["items"]) == ask["k"]
+    assert all(i["category"] == "Drama" for i in results[1]["items"])
+    assert results[2]["cold_start"] is True
+    # One user's bad request fails that user alone, with the status /recommend gives it.
+    assert results[3]["status"] == 422 and "k" in results[3]["detail"] and results[3]["user_id"] == "batch-a"
+    assert post(base, "/recommend", asks[3]).status_code == 422
+    assert post(base, "/recommend/batch", {"requests": []}).status_code == 422
+    too_many = post(base, "/recommend/batch", {"requests": [{"user_id": "batch-a"}] * 1001})
+    assert too_many.status_code == 422 and "at most 1000" in too_many.json()["detail"]
+
+
+def test_recommend_says_where_its_time_went(base):
+    resp = post(base, "/recommend", {"user_id": "batch-a", "k": 3})
+    stages = dict(part.strip().split(";dur=") for part in resp.headers["server-timing"].split(","))
+    assert list(stages) == ["ingress", "hop", "user", "search"]
+    assert all(float(ms) >= 0 for ms in stages.values()) and float(stages["search"]) > 0
+    post_noop = post(base, "/noop", {"user_id": "x", "k": 3})
+    assert post_noop.status_code == 200 and post_noop.json() == {"status": "ok"}
