@@ -31,18 +31,25 @@ export RAY_AUTH_MODE=token                # Ray 2.60's token auth (the token in 
 # workers joining).
 status() { RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 timeout 20 ray status --address="127.0.0.1:$PORT" 2>/dev/null; }
 
-free_ports() {  # free_ports N: N TCP ports nobody listens on now
+free_ports() {  # free_ports N: N TCP ports nobody listens on now, none in $TAKEN (given out already)
   python3 -c "import socket,sys
-socks=[socket.socket() for _ in range(int(sys.argv[1]))]
-[s.bind(('127.0.0.1', 0)) for s in socks]
-print(' '.join(str(s.getsockname()[1]) for s in socks))" "$1"
+taken={int(p) for p in sys.argv[2].split()}
+socks, ports = [], []
+while len(ports) < int(sys.argv[1]):
+    s = socket.socket(); s.bind(('127.0.0.1', 0)); socks.append(s)
+    port = s.getsockname()[1]
+    if port not in taken and port not in ports:
+        ports.append(port)
+print(' '.join(map(str, ports)))" "$1" "$TAKEN"
 }
+TAKEN="$PORT $DASHBOARD"  # a port handed to one node's component is never handed to another
 
 node() {  # node NAME IP EXTRA_ARGS...: one `ray start --block` in the background, its PID kept
   local name=$1 ip=$2
   shift 2
   # Every node on this machine needs ports and a temp dir (its sockets) of its own.
   read -r nm om agent agent_grpc env_agent metrics < <(free_ports 6)
+  TAKEN="$TAKEN $nm $om $agent $agent_grpc $env_agent $metrics"
   env -u RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER setsid ray start --block --node-ip-address="$ip" \
     --num-cpus="$CPUS" --memory="$MEMORY" --object-store-memory="$STORE" --temp-dir="$DIR/ray-$name" \
     --node-manager-port="$nm" --object-manager-port="$om" --dashboard-agent-listen-port="$agent" \

@@ -27,15 +27,21 @@ ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "cluster" / "local_cluster.sh"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _free_ports(n: int) -> list[int]:
+    """n distinct ports nobody listens on now (held together while picked, so never one twice)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 @pytest.mark.timeout(900)
 def test_serve_config_on_a_three_node_cluster(tmp_path):
-    gcs, dashboard, http = _free_port(), _free_port(), _free_port()
+    gcs, dashboard, http = _free_ports(3)
     state = tempfile.mkdtemp(prefix="rrc-", dir="/tmp")  # short: Ray's socket paths must fit in 107 bytes
     env = dict(os.environ, RAYREC_CLUSTER_DIR=state, RAYREC_CLUSTER_PORT=str(gcs),
                RAYREC_DASHBOARD_PORT=str(dashboard), RAY_AUTH_MODE="token", HF_HUB_OFFLINE="1")
