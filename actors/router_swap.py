@@ -91,14 +91,13 @@ class ModelSwapping(Resharding):
             started = await fan_out([lambda h=h: h.count.remote() for h in target.handles], C.RESHARD_START_TIMEOUT_S, 0)
             if started.errors:
                 raise ShardUnavailableError(f"{len(started.errors)} new shard actors did not start")
-            hold = self._gate.closed()
-            await hold.__aenter__()
+            await self._gate.hold()
             try:
                 await self._load_lock.acquire()
             except BaseException:
-                await hold.__aexit__(None, None, None)
+                self._gate.release()
                 raise
-            self._swap = Staged(target, dict(space), hold, None)  # no await since the lock: abort_space undoes both
+            self._swap = Staged(target, dict(space), None)  # no await since the lock: abort_space undoes both
             self._check_base(base, new)
             batch = await self._live_items(self._now)
             vectors = vectors_in(placer, batch, placed)
@@ -150,7 +149,7 @@ class ModelSwapping(Resharding):
         finally:
             self._switching = None
             self._load_lock.release()
-            await staged.hold.__aexit__(None, None, None)
+            self._gate.release()
         if self.config.storage is not None:  # the old files, once writes go on
             await asyncio.to_thread(drop_files, self.config, old.generation, new)
         return {"generation": new.number, "model_version": staged.space.get("version")}
@@ -171,15 +170,14 @@ class ModelSwapping(Resharding):
             await self._discard(staged.target)
         finally:
             self._load_lock.release()
-            await staged.hold.__aexit__(None, None, None)
+            self._gate.release()
         return True
 
 
 @dataclasses.dataclass(slots=True)
 class Staged:
-    """A model swap between stage_space and switch_space: the new shards, their space, the held write gate."""
+    """A model swap between stage_space and switch_space (item writes held at the gate): the new shards, their space."""
 
     target: ShardSet
     space: dict[str, Any]
-    hold: Any  # the entered WriteGate.closed() context
     timer: asyncio.TimerHandle | None  # aborts the swap if it is not switched in time (set once staged)

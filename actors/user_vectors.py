@@ -69,7 +69,7 @@ class UserVectors:
         # swap closes while it switches; with storage, the space the recovered state is in (see _ensure_space).
         self._space: dict[str, Any] | None = None
         self._gate = WriteGate()
-        self._pause: tuple[str, Any, asyncio.TimerHandle] | None = None  # (swap id, the closed gate, its timer)
+        self._pause: tuple[str, asyncio.TimerHandle] | None = None  # (swap id, its timer) while the gate is held
         self._recorded_space: str | None = None
         # Whether the state may be in another space than the router's (after a restart from storage, or a
         # pause): checked, and re-derived if so, before the next call is served (see _ensure_space); and
@@ -407,13 +407,12 @@ class UserVectors:
         placer = await asyncio.to_thread(placer_of, space)  # also: the model is readable here
         await self._ensure_space()
         await self._current_space()
-        hold = self._gate.closed()
-        await hold.__aenter__()
+        await self._gate.hold()
         if self._pause is not None:  # another swap paused it while this one waited for calls in flight
-            await hold.__aexit__(None, None, None)
+            self._gate.release()
             raise LayoutChangedError("this user actor is paused for another model swap")
         timer = asyncio.get_running_loop().call_later(timeout_s, lambda: asyncio.ensure_future(self._expire(swap, timeout_s)))
-        self._pause = (swap, hold, timer)
+        self._pause = (swap, timer)
         try:
             await self.snapshot()
         except BaseException:
@@ -435,9 +434,8 @@ class UserVectors:
         except Exception:
             pending = False
         if pending and self._pause is not None and self._pause[0] == swap:
-            _, hold, _ = self._pause
             timer = asyncio.get_running_loop().call_later(timeout_s, lambda: asyncio.ensure_future(self._expire(swap, timeout_s)))
-            self._pause = (swap, hold, timer)
+            self._pause = (swap, timer)
             return
         await self.resume(swap)
 
@@ -454,14 +452,14 @@ class UserVectors:
             async with self._gate.closed():
                 self._stale = True
                 return {"resumed": False, "users": await self._ensure_space()}
-        _, hold, timer = self._pause
+        _, timer = self._pause
         timer.cancel()
         self._pause = None
         self._stale = True
         try:
             users = await self._ensure_space()
         finally:
-            await hold.__aexit__(None, None, None)
+            self._gate.release()
         return {"resumed": True, "users": users}
 
     async def _rederive(self, space: dict[str, Any]) -> int:

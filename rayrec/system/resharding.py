@@ -81,13 +81,37 @@ class WriteGate:
             if self._inside == 0:
                 self._idle.set()
 
+    async def hold(self) -> None:
+        """Closes the gate and waits until no write is inside; it stays closed until release().
+
+        For a holder whose end comes in another call (a model swap holds writes from its staging to its
+        switch or abort); within one call, use `async with gate.closed()`. One holder at a time: a second
+        hold() waits for release(). Cancelled while waiting, it leaves the gate as it found it.
+        """
+        await self._closer.acquire()
+        self._open.clear()
+        try:
+            await self._idle.wait()
+        except BaseException:
+            self.release()
+            raise
+
+    def release(self) -> None:
+        """Reopens the gate a hold() closed; held writes go on."""
+        if not self._closer.locked():
+            raise RuntimeError("release() of a write gate that is not held")
+        self._open.set()
+        self._closer.release()
+
+    @property
+    def held(self) -> bool:
+        return self._closer.locked()
+
     @asynccontextmanager
     async def closed(self) -> AsyncIterator[None]:
-        """Closes the gate, waits until no write is inside, and reopens it on exit."""
-        async with self._closer:
-            self._open.clear()
-            try:
-                await self._idle.wait()
-                yield
-            finally:
-                self._open.set()
+        """Closes the gate, waits until no write is inside, and reopens it on exit (hold() ... release())."""
+        await self.hold()
+        try:
+            yield
+        finally:
+            self.release()

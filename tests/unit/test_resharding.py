@@ -150,6 +150,53 @@ def test_the_write_gate_holds_writes_while_closed_and_waits_for_those_inside():
     assert asyncio.run(main()) == ["w1 in", "w1 out", "closed", "reopening", "w2 in", "w2 out"]
 
 
+def test_a_held_gate_stays_closed_across_calls_until_released():
+    async def main() -> list[str]:
+        gate = WriteGate()
+        log: list[str] = []
+
+        async def write(name: str) -> None:
+            async with gate.write():
+                log.append(name)
+
+        await gate.hold()
+        assert gate.held and not gate.is_open
+        waiting = asyncio.ensure_future(write("w"))
+        second = asyncio.ensure_future(gate.hold())  # a second holder waits for release
+        await asyncio.sleep(0.02)
+        assert log == [] and not second.done()
+        gate.release()
+        await second  # the write may pass between the two holders; none is inside once the second holds
+        assert gate.held and gate.inside == 0 and not gate.is_open
+        gate.release()
+        await waiting
+        assert log == ["w"] and gate.is_open and not gate.held
+        with pytest.raises(RuntimeError):
+            gate.release()
+        # a hold cancelled while writes are inside leaves the gate open
+        inside = asyncio.Event()
+        done = asyncio.Event()
+
+        async def long_write() -> None:
+            async with gate.write():
+                inside.set()
+                await done.wait()
+
+        writer = asyncio.ensure_future(long_write())
+        await inside.wait()
+        holder = asyncio.ensure_future(gate.hold())
+        await asyncio.sleep(0.01)
+        holder.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await holder
+        assert gate.is_open and not gate.held
+        done.set()
+        await writer
+        return log
+
+    assert asyncio.run(main()) == ["w"]
+
+
 def test_generation_names_are_unique_and_the_first_keeps_the_old_ones():
     first, later = Generation.first(2), Generation(3, "ab12", 4)
     assert first.actor_name(1) == "shard-1" and first.storage_name(1, 1) == "shard-1-replica-1"
