@@ -338,9 +338,26 @@ class Ingress:
     @api.post("/recommend", response_model=RecommendResponse)
     async def recommend(self, body: RecommendRequest, request: Request, response: Response) -> dict[str, Any]:
         """Top-k for one user: the ingress -> user actor -> shards read path (Server-Timing says where the time went)."""
+        return await self._recommend_one(self._fields(body), request, response)
+
+    @api.get("/recommend", response_model=RecommendResponse)
+    async def recommend_get(
+        self,
+        request: Request,
+        response: Response,
+        user_id: Annotated[str, Query(min_length=1, max_length=512, pattern=r"\S")],
+        k: Annotated[int, Query(ge=1, description="results wanted, 1..max_k")] = 10,
+        exclude_seen: bool = True,
+        category: Annotated[list[str] | None, Query(description="allowed categories (repeatable)")] = None,
+    ) -> dict[str, Any]:
+        """POST /recommend's answer from query parameters: a request without a body, which spares Serve's
+        call back to its proxy for the body (a GET is also what caches and prefetchers expect of a read)."""
+        return await self._recommend_one((user_id, k, exclude_seen, category or None, None), request, response)
+
+    async def _recommend_one(self, fields: tuple[Any, ...], request: Request, response: Response) -> dict[str, Any]:
         t0 = time.perf_counter()
         self._authorize(request, write=False)
-        out = await self.recommender.recommend(self._fields(body))
+        out = await self.recommender.recommend(fields)
         call_ms = (time.perf_counter() - t0) * 1000
         answer = self._recommended(out)
         response.headers["server-timing"] = server_timing(call_ms, out.get("timing"), (time.perf_counter() - t0) * 1000)

@@ -278,3 +278,20 @@ def test_recommend_says_where_its_time_went(base):
     assert all(float(ms) >= 0 for ms in stages.values()) and float(stages["search"]) > 0
     post_noop = post(base, "/noop", {"user_id": "x", "k": 3})
     assert post_noop.status_code == 200 and post_noop.json() == {"status": "ok"}
+
+
+def test_get_recommend_answers_as_post_does(base):
+    assert requests.put(base + "/users/get-a", json={"text": "space adventure"}, timeout=60).status_code == 200
+    for ask, query in (({"user_id": "get-a", "k": 5}, "user_id=get-a&k=5"),
+                       ({"user_id": "get-a", "k": 4, "exclude_seen": False, "filter": {"category": ["Drama", "Comedy"]}},
+                        "user_id=get-a&k=4&exclude_seen=false&category=Drama&category=Comedy")):
+        got = requests.get(base + "/recommend?" + query, timeout=60)
+        assert got.status_code == 200, got.text
+        alone = post(base, "/recommend", ask).json()
+        assert [i["item_id"] for i in got.json()["items"]] == [i["item_id"] for i in alone["items"]]
+        assert len(got.json()["items"]) == ask["k"] and "server-timing" in got.headers
+    assert all(i["category"] in ("Drama", "Comedy") for i in got.json()["items"])
+    for bad, field in (("k=0&user_id=get-a", "k"), ("k=5", "user_id"), ("user_id=get-a&k=2000", "k"),
+                       ("user_id=" + "x" * 513, "user_id")):
+        resp = requests.get(base + "/recommend?" + bad, timeout=60)
+        assert resp.status_code == 422 and field in resp.text, (bad, resp.text)
