@@ -1,7 +1,7 @@
 """The router's re-sharding steps: a new generation of shards filled with every item, then switched in.
 
-A part of actors/router.py's Router (its base class), kept apart for size: it works on the Router's
-current shard set, write gate, load lock and fan-out helpers.
+Part of actors/router.py's Router (which holds one Resharding and answers reshard and abandon through it):
+plain async Python on the router's Topology (its current shards, write gate, load lock, shard calls).
 """
 
 from __future__ import annotations
@@ -12,15 +12,19 @@ import time
 from typing import Any
 
 from rayrec import constants as C
-from rayrec.system import layout as layouts
-from rayrec.exceptions import InvalidInputError, LayoutChangedError, ShardUnavailableError
+from rayrec.exceptions import InvalidInputError, ShardUnavailableError
 from rayrec.routing.fanout import describe, fan_out
+from rayrec.system import layout as layouts
 from rayrec.system.generations import ShardSet, drop_files, retire, split_objects
 from rayrec.system.layout import Generation
+from rayrec.system.topology import Topology
 
 
 class Resharding:
-    """Router.reshard and abandon, and the steps they share with model swaps (_check_base, _discard)."""
+    """Router.reshard and abandon."""
+
+    def __init__(self, topology: Topology) -> None:
+        self.topology = topology
 
     async def reshard(self, groups: list[list[Any]], new: Generation, base: int) -> dict[str, Any]:
         """Moves every item onto a new generation of shards, then switches to it.
@@ -41,32 +45,37 @@ class Resharding:
         Returns:
             {"from_shards", "to_shards", "generation", "items", "seconds"}.
         """
-        if new == self._now.generation:  # a resent call whose switch already happened
-            return {"from_shards": None, "to_shards": len(self._now), "generation": new.number, "items": None}
-        if len(groups) != new.num_shards or any(len(g) != self.config.replicas for g in groups):
+        topo = self.topology
+        if new == topo.now.generation:  # a resent call whose switch already happened
+            return {"from_shards": None, "to_shards": len(topo.now), "generation": new.number, "items": None}
+        if len(groups) != new.num_shards or any(len(g) != topo.config.replicas for g in groups):
             raise InvalidInputError(
-                f"a re-shard to {new.num_shards} shards of {self.config.replicas} replicas got {[len(g) for g in groups]}"
+                f"a re-shard to {new.num_shards} shards of {topo.config.replicas} replicas got "
+                f"{[len(g) for g in groups]}"
             )
         t0 = time.monotonic()
-        target = ShardSet(new, self._replica_sets(groups))
+        target = ShardSet(new, topo.replica_sets(groups))
         try:
-            self._check_base(base, new)
+            topo.check_base(base, new)
             # Before writes are held: the new actors may take a while to start.
-            started = await fan_out([lambda h=h: h.count.remote() for h in target.handles], C.RESHARD_START_TIMEOUT_S, 0)
+            started = await fan_out(
+                [lambda h=h: h.count.remote() for h in target.handles], C.RESHARD_START_TIMEOUT_S, 0
+            )
             if started.errors:
-                raise ShardUnavailableError(f"{len(started.errors)} new shard actors did not start: {describe(next(iter(started.errors.values())))}")
-            async with self._gate.closed(), self._load_lock:
-                old = self._now
-                self._check_base(base, new)  # again: another re-shard may have switched meanwhile
+                first = describe(next(iter(started.errors.values())))
+                raise ShardUnavailableError(f"{len(started.errors)} new shard actors did not start: {first}")
+            async with topo.gate.closed(), topo.load_lock:
+                old = topo.now
+                topo.check_base(base, new)  # again: another re-shard may have switched meanwhile
                 items = await self._copy(old, target)
-                config = dataclasses.replace(self.config, num_shards=new.num_shards)
+                config = dataclasses.replace(topo.config, num_shards=new.num_shards)
                 if config.storage is not None:  # the commit point
                     await asyncio.to_thread(layouts.write_layout, config, new, old.generation)
-                self._now, self.config = target, config
+                topo.switch(target, config)
                 await retire(old, C.RESHARD_STOP_TIMEOUT_S)  # before writes resume: nothing reads old after this
         except BaseException:
-            if self._now is not target:
-                await self._discard(target)
+            if topo.now is not target:
+                await topo.discard(target)
             raise
         if config.storage is not None:  # the old files, once writes go on (an object store deletes slowly)
             await asyncio.to_thread(drop_files, config, old.generation, new)
@@ -83,25 +92,13 @@ class Resharding:
 
         Waits for a re-shard in progress, so it never stops shards that are being switched in.
         """
-        self._abandoned.add(new.token)
-        async with self._load_lock:
-            if self._now.generation == new:
+        topo = self.topology
+        topo.abandoned.add(new.token)
+        async with topo.load_lock:
+            if topo.now.generation == new:
                 return False
-            await self._discard(ShardSet(new, self._replica_sets(groups)))
+            await topo.discard(ShardSet(new, topo.replica_sets(groups)))
             return True
-
-    async def _discard(self, target: ShardSet) -> None:
-        """Stops the actors of a generation that was never switched in and deletes its files."""
-        await retire(target, C.RESHARD_STOP_TIMEOUT_S)
-        if self.config.storage is not None:
-            await asyncio.to_thread(drop_files, self.config, target.generation, None)
-
-    def _check_base(self, base: int, new: Generation) -> None:
-        now = self._now.generation.number
-        if new.token in self._abandoned:
-            raise LayoutChangedError(f"generation {new.number} ({new.token}) was abandoned by its planner")
-        if base != now or new.number != base + 1:
-            raise LayoutChangedError(f"the shards are at generation {now}, not {base}: plan the re-shard again")
 
     async def _copy(self, old: ShardSet, new: ShardSet) -> int:
         """Copies every live item of old onto the shard of new that owns it; returns the items copied.
@@ -111,17 +108,18 @@ class Resharding:
         and applies them (a snapshot, with storage). Nothing passes through here.
         Every new replica must end with exactly the items of the old shards.
         """
+        topo = self.topology
         # Empty first: a resent re-shard must not keep rows (since deleted) from its first try.
-        await self._all("clear", kind="write", on=new)
-        counts = (await self._all("count", on=old)).results
+        await topo.all("clear", kind="write", on=new)
+        counts = (await topo.all("count", on=old)).results
         total = int(sum(counts))
         parts = split_objects(old, len(new))  # one replica of each old shard; the copy fails whole if one fails
         replicas = [(j, r, h) for j, reps in enumerate(new.sets) for r, h in enumerate(reps.handles)]
         stage = [lambda h=h, j=j: h.stage_batches.remote(*(p[j] for p in parts)) for j, _, h in replicas]
-        await self._fan_out(stage, "load")
+        await topo.fan_out(stage, "load")
         commit = [lambda h=h: h.commit_staged.remote() for _, _, h in replicas]
-        committed = (await self._fan_out(commit, "load")).results
-        for replica in range(self.config.replicas):
+        committed = (await topo.fan_out(commit, "load")).results
+        for replica in range(topo.config.replicas):
             got = sum(c for (_, r, _), c in zip(replicas, committed) if r == replica)
             if got != total:
                 raise ShardUnavailableError(

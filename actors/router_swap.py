@@ -1,9 +1,9 @@
 """The router's model-swap steps (rayrec.system.model_swap runs them): stage every item in a new item space on a
 new generation of shards, then switch to it or abort.
 
-A part of actors/router.py's Router (its base class), kept apart for size: it works on the Router's
-current shard set, write gate, load lock and fan-out helpers, and on Resharding's _check_base and _discard
-(its base class).
+Part of actors/router.py's Router (which holds one ModelSwaps and answers the swap calls through it):
+plain async Python on the router's Topology (its current shards, write gate, load lock, shard calls), which
+re-sharding shares.
 """
 
 from __future__ import annotations
@@ -15,43 +15,51 @@ from typing import Any
 
 import numpy as np
 
-from rayrec.actors.router_reshard import Resharding
 from rayrec import constants as C
-from rayrec.system import layout as layouts
 from rayrec.catalogs.catalog import ItemBatch
 from rayrec.exceptions import InvalidInputError, LayoutChangedError, ShardUnavailableError
 from rayrec.routing.fanout import fan_out
+from rayrec.system import layout as layouts
 from rayrec.system.generations import ShardSet, drop_files, retire, split_objects
 from rayrec.system.layout import Generation
 from rayrec.system.model_swap import TEXT_KEY, SpaceChangedError, placer_of, vectors_in
 from rayrec.system.resharding import split_batch
+from rayrec.system.topology import Topology
 
 
-class ModelSwapping(Resharding):
-    """Router's item space and its model-swap steps: stage_space, switch_space, abort_space."""
+class ModelSwaps:
+    """The system's item space and the model-swap steps: stage_space, switch_space, abort_space."""
+
+    def __init__(self, topology: Topology, space: dict[str, Any] | None) -> None:
+        """space: the item space the vectors are in now (rayrec.system.model_swap.space_of), None if never set."""
+        self.topology = topology
+        self.space = space
+        self.staged: Staged | None = None  # a model swap's generation, staged with item writes held
+        self.switching: str | None = None  # the token of a model swap switching now
 
     def item_space(self) -> dict[str, Any] | None:
         """The item space the system's vectors are in ({"version", "path"}), None if never set."""
-        return self._space
+        return self.space
 
     def set_item_space(self, space: dict[str, Any]) -> dict[str, Any]:
         """Records the item space of a new system (the first setter wins); returns the one in force."""
-        if self._space is None:
-            self._space = dict(space)
-        return self._space
+        if self.space is None:
+            self.space = dict(space)
+        return self.space
 
-    def _check_space(self, space: str | None) -> None:
-        now = None if self._space is None else self._space.get("version")
+    def check_space(self, space: str | None) -> None:
+        now = None if self.space is None else self.space.get("version")
         if space is not None and now is not None and space != now:
             raise SpaceChangedError(f"the system moved to item space {now!r}; these vectors are in {space!r}")
 
     async def _live_items(self, on: ShardSet) -> ItemBatch:
         """Every live item of a generation, in one batch (one replica of each shard; within load_timeout_s)."""
+        config = self.topology.config
         refs = [r[0] for r in split_objects(on, 1)]
-        parts = await asyncio.wait_for(asyncio.gather(*refs), self.config.load_timeout_s)
+        parts = await asyncio.wait_for(asyncio.gather(*refs), config.load_timeout_s)
         return ItemBatch(
             [i for p in parts for i in p.ids],
-            np.concatenate([p.vectors for p in parts]) if parts else np.zeros((0, self.config.index.dim), np.float32),
+            np.concatenate([p.vectors for p in parts]) if parts else np.zeros((0, config.index.dim), np.float32),
             {name: [v for p in parts for v in p.metadata.get(name, [None] * len(p))]
              for name in sorted({n for p in parts for n in p.metadata})},
         )
@@ -59,7 +67,7 @@ class ModelSwapping(Resharding):
     async def texts_to_place(self, folder: str) -> dict[str, str]:
         """Item id -> text, of the items the model in folder has no vector for and that keep their text."""
         placer = await asyncio.to_thread(placer_of, {"path": folder})
-        batch = await self._on_current(self._live_items)
+        batch = await self.topology.on_current(self._live_items)
         texts = batch.metadata.get(TEXT_KEY) or [None] * len(batch)
         return {batch.ids[n]: texts[n] for n in placer.unknown(batch.ids) if texts[n] is not None}
 
@@ -81,77 +89,84 @@ class ModelSwapping(Resharding):
         Returns:
             {"items", "seconds"}.
         """
+        topo = self.topology
         t0 = time.monotonic()
-        target = ShardSet(new, self._replica_sets(groups))
+        target = ShardSet(new, topo.replica_sets(groups))
         try:
             placer = await asyncio.to_thread(placer_of, space)
-            if placer.space.dim != self.config.index.dim:
-                raise InvalidInputError(f"model {placer.version} is {placer.space.dim}-d, the index {self.config.index.dim}-d")
-            self._check_base(base, new)
-            started = await fan_out([lambda h=h: h.count.remote() for h in target.handles], C.RESHARD_START_TIMEOUT_S, 0)
+            dim = topo.config.index.dim
+            if placer.space.dim != dim:
+                raise InvalidInputError(f"model {placer.version} is {placer.space.dim}-d, the index {dim}-d")
+            topo.check_base(base, new)
+            started = await fan_out(
+                [lambda h=h: h.count.remote() for h in target.handles], C.RESHARD_START_TIMEOUT_S, 0
+            )
             if started.errors:
                 raise ShardUnavailableError(f"{len(started.errors)} new shard actors did not start")
-            await self._gate.hold()
+            await topo.gate.hold()
             try:
-                await self._load_lock.acquire()
+                await topo.load_lock.acquire()
             except BaseException:
-                self._gate.release()
+                topo.gate.release()
                 raise
-            self._swap = Staged(target, dict(space), None)  # no await since the lock: abort_space undoes both
-            self._check_base(base, new)
-            batch = await self._live_items(self._now)
+            self.staged = Staged(target, dict(space), None)  # no await since the lock: abort_space undoes both
+            topo.check_base(base, new)
+            batch = await self._live_items(topo.now)
             vectors = vectors_in(placer, batch, placed)
             parts = split_batch(ItemBatch(batch.ids, vectors, batch.metadata), len(target))
-            await self._all("clear", kind="write", on=target)
+            await topo.all("clear", kind="write", on=target)
             replicas = [(j, h) for j, reps in enumerate(target.sets) for h in reps.handles]
-            await self._fan_out([lambda h=h, j=j: h.stage_batches.remote(parts[j]) for j, h in replicas], "load")
-            committed = (await self._fan_out([lambda h=h: h.commit_staged.remote() for _, h in replicas], "load")).results
-            if sum(committed) != len(batch) * self.config.replicas:
+            await topo.fan_out([lambda h=h, j=j: h.stage_batches.remote(parts[j]) for j, h in replicas], "load")
+            commits = [lambda h=h: h.commit_staged.remote() for _, h in replicas]
+            committed = (await topo.fan_out(commits, "load")).results
+            if sum(committed) != len(batch) * topo.config.replicas:
                 raise ShardUnavailableError("a new shard lost its staged items (restarted?): nothing was switched")
-            if self._swap is None or self._swap.target is not target:
+            if self.staged is None or self.staged.target is not target:
                 raise LayoutChangedError(f"the model swap to generation {new.number} was abandoned while it staged")
             # The caller switches next; if it never does, the swap is dropped and writes go on.
-            self._swap.timer = asyncio.get_running_loop().call_later(
+            self.staged.timer = asyncio.get_running_loop().call_later(
                 C.SWAP_TIMEOUT_S, lambda: asyncio.ensure_future(self.abort_space(new))
             )
         except BaseException:
             if not await self.abort_space(new):
-                await self._discard(target)
+                await topo.discard(target)
             raise
         return {"items": len(batch), "seconds": round(time.monotonic() - t0, 3)}
 
     def swap_pending(self, token: str) -> bool:
         """Whether the model swap with this token (its generation's) is staged or switching."""
-        return (self._swap is not None and self._swap.target.generation.token == token) or self._switching == token
+        return (self.staged is not None and self.staged.target.generation.token == token) or self.switching == token
 
     async def switch_space(self, new: Generation) -> dict[str, Any]:
         """Makes the staged generation current (its space with it), stops the old one, lets item writes go on."""
-        if self._now.generation == new:  # a call resent after a router restart whose switch had happened
-            return {"generation": new.number, "model_version": (self._space or {}).get("version")}
-        staged = self._swap
+        topo = self.topology
+        if topo.now.generation == new:  # a call resent after a router restart whose switch had happened
+            return {"generation": new.number, "model_version": (self.space or {}).get("version")}
+        staged = self.staged
         if staged is None or staged.target.generation != new:
             raise LayoutChangedError(f"no model swap to generation {new.number} is staged (aborted, or timed out)")
-        self._swap = None
+        self.staged = None
         if staged.timer is not None:
             staged.timer.cancel()
-        old = self._now
-        self._switching = new.token
+        old = topo.now
+        self.switching = new.token
         try:
-            if self.config.storage is not None:  # the commit point: after it, a restart comes back in the new space
+            if topo.config.storage is not None:  # the commit point: after it, a restart comes back in the new space
                 try:
-                    await asyncio.to_thread(layouts.write_layout, self.config, new, old.generation, staged.space)
+                    await asyncio.to_thread(layouts.write_layout, topo.config, new, old.generation, staged.space)
                 except BaseException:
-                    await self._discard(staged.target)
+                    await topo.discard(staged.target)
                     raise
-            self._now, self._space = staged.target, staged.space
-            self._writes += 1  # the cached catalog mean is of the old space
+            topo.switch(staged.target)
+            self.space = staged.space
+            topo.writes += 1  # the cached catalog mean is of the old space
             await retire(old, C.RESHARD_STOP_TIMEOUT_S)
         finally:
-            self._switching = None
-            self._load_lock.release()
-            self._gate.release()
-        if self.config.storage is not None:  # the old files, once writes go on
-            await asyncio.to_thread(drop_files, self.config, old.generation, new)
+            self.switching = None
+            topo.load_lock.release()
+            topo.gate.release()
+        if topo.config.storage is not None:  # the old files, once writes go on
+            await asyncio.to_thread(drop_files, topo.config, old.generation, new)
         return {"generation": new.number, "model_version": staged.space.get("version")}
 
     async def abort_space(self, new: Generation) -> bool:
@@ -159,24 +174,25 @@ class ModelSwapping(Resharding):
 
         A swap still starting its shards is marked abandoned: it stops when it gets the write gate.
         """
-        self._abandoned.add(new.token)
-        staged = self._swap
+        topo = self.topology
+        topo.abandoned.add(new.token)
+        staged = self.staged
         if staged is None or staged.target.generation != new:
             return False
-        self._swap = None
+        self.staged = None
         if staged.timer is not None:
             staged.timer.cancel()
         try:
-            await self._discard(staged.target)
+            await topo.discard(staged.target)
         finally:
-            self._load_lock.release()
-            self._gate.release()
+            topo.load_lock.release()
+            topo.gate.release()
         return True
 
 
 @dataclasses.dataclass(slots=True)
 class Staged:
-    """A model swap between stage_space and switch_space (item writes held at the gate): the new shards, their space."""
+    """A model swap between stage_space and switch_space (item writes held at the gate): its shards and space."""
 
     target: ShardSet
     space: dict[str, Any]

@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import numpy as np
@@ -14,22 +12,21 @@ import ray
 
 from rayrec import constants as C
 from rayrec import metrics
-from rayrec.durability import user_log
 from rayrec.config import RayrecConfig
+from rayrec.durability import user_log
+from rayrec.durability.journal import GroupCommit, Journal
+from rayrec.durability.storage import Storage
 from rayrec.exceptions import CALLER_ERRORS, InvalidInputError, ItemNotFoundError, LayoutChangedError
 from rayrec.hashing import partition_of, stable_hash
-from rayrec.durability.journal import GroupCommit, Journal
 from rayrec.routing.replicas import ReplicaSet
 from rayrec.routing.search import ShardSearch
 from rayrec.system.generations import ShardSet
-from rayrec.durability.storage import Storage
 from rayrec.system.model_swap import SpaceChangedError, placer_of
-from rayrec.system.resharding import WriteGate
 from rayrec.users import recommending
 from rayrec.users.recommending import Fields
+from rayrec.users.swap_state import SwapState
 from rayrec.users.user_state import UserChange, UserStore, rederive
 from rayrec.validation import check_event, check_id, check_ids
-
 
 log = logging.getLogger(__name__)
 
@@ -65,18 +62,15 @@ class UserVectors:
         self._snapshotting: asyncio.Task[None] | None = None
         self._snapshot_lock = asyncio.Lock()
         self.recovered_changes = 0
-        # Model swaps: the item space the vectors are in (asked of the router on first use), the gate a
-        # swap closes while it switches; with storage, the space the recovered state is in (see _ensure_space).
-        self._space: dict[str, Any] | None = None
-        self._gate = WriteGate()
-        self._pause: tuple[str, asyncio.TimerHandle] | None = None  # (swap id, its timer) while the gate is held
-        self._recorded_space: str | None = None
-        # Whether the state may be in another space than the router's (after a restart from storage, or a
-        # pause): checked, and re-derived if so, before the next call is served (see _ensure_space); and
-        # whether a re-derived state still waits for its snapshot.
-        self._stale = config.storage is not None
-        self._unsaved = False
-        self._space_lock = asyncio.Lock()
+        # Model swaps: the item space the vectors are in, and the pause a swap holds (rayrec.users.swap_state).
+        self.swaps = SwapState(
+            ask_space=lambda: self.router.item_space.remote(),
+            rederive=self._rederive,
+            snapshot=self.snapshot,
+            swap_pending=lambda swap: self.router.swap_pending.remote(swap),
+            checked=self._forget_shards,
+            recovered=config.storage is not None,
+        )
         if config.storage is not None:
             self.journal = Journal(
                 Storage(config.storage).child(f"users-{partition}"),
@@ -96,7 +90,7 @@ class UserVectors:
         snap, batches = self.journal.recover()
         if snap is not None:
             user_log.table_to_store(snap.table("users"), self.store)
-            self._recorded_space = snap.info.get("item_space")
+            self.swaps.recorded = snap.info.get("item_space")
         for batch in batches:
             for change in user_log.batch_to_changes(batch, self.config.index.dim):
                 self.recovered_changes += self.store.commit(change)
@@ -136,7 +130,7 @@ class UserVectors:
             finally:
                 for lock in self._locks:
                     lock.release()
-            info = {"users": len(self.store), "item_space": self._space_version()}
+            info = {"users": len(self.store), "item_space": self.swaps.version()}
             await asyncio.to_thread(self.journal.write_snapshot, wal_from, info, {"users": table})
 
     def _count_users(self) -> None:
@@ -198,7 +192,7 @@ class UserVectors:
         item_id = check_id(item_id)
         event = check_event(event)
         event_id = None if event_id is None else check_id(event_id, "event id")
-        async with self._open(), self._lock(user_id):
+        async with self.swaps.serving(), self._lock(user_id):
             if self.store.applied(user_id, event_id):
                 return self._unchanged(user_id)
             vectors = await self._item_vector(item_id)
@@ -220,8 +214,8 @@ class UserVectors:
         """
         user_id = check_id(user_id, "user id")
         event_id = None if event_id is None else check_id(event_id, "event id")
-        async with self._open(), self._lock(user_id):
-            now = (await self._current_space() or {}).get("version")
+        async with self.swaps.serving(), self._lock(user_id):
+            now = (await self.swaps.current() or {}).get("version")
             if space is not None and now is not None and space != now:
                 raise SpaceChangedError(f"the system moved to item space {now!r}; this vector is in {space!r}")
             out = await self._make(user_id, self.store.plan_vector(user_id, vector, event_id, source))
@@ -239,7 +233,7 @@ class UserVectors:
         if not item_ids:
             raise InvalidInputError("a user history needs at least one item id")
         event_id = None if event_id is None else check_id(event_id, "event id")
-        async with self._open(), self._lock(user_id):
+        async with self.swaps.serving(), self._lock(user_id):
             if self.store.applied(user_id, event_id):
                 return self._unchanged(user_id)
             vectors, _ = await self.router.vectors_of.remote(item_ids)
@@ -259,7 +253,7 @@ class UserVectors:
         unique = sorted({i for items in checked.values() for i in items})
         if not unique:
             return 0
-        async with self._open():
+        async with self.swaps.serving():
             return await self._set_histories(checked, unique)
 
     async def _set_histories(self, checked: dict[str, list[str]], unique: list[str]) -> int:
@@ -280,7 +274,7 @@ class UserVectors:
     async def get(self, user_id: Any) -> dict[str, Any] | None:
         """The user's state (vector, version, history, updated_at), or None if unknown."""
         user_id = check_id(user_id, "user id")
-        async with self._open():
+        async with self.swaps.serving():
             state = self.store.get(user_id)
             return None if state is None else state.as_dict(user_id)
 
@@ -324,8 +318,8 @@ class UserVectors:
                 checked.append((n, recommending.check_fields(fields, self.config.index.max_k)))
             except CALLER_ERRORS as exc:
                 out[n] = exc
-        async with self._open():
-            space = (await self._current_space() or {}).get("version")
+        async with self.swaps.serving():
+            space = (await self.swaps.current() or {}).get("version")
             cold = None
             if any(self.store.get(f[0]) is None for _, f in checked):
                 cold = await self._cold_start_vector()
@@ -348,119 +342,38 @@ class UserVectors:
                 answer["timing"] = timing
         return out  # type: ignore[return-value]
 
-    # ----- model swap (rayrec.system.model_swap runs the steps) --------------------
-    @asynccontextmanager
-    async def _open(self) -> AsyncIterator[None]:
-        """One public call: waits while a model swap holds this actor, and for its state to be in the current space."""
-        async with self._gate.write():
-            await self._ensure_space()
-            yield
-
-    async def _current_space(self) -> dict[str, Any] | None:
-        if self._space is None:
-            self._space = await self.router.item_space.remote()
-        return self._space
-
-    def _space_version(self) -> str | None:
-        return self._space.get("version") if self._space is not None else self._recorded_space
-
-    async def _ensure_space(self) -> int:
-        """If this actor's state may be in another item space than the router's (it was paused for a model
-        swap, or restarted from storage between a swap's switch and its snapshot in the new space),
-        re-derives every user in the router's space now, before anything is served; with storage, and
-        until it succeeds, snapshots the result. Returns users re-derived.
-
-        A failure leaves the work due: the next call tries again (it never serves a mix of two spaces).
-        """
-        if not (self._stale or self._unsaved):
-            return 0
-        async with self._space_lock:
-            users = 0
-            if self._stale:
-                now = await self.router.item_space.remote()
-                mine = self._space_version()
-                if now is not None and mine is not None and now.get("version") != mine:
-                    users = await self._rederive(now)
-                    self._space = dict(now)
-                    self._unsaved = self.journal is not None
-                elif now is not None and self._space is None:
-                    self._space = dict(now)
-                self._shards = None  # a swap retired the shards searched before: ask for the new ones
-                self._stale = False
-            if self._unsaved:
-                await self.snapshot()
-                self._unsaved = False
-            return users
+    # ----- model swap (rayrec.system.model_swap runs the steps; rayrec.users.swap_state holds the state) -----
+    def _forget_shards(self) -> None:
+        self._shards = None  # a swap retired the shards searched before: ask for the new ones
 
     async def pause(self, swap: str, space: dict[str, Any], timeout_s: float) -> dict[str, Any]:
         """Holds every call until resume(swap), once those in flight finish; checks users can move to space.
 
         With storage, first records the state and its space in a snapshot (a restart after the switch
         then knows its state is in the old space). If resume does not come within timeout_s, the pause
-        ends by itself unless the router is still switching (see _expire).
+        ends by itself unless the router is still switching (see SwapState.pause).
 
         Returns {"cannot_move": some users that cannot be placed in space (set by a raw vector, or by a
         text embedding of another encoder), "cannot_move_count"}.
         """
-        if self._pause is not None:
+        if self.swaps.paused is not None:
             raise LayoutChangedError("this user actor is paused for another model swap")
         placer = await asyncio.to_thread(placer_of, space)  # also: the model is readable here
-        await self._ensure_space()
-        await self._current_space()
-        await self._gate.hold()
-        if self._pause is not None:  # another swap paused it while this one waited for calls in flight
-            self._gate.release()
-            raise LayoutChangedError("this user actor is paused for another model swap")
-        timer = asyncio.get_running_loop().call_later(timeout_s, lambda: asyncio.ensure_future(self._expire(swap, timeout_s)))
-        self._pause = (swap, timer)
-        try:
-            await self.snapshot()
-        except BaseException:
-            await self.resume(swap)
-            raise
+        await self.swaps.pause(swap, timeout_s)
         text_dim = None if placer is None else placer.space.text_dim
-        stuck = sorted(
-            u for u, state in self.store.items()
-            if state.base is not None and (state.base[0] is None or (text_dim is not None and len(state.base[0]) != text_dim))
-        )
-        return {"cannot_move": stuck[:10], "cannot_move_count": len(stuck)}
 
-    async def _expire(self, swap: str, timeout_s: float) -> None:
-        """A pause's timer: ends it, unless the router is still staged or switching for this swap (then waits on)."""
-        if self._pause is None or self._pause[0] != swap:
-            return
-        try:
-            pending = await self.router.swap_pending.remote(swap)
-        except Exception:
-            pending = False
-        if pending and self._pause is not None and self._pause[0] == swap:
-            timer = asyncio.get_running_loop().call_later(timeout_s, lambda: asyncio.ensure_future(self._expire(swap, timeout_s)))
-            self._pause = (swap, timer)
-            return
-        await self.resume(swap)
+        def stuck(base: Any) -> bool:
+            return base is not None and (base[0] is None or (text_dim is not None and len(base[0]) != text_dim))
+
+        users = sorted(u for u, state in self.store.items() if stuck(state.base))
+        return {"cannot_move": users[:10], "cannot_move_count": len(users)}
 
     async def resume(self, swap: str) -> dict[str, Any]:
-        """Ends swap's pause. If the router switched to another space meanwhile, every user is first
-        re-derived in it (and, with storage, snapshotted); should that fail, the calls let in retry it first.
-
-        Without this swap's pause (the actor restarted, or its pause ended by time), it still checks,
-        with calls held, that its users are in the router's space.
+        """Ends swap's pause; every user re-derived first if the router switched space (see SwapState.resume).
 
         Returns {"resumed": whether this swap's pause was ended, "users": users re-derived}.
         """
-        if self._pause is None or self._pause[0] != swap:
-            async with self._gate.closed():
-                self._stale = True
-                return {"resumed": False, "users": await self._ensure_space()}
-        _, timer = self._pause
-        timer.cancel()
-        self._pause = None
-        self._stale = True
-        try:
-            users = await self._ensure_space()
-        finally:
-            self._gate.release()
-        return {"resumed": True, "users": users}
+        return await self.swaps.resume(swap)
 
     async def _rederive(self, space: dict[str, Any]) -> int:
         """Every user's vector from their kept history, in `space` (the one the router now serves); users
@@ -480,7 +393,9 @@ class UserVectors:
                     start, since = placer.text(state.base[0][None, :])[0], state.base[1]
                 vector = rederive(list(state.history), vectors, self.config.feedback, start, since)
             except (InvalidInputError, ValueError):  # vectors that cancel out, an embedding of another length
-                log.warning("user %s could not be re-derived in %s: set to the catalog mean", user_id, space.get("version"))
+                log.warning(
+                    "user %s could not be re-derived in %s: set to the catalog mean", user_id, space.get("version")
+                )
                 vector = None
             self.store.commit(self.store.plan_rederived(user_id, mean if vector is None else vector))
         return len(users)

@@ -36,6 +36,7 @@ PLAIN_MODULES = (
     "rayrec.routing.replicas",
     "rayrec.index.vector_codec",
     "rayrec.system.resharding",
+    "rayrec.users.swap_state",
     "rayrec.evaluation.data",
     "rayrec.evaluation.metrics",
     "rayrec.evaluation.baselines",

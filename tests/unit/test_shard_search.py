@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
 from rayrec.actors.shard import Shard
+
 from rayrec.config import IndexConfig, RayrecConfig
 from rayrec.exceptions import InvalidInputError, ShardRetiredError, ShardUnavailableError
 from rayrec.hashing import partition_of
@@ -24,36 +24,10 @@ from rayrec.routing.query import make_request
 from rayrec.routing.replicas import ReplicaSet
 from rayrec.routing.search import ShardSearch, excludes_by_shard
 
+from ._fakes import FakeHandle
 from ._helpers import assert_equals_brute_force, clustered, hypothesis_settings, item_ids, normalise_rows
 
 DIM = 8
-
-
-class FakeMethod:
-    def __init__(self, handle: FakeHandle, name: str) -> None:
-        self.handle, self.name = handle, name
-
-    def remote(self, *args: Any) -> Any:
-        return self.handle.call(self.name, args)
-
-
-class FakeHandle:
-    """A shard handle: `handle.method.remote(...)` awaits the plain Shard's method (or fails as told)."""
-
-    def __init__(self, shard: Shard) -> None:
-        self.shard = shard
-        self.calls = 0
-        self.fail: BaseException | None = None
-
-    def __getattr__(self, name: str) -> FakeMethod:
-        return FakeMethod(self, name)
-
-    async def call(self, name: str, args: tuple[Any, ...]) -> Any:
-        self.calls += 1
-        await asyncio.sleep(0)  # an answer comes later, as from another process
-        if self.fail is not None:
-            raise self.fail
-        return getattr(self.shard, name)(*args)
 
 
 @dataclass(frozen=True)
@@ -76,7 +50,9 @@ def _config(shards: int, **kwargs: Any) -> RayrecConfig:
     return RayrecConfig(index=IndexConfig(dim=DIM), num_shards=shards, **kwargs)
 
 
-def _system(config: RayrecConfig, ids: list[str], vectors: np.ndarray, number: int = 0) -> tuple[View, list[FakeHandle]]:
+def _system(
+    config: RayrecConfig, ids: list[str], vectors: np.ndarray, number: int = 0
+) -> tuple[View, list[FakeHandle]]:
     n = config.num_shards
     shards = [Shard(config, s) for s in range(n)]
     for s, shard in enumerate(shards):

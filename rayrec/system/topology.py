@@ -1,0 +1,151 @@
+"""The router's shards, as its reads, writes, re-shards and model swaps share them.
+
+One Topology per router: the current generation of shards (per shard, its
+replica set), the system's config (whose num_shards follows the current
+generation), the write gate and load lock that re-shards, swaps and loads take,
+the generations their planners gave up on, and a write counter. Its helpers
+run shard calls under the deadlines and retries of their kind, on the current
+generation or on a named one. Plain async Python over shard handles: the
+router actor (actors/router.py) and its re-sharding and model-swap steps
+(actors/router_reshard.py, actors/router_swap.py) each hold the same one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import numpy as np
+
+from rayrec import constants as C
+from rayrec.config import RayrecConfig
+from rayrec.exceptions import InvalidInputError, LayoutChangedError
+from rayrec.hashing import group_by_partition
+from rayrec.index.metadata import take
+from rayrec.routing.fanout import FanOutResult
+from rayrec.routing.replicas import ReplicaSet
+from rayrec.routing.search import ShardSearch, run_on_shards
+from rayrec.system.generations import ShardSet, drop_files, retire
+from rayrec.system.layout import Generation
+from rayrec.system.resharding import WriteGate
+
+T = TypeVar("T")
+
+
+def _rows(column: Any, pos: list[int]) -> Any:
+    """The rows at pos of an array or of a metadata dict."""
+    if isinstance(column, np.ndarray):
+        return column[pos]
+    if isinstance(column, dict):
+        return take(column, pos)
+    return [column[p] for p in pos]
+
+
+class Topology:
+    """The current shard generation of one router and the calls that reach it."""
+
+    def __init__(self, config: RayrecConfig, shards: list[Any], generation: Generation) -> None:
+        """shards: per shard, its handle or the list of its replicas' handles (of generation)."""
+        if len(shards) != config.num_shards or generation.num_shards != config.num_shards:
+            raise InvalidInputError(f"config says {config.num_shards} shards but {len(shards)} handles were given")
+        self.config = config
+        self.now = ShardSet(generation, self.replica_sets(shards))
+        self.gate = WriteGate()  # closed by a re-shard while it copies and switches, held by a model swap
+        self.load_lock = asyncio.Lock()  # one load, re-shard or staged swap at a time
+        self.abandoned: set[str] = set()  # tokens of generations their planners gave up on
+        self.writes = 0  # bumped by every write: what is cached of the catalog is stale once it moves
+        # Drivers' vector queries: the same fan-out and merge a user actor runs for its users.
+        self.search = ShardSearch(config, self.current, self.behind)
+
+    def replica_sets(self, shards: list[Any]) -> list[ReplicaSet]:
+        groups = [list(s) if isinstance(s, (list, tuple)) else [s] for s in shards]
+        if any(len(g) != self.config.replicas for g in groups):
+            raise InvalidInputError(
+                f"config says {self.config.replicas} replicas per shard; got {[len(g) for g in groups]}"
+            )
+        return [ReplicaSet(g, C.REPLICA_SUSPECT_S, self.config.replica_hedge_s) for g in groups]
+
+    def switch(self, target: ShardSet, config: RayrecConfig | None = None) -> ShardSet:
+        """Makes target the current generation (with config, if its shard count changed); returns the old one."""
+        old, self.now = self.now, target
+        if config is not None:
+            self.config = config
+        return old
+
+    # ----- generations --------------------------------------------------
+    async def current(self) -> ShardSet:
+        return self.now
+
+    async def behind(self, on: ShardSet) -> bool:
+        """Whether a re-shard or model swap switched away from `on`."""
+        return on.generation.number < self.now.generation.number
+
+    def check_base(self, base: int, new: Generation) -> None:
+        """Refuses a planned generation whose planner gave up, or that was planned against another current one."""
+        now = self.now.generation.number
+        if new.token in self.abandoned:
+            raise LayoutChangedError(f"generation {new.number} ({new.token}) was abandoned by its planner")
+        if base != now:
+            raise LayoutChangedError(f"the shards are at generation {now}, not {base}: plan the re-shard again")
+        if new.number != base + 1:
+            raise LayoutChangedError(f"generation {new.number} does not follow generation {base}: plan it again")
+
+    async def discard(self, target: ShardSet) -> None:
+        """Stops the actors of a generation that was never switched in and deletes its files."""
+        await retire(target, C.RESHARD_STOP_TIMEOUT_S)
+        if self.config.storage is not None:
+            await asyncio.to_thread(drop_files, self.config, target.generation, None)
+
+    # ----- shard calls --------------------------------------------------
+    async def fan_out(
+        self,
+        calls: list[Callable[[], Awaitable[Any]]],
+        kind: str,
+        tolerate: bool = False,
+        shard_ids: list[int] | None = None,
+        on: ShardSet | None = None,
+    ) -> FanOutResult[Any]:
+        """Runs shard calls under the deadline and retries of their kind (see rayrec.routing.search.run_on_shards).
+
+        on: the generation the calls went to; if a re-shard switched away from it meanwhile, any failure
+        raises ShardRetiredError (the caller runs again on the current one, see on_current).
+        """
+        stale = None if on is None else (lambda: self.behind(on))
+        return await run_on_shards(self.config, calls, kind, tolerate=tolerate, shard_ids=shard_ids, stale=stale)
+
+    async def on_current(self, op: Callable[[ShardSet], Awaitable[T]]) -> T:
+        """Runs a read on the current shards; once more on the new ones if a re-shard switched meanwhile."""
+        return await self.search.on_current(op)
+
+    @staticmethod
+    def call(on: ShardSet, shard: int, method: str, args: Any, kind: str) -> Callable[[], Awaitable[Any]]:
+        """A query goes to one replica of the shard; a write or load to all of them."""
+        replicas = on.sets[shard]
+        return replicas.read(method, *args) if kind == "query" else replicas.write(method, *args)
+
+    async def all(
+        self, method: str, *args: Any, kind: str = "query", tolerate: bool = False, on: ShardSet | None = None
+    ) -> FanOutResult[Any]:
+        """method(*args) on every shard of on (default the current generation)."""
+        on = on or self.now
+        calls = [self.call(on, s, method, args, kind) for s in range(len(on))]
+        return await self.fan_out(calls, kind, tolerate, on=on)
+
+    async def by_owner(
+        self, method: str, ids: list[str], *columns: Any, kind: str = "query", on: ShardSet | None = None
+    ) -> list[tuple[list[int], Any]]:
+        """Calls method on each owning shard with its ids (and the matching rows of columns).
+
+        Returns (positions in ids, shard's answer) per owning shard.
+        """
+        on = on or self.now
+        groups = group_by_partition(ids, len(on))
+        owners = sorted(groups)
+        calls = []
+        for shard in owners:
+            pos = groups[shard]
+            args = [[ids[p] for p in pos]] + [_rows(c, pos) for c in columns]
+            calls.append(self.call(on, shard, method, args, kind))
+        res = await self.fan_out(calls, kind, shard_ids=owners, on=on)
+        return [(groups[shard], out) for shard, out in zip(owners, res.results)]
