@@ -13,19 +13,18 @@ import ray
 from rayrec import constants as C
 from rayrec.catalogs.catalog import ItemBatch, iter_items
 from rayrec.config import RayrecConfig
+from rayrec.durability import shard_log
+from rayrec.durability.journal import Journal
+from rayrec.durability.storage import Storage
 from rayrec.exceptions import InvalidInputError, ShardRetiredError
 from rayrec.hashing import partitions_of
 from rayrec.index.faiss_kinds import omp_threads
-from rayrec.durability import shard_log
 from rayrec.index.item_index import ItemIndex
-from rayrec.durability.journal import Journal
-from rayrec.system.layout import Generation
 from rayrec.index.metadata import check_metadata
-from rayrec.system.resharding import split_batch
-from rayrec.durability.storage import Storage
-from rayrec.validation import check_ids, check_vectors
 from rayrec.routing.wire import pack_partial, unpack_search
-
+from rayrec.system.layout import Generation
+from rayrec.system.resharding import split_batch
+from rayrec.validation import check_ids, check_vectors
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +155,7 @@ class Shard:
         with omp_threads(threads):
             scores, ids = self.index.search(queries, k, excludes, categories)
         if with_metadata:
-            return scores, ids, self.index.metadata_of(ids)
+            return scores, ids, self.index.metadata_of(ids, C.SEARCH_LEAVES_OUT)
         return scores, ids
 
     def search_packed(self, request: bytes) -> bytes:

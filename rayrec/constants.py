@@ -45,6 +45,9 @@ EXACT_SUBSET_MAX_ROWS = _env_int("RAYREC_EXACT_SUBSET_MAX_ROWS", 4096)
 # A query excluding at most this many of a shard's rows goes in the shard's batched search, over-fetching
 # k + that many and dropping them; one excluding more is searched alone under a mask of its eligible rows.
 EXCLUDE_OVERFETCH_MAX_ROWS = _env_int("RAYREC_EXCLUDE_OVERFETCH_MAX_ROWS", 256)
+# Metadata a search result leaves out: the text an item was added by, kept for model swaps (which place it
+# again); an item's own record (GET /items/{id}, Rayrec.fetch) still carries it.
+SEARCH_LEAVES_OUT = frozenset({"text"})
 # Largest efSearch a filtered HNSW query may grow to (efSearch / selectivity).
 FILTERED_EF_SEARCH_MAX = _env_int("RAYREC_FILTERED_EF_SEARCH_MAX", 1024)
 # IVF indexes are trained once a shard holds this many vectors per list

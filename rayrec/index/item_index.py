@@ -9,7 +9,7 @@ a configured share.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 import faiss
@@ -18,14 +18,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from rayrec import constants as C
-from rayrec.index import faiss_kinds
 from rayrec.catalogs.catalog import ItemBatch
 from rayrec.config import IndexConfig
 from rayrec.exceptions import InvalidInputError
+from rayrec.index import faiss_kinds
 from rayrec.index.metadata import CATEGORY, check_metadata
+from rayrec.index.vector_codec import vectors_column, vectors_of
 from rayrec.routing.topk import MISSING_ID, MISSING_SCORE
 from rayrec.validation import check_ids, check_vectors
-from rayrec.index.vector_codec import vectors_column, vectors_of
 
 _NO_CATEGORY = -1
 # Snapshot columns of metadata are named this plus the metadata name.
@@ -86,7 +86,9 @@ class ItemIndex:
         vectors = np.empty((cap, self.config.dim), dtype=np.float32)
         vectors[: self._n] = self._vectors[: self._n]
         self._vectors = vectors
-        for name, fill, dtype in (("_alive", False, bool), ("_category", _NO_CATEGORY, np.int32), ("_ids", MISSING_ID, object)):
+        for name, fill, dtype in (
+            ("_alive", False, bool), ("_category", _NO_CATEGORY, np.int32), ("_ids", MISSING_ID, object)
+        ):
             grown = np.full(cap, fill, dtype=dtype)
             grown[: self._n] = getattr(self, name)[: self._n]
             setattr(self, name, grown)
@@ -249,15 +251,16 @@ class ItemIndex:
         metadata.update({name: [col[r] for r in live] for name, col in self._meta.items()})
         return ItemBatch(self._ids[live].tolist(), self._vectors[live].copy(), metadata)
 
-    def metadata_of(self, ids: np.ndarray) -> np.ndarray:
-        """Object array shaped like ids: the metadata dict of each id (None for "")."""
+    def metadata_of(self, ids: np.ndarray, leave_out: Collection[str] = ()) -> np.ndarray:
+        """Object array shaped like ids: the metadata dict of each id (None for ""), without the leave_out fields."""
         names = {code: name for name, code in self._cat_code.items()}
+        columns = [(name, col) for name, col in self._meta.items() if name not in leave_out]
         out = np.full(ids.shape, None, dtype=object)
         for pos, item in np.ndenumerate(ids):
             row = self._row.get(item)
             if row is not None:
                 record = {CATEGORY: names.get(int(self._category[row]))}
-                record.update((name, col[row]) for name, col in self._meta.items())
+                record.update((name, col[row]) for name, col in columns)
                 out[pos] = record
         return out
 
@@ -300,7 +303,9 @@ class ItemIndex:
         if nq == 0 or not self._row:
             return scores, ids
         # Excluded ids this shard does not hold change nothing here; the rest are (live) rows.
-        excluded = [np.unique(np.array([self._row[i] for i in e or () if i in self._row], dtype=np.int64)) for e in excludes]
+        excluded = [
+            np.unique(np.array([self._row[i] for i in e or () if i in self._row], dtype=np.int64)) for e in excludes
+        ]
         # Queries without a category filter go as one batched search over the live rows, each asking
         # for k plus the most excluded rows of any of them, then dropping their own excluded rows: no
         # per-query mask over every row. _search_mask returns min(wanted, live) rows (exactly, where an

@@ -10,15 +10,15 @@ import pyarrow.parquet as pq
 import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
-
 from rayrec.actors.shard import Shard
+
 from rayrec.catalogs.catalog import items_table
 from rayrec.config import IndexConfig, RayrecConfig
 from rayrec.exceptions import DimensionMismatchError, InvalidInputError
 from rayrec.hashing import partition_of
 from rayrec.routing.topk import SearchResult, merge_topk
 
-from ._helpers import assert_equals_brute_force, eligible_mask, clustered, hypothesis_settings, item_ids, normalise_rows
+from ._helpers import assert_equals_brute_force, clustered, eligible_mask, hypothesis_settings, item_ids, normalise_rows
 
 DIM = 16
 CATEGORIES = np.array(["a", "b", "c"], dtype=object)
@@ -165,4 +165,19 @@ def test_sharded_search_equals_one_exact_search(num_shards: int, k: int, seed: i
             assert (item == "" and record is None) or record["category"] == cats[ids.index(item)]
 
     result = SearchResult.from_arrays(scores, found, meta)
-    assert [len(r) for r in result.ids] == [min(k, n), min(k, n - 100), min(k, int((np.asarray(cats, dtype=object) == "b").sum())), k]
+    assert [len(r) for r in result.ids] == [min(k, n), min(k, n - 100),
+                                            min(k, int((np.asarray(cats, dtype=object) == "b").sum())), k]
+
+
+def test_search_results_leave_out_the_kept_text_and_records_by_id_keep_it() -> None:
+    ids, vectors, cats = _catalog(40, seed=7)
+    shard = Shard(_config(1), 0)
+    texts = [f"the text of {i}" for i in ids]
+    shard.upsert(ids, vectors, {"category": cats, "title": [f"T{i}" for i in ids], "text": texts})
+    scores, found, metadata = shard.search(vectors[:2], 3, with_metadata=True)
+    for q in range(2):
+        for pos, item in enumerate(found[q]):
+            n = ids.index(item)
+            assert metadata[q][pos] == {"category": cats[n], "title": f"T{item}"}  # no text
+    record = shard.fetch([ids[5]])[0]
+    assert record["text"] == texts[5] and record["title"] == f"T{ids[5]}"
