@@ -1,6 +1,8 @@
-"""Where rayrec's actors landed on a running cluster, from Ray's state API: one JSON line.
+r"""Where rayrec's actors landed on a running cluster, and the calls each has run, from Ray's state API:
+one JSON line.
 
-    RAY_AUTH_MODE=token RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 python -m tests.integration.cluster_check GCS_ADDRESS DASHBOARD_URL
+    RAY_AUTH_MODE=token RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 \
+        python -m tests.integration.cluster_check GCS_ADDRESS DASHBOARD_URL
 """
 
 from __future__ import annotations
@@ -9,19 +11,34 @@ import json
 import sys
 
 import ray
-from ray.util.state import list_actors
+from ray.util.state import list_actors, list_tasks
+
+RAYREC_ACTORS = ("Router", "UserVectors", "Shard")
 
 
 def main(address: str, dashboard: str) -> dict[str, object]:
     ray.init(address=address, log_to_driver=False)
     try:
-        nodes = {n["NodeID"]: {"ip": n["NodeManagerAddress"], "resources": n["Resources"]} for n in ray.nodes() if n["Alive"]}
+        nodes = {
+            n["NodeID"]: {"ip": n["NodeManagerAddress"], "resources": n["Resources"]} for n in ray.nodes() if n["Alive"]
+        }
         actors = [a for a in list_actors(address=dashboard, filters=[("state", "=", "ALIVE")], limit=1000)]
         placed = [
-            {"class": a.class_name, "name": a.name, "node": a.node_id, "ip": nodes.get(a.node_id, {}).get("ip")}
+            {"class": a.class_name, "name": a.name, "node": a.node_id, "ip": nodes.get(a.node_id, {}).get("ip"),
+             "id": a.actor_id}
             for a in actors
         ]
-        return {"nodes": nodes, "actors": placed}
+        # Per rayrec actor, the calls it has run, by method (Ray's task events: every actor call is one task).
+        calls: dict[str, dict[str, int]] = {}
+        for actor in actors:
+            if actor.class_name not in RAYREC_ACTORS:
+                continue
+            mine = calls.setdefault(actor.actor_id, {})
+            for task in list_tasks(address=dashboard, filters=[("actor_id", "=", actor.actor_id)], limit=10_000,
+                                   raise_on_missing_output=False):
+                method = task.func_or_class_name.rsplit(".", 1)[-1]
+                mine[method] = mine.get(method, 0) + 1
+        return {"nodes": nodes, "actors": placed, "calls": calls}
     finally:
         ray.shutdown()
 

@@ -66,12 +66,16 @@ def test_serve_config_on_a_three_node_cluster(tmp_path):
         health = requests.get(url + "/healthz", timeout=10)
         assert health.json()["items"] == 200
 
-        check = subprocess.run(
-            [sys.executable, "-m", "tests.integration.cluster_check", f"127.0.0.1:{gcs}", f"http://127.0.0.1:{dashboard}"],
-            env=client_env, capture_output=True, text=True, timeout=120, cwd=ROOT,
-        )
-        assert check.returncode == 0, check.stderr[-3000:]
-        seen = json.loads(check.stdout.strip().splitlines()[-1])
+        def cluster_state() -> dict:
+            check = subprocess.run(
+                [sys.executable, "-m", "tests.integration.cluster_check", f"127.0.0.1:{gcs}",
+                 f"http://127.0.0.1:{dashboard}"],
+                env=client_env, capture_output=True, text=True, timeout=120, cwd=ROOT,
+            )
+            assert check.returncode == 0, check.stderr[-3000:]
+            return json.loads(check.stdout.strip().splitlines()[-1])
+
+        seen = cluster_state()
         nodes = seen["nodes"]
         shard_nodes = {n for n, v in nodes.items() if v["resources"].get("rayrec_shard")}
         encoder_nodes = {n for n, v in nodes.items() if v["resources"].get("rayrec_encoder")}
@@ -97,6 +101,39 @@ def test_serve_config_on_a_three_node_cluster(tmp_path):
         assert after["user_version"] == first["user_version"] + 1
         assert liked not in [i["item_id"] for i in after["items"]]  # seen items are excluded
 
+        # No actor that every request passes through: Ray's per-actor call counts over a stream of
+        # recommendations for 20 users show them spread over the two user actors and over both replicas
+        # of each shard, and none reaching the router.
+        users = [f"stream-{n}" for n in range(20)]
+        for user in users:  # each user's first calls (the user actor learns the shards and the space)
+            requests.post(url + "/feedback", json={"user_id": user, "item_id": liked, "event": "click"},
+                          timeout=60).raise_for_status()
+            requests.post(url + "/recommend", json={"user_id": user, "k": 5}, timeout=60).raise_for_status()
+        # every recommendation so far is counted first: user 1's two and these 20
+        before = _calls_by_actor(
+            cluster_state, lambda c: _sum_calls(c, "UserVectors", "recommend_many") >= 22
+            and all(_sum_calls(c, "Shard", "search_packed", f"shard-{s}") >= 22 for s in (0, 1)),
+        )
+        for user in users * 2:
+            answer = requests.post(url + "/recommend", json={"user_id": user, "k": 5}, timeout=60)
+            assert answer.status_code == 200 and len(answer.json()["items"]) == 5
+        streamed = _calls_by_actor(
+            cluster_state, lambda c: _sum_calls(c, "UserVectors", "recommend_many") >= 40
+            and all(_sum_calls(c, "Shard", "search_packed", f"shard-{s}") >= 40 for s in (0, 1)), since=before,
+        )
+        by_class: dict[str, list[tuple[str, dict[str, int]]]] = defaultdict(list)
+        for name, (cls, methods) in streamed.items():
+            by_class[cls].append((name, methods))
+        assert sum(sum(m.values()) for _, m in by_class["Router"]) == 0, by_class["Router"]
+        per_user_actor = sorted(m.get("recommend_many", 0) for _, m in by_class["UserVectors"])
+        assert len(per_user_actor) == 2 and sum(per_user_actor) == 40 and per_user_actor[0] > 0, per_user_actor
+        per_shard: dict[str, list[int]] = defaultdict(list)
+        for name, methods in by_class["Shard"]:
+            per_shard[name.split("-replica-")[0]].append(methods.get("search_packed", 0))
+        assert sorted(per_shard) == ["shard-0", "shard-1"], per_shard
+        for shard, replica_calls in per_shard.items():  # one search per recommendation, over both replicas
+            assert len(replica_calls) == 2 and sum(replica_calls) >= 40 and min(replica_calls) > 0, per_shard
+
         # Re-sharding the running deployment: the same config with 3 shards, deployed again,
         # while a stream of recommendations runs over HTTP.
         config["applications"][0]["args"]["shards"] = 3
@@ -113,13 +150,8 @@ def test_serve_config_on_a_three_node_cluster(tmp_path):
                        "the re-shard to 3 shards", interval_s=2)
         assert stream.answered >= 5 and not stream.wrong, (stream.answered, stream.wrong[:3])
         assert requests.get(url + "/healthz", timeout=10).json()["items"] == 200
-        check = subprocess.run(
-            [sys.executable, "-m", "tests.integration.cluster_check", f"127.0.0.1:{gcs}", f"http://127.0.0.1:{dashboard}"],
-            env=client_env, capture_output=True, text=True, timeout=120, cwd=ROOT,
-        )
-        assert check.returncode == 0, check.stderr[-3000:]
         replicas = defaultdict(set)
-        for actor in json.loads(check.stdout.strip().splitlines()[-1])["actors"]:
+        for actor in cluster_state()["actors"]:
             if actor["class"] == "Shard":
                 assert actor["node"] in shard_nodes, actor
                 replicas[actor["name"].split("-replica-")[0]].add(actor["node"])
@@ -176,6 +208,33 @@ class _RecommendStream:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(120)
+
+
+def _calls_by_actor(
+    state, until, since: dict | None = None, timeout_s: float = 90
+) -> dict[str, tuple[str, dict[str, int]]]:
+    """Per rayrec actor (by name): (class, calls per method), less those in `since`.
+
+    state: asks cluster_check again, until until(answer) holds (Ray reports task events a little after
+    the calls) or timeout_s passes; the last answer is returned either way, for the caller to assert on.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        seen = state()
+        names = {a["id"]: (a["name"] or a["id"], a["class"]) for a in seen["actors"]}
+        out: dict[str, tuple[str, dict[str, int]]] = {}
+        for actor, methods in seen["calls"].items():
+            if actor in names:
+                name, cls = names[actor]
+                earlier = (since or {}).get(name, ("", {}))[1]
+                out[name] = (cls, {m: n - earlier.get(m, 0) for m, n in methods.items()})
+        if until(out) or time.monotonic() > deadline:
+            return out
+        time.sleep(2)
+
+
+def _sum_calls(calls: dict[str, tuple[str, dict[str, int]]], cls: str, method: str, prefix: str = "") -> int:
+    return sum(m.get(method, 0) for name, (c, m) in calls.items() if c == cls and name.startswith(prefix))
 
 
 def _small_catalog(tmp_path: Path) -> str:
