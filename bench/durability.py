@@ -145,7 +145,6 @@ def feedback_bench(root: str) -> dict[str, object]:
 # ----- 2. recovery ----------------------------------------------------------------
 def shard_recovery(root: str) -> dict[str, object]:
     import pyarrow as pa
-
     from rayrec.actors.shard import Shard
 
     dim, n = args.dim, args.shard_items
@@ -161,7 +160,10 @@ def shard_recovery(root: str) -> dict[str, object]:
     step = 200_000
     for start in range(0, n, step):
         m = min(step, n - start)
-        x = centres[rng.integers(0, len(centres), m)] + 0.3 * rng.standard_normal((m, dim)).astype(np.float32) / np.sqrt(dim)
+        x = (
+            centres[rng.integers(0, len(centres), m)]
+            + 0.3 * rng.standard_normal((m, dim)).astype(np.float32) / np.sqrt(dim)
+        )
         table = pa.table({
             "item_id": [f"i{i}" for i in range(start, start + m)],
             "embedding": pa.FixedSizeListArray.from_arrays(pa.array(x.astype(np.float32).reshape(-1)), dim),
@@ -196,6 +198,7 @@ def shard_recovery(root: str) -> dict[str, object]:
 
 def user_recovery(root: str) -> dict[str, object]:
     from rayrec.actors.user_vectors import UserVectors
+
     from rayrec.durability import user_log
     from rayrec.durability.journal import Journal
     from rayrec.durability.storage import Storage
@@ -256,7 +259,9 @@ def main() -> None:
     out: dict[str, object] = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
         "dim": args.dim,
-        "wal_sync": "fdatasync per write, in the caller's turn" if C.WAL_INLINE_WRITES else "fdatasync per group commit",
+        "wal_sync": (
+            "fdatasync per write, in the caller's turn" if C.WAL_INLINE_WRITES else "fdatasync per group commit"
+        ),
     }
     try:
         if not args.skip_feedback:

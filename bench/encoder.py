@@ -39,7 +39,8 @@ GENRES = ["Drama", "Comedy", "Horror", "Action", "Romance", "Thriller", "Sci-Fi"
 
 def texts(n: int) -> list[str]:
     return [
-        f"The {WORDS[i % 16].title()} {WORDS[(i * 7) % 16].title()} ({1950 + i % 70}). {GENRES[i % 8]}, {GENRES[(i * 3) % 8]}"
+        f"The {WORDS[i % 16].title()} {WORDS[(i * 7) % 16].title()} ({1950 + i % 70}). "
+        f"{GENRES[i % 8]}, {GENRES[(i * 3) % 8]}"
         for i in range(n)
     ]
 
@@ -59,7 +60,6 @@ def plain(corpus: list[str]) -> tuple[float, TextEncoder]:
 def served(corpus: list[str]) -> float:
     import ray
     from ray import serve
-
     from rayrec.serve_app.encoder import Encoder
 
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)

@@ -5,7 +5,8 @@
 Items are clustered 384-d vectors loaded with their embeddings (nothing to encode); users
 start from histories of 20 items; recommendations exclude what the user has seen. The baselines
 are `GET /noop` and `POST /noop` with a body of the same size as a /recommend call (a POST's body
-costs Serve one more hop); `GET /recommend?user_id=...` is the same recommendation without a body. With --storage (the default) the system is durable: every feedback is
+costs Serve one more hop); `GET /recommend?user_id=...` is the same recommendation without a body. \
+With --storage (the default) the system is durable: every feedback is
 in the write-ahead log (fdatasync) before it is acknowledged. Clients are bounded threads on
 127.0.0.1 with keep-alive. `POST /recommend/batch` is measured with --batch-users users a call.
 
@@ -53,10 +54,10 @@ import pyarrow.parquet as pq  # noqa: E402
 import ray  # noqa: E402
 import requests  # noqa: E402
 from ray import serve  # noqa: E402
+from rayrec.serve_app.app import build_app  # noqa: E402
 
 from rayrec import Rayrec  # noqa: E402
 from rayrec.catalogs.catalog import items_table  # noqa: E402
-from rayrec.serve_app.app import build_app  # noqa: E402
 
 NAMESPACE = "http-bench"
 

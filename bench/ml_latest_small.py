@@ -32,8 +32,8 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from rayrec.exceptions import RayrecError
 from rayrec.catalogs.movielens import cache_dir
+from rayrec.exceptions import RayrecError
 
 SDIST = "lenskit-2025.8.1.tar.gz"
 URL = (

@@ -162,7 +162,9 @@ def main() -> dict[str, object]:
                         "read_p50_ms_before": p(base, 50),
                         "read_p50_ms_during": p(during, 50),
                         "read_p99_ms_during": p(during, 99),
-                        "read_p50_ratio_during_vs_before": round(p(during, 50) / p(base, 50), 2) if base and during else None,
+                        "read_p50_ratio_during_vs_before": (
+                            round(p(during, 50) / p(base, 50), 2) if base and during else None
+                        ),
                         "reads_during": len(during),
                         "writes_during": len(writes),
                         "longest_write_wait_s": round(max(writes), 2) if writes else None,

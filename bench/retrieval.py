@@ -201,7 +201,8 @@ def main() -> dict:
         "shard_threads_for_batches_and_builds": int(os.environ["RAYREC_SHARD_BATCH_THREADS"]),
         "single_build_s": round(single_build_s, 1),
         "rayrec_load_and_build_s": round(rayrec_build_s, 1),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, faiss {faiss.__version__}",
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}, faiss {faiss.__version__}",
     }
 
 

@@ -37,10 +37,10 @@ import numpy as np  # noqa: E402
 import ray  # noqa: E402
 import requests  # noqa: E402
 from ray import serve  # noqa: E402
+from rayrec.serve_app.app import build_app  # noqa: E402
 
 from rayrec import Rayrec  # noqa: E402
 from rayrec.learning import store  # noqa: E402
-from rayrec.serve_app.app import build_app  # noqa: E402
 
 NAMESPACE = "swap-bench"
 
@@ -60,7 +60,9 @@ def main() -> dict:
     base = f"http://127.0.0.1:{args.port}"
     serve.start(http_options={"host": "127.0.0.1", "port": args.port})
     log(f"deploying MovieLens in {old}")
-    serve.run(build_app({"model": old, "models_root": root, "namespace": NAMESPACE}), name="rayrec-swap", route_prefix="/")
+    serve.run(
+        build_app({"model": old, "models_root": root, "namespace": NAMESPACE}), name="rayrec-swap", route_prefix="/"
+    )
     records: list[tuple[float, float, int, str | None]] = []  # (start, seconds, status, model_version)
     stop = threading.Event()
 
@@ -71,7 +73,11 @@ def main() -> dict:
             user = str(1 + (c * 211 + n) % 943)
             t = time.perf_counter()
             if n % 4 == 3:
-                r = s.post(base + "/feedback", json={"user_id": user, "item_id": str(1 + n % 1682), "event": "like"}, timeout=120)
+                r = s.post(
+                    base + "/feedback",
+                    json={"user_id": user, "item_id": str(1 + n % 1682), "event": "like"},
+                    timeout=120,
+                )
                 version = None
             else:
                 r = s.post(base + "/recommend", json={"user_id": user, "k": 10}, timeout=120)

@@ -41,7 +41,9 @@ def make_catalog(path: str, n: int, dim: int, seed: int = 0) -> None:
     vectors = centres[genre] + 0.8 * rng.standard_normal((n, dim)).astype(np.float32)
     ids = [f"sku-{i:06d}" for i in range(n)]
     table = items_table(
-        ids, vectors, {"category": [GENRES[g] for g in genre], "title": [f"{GENRES[g]} title #{i}" for i, g in enumerate(genre)]}
+        ids,
+        vectors,
+        {"category": [GENRES[g] for g in genre], "title": [f"{GENRES[g]} title #{i}" for i, g in enumerate(genre)]},
     )
     pq.write_table(table, path)
 

@@ -66,7 +66,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _data_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataset", default="movielens-100k", help="movielens-100k (used unless --interactions is given)")
+    parser.add_argument("--dataset", default="movielens-100k",
+                        help="movielens-100k (used unless --interactions is given)")
     parser.add_argument("--interactions", default=None, help="Parquet/CSV with user_id, item_id, timestamp[, rating]")
     parser.add_argument("--items", default=None,
                         help="Parquet/CSV with item_id and text (or title/genre columns)[, category]")
@@ -140,10 +141,10 @@ def serve_command(args: argparse.Namespace) -> int:
     import requests
     from ray import serve
 
-    from rayrec.system.driver import Rayrec
     from rayrec.exceptions import InvalidInputError
     from rayrec.serve_app.app import AppArgs, build_app
     from rayrec.serve_app.ingress import key_digest
+    from rayrec.system.driver import Rayrec
 
     if args.address is None:
         # "local": a new Ray of our own, never one that somebody's `ray start` left on this machine.
@@ -187,13 +188,15 @@ def serve_command(args: argparse.Namespace) -> int:
     serve.run(build_app(opts), name=APP_NAME, route_prefix="/")
     health = requests.get(f"{url}/healthz", timeout=30).json()
     print(
-        f"rayrec: serving {health['items']} items and {health['users']} users (model {health['model_version']}) at {url} "
+        f"rayrec: serving {health['items']} items and {health['users']} users "
+        f"(model {health['model_version']}) at {url} "
         f"(ready in {time.perf_counter() - t0:.0f} s; API docs at {url}/docs)",
         flush=True,
     )
     print(f"rayrec: live demo page at {url}/ (open it in a browser: pick a user, press like, watch the list move)",
           flush=True)
-    print(f"""try:  curl -s -X POST {url}/recommend -H 'content-type: application/json' -d '{{"user_id": "1", "k": 5}}'""")
+    print(f"""try:  curl -s -X POST {url}/recommend -H 'content-type: application/json' """
+          f"""-d '{{"user_id": "1", "k": 5}}'""")
     try:
         if args.exit_after_start:
             return 0

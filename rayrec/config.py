@@ -206,7 +206,11 @@ class RayrecConfig:
         _positive_int("replicas", self.replicas)
         for name in ("shard_resources", "control_resources"):
             _check_resources(name, getattr(self, name))
-        if isinstance(self.replica_hedge_s, bool) or not isinstance(self.replica_hedge_s, (int, float)) or not self.replica_hedge_s > 0:
+        if (
+            isinstance(self.replica_hedge_s, bool)
+            or not isinstance(self.replica_hedge_s, (int, float))
+            or not self.replica_hedge_s > 0
+        ):
             raise InvalidInputError(f"replica_hedge_s must be a number > 0, got {self.replica_hedge_s!r}")
         if isinstance(self.max_restarts, bool) or not isinstance(self.max_restarts, int) or self.max_restarts < -1:
             raise InvalidInputError(f"max_restarts must be an integer >= -1 (-1: always), got {self.max_restarts!r}")

@@ -116,7 +116,11 @@ def per_query(value: Any, n: int, check: Any, what: str) -> list[Any]:
     """Expands one filter/exclusion (or a list of n of them) to a list of n."""
     if value is None:
         return [None] * n
-    if isinstance(value, list) and value and all(v is None or isinstance(v, (list, tuple, set, frozenset)) for v in value):
+    if (
+        isinstance(value, list)
+        and value
+        and all(v is None or isinstance(v, (list, tuple, set, frozenset)) for v in value)
+    ):
         if len(value) != n:
             raise InvalidInputError(f"got {len(value)} {what} lists for {n} queries; give one per query or one for all")
         return [check(v) for v in value]

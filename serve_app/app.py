@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
+from rayrec.serve_app.encoder import Encoder
+from rayrec.serve_app.ingress import Ingress
 
 from rayrec import constants as C
 from rayrec.exceptions import InvalidInputError
-from rayrec.serve_app.encoder import Encoder
-from rayrec.serve_app.ingress import Ingress
 
 
 class AppArgs(BaseModel):
@@ -24,9 +24,12 @@ class AppArgs(BaseModel):
         None, ge=1, description="item-space dimension (default: the model's, else the encoder's: MiniLM 384)"
     )
     model: str | None = Field(
-        None, description="a trained item space: latest, a version (v3) or a model folder; None: the encoder's own space"
+        None,
+        description="a trained item space: latest, a version (v3) or a model folder; None: the encoder's own space",
     )
-    models_root: str | None = Field(None, description="where `latest` and versions are looked up (default: rayrec's cache)")
+    models_root: str | None = Field(
+        None, description="where `latest` and versions are looked up (default: rayrec's cache)"
+    )
     shards: int = Field(C.DEFAULT_NUM_SHARDS, ge=1)
     index: str = Field("HNSW32", description="faiss index factory string of each shard")
     ef_search: int = Field(C.DEFAULT_EF_SEARCH, ge=1)
@@ -34,17 +37,23 @@ class AppArgs(BaseModel):
     max_k: int = Field(C.DEFAULT_MAX_K, ge=1)
     user_actors: int = Field(C.DEFAULT_NUM_USER_ACTORS, ge=1)
     on_shard_failure: str = C.DEFAULT_ON_SHARD_FAILURE
-    actor_num_cpus: float = Field(0.1, ge=0, description="CPU claim of each rayrec actor (fractional: they share cores)")
+    actor_num_cpus: float = Field(
+        0.1, ge=0, description="CPU claim of each rayrec actor (fractional: they share cores)"
+    )
     model_dir: str | None = Field(None, description="a local Hugging Face model directory (default: MiniLM)")
     encoder_num_gpus: float = Field(0, ge=0, description="GPUs per encoder replica (fractional allowed)")
-    encoder_num_cpus: float = Field(0.5, ge=0, description="CPU claim of each encoder replica (torch uses its own threads)")
+    encoder_num_cpus: float = Field(
+        0.5, ge=0, description="CPU claim of each encoder replica (torch uses its own threads)"
+    )
     encoder_replicas: int = Field(1, ge=1)
     max_batch_size: int = Field(C.ENCODER_BATCH_SIZE, ge=1, description="texts per encoder batch")
     batch_wait_timeout_s: float = Field(C.ENCODER_BATCH_WAIT_S, ge=0)
     ingress_num_cpus: float = Field(0.1, ge=0)
     ingress_replicas: int = Field(1, ge=1)
     encoder_autoscaling: dict[str, Any] | None = Field(
-        None, description="Serve autoscaling_config of the encoder (min_replicas, max_replicas, ...); replaces encoder_replicas"
+        None,
+        description="Serve autoscaling_config of the encoder (min_replicas, max_replicas, ...); "
+        "replaces encoder_replicas",
     )
     ingress_autoscaling: dict[str, Any] | None = Field(None, description="Serve autoscaling_config of the ingress")
     shard_resources: dict[str, float] = Field(default_factory=dict, description="Ray custom resources each shard needs")
@@ -53,11 +62,17 @@ class AppArgs(BaseModel):
     max_items_per_call: int = Field(C.MAX_ITEMS_PER_CALL, ge=1)
     max_body_bytes: int = Field(C.MAX_BODY_BYTES, ge=1, description="largest request body any route accepts (413)")
     replicas: int = Field(C.DEFAULT_REPLICAS, ge=1, description="actors per shard holding the same items")
-    storage: str | None = Field(None, description="directory or URI (s3://, gs://) for durable state; None: memory only")
+    storage: str | None = Field(
+        None, description="directory or URI (s3://, gs://) for durable state; None: memory only"
+    )
     snapshot_every: int = Field(C.DEFAULT_SNAPSHOT_EVERY, ge=1, description="log rows between an actor's snapshots")
-    api_key_env: str = Field(C.API_KEY_ENV, description="environment variable (of the ingress replicas) holding the API key")
+    api_key_env: str = Field(
+        C.API_KEY_ENV, description="environment variable (of the ingress replicas) holding the API key"
+    )
     api_key_sha256: str | None = Field(
-        None, pattern=r"^[0-9a-f]{64}$", description="SHA-256 hex of the API key (instead of the key in the environment)"
+        None,
+        pattern=r"^[0-9a-f]{64}$",
+        description="SHA-256 hex of the API key (instead of the key in the environment)",
     )
     protect_reads: bool = Field(False, description="require the API key on read routes too")
 

@@ -9,9 +9,9 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from rayrec.catalogs import movielens
+from rayrec.catalogs.ingest import ingest
 from rayrec.exceptions import InvalidInputError
 from rayrec.hashing import partition_of
-from rayrec.catalogs.ingest import ingest
 
 MOVIELENS = "movielens-100k"
 

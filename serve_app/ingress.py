@@ -18,33 +18,7 @@ from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from ray import serve
 from ray.exceptions import RayError
-
-from rayrec import constants as C
-from rayrec import metrics
-from rayrec.config import RayrecConfig
-from rayrec.system.deploy import build_actors, create_shards
-from rayrec.exceptions import (
-    InvalidInputError,
-    ItemNotFoundError,
-    LayoutChangedError,
-    RayrecError,
-    ShardUnavailableError,
-    root_cause,
-)
-from rayrec.hashing import partition_of
-from rayrec.learning import store
-from rayrec.learning.placement import check_stored_space
-from rayrec.system.model_swap import (
-    TEXT_KEY,
-    TEXT_SPACE,
-    CatalogChangedError,
-    SpaceChangedError,
-    placer_of,
-    space_of,
-    swap_model,
-)
 from rayrec.serve_app.catalogs import load_catalog
-from rayrec.users.client import RecommendClient
 from rayrec.serve_app.models import (
     EncodeRequest,
     EncodeResponse,
@@ -61,6 +35,31 @@ from rayrec.serve_app.models import (
     UserVersion,
 )
 
+from rayrec import constants as C
+from rayrec import metrics
+from rayrec.config import RayrecConfig
+from rayrec.exceptions import (
+    InvalidInputError,
+    ItemNotFoundError,
+    LayoutChangedError,
+    RayrecError,
+    ShardUnavailableError,
+    root_cause,
+)
+from rayrec.hashing import partition_of
+from rayrec.learning import store
+from rayrec.learning.placement import check_stored_space
+from rayrec.system.deploy import build_actors, create_shards
+from rayrec.system.model_swap import (
+    TEXT_KEY,
+    TEXT_SPACE,
+    CatalogChangedError,
+    SpaceChangedError,
+    placer_of,
+    space_of,
+    swap_model,
+)
+from rayrec.users.client import RecommendClient
 
 log = logging.getLogger("ray.serve")
 # The demo page's files, shipped inside the package (no build step, nothing fetched from elsewhere), read once.
@@ -240,7 +239,9 @@ class Ingress:
         recorded = await self.router.item_space.remote()
         if recorded is None and self.config.storage:
             check_stored_space(self.config.storage, self.model_version, items > 0)
-        await self._follow_space(await self.router.set_item_space.remote(space_of(self.model_version, settings.get("model"))))
+        await self._follow_space(
+            await self.router.set_item_space.remote(space_of(self.model_version, settings.get("model")))
+        )
         catalog = settings.get("catalog", "none")
         if catalog != "none" and items == 0:
             # A fresh system: load its catalog before this replica reports ready.
@@ -316,7 +317,7 @@ class Ingress:
 
     @api.post("/noop")
     async def noop_post(self, request: Request) -> dict[str, str]:
-        """Reads and parses a JSON body, then does no work: the baseline of the POST routes (Serve's body hop included)."""
+        """Reads and parses a JSON body, then does no work: the POST routes' baseline (Serve's body hop included)."""
         await request.json()
         return {"status": "ok"}
 
@@ -337,7 +338,7 @@ class Ingress:
 
     @api.post("/recommend", response_model=RecommendResponse)
     async def recommend(self, body: RecommendRequest, request: Request, response: Response) -> dict[str, Any]:
-        """Top-k for one user: the ingress -> user actor -> shards read path (Server-Timing says where the time went)."""
+        """Top-k for one user: ingress -> user actor -> shards (Server-Timing says where the time went)."""
         return await self._recommend_one(self._fields(body), request, response)
 
     @api.get("/recommend", response_model=RecommendResponse)
@@ -388,7 +389,9 @@ class Ingress:
         arrived = time.time()
         # An id for every event: a call Ray resends after an actor restart is applied once.
         event_id = body.event_id or uuid.uuid4().hex
-        out = await self._users_of(body.user_id).feedback.remote(body.user_id, body.item_id, body.event, event_id, arrived)
+        out = await self._users_of(body.user_id).feedback.remote(
+            body.user_id, body.item_id, body.event, event_id, arrived
+        )
         return {"user_id": out["user_id"], "user_version": out["version"], "applied": out["applied"]}
 
     @api.put("/users/{user_id}", response_model=UserVersion)
@@ -409,7 +412,9 @@ class Ingress:
 
             out = await self._in_current_space(place)
         else:
-            out = await actor.set_vector.remote(user_id, np.asarray(_finite(body.vector or [], "vector"), dtype=np.float32), event_id)
+            out = await actor.set_vector.remote(
+                user_id, np.asarray(_finite(body.vector or [], "vector"), dtype=np.float32), event_id
+            )
         return {"user_id": out["user_id"], "user_version": out["version"], "applied": out["applied"]}
 
     @api.get("/users/{user_id}", response_model=UserOut)
@@ -492,7 +497,9 @@ class Ingress:
         """Every category with its number of live items, most items first (what a category filter can name)."""
         self._authorize(request, write=False)
         counts = await self.router.categories.remote()
-        return {"categories": [{"name": n, "items": c} for n, c in sorted(counts.items(), key=lambda nc: (-nc[1], nc[0]))]}
+        return {
+            "categories": [{"name": n, "items": c} for n, c in sorted(counts.items(), key=lambda nc: (-nc[1], nc[0]))]
+        }
 
     @api.delete("/items/{item_id}")
     async def delete_item(self, item_id: str, request: Request) -> Any:
@@ -504,12 +511,14 @@ class Ingress:
 
     @api.post("/model", response_model=ModelSwapped)
     async def swap_model(self, body: ModelSwap, request: Request) -> dict[str, Any]:
-        """Moves the running system to another trained model version while traffic goes on (see rayrec.system.model_swap)."""
+        """Moves the running system to another trained model version under traffic (rayrec.system.model_swap)."""
         self._authorize(request)
         folder = store.resolve(body.model, self.models_root).resolve()
         text_dim = int(store.manifest(folder).get("text_dim", 0))
         if text_dim != await self.encoder.dim.remote():
-            raise InvalidInputError(f"model {folder.name} was trained on {text_dim}-d text embeddings, not this encoder's")
+            raise InvalidInputError(
+                f"model {folder.name} was trained on {text_dim}-d text embeddings, not this encoder's"
+            )
         out = await swap_model(self.router, self.users, str(folder), self._encode, create_shards)
         await self._follow_space()
         return out

@@ -25,7 +25,9 @@ class RecommendRequest(BaseModel):
 
 class RecommendBatchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    requests: list[RecommendRequest] = Field(min_length=1, description="one entry per user, each as POST /recommend's body")
+    requests: list[RecommendRequest] = Field(
+        min_length=1, description="one entry per user, each as POST /recommend's body"
+    )
 
 
 class Item(BaseModel):

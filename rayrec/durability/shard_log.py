@@ -28,7 +28,9 @@ def log_schema(dim: int) -> pa.Schema:
     )
 
 
-def upsert_batch(ids: list[str], vectors: np.ndarray, metadata: dict[str, list[str | None]], dim: int) -> pa.RecordBatch:
+def upsert_batch(
+    ids: list[str], vectors: np.ndarray, metadata: dict[str, list[str | None]], dim: int
+) -> pa.RecordBatch:
     """The log record of an upsert (checked ids, normalised vectors, checked metadata)."""
     n = len(ids)
     names = list(metadata)

@@ -14,8 +14,8 @@ from typing import Any
 import pyarrow as pa
 
 from rayrec.durability import wal
-from rayrec.exceptions import RayrecError
 from rayrec.durability.storage import Storage
+from rayrec.exceptions import RayrecError
 
 MANIFEST_PREFIX = "snapshot-"
 MANIFEST_SUFFIX = ".json"

@@ -12,7 +12,6 @@ import pyarrow as pa
 from rayrec.index.vector_codec import vectors_column, vectors_of
 from rayrec.users.user_state import UserChange, UserState, UserStore
 
-
 _SOURCE = pa.list_(pa.float32())  # a text embedding (any length), or null
 
 
@@ -122,7 +121,9 @@ def _base(source: list[float] | None, at: float | None, kept: bool, cols: dict[s
 def table_to_store(table: pa.Table, store: UserStore) -> None:
     """Restores the users of a snapshot table into store."""
     vectors = vectors_of(table.column("vector"), store.dim)
-    cols = {name: table.column(name).to_pylist() for name in ("user_id", "version", "updated_at", "history", "event_ids")}
+    cols = {
+        name: table.column(name).to_pylist() for name in ("user_id", "version", "updated_at", "history", "event_ids")
+    }
     none = [None] * table.num_rows  # snapshots written before bases were kept
     base_source = table.column("base_source").to_pylist() if "base_source" in table.column_names else none
     base_at = table.column("base_at").to_pylist() if "base_at" in table.column_names else none

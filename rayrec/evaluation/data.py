@@ -67,7 +67,9 @@ def _read_table(path: str, what: str) -> pa.Table:
             return pacsv.read_csv(p)
         return pq.read_table(p)
     except (pa.ArrowInvalid, OSError) as exc:
-        raise InvalidInputError(f"{what} file {path!r} is neither Parquet nor CSV that pyarrow can read: {exc}") from None
+        raise InvalidInputError(
+            f"{what} file {path!r} is neither Parquet nor CSV that pyarrow can read: {exc}"
+        ) from None
 
 
 def _strings(table: pa.Table, column: str) -> list[str]:
@@ -119,7 +121,11 @@ def make_items(items: pa.Table, where: str = "items") -> pa.Table:
         raise InvalidInputError(f"{where} lists some item_id more than once")
     if any(not t.strip() for t in text):
         raise InvalidInputError(f"{where}: every item needs some text (title, genres or text)")
-    category = [None if c is None else str(c) for c in items["category"].to_pylist()] if "category" in names else [None] * len(ids)
+    category = (
+        [None if c is None else str(c) for c in items["category"].to_pylist()]
+        if "category" in names
+        else [None] * len(ids)
+    )
     return pa.table({"item_id": ids, "text": text, "category": pa.array(category, pa.string())})
 
 

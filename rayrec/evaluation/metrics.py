@@ -20,7 +20,9 @@ class Scored:
 
     def subset(self, mask: np.ndarray) -> Scored:
         """The answers to the events where mask (bool, one per event) is set."""
-        return Scored([u for u, m in zip(self.users, mask) if m], self.ranks[mask], [t for t, m in zip(self.top10, mask) if m])
+        return Scored(
+            [u for u, m in zip(self.users, mask) if m], self.ranks[mask], [t for t, m in zip(self.top10, mask) if m]
+        )
 
 
 def hit_rate(ranks: np.ndarray, k: int) -> float:

@@ -126,7 +126,9 @@ async def run_by_user(
 
     await asyncio.gather(*(one_user(u, p) for u, p in timelines.items()))
     order = sorted(ranks)
-    return Scored([replay[p].user for p in order], np.array([ranks[p] for p in order], dtype=np.int64), [tops[p] for p in order])
+    return Scored(
+        [replay[p].user for p in order], np.array([ranks[p] for p in order], dtype=np.int64), [tops[p] for p in order]
+    )
 
 
 def as_async(policy: Policy) -> AsyncPolicy:

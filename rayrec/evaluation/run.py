@@ -78,7 +78,9 @@ def _cold_metrics(
     for subset, mask in subsets.items():
         out[subset] = {"events": int(mask.sum())}
         for name in POLICIES:
-            out[subset][name] = summarise(scored[name].subset(mask), catalog, resamples)["hr@10"] if mask.any() else None
+            out[subset][name] = (
+                summarise(scored[name].subset(mask), catalog, resamples)["hr@10"] if mask.any() else None
+            )
     return out
 
 

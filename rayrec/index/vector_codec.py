@@ -20,7 +20,9 @@ def vectors_of(column: pa.Array | pa.ChunkedArray, dim: int) -> np.ndarray:
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks()
     if column.type != pa.binary(dim * 4):
-        raise RayrecError(f"a snapshot's vector column is {column.type}, expected {dim * 4}-byte values of {dim} float32")
+        raise RayrecError(
+            f"a snapshot's vector column is {column.type}, expected {dim * 4}-byte values of {dim} float32"
+        )
     n = len(column)
     flat = np.frombuffer(column.buffers()[1], dtype="<f4", count=n * dim, offset=column.offset * dim * 4)
     return flat.astype(np.float32).reshape(n, dim)

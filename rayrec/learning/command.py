@@ -1,4 +1,5 @@
-"""`rayrec train`: encode the catalog, learn the space (two-tower on Ray Train, or the SVD baseline), write a version."""
+"""`rayrec train`: encode the catalog, learn the space (two-tower on Ray Train, or the SVD baseline),
+write a version."""
 
 from __future__ import annotations
 

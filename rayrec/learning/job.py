@@ -68,7 +68,9 @@ def _worker_loop(config: dict[str, Any]) -> None:
         with tempfile.TemporaryDirectory() as folder:
             state = {k: v.detach().cpu().contiguous() for k, v in unwrap(model).state_dict().items()}
             save_file(state, os.path.join(folder, STATE))
-            ray.train.report({**history[-1], "history": history}, checkpoint=ray.train.Checkpoint.from_directory(folder))
+            ray.train.report(
+                {**history[-1], "history": history}, checkpoint=ray.train.Checkpoint.from_directory(folder)
+            )
     else:
         ray.train.report({**history[-1], "history": history})
 

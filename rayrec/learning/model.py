@@ -4,7 +4,8 @@ Item tower: normalise(P(text embedding) + id embedding). P is a linear map
 from the frozen encoder's space into the learned one; the id embedding is a
 per-item correction learned from interactions (zero for an item the training
 data never saw, and dropped at random during training so the text path alone
-learns to place items; the same loss on the text path alone trains it directly). User tower: normalise(sum of the item vectors of the
+learns to place items; the same loss on the text path alone trains it directly).
+User tower: normalise(sum of the item vectors of the
 user's recent interactions, the newest weighing 1, the one before `recency`, ...,
 each also weighted by its event's signed rate in the feedback rule: like 1, click
 0.4, dislike -1), which is what rayrec's `set_history` and, roughly, its feedback rule compute,
@@ -129,7 +130,9 @@ class TwoTower(torch.nn.Module):
         """Item vectors from the text path alone (how an item without interactions is placed)."""
         return torch.nn.functional.normalize(self.project(self.text[idx]), dim=-1)
 
-    def forward(self, context: torch.Tensor, sign: torch.Tensor, target: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, context: torch.Tensor, sign: torch.Tensor, target: torch.Tensor, log_q: torch.Tensor
+    ) -> torch.Tensor:
         """The training loss: a softmax over the whole catalog or the batch's targets (see TrainParams.negatives),
         once with the items' full vectors and once (weighted by text_loss) with their text path alone, which
         trains that path to place items where their interactions would have put them."""

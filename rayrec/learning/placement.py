@@ -19,8 +19,8 @@ def check_stored_space(storage_uri: str, serving: str, holds_items: bool) -> Non
     without either is taken to hold `text` vectors if it holds items (systems from
     before learned spaces); an empty one is marked for `serving`.
     """
-    from rayrec.system.layout import read_layout
     from rayrec.durability.storage import Storage
+    from rayrec.system.layout import read_layout
 
     storage = Storage(storage_uri)
     swapped = (read_layout(storage) or {}).get("item_space")  # a model swap's record (its commit point)
@@ -65,7 +65,10 @@ class Placer:
         out[known] = self.space.vectors[[self._row[ids[i]] for i in known]]
         if missing:
             if unknown_text is None or len(unknown_text) != len(missing):
-                raise ValueError(f"{len(missing)} items need a text embedding, got {0 if unknown_text is None else len(unknown_text)}")
+                raise ValueError(
+                    f"{len(missing)} items need a text embedding, "
+                    f"got {0 if unknown_text is None else len(unknown_text)}"
+                )
             out[missing] = self.space.place(unknown_text)
         return out
 

@@ -13,6 +13,7 @@ from rayrec.evaluation.spaces import RIDGE
 from rayrec.learning.examples import make_examples
 from rayrec.learning.model import TrainParams
 
+
 @dataclass(frozen=True, slots=True)
 class Space:
     """Item vectors (n, dim), which came from text alone, and the text path x -> normalise(W x + b)."""

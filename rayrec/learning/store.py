@@ -100,7 +100,9 @@ def save(
 
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     if vectors.ndim != 2 or vectors.shape[0] != len(item_ids) or len(from_text) != len(item_ids):
-        raise ValueError(f"{len(item_ids)} item ids, vectors of shape {vectors.shape}, {len(from_text)} from_text flags")
+        raise ValueError(
+            f"{len(item_ids)} item ids, vectors of shape {vectors.shape}, {len(from_text)} from_text flags"
+        )
     folder = Path(root)
     folder.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=folder))
@@ -142,7 +144,9 @@ def resolve(model: str, root: str | os.PathLike[str] | None = None) -> Path:
         return base / f"v{found[-1]}"
     path = base / model if VERSION.match(model) else Path(model)
     if not (path / MANIFEST).is_file():
-        raise InvalidInputError(f"{path} is not a rayrec model folder (no {MANIFEST}): give `latest`, a version or a path")
+        raise InvalidInputError(
+            f"{path} is not a rayrec model folder (no {MANIFEST}): give `latest`, a version or a path"
+        )
     return path
 
 

@@ -11,7 +11,6 @@ from rayrec.routing.topk import SearchResult
 from rayrec.routing.wire import pack_requests, unpack_answers
 
 
-
 class RouterClient:
     """Searches through a router handle from an asyncio process (a server, a user actor).
 

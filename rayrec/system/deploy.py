@@ -136,7 +136,9 @@ def build_actors(
         try:
             reshard(router, config.num_shards)
         except Exception as exc:  # the system serves on at its current count: say so, do not fail the caller
-            log.warning("rayrec: re-sharding to %d shards failed (%s); serving with the current shards", config.num_shards, exc)
+            log.warning(
+                "rayrec: re-sharding to %d shards failed (%s); serving with the current shards", config.num_shards, exc
+            )
         return router, get(router.get_shards.remote()), existing[3]
     if existing is not None:
         raise InvalidInputError(

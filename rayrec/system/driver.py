@@ -12,12 +12,13 @@ import ray
 
 from rayrec import constants as C
 from rayrec.config import RayrecConfig
-from rayrec.system.deploy import attach_actors, build_actors, reshard
-from rayrec.system.deploy import get as _get
 from rayrec.exceptions import InvalidInputError
 from rayrec.hashing import partition_of
 from rayrec.routing.topk import SearchResult
+from rayrec.system.deploy import attach_actors, build_actors, reshard
+from rayrec.system.deploy import get as _get
 from rayrec.validation import check_id, check_ids
+
 
 class Rayrec:
     """A running rayrec system, driven from Python.
@@ -28,7 +29,13 @@ class Rayrec:
     """
 
     def __init__(
-        self, config: RayrecConfig, router: Any, shards: list[Any], users: list[Any], owns_ray: bool, started: bool = False
+        self,
+        config: RayrecConfig,
+        router: Any,
+        shards: list[Any],
+        users: list[Any],
+        owns_ray: bool,
+        started: bool = False,
     ) -> None:
         self.config = config
         self._started = started  # this object's process created the actors (it owns the non-detached ones)
@@ -151,8 +158,8 @@ class Rayrec:
         """
         import asyncio
 
-        from rayrec.system.deploy import create_shards
         from rayrec.learning import store
+        from rayrec.system.deploy import create_shards
         from rayrec.system.model_swap import swap_model
 
         if not self._started and not _get(self.router.get_layout.remote())[2]:

@@ -15,8 +15,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from rayrec.config import RayrecConfig
-from rayrec.exceptions import InvalidInputError
 from rayrec.durability.storage import Storage
+from rayrec.exceptions import InvalidInputError
 
 LAYOUT_FILE = "layout.json"
 GENERATION_DIR_PREFIX = "gen-"
@@ -83,7 +83,10 @@ def retiring_of(layout: dict[str, Any]) -> Generation | None:
 
 
 def write_layout(
-    config: RayrecConfig, current: Generation, retiring: Generation | None = None, item_space: dict[str, Any] | None = None
+    config: RayrecConfig,
+    current: Generation,
+    retiring: Generation | None = None,
+    item_space: dict[str, Any] | None = None,
 ) -> None:
     """Records the current generation (atomically: this is a re-shard's and a model swap's commit point).
 

@@ -39,8 +39,8 @@ import numpy as np
 
 from rayrec import constants as C
 from rayrec.catalogs.catalog import ItemBatch
-from rayrec.exceptions import InvalidInputError, LayoutChangedError, RayrecError, root_cause
 from rayrec.catalogs.ingest import TEXT_COLUMN as TEXT_KEY  # the metadata an item added by its text keeps it in
+from rayrec.exceptions import InvalidInputError, LayoutChangedError, RayrecError, root_cause
 
 log = logging.getLogger(__name__)
 
@@ -126,8 +126,8 @@ async def swap_model(
     Returns:
         {"model_version", "previous", "items", "users", "paused_ms", "seconds"}.
     """
-    from rayrec.system.layout import Generation
     from rayrec.learning import store
+    from rayrec.system.layout import Generation
 
     t0 = time.monotonic()
     space = space_of(str(store.manifest(folder)["version"]), str(folder))
@@ -179,7 +179,9 @@ async def _switch(router: Any, users: list[Any], new: Any, space: dict[str, Any]
     """
     paused_at = time.monotonic()
     swap = new.token  # pauses and resumes of this swap only
-    pauses = await asyncio.gather(*(u.pause.remote(swap, space, C.SWAP_TIMEOUT_S) for u in users), return_exceptions=True)
+    pauses = await asyncio.gather(
+        *(u.pause.remote(swap, space, C.SWAP_TIMEOUT_S) for u in users), return_exceptions=True
+    )
     try:
         failed = [p for p in pauses if isinstance(p, BaseException)]
         if failed:

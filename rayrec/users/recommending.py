@@ -39,7 +39,10 @@ def check_fields(fields: Any, max_k: int) -> tuple[str, int, bool, Any, list[str
 
 
 def plan(
-    store: UserStore, config: RayrecConfig, fields: tuple[str, int, bool, Any, list[str]], cold_vector: np.ndarray | None
+    store: UserStore,
+    config: RayrecConfig,
+    fields: tuple[str, int, bool, Any, list[str]],
+    cold_vector: np.ndarray | None,
 ) -> Planned:
     """The search for one checked request; cold_vector serves a user without a vector (the catalog mean).
 

@@ -15,6 +15,7 @@ from rayrec.config import FeedbackRule
 from rayrec.exceptions import InvalidInputError
 from rayrec.validation import check_event, check_id, check_vectors
 
+
 def normalise(v: np.ndarray) -> np.ndarray:
     """v / |v| as float32; a zero vector is returned unchanged."""
     norm = float(np.linalg.norm(v))
@@ -233,7 +234,9 @@ class UserStore:
     def plan_rederived(self, user_id: str, vector: np.ndarray) -> UserChange:
         """The change that puts a user's vector computed again in another item space (history unchanged)."""
         state = self._users[user_id]
-        return UserChange(REDERIVED, user_id, state.version + 1, normalise(np.asarray(vector, np.float32)), state.updated_at)
+        return UserChange(
+            REDERIVED, user_id, state.version + 1, normalise(np.asarray(vector, np.float32)), state.updated_at
+        )
 
     def plan_history(
         self, user_id: str, item_ids: Sequence[str], vectors: np.ndarray, event_id: str | None = None

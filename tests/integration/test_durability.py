@@ -15,9 +15,9 @@ import ray
 
 from rayrec import Rayrec
 from rayrec.durability import wal
-from rayrec.exceptions import RayrecError
 from rayrec.durability.snapshot import latest_snapshot
 from rayrec.durability.storage import Storage
+from rayrec.exceptions import RayrecError
 from rayrec.users.user_state import UserStore
 from tests.integration.conftest import make_config, unit_vectors
 

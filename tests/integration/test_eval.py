@@ -25,8 +25,12 @@ def _write(tmp_path) -> tuple[str, str]:
         inter,
     )
     items = tmp_path / "items.parquet"
-    titles = ["A space opera", "Another space opera", "A romantic comedy", "A horror film", "A cooking show", "A war drama"]
-    pq.write_table(pa.table({"item_id": ITEMS, "title": titles, "genre": ["sf", "sf", "romance", "horror", "food", "war"]}), items)
+    titles = [
+        "A space opera", "Another space opera", "A romantic comedy", "A horror film", "A cooking show", "A war drama"
+    ]
+    pq.write_table(
+        pa.table({"item_id": ITEMS, "title": titles, "genre": ["sf", "sf", "romance", "horror", "food", "war"]}), items
+    )
     return str(inter), str(items)
 
 
@@ -59,7 +63,8 @@ def test_rayrec_eval_on_files(ray_session, tmp_path, capsys):
     assert main(["eval", "--interactions", inter, "--items", items, "--history-share", str(share), "--model", "svd",
                  "--json", "--resamples", "50", "--no-progress"]) == 0
     learned = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert learned["params"]["item_space"] == "svd" and "4 items without history placed from text" in learned["params"]["item_vectors"]
+    assert (learned["params"]["item_space"] == "svd"
+            and "4 items without history placed from text" in learned["params"]["item_vectors"])
     assert learned["metrics"]["popularity"] == metrics["popularity"]
     assert learned["metrics"]["itemknn"] == metrics["itemknn"]
     # The default space: the two-tower model trained on the history (u1's and u2's A -> B are its two examples;

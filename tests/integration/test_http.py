@@ -10,10 +10,10 @@ import pyarrow.parquet as pq
 import pytest
 import requests
 from ray import serve
+from rayrec.serve_app.app import build_app
 
 from rayrec import Rayrec
 from rayrec.catalogs import movielens
-from rayrec.serve_app.app import build_app
 
 NAMESPACE = "http-tests"
 N_ITEMS = 300
@@ -55,7 +55,8 @@ def test_healthz_and_openapi(base):
     assert {k: health[k] for k in ("status", "items", "shards", "dim", "index")} == {
         "status": "ok", "items": N_ITEMS, "shards": 2, "dim": 384, "index": "HNSW32"}
     paths = requests.get(base + "/openapi.json", timeout=30).json()["paths"]
-    assert {"/recommend", "/feedback", "/users/{user_id}", "/items", "/items/{item_id}", "/encode", "/healthz"} <= set(paths)
+    assert {"/recommend", "/feedback", "/users/{user_id}", "/items", "/items/{item_id}", "/encode",
+            "/healthz"} <= set(paths)
     assert "get" in paths["/items"] and "put" in paths["/items"]
     assert requests.get(base + "/docs", timeout=30).status_code == 200
 
@@ -103,7 +104,8 @@ def test_history_and_vector_users(base):
 
 
 def test_items_upsert_get_delete(base):
-    item = {"item_id": "new-horror", "text": "A brand new slasher film. Horror", "category": "Horror", "title": "Slasher (2026)"}
+    item = {"item_id": "new-horror", "text": "A brand new slasher film. Horror", "category": "Horror",
+            "title": "Slasher (2026)"}
     assert requests.put(base + "/items", json={"items": [item]}, timeout=60).json() == {"upserted": 1}
     got = requests.get(base + "/items/new-horror", timeout=30).json()
     assert got["title"] == "Slasher (2026)" and got["category"] == "Horror" and len(got["embedding"]) == 384
@@ -129,7 +131,8 @@ def test_several_items_in_one_get(base):
 
 
 def test_encode_gives_unit_vectors_and_related_texts_score_higher(base):
-    body = post(base, "/encode", {"texts": ["a scary horror film", "Nightmare on Elm Street. Horror", "a cute family comedy"]}).json()
+    body = post(base, "/encode",
+                {"texts": ["a scary horror film", "Nightmare on Elm Street. Horror", "a cute family comedy"]}).json()
     v = np.array(body["embeddings"])
     assert body["dim"] == 384 and v.shape == (3, 384)
     np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5)
@@ -174,7 +177,8 @@ def test_bad_input_answers_4xx_naming_the_problem(base, method, path, body, stat
 
 
 def test_malformed_json_and_non_finite_values(base):
-    resp = requests.post(base + "/recommend", data="{not json", headers={"content-type": "application/json"}, timeout=30)
+    resp = requests.post(base + "/recommend", data="{not json", headers={"content-type": "application/json"},
+                         timeout=30)
     assert resp.status_code == 422 and "JSON decode error" in resp.text
     bad = '{"vector": [NaN' + ", 1.0" * 383 + "]}"
     resp = requests.put(base + "/users/nan", data=bad, headers={"content-type": "application/json"}, timeout=30)
@@ -241,7 +245,8 @@ def test_bodies_over_the_limit_get_413_declared_or_streamed(base):
         for start in range(0, len(payload), 65536):
             yield payload[start : start + 65536]
 
-    streamed = requests.post(base + "/feedback", data=chunks(), headers={"content-type": "application/json"}, timeout=60)
+    streamed = requests.post(base + "/feedback", data=chunks(), headers={"content-type": "application/json"},
+                             timeout=60)
     assert streamed.status_code == 413
     # Under the limit, the same routes answer as before.
     assert post(base, "/encode", {"texts": ["a small body"]}).status_code == 200
@@ -283,7 +288,8 @@ def test_recommend_says_where_its_time_went(base):
 def test_get_recommend_answers_as_post_does(base):
     assert requests.put(base + "/users/get-a", json={"text": "space adventure"}, timeout=60).status_code == 200
     for ask, query in (({"user_id": "get-a", "k": 5}, "user_id=get-a&k=5"),
-                       ({"user_id": "get-a", "k": 4, "exclude_seen": False, "filter": {"category": ["Drama", "Comedy"]}},
+                       ({"user_id": "get-a", "k": 4, "exclude_seen": False,
+                         "filter": {"category": ["Drama", "Comedy"]}},
                         "user_id=get-a&k=4&exclude_seen=false&category=Drama&category=Comedy")):
         got = requests.get(base + "/recommend?" + query, timeout=60)
         assert got.status_code == 200, got.text

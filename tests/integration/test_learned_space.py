@@ -1,4 +1,5 @@
-"""`rayrec train` (a Ray Train job) then the Serve app on the model it wrote: learned vectors, text placed by the tower."""
+"""`rayrec train` (a Ray Train job) then the Serve app on the model it wrote: learned vectors, text placed by
+the tower."""
 
 from __future__ import annotations
 
@@ -188,7 +189,8 @@ def test_hot_swap_under_traffic_no_failure_no_mixed_version_no_lost_feedback(tra
             user = f"r{n % 3}"
             r = post(base, "/recommend", {"user_id": user, "k": 5})
             body = r.json() if r.status_code == 200 else {}
-            answers.append((user, r.status_code, body.get("model_version"), [i["item_id"] for i in body.get("items", [])]))
+            answers.append((user, r.status_code, body.get("model_version"),
+                            [i["item_id"] for i in body.get("items", [])]))
             n += 1 if not done.is_set() else 2
 
     def writer(user: str, seed: int) -> None:
@@ -203,7 +205,9 @@ def test_hot_swap_under_traffic_no_failure_no_mixed_version_no_lost_feedback(tra
                 failures.append((user, r.status_code, r.text))
             n += 1 if not done.is_set() else 2
 
-    threads = [threading.Thread(target=reader)] + [threading.Thread(target=writer, args=(w, n)) for n, w in enumerate(writers)]
+    threads = [threading.Thread(target=reader)] + [
+        threading.Thread(target=writer, args=(w, n)) for n, w in enumerate(writers)
+    ]
     for t in threads:
         t.start()
     try:
@@ -237,7 +241,8 @@ def test_hot_swap_under_traffic_no_failure_no_mixed_version_no_lost_feedback(tra
             v = update_vector(v, vectors["v3"][item], rule.learning_rates[event])
         seen = set(history) | {i for i, _ in events}
         recs = post(base, "/recommend", {"user_id": user, "k": 5}).json()
-        assert recs["model_version"] == "v3" and [i["item_id"] for i in recs["items"]] == _top(vectors["v3"], v, 5, seen)
+        assert (recs["model_version"] == "v3"
+                and [i["item_id"] for i in recs["items"]] == _top(vectors["v3"], v, 5, seen))
 
     # Text placed again by v3's tower: the text item, and the text user.
     got = np.array(requests.get(f"{base}/items/new-horror", timeout=30).json()["embedding"])
@@ -253,4 +258,5 @@ def test_hot_swap_under_traffic_no_failure_no_mixed_version_no_lost_feedback(tra
     missing = post(base, "/model", {"model": "v99"})
     assert missing.status_code == 422 and "not a rayrec model folder" in missing.json()["detail"]
     assert requests.get(base + "/healthz", timeout=30).json()["model_version"] == "v3"
-    assert post(base, "/recommend", {"user_id": "r0", "k": 5}).json()["items"][0]["item_id"] == expected[("r0", "v3")][0]
+    assert (post(base, "/recommend", {"user_id": "r0", "k": 5}).json()["items"][0]["item_id"]
+            == expected[("r0", "v3")][0])

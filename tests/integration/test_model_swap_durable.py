@@ -8,11 +8,11 @@ import pytest
 import ray
 
 from rayrec import Rayrec
-from rayrec.system.deploy import create_shards
 from rayrec.exceptions import InvalidInputError
 from rayrec.hashing import partition_of
-from rayrec.system.layout import Generation
 from rayrec.learning import store
+from rayrec.system.deploy import create_shards
+from rayrec.system.layout import Generation
 from rayrec.system.model_swap import space_of
 from rayrec.users.user_state import history_vector, update_vector
 from tests.integration.conftest import make_config, unit_vectors

@@ -1,4 +1,5 @@
-"""Multi-node: a real Ray of 3 nodes on this machine loses the node of a shard replica (R = 2), then of a shard (R = 1)."""
+"""Multi-node: a real Ray of 3 nodes on this machine loses the node of a shard replica (R = 2), then of a shard
+(R = 1)."""
 
 from __future__ import annotations
 

@@ -13,8 +13,8 @@ import pytest
 import ray
 
 from rayrec import Rayrec
-from rayrec.system.deploy import build_actors, create_shards
 from rayrec.exceptions import InvalidInputError, LayoutChangedError, ShardUnavailableError
+from rayrec.system.deploy import build_actors, create_shards
 from rayrec.system.layout import Generation
 from tests.integration.conftest import clustered, make_config
 from tests.integration.waiting import wait_until

@@ -19,8 +19,8 @@ import pytest
 import requests
 
 from rayrec.config import FeedbackRule
-from tests.integration.waiting import healthy, wait_until
 from rayrec.users.user_state import UserStore
+from tests.integration.waiting import healthy, wait_until
 
 DIM = 384
 KEY = "s3cret-key"
@@ -161,7 +161,8 @@ def test_sigkill_of_the_whole_cluster_loses_no_acknowledged_change(tmp_path):
     try:
         url = server.url
         # It says where its demo page is, and serves it there.
-        wait_until(lambda: f"live demo page at {url}/ " in (tmp_path / "serve.log").read_text(), 60, "the page's URL printed")
+        wait_until(lambda: f"live demo page at {url}/ " in (tmp_path / "serve.log").read_text(), 60,
+                   "the page's URL printed")
         assert '<script src="/static/demo.js"' in requests.get(url + "/", timeout=30).text
         items = [{"item_id": i, "embedding": v.tolist()} for i, v in base.items()]
         # The API key guards the write routes; reads stay open.

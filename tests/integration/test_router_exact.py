@@ -8,9 +8,9 @@ import pytest
 import ray
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
 from rayrec.actors.router import RouterActor
 from rayrec.actors.shard import ShardActor
+
 from tests.integration.conftest import TINY_CPU, make_config, unit_vectors
 
 DIM = 24
@@ -103,8 +103,8 @@ def test_router_client_coalesces_and_answers_each_caller(layouts):
     and a bad request fails alone."""
     import asyncio
 
-    from rayrec.routing.client import RouterClient
     from rayrec.exceptions import InvalidInputError
+    from rayrec.routing.client import RouterClient
 
     router = layouts(2)
     ids, x = refill(router, 21, 500, "c")

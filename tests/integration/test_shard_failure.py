@@ -7,9 +7,9 @@ import time
 import numpy as np
 import pytest
 import ray
-
 from rayrec.actors.router import RouterActor
 from rayrec.actors.shard import Shard, ShardActor
+
 from rayrec.exceptions import ShardUnavailableError
 from rayrec.hashing import partitions_of
 from tests.integration.conftest import TINY_CPU, make_config, unit_vectors
@@ -116,7 +116,8 @@ def test_a_shard_failing_once_is_retried_and_the_answer_is_whole(ray_session):
                 raise ConnectionError("transient")
             return super()._search(queries, k, excludes, categories, with_metadata)
 
-    shards = [ShardActor.options(num_cpus=TINY_CPU).remote(cfg, 0), ray.remote(FlakyShard).options(num_cpus=TINY_CPU).remote(cfg, 1)]
+    shards = [ShardActor.options(num_cpus=TINY_CPU).remote(cfg, 0),
+              ray.remote(FlakyShard).options(num_cpus=TINY_CPU).remote(cfg, 1)]
     router = RouterActor.options(num_cpus=TINY_CPU).remote(cfg, shards)
     try:
         rng = np.random.default_rng(1)

@@ -28,7 +28,8 @@ def catalog(seed: int = 0):
 
 @pytest.fixture(scope="module", params=["Flat", "HNSW32"])
 def system(request, ray_session):
-    cfg = make_config(index=IndexConfig(dim=DIM, factory=request.param, ef_search=32, max_k=2000), num_shards=3, num_user_actors=2)
+    cfg = make_config(index=IndexConfig(dim=DIM, factory=request.param, ef_search=32, max_k=2000), num_shards=3,
+                      num_user_actors=2)
     rec = Rayrec.start(cfg)
     ids, x, cats, titles = catalog()
     assert rec.load(items_table(ids, x, {"category": cats, "title": titles})) == N

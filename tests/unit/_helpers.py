@@ -95,7 +95,9 @@ def assert_equals_brute_force(
         assert len(set(filled)) == len(filled), f"an item came back twice: {row}"
 
 
-def eligible_mask(ids: list[str], cats: np.ndarray, exclude: list[str] | None, categories: list[str] | None) -> np.ndarray:
+def eligible_mask(
+    ids: list[str], cats: np.ndarray, exclude: list[str] | None, categories: list[str] | None
+) -> np.ndarray:
     """Rows a query may return: not excluded, and in one of the categories (None: any)."""
     mask = np.ones(len(ids), dtype=bool)
     if exclude:

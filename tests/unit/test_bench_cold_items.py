@@ -39,7 +39,8 @@ def test_realtime_rule_follows_the_feedback_rule_by_hand():
     mean = _norm(vectors.sum(axis=0))
     np.testing.assert_allclose(rule.store.get("c").vector, _norm(mean - 0.25 * vectors[5]), atol=1e-6)
     rule.observe(Event("c", "6", 7, 3.0))  # a 3 is a click: +0.10
-    np.testing.assert_allclose(rule.store.get("c").vector, _norm(_norm(mean - 0.25 * vectors[5]) + 0.1 * vectors[6]), atol=1e-6)
+    np.testing.assert_allclose(rule.store.get("c").vector, _norm(_norm(mean - 0.25 * vectors[5]) + 0.1 * vectors[6]),
+                               atol=1e-6)
 
 
 def test_centred_vectors_sit_at_the_warm_items_mean_cosine():

@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from rayrec.catalogs.catalog import iter_items, items_table
+from rayrec.catalogs.catalog import items_table, iter_items
 from rayrec.exceptions import InvalidInputError
 
 from ._helpers import normalise_rows

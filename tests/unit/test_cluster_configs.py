@@ -15,7 +15,6 @@ import yaml
 from pydantic import ValidationError
 from ray.autoscaler._private.util import prepare_config, validate_config
 from ray.serve.schema import ServeDeploySchema
-
 from rayrec.serve_app.app import AppArgs
 
 CLUSTER = Path(__file__).resolve().parents[2] / "cluster"
@@ -140,7 +139,9 @@ RAYSERVICE_SCHEMA = {
                             "minItems": 1,
                             "items": {
                                 "type": "object",
-                                "required": ["groupName", "replicas", "minReplicas", "maxReplicas", "rayStartParams", "template"],
+                                "required": [
+                                    "groupName", "replicas", "minReplicas", "maxReplicas", "rayStartParams", "template"
+                                ],
                                 "properties": {
                                     "groupName": {"type": "string"},
                                     "replicas": {"type": "integer", "minimum": 0},

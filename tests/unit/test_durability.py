@@ -9,17 +9,17 @@ import os
 import numpy as np
 import pyarrow as pa
 import pytest
-
 from rayrec.actors.shard import Shard
+
 from rayrec import IndexConfig, RayrecConfig
+from rayrec.config import FeedbackRule
 from rayrec.durability import user_log, wal
-from rayrec.exceptions import InvalidInputError
 from rayrec.durability.journal import GroupCommit, Journal
-from rayrec.system.layout import check_layout
 from rayrec.durability.snapshot import SnapshotError, latest_snapshot, write_snapshot
 from rayrec.durability.storage import Storage
+from rayrec.exceptions import InvalidInputError
+from rayrec.system.layout import check_layout
 from rayrec.users.user_state import UserStore
-from rayrec.config import FeedbackRule
 
 SCHEMA = pa.schema([("n", pa.int64())])
 
@@ -132,7 +132,8 @@ def _ops(shard: Shard, rng: np.random.Generator, dim: int) -> None:
 @pytest.mark.parametrize("snapshot_every", [50, 10_000])
 def test_a_restarted_shard_answers_exactly_as_before(tmp_path, factory, snapshot_every):
     dim = 8
-    cfg = RayrecConfig(index=IndexConfig(dim=dim, factory=factory), storage=str(tmp_path), snapshot_every=snapshot_every)
+    cfg = RayrecConfig(index=IndexConfig(dim=dim, factory=factory), storage=str(tmp_path),
+                       snapshot_every=snapshot_every)
     plain = RayrecConfig(index=IndexConfig(dim=dim, factory=factory))
     durable, reference = Shard(cfg, 3), Shard(plain, 3)
     _ops(durable, np.random.default_rng(1), dim)
@@ -178,7 +179,8 @@ def test_user_changes_and_snapshots_round_trip(tmp_path):
     changes = [store.plan_vector("u1", rng.standard_normal(dim), "e0")]
     store.commit(changes[-1])  # type: ignore[arg-type]
     for n, (item, vec) in enumerate(items.items()):
-        changes.append(store.plan_feedback("u1", item, "like" if n % 2 else "skip", vec / np.linalg.norm(vec), f"e{n + 1}"))
+        changes.append(store.plan_feedback("u1", item, "like" if n % 2 else "skip", vec / np.linalg.norm(vec),
+                                           f"e{n + 1}"))
         store.commit(changes[-1])  # type: ignore[arg-type]
     changes.append(store.plan_history("u2", ["m1", "m2"], np.stack([items["m1"], items["m2"]])))
     store.commit(changes[-1])  # type: ignore[arg-type]

@@ -64,10 +64,10 @@ def test_any_local_model_directory_sets_the_dimension(tmp_path) -> None:
     """Another (here a small, randomly initialised 48-d BERT) local model directory: its own dimension, end to end
     from AppArgs to the vectors, with the mean pooling computed here by hand."""
     import torch
+    from rayrec.serve_app.app import AppArgs
     from transformers import AutoTokenizer, BertConfig, BertModel
 
     from rayrec.encoder import encoder_dim
-    from rayrec.serve_app.app import AppArgs
 
     tokenizer = AutoTokenizer.from_pretrained(default_model_dir(), local_files_only=True)
     torch.manual_seed(0)

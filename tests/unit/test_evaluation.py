@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from rayrec.evaluation.baselines import ItemKNN, Popularity, top_k
+from rayrec.evaluation.baselines import ItemKNN, top_k
 from rayrec.evaluation.data import Dataset, Event, make_events, make_items
 from rayrec.evaluation.metrics import Scored, summarise
 from rayrec.evaluation.replay import as_async, run_by_user, run_in_order
@@ -25,20 +25,25 @@ def _events(rows: list[tuple[str, str, float, float | None]]) -> list[Event]:
 
 
 # History: u1 likes A and B and hates C; u2 likes A and B; u3 is lukewarm about D.
-HISTORY = _events([("u1", "A", 1, 5), ("u1", "B", 2, 4), ("u1", "C", 3, 1), ("u2", "A", 4, 5), ("u2", "B", 5, 5), ("u3", "D", 6, 3)])
+HISTORY = _events([("u1", "A", 1, 5), ("u1", "B", 2, 4), ("u1", "C", 3, 1), ("u2", "A", 4, 5), ("u2", "B", 5, 5),
+                   ("u3", "D", 6, 3)])
 # Replay: u1 likes D; u2 likes C; new user u4 likes A; u1 dislikes E (not scored); u2 likes A again (seen: a miss).
 REPLAY = _events([("u1", "D", 10, 5), ("u2", "C", 11, 4), ("u4", "A", 12, 5), ("u1", "E", 13, 2), ("u2", "A", 14, 5)])
 
 
 def test_event_mapping_and_the_time_split():
-    assert [e.feedback for e in _events([("u", "x", 0, 5), ("u", "x", 0, 4), ("u", "x", 0, 3), ("u", "x", 0, 2), ("u", "x", 0, None)])] == [
+    assert [e.feedback for e in _events([("u", "x", 0, 5), ("u", "x", 0, 4), ("u", "x", 0, 3), ("u", "x", 0, 2),
+                                         ("u", "x", 0, None)])] == [
         "like", "like", "click", "dislike", "click"]
-    assert [e.positive for e in _events([("u", "x", 0, 4), ("u", "x", 0, 3), ("u", "x", 0, None)])] == [True, False, True]
+    assert [e.positive for e in _events([("u", "x", 0, 4), ("u", "x", 0, 3), ("u", "x", 0, None)])] == [
+        True, False, True]
     table = pa.table({"user_id": [7, 7, 8, 9], "item_id": ["b", "a", "c", "d"], "timestamp": [30, 10, 10, 20]})
     events = make_events(table)
     # Sorted by time, ties in file order; ids become strings; no rating: every event positive.
-    assert [(e.user, e.item, e.time) for e in events] == [("7", "a", 10.0), ("8", "c", 10.0), ("9", "d", 20.0), ("7", "b", 30.0)]
-    items = make_items(pa.table({"item_id": ["a", "b", "c", "d"], "title": ["T1", "T2", "T3", "T4"], "genre": ["g", None, "g", "h"]}))
+    assert [(e.user, e.item, e.time) for e in events] == [("7", "a", 10.0), ("8", "c", 10.0), ("9", "d", 20.0),
+                                                          ("7", "b", 30.0)]
+    items = make_items(pa.table({"item_id": ["a", "b", "c", "d"], "title": ["T1", "T2", "T3", "T4"],
+                                 "genre": ["g", None, "g", "h"]}))
     assert items["text"].to_pylist() == ["T1. g", "T2", "T3. g", "T4. h"]
     history, replay = Dataset(events, items).split(0.75)
     assert [e.item for e in history] == ["a", "c", "d"] and [e.item for e in replay] == ["b"]
@@ -89,7 +94,8 @@ def test_per_user_concurrent_replay_equals_the_single_loop():
     rng = np.random.default_rng(0)
     items = [f"i{j}" for j in range(40)]
     index = {item: j for j, item in enumerate(items)}
-    rows = [(f"u{rng.integers(0, 12)}", items[int(rng.integers(0, 40))], float(t), float(rng.integers(1, 6))) for t in range(400)]
+    rows = [(f"u{rng.integers(0, 12)}", items[int(rng.integers(0, 40))], float(t), float(rng.integers(1, 6)))
+            for t in range(400)]
     events = _events(rows)
     history, replay = events[:300], events[300:]
     scored, cold = run_in_order(history, replay, index, [ItemKNN(index, history)])

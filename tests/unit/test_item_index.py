@@ -471,4 +471,5 @@ def _check_exclusions(factory: str, n: int, k: int, seed: int, shares: list[floa
         assert len(filled) == min(k, int(eligible.sum())), "k results whenever k are eligible"
         assert len(set(filled)) == len(filled) and set(filled) <= set(np.array(ids, dtype=object)[eligible])
         if factory == "Flat":
-            assert_equals_brute_force(scores[q : q + 1], found[q : q + 1], queries[q : q + 1], vectors, ids, k, eligible)
+            assert_equals_brute_force(scores[q : q + 1], found[q : q + 1], queries[q : q + 1], vectors, ids, k,
+                                      eligible)

@@ -31,7 +31,9 @@ def _planted(text_signal: float, seed: int = 0) -> tuple[list[Event], dict[str, 
     group direction times text_signal, plus noise.
     """
     rng = np.random.default_rng(seed)
-    items = [f"g{g}-{j}" for g in range(GROUPS) for j in range(PER_GROUP)] + [f"g{g}-new{j}" for g in range(GROUPS) for j in range(2)]
+    items = [f"g{g}-{j}" for g in range(GROUPS) for j in range(PER_GROUP)] + [
+        f"g{g}-new{j}" for g in range(GROUPS) for j in range(2)
+    ]
     index = {item: r for r, item in enumerate(items)}
     events: list[Event] = []
     for u in range(90):
@@ -57,7 +59,8 @@ def test_two_tower_recovers_planted_groups_from_interactions_alone():
     v = space.vectors
     np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5)
     sims = v @ v.T
-    within = np.mean([sims[i, j] for g in range(GROUPS) for i in _group_rows(index, g) for j in _group_rows(index, g) if i != j])
+    within = np.mean([sims[i, j] for g in range(GROUPS)
+                      for i in _group_rows(index, g) for j in _group_rows(index, g) if i != j])
     across = np.mean([sims[i, j] for g in range(GROUPS) for h in range(GROUPS) if g != h
                       for i in _group_rows(index, g) for j in _group_rows(index, h)])
     assert within - across > 0.5, (within, across)
@@ -108,7 +111,8 @@ def test_the_catalog_loss_is_the_softmax_over_every_unseen_item_by_hand(negative
         full = model.items(torch.arange(n)).numpy().astype(np.float64)
         text = model.text_items(torch.arange(n)).numpy().astype(np.float64)
     # Item 5 has no interactions: never a negative (but the label where it is the target).
-    allowed = [[j for j in range(n) if j == t or (j not in ctx and j != 5)] for ctx, t in ([[2, 4], 0], [[1, 3], 3], [[6], 5])]
+    allowed = [[j for j in range(n) if j == t or (j not in ctx and j != 5)]
+               for ctx, t in ([[2, 4], 0], [[1, 3], 3], [[6], 5])]
 
     def loss(items: np.ndarray) -> float:
         total = 0.0

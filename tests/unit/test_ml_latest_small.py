@@ -56,4 +56,5 @@ def test_fetch_checks_the_digest_then_converts(tmp_path):
     events = make_events(interactions)
     assert [(e.user, e.item, e.rating) for e in events] == [("2", "31", 5.0), ("1", "31", 2.5), ("1", "1029", 4.0)]
     texts = make_items(items)["text"].to_pylist()
-    assert texts == ["Dangerous Minds (1995). Drama", "American President, The (1995). Comedy, Drama, Romance", "Nothing (2001)"]
+    assert texts == ["Dangerous Minds (1995). Drama", "American President, The (1995). Comedy, Drama, Romance",
+                     "Nothing (2001)"]

@@ -31,7 +31,9 @@ class FakeUserActor:
         self.calls.append(len(flat))
         await asyncio.sleep(0.01)  # the answer comes later, as from another process
         return [
-            InvalidInputError("user id 'bad' refused") if f[0] == "bad" else {"user_id": f[0], "k": f[1], "actor": self.number}
+            InvalidInputError("user id 'bad' refused")
+            if f[0] == "bad"
+            else {"user_id": f[0], "k": f[1], "actor": self.number}
             for f in flat
         ]
 

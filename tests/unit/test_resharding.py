@@ -9,12 +9,14 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
 from rayrec.actors.shard import Shard
+
 from rayrec.catalogs.catalog import ItemBatch
 from rayrec.config import IndexConfig, RayrecConfig
+from rayrec.durability.storage import Storage
 from rayrec.exceptions import InvalidInputError, ShardRetiredError
 from rayrec.hashing import partition_of
+from rayrec.routing.topk import merge_topk
 from rayrec.system.layout import (
     LAYOUT_FILE,
     Generation,
@@ -26,8 +28,6 @@ from rayrec.system.layout import (
     write_layout,
 )
 from rayrec.system.resharding import WriteGate, split_batch
-from rayrec.durability.storage import Storage
-from rayrec.routing.topk import merge_topk
 
 from ._helpers import assert_equals_brute_force, clustered, hypothesis_settings, normalise_rows
 
@@ -107,7 +107,9 @@ def test_a_copy_between_plain_shards_answers_like_one_exact_index(old, new, seed
 def test_a_retired_shard_refuses_calls():
     shard = _filled_shards(_config(1), ["a", "b"], np.eye(2, DIM, dtype=np.float32), ["x", "y"])[0]
     shard.retire()
-    for call in (lambda: shard.count(), lambda: shard.vectors_of(["a"]), lambda: shard.upsert(["c"], np.ones((1, DIM)))):
+    for call in (
+        lambda: shard.count(), lambda: shard.vectors_of(["a"]), lambda: shard.upsert(["c"], np.ones((1, DIM)))
+    ):
         with pytest.raises(ShardRetiredError, match="retired by a re-shard"):
             call()
     assert shard.info()["retired"] is True

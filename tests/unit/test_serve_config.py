@@ -8,7 +8,6 @@ import pytest
 import yaml
 from pydantic import ValidationError
 from ray.serve.schema import ServeDeploySchema
-
 from rayrec.serve_app.app import AppArgs
 
 CONFIG = Path(__file__).resolve().parents[2] / "cluster" / "serve_config.yaml"

@@ -290,5 +290,6 @@ def test_rederive_after_a_set_vector_replays_only_later_events_and_skips_deleted
     np.testing.assert_allclose(rederive(list(store.get("u").history), b, rule, placed_b, since), expected, atol=1e-6)
     # An item deleted since (absent from the new space) is left out; with nothing left, there is nothing to derive.
     without_z = {k: v for k, v in b.items() if k != "z"}
-    np.testing.assert_allclose(rederive(list(store.get("u").history), without_z, rule, placed_b, since), placed_b, atol=1e-6)
+    np.testing.assert_allclose(rederive(list(store.get("u").history), without_z, rule, placed_b, since), placed_b,
+                               atol=1e-6)
     assert rederive([("gone", "like", 1.0)], without_z, rule, placed_b) is None
