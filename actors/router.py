@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import numpy as np
@@ -21,6 +22,7 @@ from rayrec.exceptions import (
     ShardUnavailableError,
 )
 from rayrec.index.metadata import check_metadata
+from rayrec.routing.fanout import describe, fan_out
 from rayrec.routing.query import SearchRequest, make_request
 from rayrec.routing.topk import SearchResult
 from rayrec.routing.wire import pack_answers, unpack_requests
@@ -29,6 +31,8 @@ from rayrec.system.generations import ShardSet, stored_shards
 from rayrec.system.layout import Generation
 from rayrec.system.topology import Topology
 from rayrec.validation import check_ids, check_vectors
+
+log = logging.getLogger(__name__)
 
 
 class Router:
@@ -44,9 +48,17 @@ class Router:
     """
 
     def __init__(
-        self, config: RayrecConfig, shards: list[Any], generation: Generation | None = None, detached: bool = False
+        self,
+        config: RayrecConfig,
+        shards: list[Any],
+        generation: Generation | None = None,
+        detached: bool = False,
+        users: list[Any] | None = None,
     ) -> None:
-        """shards: per shard, its handle or the list of its replicas' handles (of generation, default the first)."""
+        """shards: per shard, its handle or the list of its replicas' handles (of generation, default the first).
+
+        users: the user actors' handles (default: looked up by name in config.namespace at the first write).
+        """
         generation = generation or Generation.first(config.num_shards)
         space = None  # the item space the vectors are in; storage records it once a model swap has
         if config.storage is not None:
@@ -58,6 +70,32 @@ class Router:
         self._resharding = Resharding(self._topology)
         self._swaps = ModelSwaps(self._topology, space)
         self._mean: tuple[int, np.ndarray | None] | None = None  # (writes, mean) when it was computed
+        self._users = users  # told of every item write: they keep item vectors for feedback
+
+    def _user_actors(self) -> list[Any]:
+        if self._users is None:
+            from rayrec.system.deploy import users_name
+
+            try:
+                self._users = [ray.get_actor(users_name(i), namespace=self.config.namespace)
+                               for i in range(self.config.num_user_actors)]
+            except ValueError:  # not created yet: they will start with nothing kept
+                return []
+        return self._users
+
+    async def _forget(self, ids: list[str] | None) -> None:
+        """Has every user actor drop its kept vectors of ids (None: all), before a write is acknowledged.
+
+        A user actor that does not answer within write_timeout_s is logged, not waited for: one that
+        restarts keeps nothing, and what a live one kept expires after ITEM_VECTOR_CACHE_TTL_S.
+        """
+        users = self._user_actors()
+        if not users:
+            return
+        done = await fan_out([lambda u=u: u.forget_items.remote(ids) for u in users], self.config.write_timeout_s, 0)
+        if done.errors:
+            log.warning("%d user actors did not drop the item vectors of a write: %s", len(done.errors),
+                        describe(next(iter(done.errors.values()))))
 
     @property
     def config(self) -> RayrecConfig:
@@ -194,7 +232,10 @@ class Router:
         async with self._topology.gate.write():
             self._swaps.check_space(space)
             self._topology.writes += 1
-            return sum(out for _, out in await self._topology.by_owner("upsert", ids, vecs, metadata, kind="write"))
+            try:
+                return sum(out for _, out in await self._topology.by_owner("upsert", ids, vecs, metadata, kind="write"))
+            finally:  # also after a failure: some shards may have applied it
+                await self._forget(ids)
 
     async def delete(self, ids: Any) -> int:
         """Deletes items by id; returns how many existed. Idempotent."""
@@ -203,7 +244,10 @@ class Router:
             return 0
         async with self._topology.gate.write():
             self._topology.writes += 1
-            return sum(out for _, out in await self._topology.by_owner("delete", ids, kind="write"))
+            try:
+                return sum(out for _, out in await self._topology.by_owner("delete", ids, kind="write"))
+            finally:
+                await self._forget(ids)
 
     async def load(self, source: str | pa.Table) -> int:
         """Bulk-loads a catalog (Parquet path/URI or Arrow table) as an upsert.
@@ -233,7 +277,10 @@ class Router:
                 await asyncio.gather(*aborts, return_exceptions=True)
                 raise
             self._topology.writes += 1
-            committed = (await self._topology.all("commit_staged", kind="load")).results
+            try:
+                committed = (await self._topology.all("commit_staged", kind="load")).results
+            finally:
+                await self._forget(None)
             # (committed rows can be fewer than staged ones: duplicate ids in a batch count once)
             short = [i for i, (a, b) in enumerate(zip(staged, committed)) if a and not b]
             if short:  # a shard restarted between staging and committing: its staged rows are gone
@@ -255,7 +302,10 @@ class Router:
         """Removes every item from every shard."""
         async with self._topology.gate.write():
             self._topology.writes += 1
-            await self._topology.all("clear", kind="write")
+            try:
+                await self._topology.all("clear", kind="write")
+            finally:
+                await self._forget(None)
 
     def search_batches(self) -> int:
         """Search fan-outs this router made (drivers' vector queries; recommendations never pass here)."""
@@ -320,7 +370,9 @@ class Router:
 
     async def switch_space(self, new: Generation) -> dict[str, Any]:
         """Makes the staged generation current, stops the old one, lets item writes go on (see ModelSwaps)."""
-        return await self._swaps.switch_space(new)
+        switched = await self._swaps.switch_space(new)
+        await self._forget(None)  # every item has a new vector
+        return switched
 
     async def abort_space(self, new: Generation) -> bool:
         """Drops a staged model swap to generation new; True if one was (see ModelSwaps.abort_space)."""

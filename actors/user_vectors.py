@@ -23,6 +23,7 @@ from rayrec.routing.search import ShardSearch
 from rayrec.system.generations import ShardSet
 from rayrec.system.model_swap import SpaceChangedError, placer_of
 from rayrec.users import recommending
+from rayrec.users.item_cache import ItemVectorCache
 from rayrec.users.recommending import Fields
 from rayrec.users.swap_state import SwapState
 from rayrec.users.user_state import UserChange, UserStore, rederive
@@ -51,6 +52,8 @@ class UserVectors:
         self.store = UserStore(config.index.dim, config.feedback)
         # The current shard generation and its shards' replicas, asked of the router on first use.
         self._shards: ShardSet | None = None
+        # Item vectors for feedback, dropped by the router before it acknowledges a write of the item.
+        self.items = ItemVectorCache(C.ITEM_VECTOR_CACHE_SIZE, C.ITEM_VECTOR_CACHE_TTL_S)
         self.search = ShardSearch(config, self._view, self._switched)
         self._locks = [asyncio.Lock() for _ in range(C.USER_LOCK_STRIPES)]
         # Per user, when the feedback behind their current vector arrived, until a
@@ -162,15 +165,25 @@ class UserVectors:
         return (await self._refresh_shards()).generation != on.generation
 
     async def _item_vector(self, item_id: str) -> np.ndarray:
-        """One item's vector, asked of its owning shard directly (one hop fewer than via the router)."""
+        """One item's vector (1, dim): kept from an earlier event, else asked of its owning shard directly."""
+        kept = self.items.get(item_id)
+        if kept is not None:
+            return kept
 
         async def read(on: ShardSet) -> tuple[np.ndarray, list[bool]]:
             return await on.sets[partition_of(item_id, len(on))].read("vectors_of", [item_id])()
 
+        epoch = self.items.epoch
         vectors, found = await self.search.on_current(read)
         if not found[0]:
             raise ItemNotFoundError(f"unknown item id(s): [{item_id!r}]; upsert the items first")
+        self.items.put(item_id, vectors, epoch)
         return vectors
+
+    def forget_items(self, item_ids: list[str] | None) -> int:
+        """Drops kept item vectors (None: all): the router calls it for every item write before acknowledging
+        it, and after a model swap's switch. Returns how many were kept."""
+        return self.items.forget(item_ids)
 
     def _unchanged(self, user_id: str) -> dict[str, Any]:
         state = self.store.get(user_id)
@@ -345,6 +358,7 @@ class UserVectors:
     # ----- model swap (rayrec.system.model_swap runs the steps; rayrec.users.swap_state holds the state) -----
     def _forget_shards(self) -> None:
         self._shards = None  # a swap retired the shards searched before: ask for the new ones
+        self.items.forget(None)  # and the item vectors kept may be of the old space
 
     async def pause(self, swap: str, space: dict[str, Any], timeout_s: float) -> dict[str, Any]:
         """Holds every call until resume(swap), once those in flight finish; checks users can move to space.
@@ -412,6 +426,9 @@ class UserVectors:
             "durable": self.journal is not None,
             "recovered_changes": self.recovered_changes,
             "search_batches": self.search.batches_run,  # fan-outs to the shards this actor made itself
+            "item_vectors_kept": len(self.items),
+            "item_vector_hits": self.items.hits,
+            "item_vector_misses": self.items.misses,
         }
 
 

@@ -48,6 +48,12 @@ EXCLUDE_OVERFETCH_MAX_ROWS = _env_int("RAYREC_EXCLUDE_OVERFETCH_MAX_ROWS", 256)
 # Metadata a search result leaves out: the text an item was added by, kept for model swaps (which place it
 # again); an item's own record (GET /items/{id}, Rayrec.fetch) still carries it.
 SEARCH_LEAVES_OUT = frozenset({"text"})
+# Item vectors a user actor keeps for feedback (least recently used dropped beyond this many; 0: none).
+# The router drops an item from every user actor's cache before it acknowledges a write of it; an entry is
+# also dropped after ITEM_VECTOR_CACHE_TTL_S, which bounds what a write the router never acknowledged (it
+# died mid-write) can leave behind.
+ITEM_VECTOR_CACHE_SIZE = _env_int("RAYREC_ITEM_VECTOR_CACHE_SIZE", 10_000)
+ITEM_VECTOR_CACHE_TTL_S = float(os.environ.get("RAYREC_ITEM_VECTOR_CACHE_TTL_S", "60"))
 # Largest efSearch a filtered HNSW query may grow to (efSearch / selectivity).
 FILTERED_EF_SEARCH_MAX = _env_int("RAYREC_FILTERED_EF_SEARCH_MAX", 1024)
 # IVF indexes are trained once a shard holds this many vectors per list

@@ -1,14 +1,15 @@
 """Fake actor handles for the unit tier: plain async objects around plain classes, without Ray.
 
-`handle.method.remote(*args)` gives an awaitable of `obj.method(*args)`, answered after one turn of the
-event loop (as from another process), or failing as the test says. Arguments that are futures (what an
-`.options(num_returns=n)` call gave, standing for object refs) are awaited first, as Ray resolves refs
-passed as arguments.
+`handle.method.remote(*args)` gives an awaitable of `obj.method(*args)` (awaited too, for an async method),
+answered after one turn of the event loop (as from another process), or failing as the test says. Arguments
+that are futures (what an `.options(num_returns=n)` call gave, standing for object refs) are awaited first, as
+Ray resolves refs passed as arguments.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 from typing import Any
 
 
@@ -64,4 +65,5 @@ class FakeHandle:
         if self.fail is not None:
             raise self.fail
         args = tuple([await a if isinstance(a, asyncio.Future) else a for a in args])
-        return getattr(self.obj, name)(*args)
+        answer = getattr(self.obj, name)(*args)
+        return await answer if inspect.isawaitable(answer) else answer

@@ -47,9 +47,9 @@ def _shards(config: RayrecConfig, generation: Generation) -> list[list[FakeHandl
     ]
 
 
-def _router(config: RayrecConfig) -> tuple[Router, list[list[FakeHandle]]]:
+def _router(config: RayrecConfig, users: list[Any] | None = None) -> tuple[Router, list[list[FakeHandle]]]:
     shards = _shards(config, Generation.first(config.num_shards))
-    return Router(config, shards), shards
+    return Router(config, shards, users=users or []), shards
 
 
 def _padded(result: Any, k: int) -> tuple[np.ndarray, np.ndarray]:
