@@ -25,9 +25,15 @@ parser.add_argument("--wait-s", type=float, default=0.05, help="Serve batch_wait
 parser.add_argument("--model-dir", default=None, help="a local HF model directory (default: MiniLM)")
 parser.add_argument("--device", default=None, help="cpu, cuda (default: cuda if available)")
 parser.add_argument("--plain-only", action="store_true", help="only the plain class (no Ray needed)")
+parser.add_argument("--threads", type=int, default=None, help="torch threads of the Serve replica (default: all cores)")
+parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                    help="an environment variable for this process and every Ray process (e.g. OMP_WAIT_POLICY)")
 parser.add_argument("--json", action="store_true")
 args = parser.parse_args()
 
+for setting in args.env:  # before torch loads and Ray starts: the replica inherits them too
+    name, _, value = setting.partition("=")
+    os.environ[name] = value
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
@@ -64,7 +70,7 @@ def served(corpus: list[str]) -> float:
 
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
     app = Encoder.options(user_config={"max_batch_size": args.batch, "batch_wait_timeout_s": args.wait_s}).bind(
-        args.model_dir, args.device
+        args.model_dir, args.device, args.threads
     )
     handle = serve.run(app, name="encoder-bench", route_prefix=None)
 
@@ -102,6 +108,8 @@ def main() -> dict:
         "device": enc.device,
         "fp16": enc.fp16,
         "plain_texts_per_s": round(plain_tps, 1),
+        "serve_threads": args.threads,
+        "env": args.env,
     }
     del enc
     if not args.plain_only:

@@ -7,7 +7,9 @@ start from histories of 20 items; recommendations exclude what the user has seen
 are `GET /noop` and `POST /noop` with a body of the same size as a /recommend call (a POST's body
 costs Serve one more hop); `GET /recommend?user_id=...` is the same recommendation without a body. \
 With --storage (the default) the system is durable: every feedback is
-in the write-ahead log (fdatasync) before it is acknowledged. Clients are bounded threads on
+in the write-ahead log (fdatasync) before it is acknowledged. `feedback` events land on items all over
+the catalog (each user actor reads the item's vector from its shard); `feedback_popular` on 100 items,
+whose vectors the user actors keep after the first event. Clients are bounded threads on
 127.0.0.1 with keep-alive. `POST /recommend/batch` is measured with --batch-users users a call.
 
 The cost ledger: over each 16-client run, the CPU time (user + system, from /proc) of every process
@@ -77,10 +79,12 @@ def catalog(path: str) -> None:
 
 
 def vary(body: dict, n: int) -> dict:
-    """The n-th request's body: another user (and, for feedback, another item)."""
+    """The n-th request's body: another user (and, for feedback, another item: of the first `_items` only
+    where the body says so, as for events on a few popular items, which the user actors keep vectors of)."""
     out = dict(body, user_id=f"u{(n * 997) % args.users}")
+    distinct = out.pop("_items", args.items)
     if "item_id" in out:
-        out["item_id"] = f"i{(n * 7919) % args.items}"
+        out["item_id"] = f"i{(n * 7919) % distinct}"
     return out
 
 
@@ -112,7 +116,7 @@ def note_timing(resp: requests.Response) -> None:
 
 def latency(url: str, body: dict | None) -> tuple[float, float]:
     s = requests.Session()
-    current = dict(body or {})
+    current = vary_any(body, 0) if body else {}
     where = url_of(url, 0)
     send = (lambda: s.post(url, json=current, timeout=30)) if body else (lambda: s.get(where, timeout=30))
     for _ in range(20):
@@ -248,7 +252,8 @@ def measure(base: str) -> dict:
         routes = {"noop": (f"{base}/noop", None), "noop_post": (f"{base}/noop", rec),
                   "recommend": (f"{base}/recommend", rec),
                   "recommend_get": (f"{base}/recommend?user_id={{user}}&k=10&exclude_seen=true", None),
-                  "feedback": (f"{base}/feedback", feedback)}
+                  "feedback": (f"{base}/feedback", feedback),
+                  "feedback_popular": (f"{base}/feedback", dict(feedback, _items=100))}
         out: dict = {"items": args.items, "users": args.users, "shards": args.shards, "index": args.index,
                      "durable": not args.no_storage, "env": args.env, "batch_users": args.batch_users}
         log("latency, one client")
@@ -279,7 +284,7 @@ def measure(base: str) -> dict:
             out[f"batch_recommendations_per_s_{clients}"] = calls * args.batch_users
             out[f"batch_cpu_ms_per_recommendation_{clients}"] = {k: round(v / args.batch_users, 4)
                                                                   for k, v in per_kind.items()}
-        for name in ("recommend", "recommend_get", "feedback"):
+        for name in ("recommend", "recommend_get", "feedback", "feedback_popular"):
             out[f"{name}_minus_noop_p50_ms"] = out[f"{name}_p50_ms"] - out["noop_p50_ms"]
             out[f"{name}_over_noop_rps_16"] = out[f"{name}_rps_16"] / out["noop_rps_16"]
         out["recommend_over_noop_post_rps_16"] = out["recommend_rps_16"] / out["noop_post_rps_16"]
