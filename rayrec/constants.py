@@ -54,6 +54,9 @@ SEARCH_LEAVES_OUT = frozenset({"text"})
 # died mid-write) can leave behind.
 ITEM_VECTOR_CACHE_SIZE = _env_int("RAYREC_ITEM_VECTOR_CACHE_SIZE", 10_000)
 ITEM_VECTOR_CACHE_TTL_S = float(os.environ.get("RAYREC_ITEM_VECTOR_CACHE_TTL_S", "60"))
+# OpenMP's wait policy in the encoder replicas (set before torch loads): PASSIVE, so idle torch threads
+# do not spin on the cores the replica's event loop needs between batches.
+ENCODER_OMP_WAIT_POLICY = os.environ.get("RAYREC_ENCODER_OMP_WAIT_POLICY", "PASSIVE")
 # Largest efSearch a filtered HNSW query may grow to (efSearch / selectivity).
 FILTERED_EF_SEARCH_MAX = _env_int("RAYREC_FILTERED_EF_SEARCH_MAX", 1024)
 # IVF indexes are trained once a shard holds this many vectors per list

@@ -88,7 +88,7 @@ class Encoder:
         return self.encoder.dim
 
     def info(self) -> dict[str, Any]:
-        """Model directory, device, precision, dimension, and batches and texts encoded so far."""
+        """Model directory, device, precision, dimension, batches and texts encoded so far, OpenMP's wait policy."""
         e = self.encoder
         return {
             "model_dir": e.model_dir,
@@ -97,4 +97,5 @@ class Encoder:
             "dim": e.dim,
             "batches": self._batches,
             "texts": self._texts,
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),  # as torch's OpenMP read it at load
         }

@@ -59,6 +59,9 @@ def test_healthz_and_openapi(base):
             "/healthz"} <= set(paths)
     assert "get" in paths["/items"] and "put" in paths["/items"]
     assert requests.get(base + "/docs", timeout=30).status_code == 200
+    # The encoder replica's torch threads sleep between batches (OMP_WAIT_POLICY set before torch loads).
+    encoder = serve.get_deployment_handle("Encoder", app_name="rayrec-http-test")
+    assert encoder.info.remote().result(timeout_s=60)["omp_wait_policy"] == "PASSIVE"
 
 
 def test_unknown_user_gets_a_cold_start_list_with_real_titles(base):
