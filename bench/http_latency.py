@@ -289,6 +289,7 @@ def measure(base: str) -> dict:
             out[f"{name}_over_noop_rps_16"] = out[f"{name}_rps_16"] / out["noop_rps_16"]
         out["recommend_over_noop_post_rps_16"] = out["recommend_rps_16"] / out["noop_post_rps_16"]
         out = {k: round(v, 3) if isinstance(v, float) else v for k, v in out.items()}
+        out["user_actors"] = [ray.get(u.info.remote()) for u in system.users]  # item vectors kept, hits, misses
         out["machine"] = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
         return out
     finally:
