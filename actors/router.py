@@ -1,9 +1,7 @@
-"""RouterActor: fans queries out to every shard and merges the partial top-k; routes writes."""
+"""RouterActor: fans queries out to every shard and merges the partial top-k; routes writes (router_writes.py)."""
 
 from __future__ import annotations
 
-import asyncio
-import logging
 from typing import Any
 
 import numpy as np
@@ -11,18 +9,12 @@ import pyarrow as pa
 import ray
 from rayrec.actors.router_reshard import Resharding
 from rayrec.actors.router_swap import ModelSwaps
+from rayrec.actors.router_writes import ItemWrites, UserCaches
 
 from rayrec import constants as C
 from rayrec.config import RayrecConfig
 from rayrec.durability.storage import Storage
-from rayrec.exceptions import (
-    CALLER_ERRORS,
-    InvalidInputError,
-    ItemNotFoundError,
-    ShardUnavailableError,
-)
-from rayrec.index.metadata import check_metadata
-from rayrec.routing.fanout import describe, fan_out
+from rayrec.exceptions import CALLER_ERRORS, ItemNotFoundError
 from rayrec.routing.query import SearchRequest, make_request
 from rayrec.routing.topk import SearchResult
 from rayrec.routing.wire import pack_answers, unpack_requests
@@ -30,9 +22,7 @@ from rayrec.system import layout as layouts
 from rayrec.system.generations import ShardSet, stored_shards
 from rayrec.system.layout import Generation
 from rayrec.system.topology import Topology
-from rayrec.validation import check_ids, check_vectors
-
-log = logging.getLogger(__name__)
+from rayrec.validation import check_ids
 
 
 class Router:
@@ -42,9 +32,10 @@ class Router:
     the number of shards). A re-shard switches to a new generation of shards
     while queries go on (see reshard), a model swap to new shards in another item
     space (see stage_space): those steps live in actors/router_reshard.py and
-    actors/router_swap.py, and share this router's Topology (rayrec.system.topology:
-    the current shards, the write gate, the shard calls). Plain async Python over
-    shard handles; RouterActor is this class as a Ray async actor.
+    actors/router_swap.py, the item writes in actors/router_writes.py, and all
+    share this router's Topology (rayrec.system.topology: the current shards, the
+    write gate, the shard calls). Plain async Python over shard handles;
+    RouterActor is this class as a Ray async actor.
     """
 
     def __init__(
@@ -70,32 +61,8 @@ class Router:
         self._resharding = Resharding(self._topology)
         self._swaps = ModelSwaps(self._topology, space)
         self._mean: tuple[int, np.ndarray | None] | None = None  # (writes, mean) when it was computed
-        self._users = users  # told of every item write: they keep item vectors for feedback
-
-    def _user_actors(self) -> list[Any]:
-        if self._users is None:
-            from rayrec.system.deploy import users_name
-
-            try:
-                self._users = [ray.get_actor(users_name(i), namespace=self.config.namespace)
-                               for i in range(self.config.num_user_actors)]
-            except ValueError:  # not created yet: they will start with nothing kept
-                return []
-        return self._users
-
-    async def _forget(self, ids: list[str] | None) -> None:
-        """Has every user actor drop its kept vectors of ids (None: all), before a write is acknowledged.
-
-        A user actor that does not answer within write_timeout_s is logged, not waited for: one that
-        restarts keeps nothing, and what a live one kept expires after ITEM_VECTOR_CACHE_TTL_S.
-        """
-        users = self._user_actors()
-        if not users:
-            return
-        done = await fan_out([lambda u=u: u.forget_items.remote(ids) for u in users], self.config.write_timeout_s, 0)
-        if done.errors:
-            log.warning("%d user actors did not drop the item vectors of a write: %s", len(done.errors),
-                        describe(next(iter(done.errors.values()))))
+        self._users = UserCaches(self._topology.config, users)  # told of item writes (they keep item vectors)
+        self._writes = ItemWrites(self._topology, self._swaps, self._users)
 
     @property
     def config(self) -> RayrecConfig:
@@ -204,108 +171,32 @@ class Router:
 
         return await self._topology.on_current(info_on)
 
-    # ----- writes ---------------------------------------------------------
+    # ----- writes (their steps: router_writes.py) -----------------------------
     async def upsert(
         self, ids: Any, vectors: Any, metadata: dict[str, list[Any]] | None = None, space: str | None = None
     ) -> int:
-        """Inserts or replaces items on their owning shards.
-
-        Args:
-            ids: item ids (strings, or integers taken as strings).
-            vectors: (n, dim) array, any scale (normalised here).
-            metadata: optional string columns of n values (None allowed), e.g. category.
-            space: the item space (model version) the vectors are in; if the system has moved to another
-                meanwhile, SpaceChangedError (place them again). None: not checked.
-
-        Returns:
-            The number of items written. Input is checked whole before any shard
-            is written; a shard failure raises ShardUnavailableError (upserts are
-            idempotent, so retrying the call is safe).
-        """
-        ids = check_ids(ids)
-        vecs = check_vectors(vectors, self.config.index.dim, what="item vector")
-        if vecs.shape[0] != len(ids):
-            raise InvalidInputError(f"got {len(ids)} ids but {vecs.shape[0]} vectors")
-        metadata = check_metadata(metadata, len(ids))
-        if not ids:
-            return 0
-        async with self._topology.gate.write():
-            self._swaps.check_space(space)
-            self._topology.writes += 1
-            try:
-                return sum(out for _, out in await self._topology.by_owner("upsert", ids, vecs, metadata, kind="write"))
-            finally:  # also after a failure: some shards may have applied it
-                await self._forget(ids)
+        """Inserts or replaces items on their owning shards (see ItemWrites.upsert)."""
+        return await self._writes.upsert(ids, vectors, metadata, space)
 
     async def delete(self, ids: Any) -> int:
         """Deletes items by id; returns how many existed. Idempotent."""
-        ids = check_ids(ids)
-        if not ids:
-            return 0
-        async with self._topology.gate.write():
-            self._topology.writes += 1
-            try:
-                return sum(out for _, out in await self._topology.by_owner("delete", ids, kind="write"))
-            finally:
-                await self._forget(ids)
+        return await self._writes.delete(ids)
 
     async def load(self, source: str | pa.Table) -> int:
-        """Bulk-loads a catalog (Parquet path/URI or Arrow table) as an upsert.
-
-        Each shard reads the rows it owns and checks them; only when every shard
-        has staged its rows without error are they applied, so bad input writes
-        nothing. Loads run one at a time. A shard answers no queries while it
-        reads, checks and indexes its part.
-
-        Returns:
-            The number of rows applied.
-        """
-        if not isinstance(source, (str, pa.Table)):
-            raise InvalidInputError(f"a catalog is a Parquet path or a pyarrow Table, got {type(source).__name__}")
-        if isinstance(source, pa.Table):
-            source = ray.put(source)  # one copy in the object store, read by every shard
-        async with self._topology.gate.write(), self._topology.load_lock:
-            on = self._topology.now
-            n = len(on)
-            # Rows a load staged before a router restart must not join this one.
-            await self._topology.all("abort_staged", kind="load")
-            calls = [self._topology.call(on, i, "stage", (source, i, n), "load") for i in range(n)]
-            try:
-                staged = (await self._topology.fan_out(calls, "load")).results
-            except BaseException:
-                aborts = [self._topology.call(on, i, "abort_staged", (), "load")() for i in range(n)]
-                await asyncio.gather(*aborts, return_exceptions=True)
-                raise
-            self._topology.writes += 1
-            try:
-                committed = (await self._topology.all("commit_staged", kind="load")).results
-            finally:
-                await self._forget(None)
-            # (committed rows can be fewer than staged ones: duplicate ids in a batch count once)
-            short = [i for i, (a, b) in enumerate(zip(staged, committed)) if a and not b]
-            if short:  # a shard restarted between staging and committing: its staged rows are gone
-                raise ShardUnavailableError(
-                    f"shards {short} lost their staged rows (restarted during the load): load the catalog again"
-                )
-            return sum(committed)
+        """Bulk-loads a catalog (Parquet path/URI or Arrow table) as an upsert (see ItemWrites.load)."""
+        return await self._writes.load(source)
 
     async def snapshot(self) -> None:
         """Every shard replica writes a snapshot of its state and drops the log it covers."""
-        await self._topology.all("snapshot", kind="load")
+        await self._writes.snapshot()
 
     async def compact(self) -> None:
         """Rebuilds every shard's index without its tombstones (HNSW shards only compact so)."""
-        async with self._topology.gate.write():
-            await self._topology.all("compact", kind="load")
+        await self._writes.compact()
 
     async def clear(self) -> None:
         """Removes every item from every shard."""
-        async with self._topology.gate.write():
-            self._topology.writes += 1
-            try:
-                await self._topology.all("clear", kind="write")
-            finally:
-                await self._forget(None)
+        await self._writes.clear()
 
     def search_batches(self) -> int:
         """Search fan-outs this router made (drivers' vector queries; recommendations never pass here)."""
@@ -371,7 +262,7 @@ class Router:
     async def switch_space(self, new: Generation) -> dict[str, Any]:
         """Makes the staged generation current, stops the old one, lets item writes go on (see ModelSwaps)."""
         switched = await self._swaps.switch_space(new)
-        await self._forget(None)  # every item has a new vector
+        await self._users.forget(None)  # every item has a new vector
         return switched
 
     async def abort_space(self, new: Generation) -> bool:

@@ -19,6 +19,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from ray import serve
 from ray.exceptions import RayError
 from rayrec.serve_app.catalogs import load_catalog
+from rayrec.serve_app.http_edge import BodyLimit, Measure, server_timing, status_of
 from rayrec.serve_app.models import (
     EncodeRequest,
     EncodeResponse,
@@ -40,10 +41,7 @@ from rayrec import metrics
 from rayrec.config import RayrecConfig
 from rayrec.exceptions import (
     InvalidInputError,
-    ItemNotFoundError,
-    LayoutChangedError,
     RayrecError,
-    ShardUnavailableError,
     root_cause,
 )
 from rayrec.hashing import partition_of
@@ -53,7 +51,6 @@ from rayrec.system.deploy import build_actors, create_shards
 from rayrec.system.model_swap import (
     TEXT_KEY,
     TEXT_SPACE,
-    CatalogChangedError,
     SpaceChangedError,
     placer_of,
     space_of,
@@ -70,46 +67,8 @@ STATIC_FILES = {name: ((STATIC / name).read_bytes(), kind) for name, kind in
 # The browser refuses anything from elsewhere (scripts, styles, fonts, calls): the page is self-contained.
 PAGE_HEADERS = {"cache-control": "no-cache", "content-security-policy": "default-src 'self'"}
 api = FastAPI(title="rayrec", description="Real-time recommendations on Ray", version="0.1.0")
-
-
-class BodyLimit:
-    """Answers 413 to a request body over C.MAX_BODY_BYTES, declared or streamed.
-
-    The app builder sets RAYREC_MAX_BODY_BYTES in the ingress replicas' environment.
-    """
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        limit = C.MAX_BODY_BYTES
-        declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            response = JSONResponse(status_code=413, content=_too_large(limit))
-            await response(scope, receive, send)
-            return
-        seen = 0
-
-        async def limited() -> dict[str, Any]:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > limit:
-                    raise HTTPException(status_code=413, detail=_too_large(limit)["detail"])
-            return message
-
-        await self.app(scope, limited, send)
-
-
-def _too_large(limit: int) -> dict[str, str]:
-    return {"detail": f"request body over {limit} bytes; send fewer items or texts per call", "error": "TooLarge"}
-
-
-api.add_middleware(BodyLimit)
+api.add_middleware(BodyLimit)  # serve_app/http_edge.py: 413 over the body limit
+api.add_middleware(Measure)  # outside it: every request counted and timed by route, a refused one too
 
 
 def key_digest(key: str) -> str:
@@ -117,73 +76,12 @@ def key_digest(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def _status_of(cause: BaseException) -> int:
-    if isinstance(cause, InvalidInputError):
-        return 422
-    if isinstance(cause, ItemNotFoundError):
-        return 404
-    if isinstance(cause, (SpaceChangedError, CatalogChangedError, LayoutChangedError)):
-        return 409  # the system moved to another model version or shard layout meanwhile: sending it again works
-    if isinstance(cause, (ShardUnavailableError, RayError)):
-        return 503  # a shard or actor is down or restarting: retrying may succeed
-    return 500
-
-
 @api.exception_handler(RayrecError)
 @api.exception_handler(RayError)
 async def _mapped(_: Request, exc: Exception) -> JSONResponse:
     """Maps an error, also one raised inside an actor (Ray wraps it), to its HTTP status."""
     cause = root_cause(exc)
-    return JSONResponse(status_code=_status_of(cause), content={"detail": str(cause), "error": type(cause).__name__})
-
-
-class Measure:
-    """Counts every request and times it, by route template and status.
-
-    A plain ASGI middleware: Starlette's BaseHTTPMiddleware (what @app.middleware("http") builds) runs
-    each request through an extra task and memory streams.
-    """
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        t0 = time.perf_counter()
-        status = [500]
-
-        async def sent(message: dict[str, Any]) -> None:
-            if message["type"] == "http.response.start":
-                status[0] = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, sent)
-        finally:
-            name = getattr(scope.get("route"), "path", "unmatched")  # the router sets it on the shared scope
-            metrics.requests_total().inc(tags={"route": name, "status": str(status[0])})
-            metrics.request_latency_ms().observe((time.perf_counter() - t0) * 1000, tags={"route": name})
-
-
-api.add_middleware(Measure)
-
-
-def server_timing(call_ms: float, timing: dict[str, float] | None, handler_ms: float) -> str:
-    """The Server-Timing header of a recommendation: ingress (its own work), user (hop to the user actor and
-    its queue, and its own work), search (the fan-out to the shards and the merge, in the user actor)."""
-    user_ms = (timing or {}).get("user_ms", 0.0)
-    search_ms = (timing or {}).get("search_ms", 0.0)
-    stages = {
-        "ingress": max(0.0, handler_ms - call_ms),
-        "hop": max(0.0, call_ms - user_ms),
-        "user": max(0.0, user_ms - search_ms),
-        "search": search_ms,
-    }
-    for stage, ms in stages.items():
-        metrics.stage_latency_ms().observe(ms, tags={"stage": stage})
-    return ", ".join(f"{stage};dur={ms:.2f}" for stage, ms in stages.items())
+    return JSONResponse(status_code=status_of(cause), content={"detail": str(cause), "error": type(cause).__name__})
 
 
 def _finite(values: list[float], field: str) -> list[float]:
@@ -377,7 +275,7 @@ class Ingress:
         for req, out in zip(body.requests, outs):
             if isinstance(out, BaseException):
                 cause = root_cause(out)
-                results.append({"user_id": req.user_id, "status": _status_of(cause), "detail": str(cause),
+                results.append({"user_id": req.user_id, "status": status_of(cause), "detail": str(cause),
                                 "error": type(cause).__name__})
             else:
                 results.append(self._recommended(out))

@@ -95,7 +95,7 @@ def test_feedback_reads_an_item_once_and_again_after_the_item_is_written() -> No
     async def run() -> None:
         router, shards = _system(config, [])
         user_actor = UserVectors(config, FakeHandle(router), 0)
-        router._users = [FakeHandle(user_actor)]  # the router tells this user actor of item writes
+        router._users.handles = [FakeHandle(user_actor)]  # the router tells this user actor of item writes
         await router.upsert(ids, vectors)
 
         def reads() -> int:
