@@ -12,6 +12,7 @@ import ray
 
 from rayrec import constants as C
 from rayrec.catalogs.catalog import ItemBatch, iter_items
+from rayrec.catalogs.ingest import TEXT_COLUMN
 from rayrec.config import RayrecConfig
 from rayrec.durability import shard_log
 from rayrec.durability.journal import Journal
@@ -27,6 +28,9 @@ from rayrec.system.resharding import split_batch
 from rayrec.validation import check_ids, check_vectors
 
 log = logging.getLogger(__name__)
+# Metadata a search result leaves out: the text an item was added by, kept for model swaps (which place it
+# again); an item's own record (GET /items/{id}, Rayrec.fetch) still carries it.
+SEARCH_LEAVES_OUT = frozenset({TEXT_COLUMN})
 
 
 class Shard:
@@ -155,7 +159,7 @@ class Shard:
         with omp_threads(threads):
             scores, ids = self.index.search(queries, k, excludes, categories)
         if with_metadata:
-            return scores, ids, self.index.metadata_of(ids, C.SEARCH_LEAVES_OUT)
+            return scores, ids, self.index.metadata_of(ids, SEARCH_LEAVES_OUT)
         return scores, ids
 
     def search_packed(self, request: bytes) -> bytes:

@@ -71,7 +71,7 @@ class UserVectors:
             rederive=self._rederive,
             snapshot=self.snapshot,
             swap_pending=lambda swap: self.router.swap_pending.remote(swap),
-            checked=self._forget_shards,
+            checked=self._space_checked,
             recovered=config.storage is not None,
         )
         if config.storage is not None:
@@ -356,9 +356,10 @@ class UserVectors:
         return out  # type: ignore[return-value]
 
     # ----- model swap (rayrec.system.model_swap runs the steps; rayrec.users.swap_state holds the state) -----
-    def _forget_shards(self) -> None:
-        self._shards = None  # a swap retired the shards searched before: ask for the new ones
-        self.items.forget(None)  # and the item vectors kept may be of the old space
+    def _space_checked(self) -> None:
+        """After the state was checked against the router's space: a swap may have come between."""
+        self._shards = None  # it retired the shards searched before: ask for the new ones
+        self.items.forget(None)  # and the item vectors kept are of the old space
 
     async def pause(self, swap: str, space: dict[str, Any], timeout_s: float) -> dict[str, Any]:
         """Holds every call until resume(swap), once those in flight finish; checks users can move to space.

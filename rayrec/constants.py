@@ -45,9 +45,6 @@ EXACT_SUBSET_MAX_ROWS = _env_int("RAYREC_EXACT_SUBSET_MAX_ROWS", 4096)
 # A query excluding at most this many of a shard's rows goes in the shard's batched search, over-fetching
 # k + that many and dropping them; one excluding more is searched alone under a mask of its eligible rows.
 EXCLUDE_OVERFETCH_MAX_ROWS = _env_int("RAYREC_EXCLUDE_OVERFETCH_MAX_ROWS", 256)
-# Metadata a search result leaves out: the text an item was added by, kept for model swaps (which place it
-# again); an item's own record (GET /items/{id}, Rayrec.fetch) still carries it.
-SEARCH_LEAVES_OUT = frozenset({"text"})
 # Item vectors a user actor keeps for feedback (least recently used dropped beyond this many; 0: none).
 # The router drops an item from every user actor's cache before it acknowledges a write of it; an entry is
 # also dropped after ITEM_VECTOR_CACHE_TTL_S, which bounds what a write the router never acknowledged (it

@@ -66,12 +66,11 @@ class Topology:
             )
         return [ReplicaSet(g, C.REPLICA_SUSPECT_S, self.config.replica_hedge_s) for g in groups]
 
-    def switch(self, target: ShardSet, config: RayrecConfig | None = None) -> ShardSet:
-        """Makes target the current generation (with config, if its shard count changed); returns the old one."""
-        old, self.now = self.now, target
+    def switch(self, target: ShardSet, config: RayrecConfig | None = None) -> None:
+        """Makes target the current generation (with config, if its shard count changed)."""
+        self.now = target
         if config is not None:
             self.config = config
-        return old
 
     # ----- generations --------------------------------------------------
     async def current(self) -> ShardSet:

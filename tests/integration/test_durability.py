@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -20,6 +19,7 @@ from rayrec.durability.storage import Storage
 from rayrec.exceptions import RayrecError
 from rayrec.users.user_state import UserStore
 from tests.integration.conftest import make_config, unit_vectors
+from tests.integration.waiting import wait_until
 
 DIM = 8
 USERS = [f"u{i}" for i in range(6)]
@@ -54,18 +54,19 @@ class Stream:
 
     def _retry(self, call: Callable[[], Any]) -> Any:
         """Retries a call that failed cleanly (an actor restarting) until it is acknowledged."""
-        # A client's patience: Ray restarts an actor in ~2-3 s here, longer while the whole suite runs.
-        deadline = time.monotonic() + RETRY_FOR_S
-        last: BaseException | None = None
-        while time.monotonic() < deadline:
+        answers: list[Any] = []
+
+        def attempt() -> bool:
             try:
-                return call()
-            except (RayrecError, ray.exceptions.RayError) as exc:
-                if isinstance(exc, (ValueError, KeyError)):
-                    raise  # a wrong answer to a good request: the test fails
-                last = exc
-                time.sleep(0.05)
-        raise AssertionError(f"a call kept failing for {RETRY_FOR_S} s: {last!r}")
+                answers.append(call())
+            except (ValueError, KeyError) as exc:  # a wrong answer to a good request: the test fails
+                raise AssertionError(f"a good request was refused: {exc!r}") from exc
+            return True
+
+        # A client's patience: Ray restarts an actor in ~2-3 s here, longer while the whole suite runs.
+        wait_until(attempt, RETRY_FOR_S, "an acknowledged call", interval_s=0.05,
+                   retry_on=(RayrecError, ray.exceptions.RayError))
+        return answers[0]
 
     def feedback_client(self, user: str, n: int) -> None:
         rng = np.random.default_rng(int(user[1:]))

@@ -14,6 +14,7 @@ from rayrec.serve_app.app import build_app
 
 from rayrec import Rayrec
 from rayrec.catalogs import movielens
+from tests.integration.waiting import wait_until
 
 NAMESPACE = "http-tests"
 N_ITEMS = 300
@@ -191,20 +192,18 @@ def test_malformed_json_and_non_finite_values(base):
 
 def scrape_until(names: list[str], deadline_s: float = 60.0) -> str:
     """Ray's Prometheus endpoint, once it exports every metric named (exports are periodic)."""
-    import time
-
     import ray
 
     node = next(n for n in ray.nodes() if n["Alive"])
     url = f"http://{node['NodeManagerAddress']}:{node['MetricsExportPort']}/metrics"
-    stop = time.monotonic() + deadline_s
-    text = ""
-    while time.monotonic() < stop:
-        text = requests.get(url, timeout=10).text
-        if all(name in text for name in names):
-            return text
-        time.sleep(1)
-    raise AssertionError(f"metrics {[n for n in names if n not in text]} never appeared at {url}")
+    scraped = [""]
+
+    def exported() -> bool:
+        scraped[0] = requests.get(url, timeout=10).text
+        return all(name in scraped[0] for name in names)
+
+    wait_until(exported, deadline_s, f"metrics {names} at {url}", interval_s=1)
+    return scraped[0]
 
 
 def test_metrics_reach_rays_prometheus_endpoint(base):

@@ -13,6 +13,7 @@ from rayrec.actors.shard import Shard, ShardActor
 from rayrec.exceptions import ShardUnavailableError
 from rayrec.hashing import partitions_of
 from tests.integration.conftest import TINY_CPU, make_config, unit_vectors
+from tests.integration.waiting import wait_until
 
 DIM = 8
 
@@ -31,7 +32,7 @@ def faulty_shards() -> dict[str, type]:
         """It answers later than the router's deadline."""
 
         def _search(self, queries, k, excludes, categories, with_metadata):
-            time.sleep(3)
+            time.sleep(3)  # the fault itself (a shard slower than the deadline), not a wait
             return super()._search(queries, k, excludes, categories, with_metadata)
 
     return {"raise": RaisingShard, "slow": SlowShard}
@@ -57,14 +58,15 @@ def build(policy: str, bad_kind: str):
 
 def wait_until_dead(handle, deadline_s: float = 30.0) -> None:
     """ray.kill returns before the actor is gone: wait until calls to it fail."""
-    stop = time.monotonic() + deadline_s
-    while time.monotonic() < stop:
+
+    def dead() -> bool:
         try:
             ray.get(handle.count.remote(), timeout=5)
         except ray.exceptions.RayActorError:
-            return
-        time.sleep(0.05)
-    raise AssertionError("the killed shard still answers")
+            return True
+        return False
+
+    wait_until(dead, deadline_s, "the killed shard's calls failing", interval_s=0.05, retry_on=())
 
 
 @pytest.mark.parametrize("bad_kind", ["raise", "slow", "kill"])

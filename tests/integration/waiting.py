@@ -8,16 +8,24 @@ from collections.abc import Callable
 import requests
 
 
-def wait_until(check: Callable[[], object], timeout_s: float, what: str, interval_s: float = 0.5) -> float:
-    """Seconds until check() is truthy; an exception from check counts as not yet. Fails after timeout_s."""
+def wait_until(
+    check: Callable[[], object],
+    timeout_s: float,
+    what: str,
+    interval_s: float = 0.5,
+    retry_on: tuple[type[BaseException], ...] = (Exception,),
+) -> float:
+    """Seconds until check() is truthy; an exception of retry_on from check counts as not yet (any other
+    fails the caller at once). Fails after timeout_s, naming the last exception."""
     t0 = time.monotonic()
+    last: BaseException | None = None
     while True:
         try:
             if check():
                 return time.monotonic() - t0
-        except Exception:  # the thing waited for may still be starting or coming back
-            pass
-        assert time.monotonic() - t0 < timeout_s, f"{what} did not happen within {timeout_s:g} s"
+        except retry_on as exc:  # the thing waited for may still be starting or coming back
+            last = exc
+        assert time.monotonic() - t0 < timeout_s, f"{what} did not happen within {timeout_s:g} s (last: {last!r})"
         time.sleep(interval_s)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+from collections.abc import Callable
 from typing import Any
 
 
@@ -67,3 +68,18 @@ class FakeHandle:
         args = tuple([await a if isinstance(a, asyncio.Future) else a for a in args])
         answer = getattr(self.obj, name)(*args)
         return await answer if inspect.isawaitable(answer) else answer
+
+
+async def turns(n: int = 50) -> None:
+    """Lets every ready task run for n turns of the event loop (a fake answers in one): what has not
+    finished by then waits on something, with no wall-clock time involved."""
+    for _ in range(n):
+        await asyncio.sleep(0)
+
+
+async def until(check: Callable[[], bool], timeout_s: float = 5.0, what: str = "the condition") -> None:
+    """Returns once check() holds (it may need real time: a timer); fails after timeout_s."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not check():
+        assert asyncio.get_running_loop().time() < deadline, f"{what} did not hold within {timeout_s:g} s"
+        await asyncio.sleep(0.005)

@@ -27,7 +27,7 @@ from rayrec.learning import store
 from rayrec.system.layout import Generation
 from rayrec.system.model_swap import SpaceChangedError, space_of
 
-from ._fakes import FakeHandle
+from ._fakes import FakeHandle, turns
 from ._helpers import assert_equals_brute_force, clustered, hypothesis_settings, item_ids, normalise_rows
 
 DIM = 8
@@ -228,7 +228,7 @@ def test_a_model_swap_holds_item_writes_until_its_switch_and_an_abort_leaves_the
         assert (await router.stage_space(first_shards, first, 0, space, {}))["items"] == 90
         assert router.swap_pending("a")
         held = asyncio.ensure_future(router.upsert(["late"], old_vectors[:1], space="text"))
-        await asyncio.sleep(0.01)
+        await turns()
         assert not held.done()  # item writes wait while a swap is staged
         assert await router.abort_space(first) is True
         assert await held == 1 and not router.swap_pending("a")
@@ -240,7 +240,7 @@ def test_a_model_swap_holds_item_writes_until_its_switch_and_an_abort_leaves_the
         second_shards = _shards(config, second)
         await router.stage_space(second_shards, second, 0, space, {})
         held = asyncio.ensure_future(router.upsert(["late"], old_vectors[:1], space="text"))
-        await asyncio.sleep(0.01)
+        await turns()
         assert not held.done()
         assert await router.switch_space(second) == {"generation": 1, "model_version": space["version"]}
         with pytest.raises(SpaceChangedError):

@@ -10,6 +10,8 @@ import pytest
 from rayrec.exceptions import LayoutChangedError
 from rayrec.users.swap_state import SwapState
 
+from ._fakes import turns, until
+
 
 class FakeActor:
     """What a user actor gives SwapState: the router's space, re-derivation, snapshots; each call recorded."""
@@ -17,6 +19,7 @@ class FakeActor:
     def __init__(self, space: str | None = "v1") -> None:
         self.router_space = None if space is None else {"version": space, "path": f"/m/{space}"}
         self.pending: set[str] = set()  # swaps the router is still staged or switching for
+        self.asked_pending = 0
         self.rederived: list[str] = []
         self.snapshots = 0
         self.checks = 0
@@ -39,6 +42,7 @@ class FakeActor:
         self.snapshots += 1
 
     async def swap_pending(self, swap: str) -> bool:
+        self.asked_pending += 1
         return swap in self.pending
 
     def checked(self) -> None:
@@ -60,14 +64,14 @@ def test_a_pause_waits_for_calls_in_flight_holds_new_ones_and_resume_rederives_i
         in_flight = asyncio.ensure_future(actor.call(log, "in flight", hold))
         await asyncio.sleep(0)
         pause = asyncio.ensure_future(actor.state.pause("swap-1", timeout_s=60))
-        await asyncio.sleep(0.01)
+        await turns()
         assert not pause.done()  # waits for the call in flight
         hold.set()
         assert await in_flight == "v1"
         await pause
         assert actor.snapshots == 1  # the old space recorded before the switch
         held = asyncio.ensure_future(actor.call(log, "held"))
-        await asyncio.sleep(0.01)
+        await turns()
         assert not held.done() and log == ["in flight"]
         with pytest.raises(LayoutChangedError, match="another model swap"):
             await actor.state.pause("swap-2", timeout_s=60)
@@ -128,11 +132,12 @@ def test_a_pause_ends_by_itself_once_the_router_no_longer_holds_its_swap() -> No
         actor, log = FakeActor("v1"), []
         actor.pending.add("swap-1")
         await actor.state.pause("swap-1", timeout_s=0.05)
-        await asyncio.sleep(0.2)  # several timeouts: the router still stages this swap, so the pause holds
+        # several timeouts, each asking the router: it still stages this swap, so the pause holds
+        await until(lambda: actor.asked_pending >= 3, what="three expiry checks")
         assert actor.state.paused is not None and not actor.state.gate.is_open
         actor.pending.clear()  # the router dropped the swap (its coordinator died)
-        await asyncio.sleep(0.2)
-        assert actor.state.paused is None and actor.state.gate.is_open
+        await until(lambda: actor.state.paused is None, what="the pause ending by itself")
+        assert actor.state.gate.is_open
         assert await actor.call(log, "after") == "v1"
 
     asyncio.run(run())
