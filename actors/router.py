@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import numpy as np
@@ -19,7 +20,7 @@ from rayrec.routing.query import SearchRequest, make_request
 from rayrec.routing.topk import SearchResult
 from rayrec.routing.wire import pack_answers, unpack_requests
 from rayrec.system import layout as layouts
-from rayrec.system.generations import ShardSet, stored_shards
+from rayrec.system.generations import ShardSet, retire, stored_shards
 from rayrec.system.layout import Generation
 from rayrec.system.topology import Topology
 from rayrec.validation import check_ids
@@ -45,10 +46,12 @@ class Router:
         generation: Generation | None = None,
         detached: bool = False,
         users: list[Any] | None = None,
+        stop: Callable[[ShardSet, float], Awaitable[None]] = retire,
     ) -> None:
         """shards: per shard, its handle or the list of its replicas' handles (of generation, default the first).
 
         users: the user actors' handles (default: looked up by name in config.namespace at the first write).
+        stop: how a retired generation's shards are stopped (see rayrec.system.topology.Topology).
         """
         generation = generation or Generation.first(config.num_shards)
         space = None  # the item space the vectors are in; storage records it once a model swap has
@@ -57,7 +60,7 @@ class Router:
             config, shards, generation = stored_shards(config, shards, generation)
             space = (layouts.read_layout(Storage(config.storage)) or {}).get("item_space")
         self.detached = detached
-        self._topology = Topology(config, shards, generation)
+        self._topology = Topology(config, shards, generation, stop)
         self._resharding = Resharding(self._topology)
         self._swaps = ModelSwaps(self._topology, space)
         self._mean: tuple[int, np.ndarray | None] | None = None  # (writes, mean) when it was computed

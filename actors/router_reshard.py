@@ -15,7 +15,7 @@ from rayrec import constants as C
 from rayrec.exceptions import InvalidInputError, ShardUnavailableError
 from rayrec.routing.fanout import describe, fan_out
 from rayrec.system import layout as layouts
-from rayrec.system.generations import ShardSet, drop_files, retire, split_objects
+from rayrec.system.generations import ShardSet, drop_files, split_objects
 from rayrec.system.layout import Generation
 from rayrec.system.topology import Topology
 
@@ -72,7 +72,7 @@ class Resharding:
                 if config.storage is not None:  # the commit point
                     await asyncio.to_thread(layouts.write_layout, config, new, old.generation)
                 topo.switch(target, config)
-                await retire(old, C.RESHARD_STOP_TIMEOUT_S)  # before writes resume: nothing reads old after this
+                await topo.retire(old)  # before writes resume: nothing reads old after this
         except BaseException:
             if topo.now is not target:
                 await topo.discard(target)

@@ -20,7 +20,7 @@ from rayrec.catalogs.catalog import ItemBatch
 from rayrec.exceptions import InvalidInputError, LayoutChangedError, ShardUnavailableError
 from rayrec.routing.fanout import fan_out
 from rayrec.system import layout as layouts
-from rayrec.system.generations import ShardSet, drop_files, retire, split_objects
+from rayrec.system.generations import ShardSet, drop_files, split_objects
 from rayrec.system.layout import Generation
 from rayrec.system.model_swap import TEXT_KEY, SpaceChangedError, placer_of, vectors_in
 from rayrec.system.resharding import split_batch
@@ -160,7 +160,7 @@ class ModelSwaps:
             topo.switch(staged.target)
             self.space = staged.space
             topo.writes += 1  # the cached catalog mean is of the old space
-            await retire(old, C.RESHARD_STOP_TIMEOUT_S)
+            await topo.retire(old)
         finally:
             self.switching = None
             topo.load_lock.release()

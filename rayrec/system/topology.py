@@ -45,11 +45,22 @@ def _rows(column: Any, pos: list[int]) -> Any:
 class Topology:
     """The current shard generation of one router and the calls that reach it."""
 
-    def __init__(self, config: RayrecConfig, shards: list[Any], generation: Generation) -> None:
-        """shards: per shard, its handle or the list of its replicas' handles (of generation)."""
+    def __init__(
+        self,
+        config: RayrecConfig,
+        shards: list[Any],
+        generation: Generation,
+        stop: Callable[[ShardSet, float], Awaitable[None]] = retire,
+    ) -> None:
+        """shards: per shard, its handle or the list of its replicas' handles (of generation).
+
+        stop(generation, timeout_s): retires a generation's shards and stops their actors
+        (rayrec.system.generations.retire; the unit tier's fake handles have no process to stop).
+        """
         if len(shards) != config.num_shards or generation.num_shards != config.num_shards:
             raise InvalidInputError(f"config says {config.num_shards} shards but {len(shards)} handles were given")
         self.config = config
+        self.stop = stop
         self.now = ShardSet(generation, self.replica_sets(shards))
         self.gate = WriteGate()  # closed by a re-shard while it copies and switches, held by a model swap
         self.load_lock = asyncio.Lock()  # one load, re-shard or staged swap at a time
@@ -90,9 +101,13 @@ class Topology:
         if new.number != base + 1:
             raise LayoutChangedError(f"generation {new.number} does not follow generation {base}: plan it again")
 
+    async def retire(self, old: ShardSet) -> None:
+        """Stops a generation: once this returns, none of its replicas answers a call."""
+        await self.stop(old, C.RESHARD_STOP_TIMEOUT_S)
+
     async def discard(self, target: ShardSet) -> None:
         """Stops the actors of a generation that was never switched in and deletes its files."""
-        await retire(target, C.RESHARD_STOP_TIMEOUT_S)
+        await self.retire(target)
         if self.config.storage is not None:
             await asyncio.to_thread(drop_files, self.config, target.generation, None)
 

@@ -83,3 +83,8 @@ async def until(check: Callable[[], bool], timeout_s: float = 5.0, what: str = "
     while not check():
         assert asyncio.get_running_loop().time() < deadline, f"{what} did not hold within {timeout_s:g} s"
         await asyncio.sleep(0.005)
+
+
+async def retire_only(generation: Any, timeout_s: float) -> None:
+    """A fake generation's stop (Topology's stop): each replica refuses calls from now on; no process to kill."""
+    await asyncio.wait_for(asyncio.gather(*(h.retire.remote() for h in generation.handles)), timeout_s)

@@ -17,7 +17,7 @@ from rayrec.exceptions import ItemNotFoundError, ShardUnavailableError
 from rayrec.system.layout import Generation
 from rayrec.users.item_cache import ItemVectorCache
 
-from ._fakes import FakeHandle
+from ._fakes import FakeHandle, retire_only
 from ._helpers import clustered, item_ids, normalise_rows
 
 DIM = 8
@@ -65,7 +65,7 @@ def _config() -> RayrecConfig:
 
 def _system(config: RayrecConfig, users: list[Any]) -> tuple[Router, list[FakeHandle]]:
     shards = [FakeHandle(Shard(config, s)) for s in range(2)]
-    return Router(config, shards, Generation.first(2), users=users), shards
+    return Router(config, shards, Generation.first(2), users=users, stop=retire_only), shards
 
 
 def test_every_item_write_has_the_user_actors_forget_it_before_it_is_acknowledged_even_when_it_fails() -> None:

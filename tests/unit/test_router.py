@@ -27,7 +27,7 @@ from rayrec.learning import store
 from rayrec.system.layout import Generation
 from rayrec.system.model_swap import SpaceChangedError, space_of
 
-from ._fakes import FakeHandle, turns
+from ._fakes import FakeHandle, retire_only, turns
 from ._helpers import assert_equals_brute_force, clustered, hypothesis_settings, item_ids, normalise_rows
 
 DIM = 8
@@ -49,7 +49,7 @@ def _shards(config: RayrecConfig, generation: Generation) -> list[list[FakeHandl
 
 def _router(config: RayrecConfig, users: list[Any] | None = None) -> tuple[Router, list[list[FakeHandle]]]:
     shards = _shards(config, Generation.first(config.num_shards))
-    return Router(config, shards, users=users or []), shards
+    return Router(config, shards, users=users or [], stop=retire_only), shards
 
 
 def _padded(result: Any, k: int) -> tuple[np.ndarray, np.ndarray]:
