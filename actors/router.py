@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -66,6 +67,8 @@ class Router:
         self._mean: tuple[int, np.ndarray | None] | None = None  # (writes, mean) when it was computed
         self._users = UserCaches(self._topology.config, users)  # told of item writes (they keep item vectors)
         self._writes = ItemWrites(self._topology, self._swaps, self._users)
+        storage = Storage(config.storage) if config.storage is not None else None
+        self._seeded = storage is not None and storage.exists(layouts.SEEDED_FILE)
 
     @property
     def config(self) -> RayrecConfig:
@@ -179,15 +182,27 @@ class Router:
         self, ids: Any, vectors: Any, metadata: dict[str, list[Any]] | None = None, space: str | None = None
     ) -> int:
         """Inserts or replaces items on their owning shards (see ItemWrites.upsert)."""
-        return await self._writes.upsert(ids, vectors, metadata, space)
+        return await self._seed(await self._writes.upsert(ids, vectors, metadata, space))
 
     async def delete(self, ids: Any) -> int:
         """Deletes items by id; returns how many existed. Idempotent."""
-        return await self._writes.delete(ids)
+        return await self._seed(await self._writes.delete(ids))
 
     async def load(self, source: str | pa.Table) -> int:
         """Bulk-loads a catalog (Parquet path/URI or Arrow table) as an upsert (see ItemWrites.load)."""
-        return await self._writes.load(source)
+        return await self._seed(await self._writes.load(source))
+
+    def seeded(self) -> bool:
+        """Whether this system ever acknowledged an item write (then no start loads a catalog into it)."""
+        return self._seeded
+
+    async def _seed(self, written: int) -> int:
+        if written and not self._seeded:
+            if self.config.storage is not None:
+                storage = Storage(self.config.storage)
+                await asyncio.to_thread(storage.write_bytes, layouts.SEEDED_FILE, b"1")
+            self._seeded = True
+        return written
 
     async def snapshot(self) -> None:
         """Every shard replica writes a snapshot of its state and drops the log it covers."""

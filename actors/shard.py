@@ -183,6 +183,9 @@ class Shard:
             return partitions_of(ids, num_parts) == part
 
         batches = list(iter_items(source, self.config.index.dim, keep=mine))
+        names = {name for b in [*self._staged, *batches] for name, col in (b.metadata or {}).items()
+                 if any(v is not None for v in col)}
+        self.index.check_room({name: [name] for name in names})  # before anything is applied
         self._staged.extend(batches)
         return sum(len(b) for b in batches)
 
@@ -241,6 +244,7 @@ class Shard:
         meta = check_metadata(metadata, len(ids))
         if not ids:
             return 0
+        self.index.check_room(meta)  # before the log: a write refused here is never replayed
         self._log(shard_log.upsert_batch(ids, vecs, meta, self.config.index.dim))
         written = self.index.upsert(ids, vecs, meta)
         self._after_write()

@@ -27,7 +27,7 @@ from rayrec.users.item_cache import ItemVectorCache
 from rayrec.users.recommending import Fields
 from rayrec.users.swap_state import SwapState
 from rayrec.users.user_state import UserChange, UserStore, rederive
-from rayrec.validation import check_event, check_id, check_ids
+from rayrec.validation import check_event, check_history, check_id
 
 log = logging.getLogger(__name__)
 
@@ -204,7 +204,7 @@ class UserVectors:
         user_id = check_id(user_id, "user id")
         item_id = check_id(item_id)
         event = check_event(event)
-        event_id = None if event_id is None else check_id(event_id, "event id")
+        event_id = None if event_id is None else check_id(event_id, "event id", event=True)
         async with self.swaps.serving(), self._lock(user_id):
             if self.store.applied(user_id, event_id):
                 return self._unchanged(user_id)
@@ -226,7 +226,7 @@ class UserVectors:
         space (model version) the vector is in; SpaceChangedError if the system moved to another meanwhile.
         """
         user_id = check_id(user_id, "user id")
-        event_id = None if event_id is None else check_id(event_id, "event id")
+        event_id = None if event_id is None else check_id(event_id, "event id", event=True)
         async with self.swaps.serving(), self._lock(user_id):
             now = (await self.swaps.current() or {}).get("version")
             if space is not None and now is not None and space != now:
@@ -242,10 +242,8 @@ class UserVectors:
         the history is replaced. Returns {"user_id", "version", "applied"}.
         """
         user_id = check_id(user_id, "user id")
-        item_ids = check_ids(item_ids)
-        if not item_ids:
-            raise InvalidInputError("a user history needs at least one item id")
-        event_id = None if event_id is None else check_id(event_id, "event id")
+        item_ids = check_history(item_ids)
+        event_id = None if event_id is None else check_id(event_id, "event id", event=True)
         async with self.swaps.serving(), self._lock(user_id):
             if self.store.applied(user_id, event_id):
                 return self._unchanged(user_id)
@@ -262,7 +260,7 @@ class UserVectors:
         """
         if not isinstance(histories, dict):
             raise InvalidInputError(f"histories must be a dict of user id to item ids, got {type(histories).__name__}")
-        checked = {check_id(u, "user id"): check_ids(items) for u, items in histories.items()}
+        checked = {check_id(u, "user id"): check_history(items, True) for u, items in histories.items()}
         unique = sorted({i for items in checked.values() for i in items})
         if not unique:
             return 0

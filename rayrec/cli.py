@@ -34,7 +34,14 @@ def _parser() -> argparse.ArgumentParser:
         "--storage", default=None, help="directory or URI (s3://, gs://) for durable state; restarts recover from it"
     )
     serve.add_argument(
-        "--api-key-env", default="RAYREC_API_KEY", help="env var holding the API key write routes require (if set)"
+        "--api-key-env", default=None,
+        help="env var holding the API key write routes require; it must then be set and not empty "
+             "(default: RAYREC_API_KEY, if set)",
+    )
+    serve.add_argument(
+        "--allowed-host", action="append", default=None, dest="allowed_hosts",
+        help="a Host header name to answer, repeatable ('*': any; default: the loopback names when --host is "
+             "a loopback address, else any)",
     )
     serve.add_argument("--exit-after-start", action="store_true", help="stop once the service answered (for CI)")
     ev = sub.add_parser("eval", help="replay real interactions in time order: realtime vs static vs baselines")
@@ -143,9 +150,14 @@ def serve_command(args: argparse.Namespace) -> int:
 
     from rayrec.exceptions import InvalidInputError
     from rayrec.serve_app.app import AppArgs, build_app
-    from rayrec.serve_app.ingress import key_digest
+    from rayrec.serve_app.http_edge import LOOPBACK_HOSTS, api_key_digest
     from rayrec.system.driver import Rayrec
 
+    try:
+        digest = api_key_digest(args.api_key_env)  # before Ray starts: a misnamed or empty key variable stops here
+    except InvalidInputError as exc:
+        print(f"rayrec serve: {exc}", file=sys.stderr)
+        return 2
     if args.address is None:
         # "local": a new Ray of our own, never one that somebody's `ray start` left on this machine.
         ray.init(
@@ -168,7 +180,9 @@ def serve_command(args: argparse.Namespace) -> int:
         encoder_num_gpus=gpus,
         storage=os.path.abspath(args.storage) if args.storage and "://" not in args.storage else args.storage,
         api_key_env=args.api_key_env,
-        api_key_sha256=key_digest(os.environ[args.api_key_env]) if os.environ.get(args.api_key_env) else None,
+        api_key_sha256=digest,
+        allowed_hosts=args.allowed_hosts or (LOOPBACK_HOSTS if args.host in ("127.0.0.1", "localhost", "::1")
+                                             else ["*"]),
     )
     try:
         opts = opts.resolved()

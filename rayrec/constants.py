@@ -135,7 +135,7 @@ DEFAULT_HISTORY_LEN = _env_int("RAYREC_HISTORY_LEN", 200)
 # Locks a user-vector actor stripes its users over (one user's changes run in order).
 USER_LOCK_STRIPES = _env_int("RAYREC_USER_LOCK_STRIPES", 256)
 # Event ids remembered per user for idempotent replay.
-DEFAULT_EVENT_ID_MEMORY = _env_int("RAYREC_EVENT_ID_MEMORY", 100_000)
+DEFAULT_EVENT_ID_MEMORY = _env_int("RAYREC_EVENT_ID_MEMORY", 10_000)
 
 # Text encoder.
 ENCODER_MAX_TOKENS = _env_int("RAYREC_ENCODER_MAX_TOKENS", 128)
@@ -157,3 +157,25 @@ MAX_ITEMS_PER_CALL = _env_int("RAYREC_MAX_ITEMS_PER_CALL", 1000)
 MAX_IDS_PER_GET = _env_int("RAYREC_MAX_IDS_PER_GET", 100)
 # Users in one POST /recommend/batch call.
 MAX_USERS_PER_BATCH = _env_int("RAYREC_MAX_USERS_PER_BATCH", 1000)
+
+# Input limits: every size a caller controls has one, checked before any work (README's limits table).
+# An item or user id (also a path segment of /items/{id} and /users/{id}: no "/", no control characters).
+MAX_ID_CHARS = _env_int("RAYREC_MAX_ID_CHARS", 512)
+# An event id (the idempotency key of a feedback call).
+MAX_EVENT_ID_CHARS = _env_int("RAYREC_MAX_EVENT_ID_CHARS", 128)
+# A text to encode, an item's text, a user's describing text.
+MAX_TEXT_CHARS = _env_int("RAYREC_MAX_TEXT_CHARS", 10_000)
+# Item ids in one PUT /users/{id} history (only the last history_len of them are kept).
+MAX_HISTORY_IDS = _env_int("RAYREC_MAX_HISTORY_IDS", 10_000)
+# An item's metadata (category included, its kept text not): fields, a name's and a value's length, and
+# all its values together (what every result that ranks the item carries).
+MAX_METADATA_FIELDS = _env_int("RAYREC_MAX_METADATA_FIELDS", 32)
+MAX_METADATA_NAME_CHARS = _env_int("RAYREC_MAX_METADATA_NAME_CHARS", 64)
+MAX_METADATA_VALUE_CHARS = _env_int("RAYREC_MAX_METADATA_VALUE_CHARS", 1024)
+MAX_METADATA_ITEM_CHARS = _env_int("RAYREC_MAX_METADATA_ITEM_CHARS", 4096)
+# Distinct metadata field names one shard holds over its live items (a write bringing more is refused).
+MAX_METADATA_FIELDS_PER_SHARD = _env_int("RAYREC_MAX_METADATA_FIELDS_PER_SHARD", 256)
+# A category filter's entries.
+MAX_FILTER_CATEGORIES = _env_int("RAYREC_MAX_FILTER_CATEGORIES", 100)
+# A model name in POST /model (latest, vN, or a folder directly under the models root).
+MAX_MODEL_NAME_CHARS = _env_int("RAYREC_MAX_MODEL_NAME_CHARS", 128)

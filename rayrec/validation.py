@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import math
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -15,13 +18,45 @@ from rayrec.exceptions import DimensionMismatchError, InvalidInputError
 _MIN_NORM = C.MIN_NORM
 
 
-def check_id(value: Any, what: str = "item id") -> str:
-    """Returns the id as a string; rejects empty, non-string and non-integer ids."""
+# What an id may not hold: control characters (a NUL would vanish in the shards' fixed-width id arrays),
+# "/" (ids are path segments of /items/{id} and /users/{id}) and lone surrogates (not UTF-8 text).
+_BAD_ID_CHAR = re.compile("[\x00-\x1f\x7f-\x9f/\ud800-\udfff]")
+_BAD_EVENT_ID_CHAR = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def check_text(value: Any, what: str, max_chars: int = C.MAX_TEXT_CHARS) -> str:
+    """Returns value if it is a str of valid Unicode text (no lone surrogates) of at most max_chars."""
+    if not isinstance(value, str):
+        raise InvalidInputError(f"{what} must be a string, got {type(value).__name__}")
+    if len(value) > max_chars:
+        raise InvalidInputError(f"{what} is {len(value)} characters long; at most {max_chars} are accepted")
+    if not value.isascii():
+        bad = _SURROGATE.search(value)
+        if bad is not None:
+            raise InvalidInputError(
+                f"{what} is not valid UTF-8 text: a lone surrogate {bad.group()!r} at position {bad.start()}"
+            )
+    return value
+
+
+def check_id(value: Any, what: str = "item id", *, event: bool = False) -> str:
+    """Returns the id as a string: non-empty, at most C.MAX_ID_CHARS (event ids C.MAX_EVENT_ID_CHARS)
+    characters, without control characters, lone surrogates or (but in event ids) "/"."""
     if isinstance(value, bool) or not isinstance(value, (str, int, np.integer)):
         raise InvalidInputError(f"{what} must be a non-empty string (or an integer), got {type(value).__name__}")
     text = str(value)
     if not text.strip():
         raise InvalidInputError(f"{what} must be a non-empty string, got {value!r}")
+    most = C.MAX_EVENT_ID_CHARS if event else C.MAX_ID_CHARS
+    if len(text) > most:
+        raise InvalidInputError(f"{what} is {len(text)} characters long; at most {most} are accepted")
+    bad = (_BAD_EVENT_ID_CHAR if event else _BAD_ID_CHAR).search(text)
+    if bad is not None:
+        raise InvalidInputError(
+            f"{what} {text[:40]!r} holds {bad.group()!r} at position {bad.start()}: ids may not hold control "
+            "characters" + ("" if event else ", '/'") + " or lone surrogates"
+        )
     return text
 
 
@@ -34,6 +69,17 @@ def check_ids(values: Sequence[Any], what: str = "item id") -> list[str]:
     except TypeError:
         raise InvalidInputError(f"expected a list of {what}s, got {type(values).__name__}") from None
     return [check_id(v, what) for v in items]
+
+
+def check_history(values: Sequence[Any], allow_empty: bool = False) -> list[str]:
+    """A user's history: 1 (0 if allow_empty) to C.MAX_HISTORY_IDS item ids, checked before any item vector
+    is fetched."""
+    ids = check_ids(values)
+    if not ids and not allow_empty:
+        raise InvalidInputError("a user history needs at least one item id")
+    if len(ids) > C.MAX_HISTORY_IDS:
+        raise InvalidInputError(f"history holds {len(ids)} item ids; at most {C.MAX_HISTORY_IDS} are accepted")
+    return ids
 
 
 def check_vectors(vectors: Any, dim: int, *, normalise: bool = True, what: str = "vector") -> np.ndarray:
@@ -95,11 +141,15 @@ def check_categories(categories: Any) -> list[str] | None:
         raise InvalidInputError(f"category filter must be a list of strings, got {categories!r}")
     if not categories:
         raise InvalidInputError("category filter is an empty list: it would match nothing; pass None for no filter")
+    if len(categories) > C.MAX_FILTER_CATEGORIES:
+        raise InvalidInputError(
+            f"category filter names {len(categories)} categories; at most {C.MAX_FILTER_CATEGORIES} are accepted"
+        )
     out = []
     for c in categories:
         if not isinstance(c, str):
             raise InvalidInputError(f"category filter entries must be strings, got {c!r}")
-        out.append(c)
+        out.append(check_text(c, "a category filter entry", C.MAX_METADATA_VALUE_CHARS))
     return out
 
 
@@ -126,3 +176,60 @@ def per_query(value: Any, n: int, check: Any, what: str) -> list[Any]:
         return [check(v) for v in value]
     checked = check(value)
     return [checked] * n
+
+
+# A JSON escape of a UTF-16 surrogate (paired ones decode to one character; a lone one stays a surrogate).
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def parse_json(body: bytes) -> Any:
+    """A request body as JSON, refusing what Python's json module lets through but JSON text may not hold:
+    bytes that are not UTF-8, NaN and Infinity, numbers too large for a float, lone surrogates.
+
+    Raises InvalidInputError naming the place (as body.field[3].name); json.JSONDecodeError on malformed JSON.
+    """
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        bad = body[exc.start : exc.start + 1]
+        raise InvalidInputError(f"body: not UTF-8 text (byte {exc.start} is {bad!r})") from None
+    suspect = []
+
+    def constant(name: str) -> float:
+        suspect.append(name)
+        return float(name)
+
+    def number(literal: str) -> float:
+        value = float(literal)
+        if not math.isfinite(value):
+            suspect.append(literal)
+        return value
+
+    value = json.loads(text, parse_constant=constant, parse_float=number)
+    if suspect or _SURROGATE_ESCAPE.search(text):
+        problem = _first_bad(value, "body")
+        if problem is not None:
+            raise InvalidInputError(problem)
+    return value
+
+
+def _first_bad(value: Any, where: str) -> str | None:
+    """Where in a parsed JSON value a non-finite number or a lone surrogate is, and what it is."""
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return None
+        return f"{where}: {value} is not a finite number (NaN or infinite values are not accepted)"
+    if isinstance(value, str):
+        bad = _SURROGATE.search(value)
+        return None if bad is None else (
+            f"{where}: not valid UTF-8 text (a lone surrogate {bad.group()!r} at position {bad.start()})"
+        )
+    if isinstance(value, list):
+        return next((p for i, v in enumerate(value) if (p := _first_bad(v, f"{where}[{i}]"))), None)
+    if isinstance(value, dict):
+        for key, v in value.items():
+            shown = key if _SURROGATE.search(key) is None else ascii(key)
+            problem = _first_bad(key, f"{where} (a key)") or _first_bad(v, f"{where}.{shown}")
+            if problem is not None:
+                return problem
+    return None

@@ -6,6 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 from rayrec.serve_app.encoder import Encoder
+from rayrec.serve_app.http_edge import LOOPBACK_HOSTS
 from rayrec.serve_app.ingress import Ingress
 
 from rayrec import constants as C
@@ -66,8 +67,10 @@ class AppArgs(BaseModel):
         None, description="directory or URI (s3://, gs://) for durable state; None: memory only"
     )
     snapshot_every: int = Field(C.DEFAULT_SNAPSHOT_EVERY, ge=1, description="log rows between an actor's snapshots")
-    api_key_env: str = Field(
-        C.API_KEY_ENV, description="environment variable (of the ingress replicas) holding the API key"
+    api_key_env: str | None = Field(
+        None,
+        description="environment variable (of the ingress replicas) holding the API key: then it must be set and "
+        "not empty; None: RAYREC_API_KEY if set",
     )
     api_key_sha256: str | None = Field(
         None,
@@ -75,6 +78,11 @@ class AppArgs(BaseModel):
         description="SHA-256 hex of the API key (instead of the key in the environment)",
     )
     protect_reads: bool = Field(False, description="require the API key on read routes too")
+    allowed_hosts: list[str] = Field(
+        default_factory=lambda: list(LOOPBACK_HOSTS),
+        min_length=1,
+        description="Host header names the app answers (others get 400: DNS rebinding); '*' any, '*.example.com'",
+    )
 
     def resolved(self) -> "AppArgs":
         """These options with `model` as the folder it names now (so every replica loads the same version) and
@@ -152,6 +160,7 @@ def build_app(args: dict[str, Any] | AppArgs | None = None) -> Any:
         "api_key_env": opts.api_key_env,
         "api_key_sha256": opts.api_key_sha256,
         "protect_reads": opts.protect_reads,
+        "allowed_hosts": list(opts.allowed_hosts),
     }
     # The body limit is read when the ingress module loads, in the replica's own process.
     env = {"RAYREC_MAX_BODY_BYTES": str(opts.max_body_bytes)}

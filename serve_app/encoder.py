@@ -53,7 +53,7 @@ class Encoder:
         batch_wait_timeout_s=C.ENCODER_BATCH_WAIT_S,
         batch_size_fn=lambda requests: sum(len(texts) for _, texts in requests),
     )
-    async def _encode_batch(self, requests: list[tuple[float, list[str]]]) -> list[np.ndarray]:
+    async def _encode_batch(self, requests: list[tuple[float, list[str]]]) -> list[np.ndarray | Exception]:
         """One forward batch over (queued_at, texts) requests; per request, its vectors."""
         now = time.perf_counter()
         for queued_at, _ in requests:
@@ -63,12 +63,25 @@ class Encoder:
         self._batches += 1
         self._texts += len(flat)
         # Off the event loop: requests keep queueing (and batching) while the model runs.
-        vectors = await asyncio.to_thread(self.encoder.encode, flat)
+        try:
+            vectors = await asyncio.to_thread(self.encoder.encode, flat)
+        except Exception:
+            if len(requests) == 1:
+                raise
+            # One caller's input must not fail the others batched with it: each request alone, and the
+            # failing one gets its own error (Serve hands each caller its element of the list).
+            return [await self._encode_alone(texts) for _, texts in requests]
         out, start = [], 0
         for _, texts in requests:
             out.append(vectors[start : start + len(texts)])
             start += len(texts)
         return out
+
+    async def _encode_alone(self, texts: list[str]) -> np.ndarray | Exception:
+        try:
+            return await asyncio.to_thread(self.encoder.encode, texts)
+        except Exception as exc:
+            return exc
 
     async def encode(self, texts: list[str]) -> np.ndarray:
         """(n, dim) float32 unit vectors of n texts.
@@ -81,6 +94,9 @@ class Encoder:
         pieces = [texts[i : i + size] for i in range(0, len(texts), size)]
         now = time.perf_counter()
         parts = await asyncio.gather(*(self._encode_batch((now, p)) for p in pieces))
+        failed = next((p for p in parts if isinstance(p, Exception)), None)
+        if failed is not None:
+            raise failed
         return parts[0] if len(parts) == 1 else np.vstack(parts)
 
     def dim(self) -> int:

@@ -3,17 +3,189 @@ HTTP status of each error, and the Server-Timing header of a recommendation."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import json
+import math
+import os
 import time
+from collections.abc import Callable, Coroutine
 from typing import Any
 
-from fastapi import HTTPException
+from fastapi import HTTPException, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from ray.exceptions import RayError
 
 from rayrec import constants as C
 from rayrec import metrics
 from rayrec.exceptions import InvalidInputError, ItemNotFoundError, LayoutChangedError, ShardUnavailableError
 from rayrec.system.model_swap import CatalogChangedError, SpaceChangedError
+from rayrec.validation import parse_json
+
+
+class BadBody(HTTPException):
+    """A body that is JSON to Python but not to the JSON standard (rayrec.validation.parse_json): 422."""
+
+    def __init__(self, error: InvalidInputError) -> None:
+        super().__init__(status_code=422, detail=str(error))
+
+
+class StrictJSONRequest(Request):
+    """A request whose JSON body is parsed by rayrec.validation.parse_json (no NaN, no lone surrogates)."""
+
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            try:
+                self._json = parse_json(await self.body())
+            except InvalidInputError as exc:
+                raise BadBody(exc) from None
+        return self._json
+
+
+OPEN, READ, WRITE = "open", "read", "write"
+
+
+class Guard:
+    """Who may call a route: the API key (a write route always needs it when one is set, a read route only
+    with protect_reads, an open route never) and the Host header, checked before any body is read.
+
+    Args:
+        key_digest: the API key's SHA-256 hex digest, None for no key.
+        protect_reads: whether read routes need the key too.
+        allowed_hosts: Host header names answered ("*" any, "*.example.com" its subdomains); others get 400,
+            so a web page cannot reach a loopback API through a DNS name rebound to 127.0.0.1.
+        access: (method, route path) -> OPEN, READ or WRITE; a route not named is READ.
+    """
+
+    def __init__(
+        self, key_digest: str | None, protect_reads: bool, allowed_hosts: list[str],
+        access: dict[tuple[str, str], str],
+    ) -> None:
+        self.key_digest = key_digest
+        self.protect_reads = protect_reads
+        self.any_host = "*" in allowed_hosts
+        self.hosts = {h.lower() for h in allowed_hosts if not h.startswith("*")}
+        self.suffixes = tuple(h[1:].lower() for h in allowed_hosts if h.startswith("*.") and len(h) > 2)
+        self.access = access
+
+    def host_allowed(self, host: str | None) -> bool:
+        if self.any_host:
+            return True
+        if not host:
+            return False
+        name = host.lower()
+        name = name[: name.index("]") + 1] if name.startswith("[") and "]" in name else name.rsplit(":", 1)[0]
+        return name in self.hosts or (bool(self.suffixes) and name.endswith(self.suffixes))
+
+    def check_key(self, request: Request, method: str, path: str) -> None:
+        """Refuses (401) a request without the API key where its route needs one."""
+        kind = self.access.get((method, path), READ)
+        if self.key_digest is None or kind == OPEN or (kind == READ and not self.protect_reads):
+            return
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(key_digest(token.strip()), self.key_digest):
+            raise HTTPException(
+                status_code=401,
+                detail="this route needs the API key: send the header 'Authorization: Bearer <key>'",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+
+
+def key_digest(key: str) -> str:
+    """The SHA-256 hex digest an API key is configured and compared by (the key itself is never stored)."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def api_key_digest(env_name: str | None) -> str | None:
+    """The API key's digest from this process's environment, or None for no key.
+
+    A variable named (env_name) must be set and not empty; unnamed, C.API_KEY_ENV is read if it is set, and
+    set but empty is an error too: a misnamed or empty variable never means "no key".
+    """
+    name = env_name or C.API_KEY_ENV
+    value = os.environ.get(name)
+    if value is None:
+        if env_name:
+            raise InvalidInputError(
+                f"api_key_env names {env_name}, which is not set in this environment: set it to the API key, "
+                "or leave api_key_env out to serve without a key"
+            )
+        return None
+    if not value.strip():
+        raise InvalidInputError(f"{name} is set but empty: set it to the API key, or unset it to serve without a key")
+    return key_digest(value.strip())
+
+
+# Until an ingress replica sets the app's guard: loopback names only, no key (nothing is routed before then).
+LOOPBACK_HOSTS = ["127.0.0.1", "localhost", "[::1]"]
+DEFAULT_GUARD = Guard(None, False, LOOPBACK_HOSTS, {})
+
+
+def guard_of(app: Any) -> Guard:
+    return getattr(app.state, "guard", DEFAULT_GUARD)
+
+
+class HostCheck:
+    """Answers 400 to a request whose Host header the app's Guard does not allow (every route, docs too)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            host = dict(scope.get("headers") or []).get(b"host", b"").decode("latin-1")
+            if not guard_of(scope["app"]).host_allowed(host):
+                response = JSONResponse(status_code=400, content={
+                    "detail": f"Host {host[:100]!r} is not one this server answers to: add it to allowed_hosts",
+                    "error": "HostNotAllowed"})
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+class StrictJSONRoute(APIRoute):
+    """Every route of the app checks the API key first, then reads its body through StrictJSONRequest."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+        path = self.path
+
+        async def strict(request: Request) -> Response:
+            guard_of(request.app).check_key(request, request.method, path)  # before the body is read
+            return await handler(StrictJSONRequest(request.scope, request.receive))
+
+        return strict
+
+
+async def bad_body(_: Request, exc: BadBody) -> JSONResponse:
+    return JSONResponse(status_code=422, content={"detail": exc.detail, "error": "InvalidInputError"})
+
+
+def _json_safe(value: Any) -> Any:
+    """value with what JSON cannot carry (NaN, infinities, lone surrogates, other objects) as its repr."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate
+            return ascii(value)
+        return value
+    if isinstance(value, dict):
+        return {_json_safe(str(k)): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    return repr(value)
+
+
+async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+    """FastAPI's 422 for a request its models refuse, with the refused input echoed only as JSON can carry it."""
+    return JSONResponse(status_code=422, content={"detail": _json_safe(json.loads(json.dumps(
+        exc.errors(), default=repr, allow_nan=True)))})
 
 
 class BodyLimit:

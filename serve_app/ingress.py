@@ -2,24 +2,38 @@
 
 
 import asyncio
-import hashlib
-import hmac
 import html
 import logging
 import math
-import os
 import time
 import uuid
 from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
-from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi import FastAPI, Query, Request
+from fastapi import Path as PathParam
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from ray import serve
 from ray.exceptions import RayError
 from rayrec.serve_app.catalogs import load_catalog
-from rayrec.serve_app.http_edge import BodyLimit, Measure, server_timing, status_of
+from rayrec.serve_app.http_edge import (
+    LOOPBACK_HOSTS,
+    OPEN,
+    WRITE,
+    BadBody,
+    BodyLimit,
+    Guard,
+    HostCheck,
+    Measure,
+    StrictJSONRoute,
+    api_key_digest,
+    bad_body,
+    invalid_request,
+    server_timing,
+    status_of,
+)
 from rayrec.serve_app.models import (
     EncodeRequest,
     EncodeResponse,
@@ -59,21 +73,32 @@ from rayrec.system.model_swap import (
 from rayrec.users.client import RecommendClient
 
 log = logging.getLogger("ray.serve")
+# An id in a route's path: as long as any id may be (the actors check what it may hold).
+PathId = Annotated[str, PathParam(min_length=1, max_length=C.MAX_ID_CHARS)]
 # The demo page's files, shipped inside the package (no build step, nothing fetched from elsewhere), read once.
 STATIC = Path(__file__).parent / "static"
 PAGE = (STATIC / "demo.html").read_text(encoding="utf-8")
 STATIC_FILES = {name: ((STATIC / name).read_bytes(), kind) for name, kind in
                 (("demo.js", "text/javascript; charset=utf-8"), ("demo.css", "text/css; charset=utf-8"))}
 # The browser refuses anything from elsewhere (scripts, styles, fonts, calls): the page is self-contained.
-PAGE_HEADERS = {"cache-control": "no-cache", "content-security-policy": "default-src 'self'"}
+# No other site may frame it either (clickjacking the feedback buttons): frame-ancestors, and X-Frame-Options
+# for browsers that predate it.
+PAGE_HEADERS = {"cache-control": "no-cache", "content-security-policy": "default-src 'self'; frame-ancestors 'none'",
+                "x-frame-options": "DENY"}
 api = FastAPI(title="rayrec", description="Real-time recommendations on Ray", version="0.1.0")
+api.router.route_class = StrictJSONRoute  # every body parsed as strict JSON (serve_app/http_edge.py)
+api.add_exception_handler(BadBody, bad_body)
+api.add_exception_handler(RequestValidationError, invalid_request)
 api.add_middleware(BodyLimit)  # serve_app/http_edge.py: 413 over the body limit
-api.add_middleware(Measure)  # outside it: every request counted and timed by route, a refused one too
-
-
-def key_digest(key: str) -> str:
-    """The SHA-256 hex digest an API key is configured and compared by (the key itself is never stored)."""
-    return hashlib.sha256(key.encode()).hexdigest()
+api.add_middleware(HostCheck)  # outside it: 400 for a Host header not in allowed_hosts (DNS rebinding)
+api.add_middleware(Measure)  # outermost: every request counted and timed by route, a refused one too
+# The routes that change state (they need the API key when one is set) and those that never need it.
+ACCESS = {
+    **{route: WRITE for route in (("POST", "/feedback"), ("PUT", "/users/{user_id}"), ("DELETE", "/users/{user_id}"),
+                                  ("PUT", "/items"), ("DELETE", "/items/{item_id}"), ("POST", "/model"))},
+    **{("GET", path): OPEN for path in ("/", "/demo", "/static/{name}", "/noop", "/healthz")},
+    ("POST", "/noop"): OPEN,
+}
 
 
 @api.exception_handler(RayrecError)
@@ -108,11 +133,9 @@ class Ingress:
         self.config = RayrecConfig.from_dict(settings["rayrec"])
         self.max_items_per_call = int(settings.get("max_items_per_call", C.MAX_ITEMS_PER_CALL))
         # The write key: its digest from the app's args, or the key from this replica's environment.
-        self.key_digest: str | None = settings.get("api_key_sha256")
-        env_key = os.environ.get(settings.get("api_key_env") or C.API_KEY_ENV)
-        if self.key_digest is None and env_key:
-            self.key_digest = key_digest(env_key)
-        self.protect_reads = bool(settings.get("protect_reads", False))
+        digest = settings.get("api_key_sha256") or api_key_digest(settings.get("api_key_env"))
+        api.state.guard = Guard(digest, bool(settings.get("protect_reads", False)),
+                                list(settings.get("allowed_hosts") or LOOPBACK_HOSTS), ACCESS)
         # The item space: a learned model's (its folder, resolved by the app builder), or the encoder's own.
         self.placer = placer_of({"path": settings.get("model")})
         self.models_root: str | None = settings.get("models_root")
@@ -141,24 +164,18 @@ class Ingress:
             await self.router.set_item_space.remote(space_of(self.model_version, settings.get("model")))
         )
         catalog = settings.get("catalog", "none")
-        if catalog != "none" and items == 0:
-            # A fresh system: load its catalog before this replica reports ready.
+        if catalog != "none" and items == 0 and await self._fresh():
+            # A fresh system: load its catalog before this replica reports ready. One that ever acknowledged
+            # an item write or holds users is not fresh, even with no items left: loading would undo writes.
             await load_catalog(catalog, self._item_vectors, self.router, self.users, settings.get("text_columns"))
+
+    async def _fresh(self) -> bool:
+        if await self.router.seeded.remote():
+            return False
+        return sum(await asyncio.gather(*(u.count.remote() for u in self.users))) == 0
 
     def _users_of(self, user_id: str) -> Any:
         return self.users[partition_of(user_id, len(self.users))]
-
-    def _authorize(self, request: Request, write: bool = True) -> None:
-        """Refuses (401) a request without the API key, when one is set (reads only if protect_reads)."""
-        if self.key_digest is None or not (write or self.protect_reads):
-            return
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(key_digest(token.strip()), self.key_digest):
-            raise HTTPException(
-                status_code=401,
-                detail="this route needs the API key: send the header 'Authorization: Bearer <key>'",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
 
     async def _follow_space(self, space: dict[str, Any] | None = None) -> None:
         """Places text in the item space the system is in now (the router's), loading its model if it moved."""
@@ -244,7 +261,7 @@ class Ingress:
         self,
         request: Request,
         response: Response,
-        user_id: Annotated[str, Query(min_length=1, max_length=512, pattern=r"\S")],
+        user_id: Annotated[str, Query(min_length=1, max_length=C.MAX_ID_CHARS, pattern=r"\S")],
         k: Annotated[int, Query(ge=1, description="results wanted, 1..max_k")] = 10,
         exclude_seen: bool = True,
         category: Annotated[list[str] | None, Query(description="allowed categories (repeatable)")] = None,
@@ -255,7 +272,6 @@ class Ingress:
 
     async def _recommend_one(self, fields: tuple[Any, ...], request: Request, response: Response) -> dict[str, Any]:
         t0 = time.perf_counter()
-        self._authorize(request, write=False)
         out = await self.recommender.recommend(fields)
         call_ms = (time.perf_counter() - t0) * 1000
         answer = self._recommended(out)
@@ -265,7 +281,6 @@ class Ingress:
     @api.post("/recommend/batch", response_model=RecommendBatchResponse)
     async def recommend_batch(self, body: RecommendBatchRequest, request: Request) -> dict[str, Any]:
         """Many users in one call, each answered exactly as POST /recommend would, errors per user."""
-        self._authorize(request, write=False)
         if len(body.requests) > C.MAX_USERS_PER_BATCH:
             raise InvalidInputError(
                 f"requests holds {len(body.requests)} users; at most {C.MAX_USERS_PER_BATCH} are accepted per call"
@@ -283,7 +298,6 @@ class Ingress:
 
     @api.post("/feedback", response_model=UserVersion)
     async def feedback(self, body: FeedbackRequest, request: Request) -> dict[str, Any]:
-        self._authorize(request)
         arrived = time.time()
         # An id for every event: a call Ray resends after an actor restart is applied once.
         event_id = body.event_id or uuid.uuid4().hex
@@ -293,8 +307,7 @@ class Ingress:
         return {"user_id": out["user_id"], "user_version": out["version"], "applied": out["applied"]}
 
     @api.put("/users/{user_id}", response_model=UserVersion)
-    async def put_user(self, user_id: str, body: UserPut, request: Request) -> dict[str, Any]:
-        self._authorize(request)
+    async def put_user(self, user_id: PathId, body: UserPut, request: Request) -> dict[str, Any]:
         actor = self._users_of(user_id)
         event_id = uuid.uuid4().hex
         if body.history is not None:
@@ -316,8 +329,7 @@ class Ingress:
         return {"user_id": out["user_id"], "user_version": out["version"], "applied": out["applied"]}
 
     @api.get("/users/{user_id}", response_model=UserOut)
-    async def get_user(self, user_id: str, request: Request) -> Any:
-        self._authorize(request, write=False)
+    async def get_user(self, user_id: PathId, request: Request) -> Any:
         state = await self._users_of(user_id).get.remote(user_id)
         if state is None:
             return JSONResponse(status_code=404, content={"detail": f"unknown user {user_id!r}"})
@@ -330,7 +342,6 @@ class Ingress:
 
     @api.put("/items")
     async def put_items(self, body: ItemsPut, request: Request) -> dict[str, int]:
-        self._authorize(request)
         arrived = time.perf_counter()
         items = body.items
         if len(items) > self.max_items_per_call:
@@ -372,7 +383,6 @@ class Ingress:
         embedding: bool = True,
     ) -> dict[str, Any]:
         """Several items at once, in the order asked (each id once), and the ids no shard holds under `unknown`."""
-        self._authorize(request, write=False)
         ids = list(dict.fromkeys(ids))
         most = min(self.max_items_per_call, C.MAX_IDS_PER_GET)  # a longer URL than proxies pass
         if len(ids) > most:
@@ -382,9 +392,8 @@ class Ingress:
         return {"items": found, "unknown": [i for i, r in zip(ids, records) if r is None]}
 
     @api.get("/items/{item_id}")
-    async def get_item(self, item_id: str, request: Request, embedding: bool = True) -> Any:
+    async def get_item(self, item_id: PathId, request: Request, embedding: bool = True) -> Any:
         """The item's metadata, and its vector unless embedding=false."""
-        self._authorize(request, write=False)
         record = (await self.router.fetch.remote([item_id]))[0]
         if record is None:
             return JSONResponse(status_code=404, content={"detail": f"unknown item {item_id!r}"})
@@ -393,15 +402,13 @@ class Ingress:
     @api.get("/categories")
     async def categories(self, request: Request) -> dict[str, Any]:
         """Every category with its number of live items, most items first (what a category filter can name)."""
-        self._authorize(request, write=False)
         counts = await self.router.categories.remote()
         return {
             "categories": [{"name": n, "items": c} for n, c in sorted(counts.items(), key=lambda nc: (-nc[1], nc[0]))]
         }
 
     @api.delete("/items/{item_id}")
-    async def delete_item(self, item_id: str, request: Request) -> Any:
-        self._authorize(request)
+    async def delete_item(self, item_id: PathId, request: Request) -> Any:
         deleted = await self.router.delete.remote([item_id])
         if not deleted:
             return JSONResponse(status_code=404, content={"detail": f"unknown item {item_id!r}"})
@@ -410,8 +417,7 @@ class Ingress:
     @api.post("/model", response_model=ModelSwapped)
     async def swap_model(self, body: ModelSwap, request: Request) -> dict[str, Any]:
         """Moves the running system to another trained model version under traffic (rayrec.system.model_swap)."""
-        self._authorize(request)
-        folder = store.resolve(body.model, self.models_root).resolve()
+        folder = store.resolve_named(body.model, self.models_root).resolve()
         text_dim = int(store.manifest(folder).get("text_dim", 0))
         if text_dim != await self.encoder.dim.remote():
             raise InvalidInputError(
@@ -423,7 +429,6 @@ class Ingress:
 
     @api.post("/encode", response_model=EncodeResponse)
     async def encode(self, body: EncodeRequest, request: Request) -> dict[str, Any]:
-        self._authorize(request, write=False)
         vectors = await self._encode(body.texts)
         return {"dim": int(vectors.shape[1]), "embeddings": vectors.tolist()}
 

@@ -2,22 +2,34 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+from rayrec import constants as C
+from rayrec.index.metadata import check_name
+from rayrec.validation import check_id, check_text
 
 Event = Literal["click", "like", "purchase", "skip", "dislike"]
-NonEmpty = Field(min_length=1, max_length=512, pattern=r"\S")
+# An item or user id: 1..512 characters, no control characters, "/" or lone surrogates (rayrec.validation).
+Id = Annotated[str, Field(min_length=1, max_length=C.MAX_ID_CHARS, pattern=r"\S"), AfterValidator(check_id)]
+EventId = Annotated[
+    str, Field(min_length=1, max_length=C.MAX_EVENT_ID_CHARS), AfterValidator(lambda v: check_id(v, event=True))
+]
+Text = Annotated[str, Field(min_length=1, max_length=C.MAX_TEXT_CHARS), AfterValidator(lambda v: check_text(v, "text"))]
+Value = Annotated[
+    str, Field(max_length=C.MAX_METADATA_VALUE_CHARS), AfterValidator(lambda v: check_text(v, "a metadata value"))
+]
 
 
 class Filter(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    category: list[str] = Field(min_length=1, description="allowed categories")
+    category: list[Value] = Field(min_length=1, max_length=C.MAX_FILTER_CATEGORIES, description="allowed categories")
 
 
 class RecommendRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    user_id: str = NonEmpty
+    user_id: Id
     k: int = Field(10, ge=1, description="results wanted, 1..max_k")
     exclude_seen: bool = True
     filter: Filter | None = None
@@ -61,11 +73,15 @@ class RecommendBatchResponse(BaseModel):
 
 class FeedbackRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    user_id: str = NonEmpty
-    item_id: str = NonEmpty
+    user_id: Id
+    item_id: Id
     event: Event
-    event_id: str | None = Field(None, min_length=1, max_length=512)
-    ts: float | None = Field(None, description="client time of the event (seconds since the epoch)")
+    event_id: EventId | None = Field(
+        None, description="the idempotency key: a call sent again with the same event_id is applied once"
+    )
+    ts: float | None = Field(
+        None, allow_inf_nan=False, description="client time of the event (seconds since the epoch)"
+    )
 
 
 class UserVersion(BaseModel):
@@ -78,9 +94,9 @@ class UserPut(BaseModel):
     """Exactly one of vector, text, history."""
 
     model_config = ConfigDict(extra="forbid")
-    vector: list[float] | None = None
-    text: str | None = Field(None, min_length=1, max_length=10_000)
-    history: list[str] | None = Field(None, min_length=1)
+    vector: list[float] | None = Field(None, max_length=65_536)
+    text: Text | None = None
+    history: list[Id] | None = Field(None, min_length=1, max_length=C.MAX_HISTORY_IDS)
 
     @model_validator(mode="after")
     def exactly_one(self) -> UserPut:
@@ -101,18 +117,24 @@ class ItemIn(BaseModel):
     """An item: text or embedding (embedding wins when both are given), category and string metadata."""
 
     model_config = ConfigDict(extra="allow")
-    item_id: str = NonEmpty
-    text: str | None = Field(None, min_length=1, max_length=10_000)
-    embedding: list[float] | None = None
-    category: str | None = None
+    item_id: Id
+    text: Text | None = None
+    embedding: list[float] | None = Field(None, max_length=65_536)
+    category: Value | None = None
 
     @model_validator(mode="after")
     def text_or_embedding(self) -> ItemIn:
         if self.text is None and self.embedding is None:
             raise ValueError("an item needs a text or an embedding")
-        for name, value in (self.model_extra or {}).items():
+        extra = self.model_extra or {}
+        if len(extra) + 1 > C.MAX_METADATA_FIELDS:
+            raise ValueError(f"{len(extra) + 1} metadata fields; at most {C.MAX_METADATA_FIELDS} are accepted")
+        for name, value in extra.items():
+            check_name(name)
             if value is not None and not isinstance(value, str):
                 raise ValueError(f"metadata field {name!r} must be a string")
+            if value is not None:
+                check_text(value, f"metadata field {name!r}", C.MAX_METADATA_VALUE_CHARS)
         return self
 
 
@@ -125,7 +147,10 @@ class ModelSwap(BaseModel):
     """POST /model: the trained model version to move the running system to."""
 
     model_config = ConfigDict(extra="forbid")
-    model: str = Field(min_length=1, description="latest, a version (v3) or a model folder")
+    model: str = Field(
+        min_length=1, max_length=C.MAX_MODEL_NAME_CHARS,
+        description="latest, a version (v3) or the name of a folder under the models root",
+    )
 
 
 class ModelSwapped(BaseModel):
@@ -139,7 +164,9 @@ class ModelSwapped(BaseModel):
 
 class EncodeRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    texts: list[str] = Field(min_length=1)
+    texts: list[Annotated[str, Field(max_length=C.MAX_TEXT_CHARS)]] = Field(
+        min_length=1, max_length=C.ENCODER_MAX_TEXTS_PER_CALL
+    )
 
 
 class EncodeResponse(BaseModel):

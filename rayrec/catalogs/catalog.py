@@ -12,7 +12,8 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from rayrec.exceptions import InvalidInputError
-from rayrec.validation import check_vectors
+from rayrec.index.metadata import check_metadata
+from rayrec.validation import check_id, check_vectors
 
 ID_COLUMN = "item_id"
 EMBEDDING_COLUMN = "embedding"
@@ -86,9 +87,13 @@ def batch_to_items(
         row = first_row + int(pc.index(pc.is_null(ids_col), True).as_py())
         raise InvalidInputError(f"{where}: row {row} has no '{ID_COLUMN}'")
     ids = [str(v) for v in ids_col.to_pylist()]
-    empty = [p for p, v in enumerate(ids) if not v.strip()]
-    if empty:
-        raise InvalidInputError(f"{where}: row {first_row + empty[0]} has an empty '{ID_COLUMN}'")
+    for p, v in enumerate(ids):
+        if not v.strip():
+            raise InvalidInputError(f"{where}: row {first_row + p} has an empty '{ID_COLUMN}'")
+        try:
+            check_id(v)
+        except InvalidInputError as exc:
+            raise InvalidInputError(f"{where}: row {first_row + p} has a bad '{ID_COLUMN}': {exc}") from None
     rows = np.arange(len(ids))
     if keep is not None:
         rows = np.flatnonzero(keep(ids))
@@ -127,6 +132,10 @@ def batch_to_items(
     except InvalidInputError as exc:
         raise InvalidInputError(f"{where}: {exc} (counting the rows this shard reads)") from None
     metadata = {name: batch.column(name).cast(pa.string()).to_pylist() for name in meta_columns}
+    try:
+        metadata = check_metadata(metadata, len(ids))
+    except InvalidInputError as exc:
+        raise InvalidInputError(f"{where}: {exc} (counting the rows this shard reads)") from None
     return ItemBatch(ids, vectors, metadata)
 
 

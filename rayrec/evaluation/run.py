@@ -40,7 +40,7 @@ class SystemPolicy:
     async def recommend(self, user: str, k: int, seen: set[int]) -> list[int] | None:
         if user not in self.known:
             return None
-        uid = f"{self.name}/{user}"
+        uid = f"{self.name}:{user}"
         out = await self._actor(uid).recommend.remote(uid, k, False, None, [self.items[j] for j in sorted(seen)])
         self.calls += 1
         return [self.index[i["item_id"]] for i in out["items"]]
@@ -48,7 +48,7 @@ class SystemPolicy:
     async def observe(self, event: Event) -> None:
         if not self.update:
             return
-        uid = f"{self.name}/{event.user}"
+        uid = f"{self.name}:{event.user}"
         await self._actor(uid).feedback.remote(uid, event.item, event.feedback, f"{event.time}/{event.item}")
         self.known.add(event.user)
         self.calls += 1
@@ -145,7 +145,7 @@ def evaluate(
             if e.positive:
                 liked.setdefault(e.user, []).append(e.item)
         for name in ("static", "realtime"):
-            system.set_histories({f"{name}/{u}": items for u, items in liked.items()})
+            system.set_histories({f"{name}:{u}": items for u, items in liked.items()})
         for name, update in (("static", False), ("realtime", True)):
             policy = SystemPolicy(system, name, index, set(liked), update)
             scored[name] = asyncio.run(run_by_user(history, replay, index, policy, cold, concurrency, bar.update))

@@ -9,6 +9,7 @@ a configured share.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
@@ -22,14 +23,17 @@ from rayrec.catalogs.catalog import ItemBatch
 from rayrec.config import IndexConfig
 from rayrec.exceptions import InvalidInputError
 from rayrec.index import faiss_kinds
-from rayrec.index.metadata import CATEGORY, check_metadata
+from rayrec.index.metadata import CATEGORY, check_metadata, columns_of, rows_of
 from rayrec.index.vector_codec import vectors_column, vectors_of
 from rayrec.routing.topk import MISSING_ID, MISSING_SCORE
 from rayrec.validation import check_ids, check_vectors
 
 _NO_CATEGORY = -1
-# Snapshot columns of metadata are named this plus the metadata name.
+# Older snapshots kept each metadata field as a column named this plus the field's name.
 META_PREFIX = "meta."
+# Snapshots keep every row's metadata fields (category aside) in one sparse map column.
+META_COLUMN = "metadata"
+META_TYPE = pa.map_(pa.string(), pa.string())
 
 
 class ItemIndex:
@@ -48,7 +52,10 @@ class ItemIndex:
         self._ids = np.empty(0, dtype=object)
         self._row: dict[str, int] = {}
         self._cat_code: dict[str, int] = {}
-        self._meta: dict[str, list[str | None]] = {}
+        # Per row, the item's own metadata fields (category aside), None when it has none: sparse, so
+        # a field only some items have costs nothing on the others.
+        self._extra = np.empty(0, dtype=object)
+        self._fields: Counter[str] = Counter()  # live rows holding each field name
         self._sum = np.zeros(config.dim, dtype=np.float64)
         self._alive_bitmap: np.ndarray | None = None
 
@@ -87,7 +94,8 @@ class ItemIndex:
         vectors[: self._n] = self._vectors[: self._n]
         self._vectors = vectors
         for name, fill, dtype in (
-            ("_alive", False, bool), ("_category", _NO_CATEGORY, np.int32), ("_ids", MISSING_ID, object)
+            ("_alive", False, bool), ("_category", _NO_CATEGORY, np.int32), ("_ids", MISSING_ID, object),
+            ("_extra", None, object),
         ):
             grown = np.full(cap, fill, dtype=dtype)
             grown[: self._n] = getattr(self, name)[: self._n]
@@ -96,6 +104,10 @@ class ItemIndex:
 
     def _kill_row(self, row: int) -> None:
         self._alive[row] = False
+        extra = self._extra[row]
+        if extra:
+            self._fields.subtract(extra.keys())
+            self._fields += Counter()  # drops the names no live row holds any more
         self._sum -= self._vectors[row]
         self._alive_bitmap = None
 
@@ -141,9 +153,11 @@ class ItemIndex:
         self._ids[start : start + n] = ids
         categories = meta.pop(CATEGORY, [None] * n)
         self._category[start : start + n] = [self._code(c) for c in categories]
-        for name in set(self._meta) | set(meta):
-            column = self._meta.setdefault(name, [None] * start)
-            column.extend(meta.get(name, [None] * n))
+        extra = rows_of(meta, n)
+        self._extra[start : start + n] = extra
+        for row in extra:
+            if row:
+                self._fields.update(row.keys())
         self._row.update(zip(ids, rows))
         self._sum += vecs.sum(axis=0, dtype=np.float64)
         self._n += n
@@ -151,6 +165,21 @@ class ItemIndex:
         self._sync_index()
         self._maybe_compact()
         return n
+
+    def check_room(self, metadata: Mapping[str, Sequence[Any]] | None) -> None:
+        """Refuses (before anything is logged or written) metadata that would bring this shard's distinct
+        field names over C.MAX_METADATA_FIELDS_PER_SHARD."""
+        new = [name for name, col in (metadata or {}).items()
+               if name != CATEGORY and name not in self._fields and any(v is not None for v in col)]
+        if new and len(self._fields) + len(new) > C.MAX_METADATA_FIELDS_PER_SHARD:
+            raise InvalidInputError(
+                f"metadata fields {sorted(new)[:5]} would give this shard {len(self._fields) + len(new)} distinct "
+                f"field names; at most {C.MAX_METADATA_FIELDS_PER_SHARD} are accepted per shard"
+            )
+
+    def field_names(self) -> list[str]:
+        """The metadata field names this shard's live items hold (category aside)."""
+        return sorted(self._fields)
 
     def _code(self, category: str | None) -> int:
         if category is None:
@@ -199,7 +228,7 @@ class ItemIndex:
         self._alive = np.ones(live.size, dtype=bool)
         self._category = self._category[live].copy()
         self._ids = self._ids[live].copy()
-        self._meta = {name: [col[r] for r in live] for name, col in self._meta.items()}
+        self._extra = self._extra[live].copy()
         self._row = {item: r for r, item in enumerate(self._ids)}
         self._sum = self._vectors.sum(axis=0, dtype=np.float64)
         self._n = self._cap = live.size
@@ -248,19 +277,21 @@ class ItemIndex:
         live = np.flatnonzero(self._alive[: self._n])
         names = {code: name for name, code in self._cat_code.items()}
         metadata = {CATEGORY: [names.get(int(c)) for c in self._category[live]]}
-        metadata.update({name: [col[r] for r in live] for name, col in self._meta.items()})
+        metadata.update(columns_of(self._extra[live].tolist()))
         return ItemBatch(self._ids[live].tolist(), self._vectors[live].copy(), metadata)
 
     def metadata_of(self, ids: np.ndarray, leave_out: Collection[str] = ()) -> np.ndarray:
-        """Object array shaped like ids: the metadata dict of each id (None for ""), without the leave_out fields."""
+        """Object array shaped like ids: the metadata dict of each id (None for ""): its category and the
+        fields it was written with, without the leave_out fields."""
         names = {code: name for name, code in self._cat_code.items()}
-        columns = [(name, col) for name, col in self._meta.items() if name not in leave_out]
         out = np.full(ids.shape, None, dtype=object)
         for pos, item in np.ndenumerate(ids):
             row = self._row.get(item)
             if row is not None:
                 record = {CATEGORY: names.get(int(self._category[row]))}
-                record.update((name, col[row]) for name, col in columns)
+                extra = self._extra[row]
+                if extra:
+                    record.update((name, v) for name, v in extra.items() if name not in leave_out)
                 out[pos] = record
         return out
 
@@ -407,7 +438,7 @@ class ItemIndex:
             "alive": pa.array(self._alive[:n]),
             CATEGORY: pa.array([names.get(int(c)) for c in self._category[:n]], pa.string()),
         }
-        columns.update({META_PREFIX + name: pa.array(col, pa.string()) for name, col in self._meta.items()})
+        columns[META_COLUMN] = pa.array([list(m.items()) if m else None for m in self._extra[:n]], META_TYPE)
         blob = None if isinstance(self._index, faiss.IndexFlat) else faiss.serialize_index(self._index).tobytes()
         info = {
             "indexed": self._indexed if blob is not None else 0,
@@ -428,12 +459,14 @@ class ItemIndex:
         categories = pc.dictionary_encode(table.column(CATEGORY)).combine_chunks()
         self._cat_code = {name: code for code, name in enumerate(categories.dictionary.to_pylist())}
         self._category[:n] = categories.indices.fill_null(_NO_CATEGORY).to_numpy(zero_copy_only=False)
-        self._meta = {
-            name[len(META_PREFIX) :]: table.column(name).to_pylist()
-            for name in table.column_names
-            if name.startswith(META_PREFIX)
-        }
+        if META_COLUMN in table.column_names:
+            self._extra[:n] = [dict(m) if m else None for m in table.column(META_COLUMN).to_pylist()]
+        else:  # an older snapshot: one column per field
+            old = {name[len(META_PREFIX) :]: table.column(name).to_pylist()
+                   for name in table.column_names if name.startswith(META_PREFIX)}
+            self._extra[:n] = rows_of(old, n)
         live = np.flatnonzero(self._alive[:n])
+        self._fields = Counter(name for r in live if self._extra[r] for name in self._extra[r])
         self._row = {self._ids[r]: int(r) for r in live}
         if "vector_sum" in info:
             self._sum = np.asarray(info["vector_sum"], dtype=np.float64)

@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from rayrec import constants as C
 from rayrec.exceptions import InvalidInputError
 
 MANIFEST = "manifest.json"
@@ -148,6 +149,23 @@ def resolve(model: str, root: str | os.PathLike[str] | None = None) -> Path:
             f"{path} is not a rayrec model folder (no {MANIFEST}): give `latest`, a version or a path"
         )
     return path
+
+
+def resolve_named(model: str, root: str | os.PathLike[str] | None = None) -> Path:
+    """resolve() for a caller over the network: `latest`, a version or the name of a folder directly under
+    root, never another server path."""
+    base = Path(root) if root is not None else default_root()
+    if not isinstance(model, str) or not 0 < len(model) <= C.MAX_MODEL_NAME_CHARS:
+        raise InvalidInputError(f"model must be a name of 1 to {C.MAX_MODEL_NAME_CHARS} characters")
+    if model in (".", "..") or any(c in model for c in "/\\\x00") or Path(model).is_absolute():
+        raise InvalidInputError(
+            f"model {model[:40]!r} is not a name: give `latest`, a version (v3) or a folder under the models root "
+            f"({base}); other server paths are not accepted over HTTP"
+        )
+    try:
+        return resolve(model if model == LATEST or VERSION.match(model) else str(base / model), base)
+    except OSError as exc:
+        raise InvalidInputError(f"model {model[:40]!r}: {exc.strerror}") from None
 
 
 def manifest(folder: str | os.PathLike[str]) -> dict[str, Any]:

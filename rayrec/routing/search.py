@@ -16,7 +16,6 @@ from rayrec import constants as C
 from rayrec.config import RayrecConfig
 from rayrec.exceptions import CALLER_ERRORS, ShardRetiredError, ShardUnavailableError, root_cause
 from rayrec.hashing import partition_of
-from rayrec.index.metadata import same_keys
 from rayrec.routing.fanout import Coalescer, FanOutResult, describe, fan_out
 from rayrec.routing.query import SearchRequest
 from rayrec.routing.replicas import cancel_call
@@ -157,8 +156,6 @@ class ShardSearch:
             stale=lambda: self._stale(on),
         )
         merged = merge_topk([unpack_partial(r) for r in res.results if r is not None], k)
-        if with_meta:
-            same_keys(merged[2])
         flat, start = [], 0
         for r in batch:
             rows = slice(start, start + r.rows)

@@ -19,6 +19,9 @@ from rayrec.durability.storage import Storage
 from rayrec.exceptions import InvalidInputError
 
 LAYOUT_FILE = "layout.json"
+# Written once, when the system first acknowledges an item write: from then on a start never loads the
+# configured catalog again, even into a system whose items were all deleted (that would undo acknowledged writes).
+SEEDED_FILE = "seeded"
 GENERATION_DIR_PREFIX = "gen-"
 SHARD_DIR_PREFIX = "shard-"
 # What must match between a configured system and its storage; the shard count may differ (re-sharding).

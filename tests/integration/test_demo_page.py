@@ -73,7 +73,7 @@ def base(port):
 @pytest.fixture(scope="module")
 def keyed(port, tmp_path_factory):
     """A second app under the route prefix /keyed: 40 MovieLens movies, no users, write routes behind an API key."""
-    from rayrec.serve_app.ingress import key_digest
+    from rayrec.serve_app.http_edge import key_digest
 
     path = tmp_path_factory.mktemp("catalog") / "movies.parquet"
     pq.write_table(movielens.load().items.slice(0, 40), path)
@@ -139,7 +139,9 @@ def pressed(page, renders_before: int) -> None:
 def test_serves_the_page_and_its_files_from_the_package(base):
     page = requests.get(base + "/", timeout=30)
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
-    assert page.headers["content-security-policy"] == "default-src 'self'"  # the browser loads nothing from elsewhere
+    # the browser loads nothing from elsewhere, and no other site may frame the page
+    assert page.headers["content-security-policy"] == "default-src 'self'; frame-ancestors 'none'"
+    assert page.headers["x-frame-options"] == "DENY"
     assert '<script src="/static/demo.js"' in page.text and "{{root}}" not in page.text
     assert "http://" not in page.text and "https://" not in page.text and '="//' not in page.text  # all local
     assert requests.get(base + "/demo", timeout=30).text == page.text
@@ -266,7 +268,9 @@ def test_errors_api_key_and_route_prefix(keyed, browser):
     page.fill("#user-id", "u" * 600)
     page.press("#user-id", "Enter")
     page.wait_for_selector("#error:not([hidden])", timeout=30_000)
-    assert "POST /recommend failed (422)" in page.inner_text("#error")
+    # (its two calls, POST /recommend and GET /users/{id}, are both refused: whichever answers first is shown)
+    error = page.inner_text("#error")
+    assert ("POST /recommend failed (422)" in error or "failed (422): path.user_id" in error) and "512" in error
 
     # Feedback without the key: refused, and the page says what to do; with it, the list moves.
     n = renders(page)

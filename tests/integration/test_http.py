@@ -6,6 +6,7 @@ import json
 import socket
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import requests
@@ -303,3 +304,147 @@ def test_get_recommend_answers_as_post_does(base):
                        ("user_id=" + "x" * 513, "user_id")):
         resp = requests.get(base + "/recommend?" + bad, timeout=60)
         assert resp.status_code == 422 and field in resp.text, (bad, resp.text)
+
+
+def raw(base: str, method: str, path: str, text: str) -> requests.Response:
+    """A request whose JSON body is sent as written (escapes such as \\ud800 and NaN kept as they are)."""
+    return requests.request(method, base + path, data=text.encode(), headers={"content-type": "application/json"},
+                            timeout=60)
+
+
+VECTOR = ", ".join(["0.05"] * 383)
+
+
+@pytest.mark.parametrize(
+    "method,path,text,needle",
+    [
+        # lone UTF-16 surrogates: valid JSON escapes, not UTF-8 text
+        ("post", "/recommend", '{"user_id": "\\ud800"}', "body.user_id: not valid UTF-8 text"),
+        ("put", "/users/s", '{"history": ["1", "\\udc00"]}', "body.history[1]: not valid UTF-8 text"),
+        ("put", "/items", '{"items": [{"item_id": "sur", "text": "t", "category": "\\ud800"}]}',
+         "body.items[0].category"),
+        ("put", "/items", '{"items": [{"item_id": "sur", "text": "t", "genre": "x\\udfff"}]}', "body.items[0].genre"),
+        ("post", "/feedback", '{"user_id": "u", "item_id": "1", "event": "like", "event_id": "\\ud83d"}',
+         "body.event_id"),
+        # non-finite numbers, which Python's JSON accepts
+        ("post", "/recommend", '{"user_id": "u", "k": NaN}', "body.k: nan is not a finite number"),
+        ("post", "/feedback", '{"user_id": "u", "item_id": "1", "event": "like", "ts": NaN}', "body.ts"),
+        ("put", "/users/inf", '{"vector": [1e400, ' + VECTOR + "]}", "body.vector[0]: inf"),
+        ("put", "/users/inf", '{"vector": [-Infinity, ' + VECTOR + "]}", "body.vector[0]: -inf"),
+        # control characters and "/" in ids
+        ("put", "/items", '{"items": [{"item_id": "a\\u0000", "text": "t"}]}', "'\\\\x00' at position 1"),
+        ("put", "/items", '{"items": [{"item_id": "a/b", "text": "t"}]}', "'/' at position 1"),
+        ("post", "/feedback", '{"user_id": "u\\u0001", "item_id": "1", "event": "like"}', "control characters"),
+        ("put", "/users/h", '{"history": ["1", "2\\u0000"]}', "control characters"),
+        # sizes
+        ("put", "/users/h", '{"history": [' + ", ".join(['"1"'] * 10_001) + "]}", "at most 10000"),
+        ("post", "/feedback", '{"user_id": "u", "item_id": "1", "event": "like", "event_id": "' + "e" * 129 + '"}',
+         "at most 128"),
+        ("post", "/encode", '{"texts": ["' + "w " * 5001 + '"]}', "at most 10000"),
+        ("put", "/items", '{"items": [{"item_id": "big", "text": "t", "blurb": "' + "b" * 1025 + '"}]}',
+         "at most 1024"),
+        ("put", "/items", '{"items": [{"item_id": "many", "text": "t", '
+         + ", ".join(f'"f{i}": "v"' for i in range(40)) + "}]}", "at most 32"),
+        ("put", "/items", '{"items": [{"item_id": "wide", "text": "t", '
+         + ", ".join(f'"f{i}": "{"v" * 1000}"' for i in range(5)) + "}]}", "at most 4096"),
+        ("put", "/items", '{"items": [{"item_id": "long-name", "text": "t", "' + "n" * 65 + '": "v"}]}',
+         "at most 64"),
+        ("post", "/recommend", '{"user_id": "u", "filter": {"category": [' + ", ".join(['"c"'] * 101) + "]}}",
+         "at most 100"),
+        ("post", "/model", '{"model": "' + "m" * 300 + '"}', "at most 128"),
+        ("post", "/model", '{"model": "/etc"}', "not a name"),
+        ("post", "/model", '{"model": "../../etc"}', "not a name"),
+        ("get", "/items/" + "x" * 513, "", "512"),
+        ("get", "/users/" + "x" * 513, "", "512"),
+        ("get", "/items/a%00", "", "control characters"),
+        ("get", "/recommend?user_id=a/b", "", "'/' at position 1"),
+    ],
+)
+def test_hostile_input_answers_422_naming_the_field_and_limit(base, method, path, text, needle):
+    resp = raw(base, method, path, text) if text else requests.request(method, base + path, timeout=60)
+    assert resp.status_code == 422, (resp.status_code, resp.text[:500])
+    assert needle in json.dumps(resp.json()), resp.text[:500]  # the answer is JSON (no NaN echoed back)
+
+
+def test_after_hostile_input_every_read_answers_for_everyone(base):
+    for text in ('{"items": [{"item_id": "sur", "text": "t", "category": "\\ud800"}]}',
+                 '{"items": [{"item_id": "nul\\u0000", "text": "t"}]}'):
+        assert raw(base, "put", "/items", text).status_code == 422
+    assert requests.get(base + "/items/sur", timeout=30).status_code == 404  # nothing was written
+    assert requests.get(base + "/categories", timeout=30).status_code == 200
+    recs = post(base, "/recommend", {"user_id": "after-hostile", "k": 20})
+    assert recs.status_code == 200 and len({i["item_id"] for i in recs.json()["items"]}) == 20
+    assert all(i["item_id"] and "\x00" not in i["item_id"] for i in recs.json()["items"])
+
+
+def test_one_callers_bad_text_never_fails_anothers_encode(base):
+    from concurrent.futures import ThreadPoolExecutor
+
+    def good(n: int) -> int:
+        return post(base, "/encode", {"texts": [f"a film about {n} dogs"]}).status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        goods = [pool.submit(good, n) for n in range(8)]
+        bad = pool.submit(raw, base, "post", "/encode", '{"texts": ["fine", "\\ud800 broken"]}')
+        assert [g.result() for g in goods] == [200] * 8
+        assert bad.result().status_code == 422 and "body.texts[1]" in bad.result().text
+
+
+def test_items_answer_only_their_own_fields(base):
+    wide = {"item_id": "wide-item", "text": "A film with many facts. Drama", "category": "Drama",
+            **{f"fact{i}": f"value {i}" for i in range(20)}}
+    plain = {"item_id": "plain-item", "text": "A plain film. Drama", "category": "Drama", "title": "Plain (2026)"}
+    assert requests.put(base + "/items", json={"items": [wide, plain]}, timeout=60).json() == {"upserted": 2}
+    got = requests.get(base + "/items/plain-item?embedding=false", timeout=30).json()
+    assert got == {"item_id": "plain-item", "category": "Drama", "title": "Plain (2026)",
+                   "text": "A plain film. Drama"}  # none of wide-item's 20 facts
+    assert requests.get(base + "/items/wide-item?embedding=false", timeout=30).json()["fact7"] == "value 7"
+    requests.put(base + "/users/facts-fan", json={"text": "a film with many facts"}, timeout=60)
+    recs = post(base, "/recommend", {"user_id": "facts-fan", "k": 5}).json()["items"]
+    by_id = {i["item_id"]: i for i in recs}
+    assert "wide-item" in by_id and len(by_id["wide-item"]) == 2 + 1 + 20  # item_id, score, category, facts
+    assert all("fact0" not in i for i in recs if i["item_id"] != "wide-item")
+    for item in ("wide-item", "plain-item"):
+        assert requests.delete(base + f"/items/{item}", timeout=30).status_code == 200
+
+
+def test_a_restarted_ingress_never_reloads_its_catalog_over_acknowledged_writes(base, tmp_path):
+    """All items deleted, a user's feedback acknowledged: a new ingress must not load the catalog again
+    (bringing the deleted items back and resetting the user)."""
+    path = tmp_path / "five.parquet"
+    rng = np.random.default_rng(3)
+    vectors = rng.normal(size=(5, 384)).astype(np.float32)
+    pq.write_table(pa.table({"item_id": [f"i{n}" for n in range(5)],
+                             "embedding": pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()), 384),
+                             "category": ["c"] * 5}), path)
+    namespace = "reload-tests"
+    app_args = {"catalog": str(path), "namespace": namespace, "actor_num_cpus": 0.02, "encoder_num_cpus": 0.05,
+                "ingress_num_cpus": 0.02, "shards": 1}
+    url = base + "/reload"
+    try:
+        serve.run(build_app(app_args), name="reload-test", route_prefix="/reload")
+        assert requests.get(url + "/healthz", timeout=30).json()["items"] == 5
+        fb = post(url, "/feedback", {"user_id": "r1", "item_id": "i0", "event": "like"})
+        assert fb.status_code == 200 and fb.json()["user_version"] == 1
+        for n in range(5):
+            assert requests.delete(url + f"/items/i{n}", timeout=30).json() == {"deleted": 1}
+        serve.delete("reload-test")  # the ingress goes; the system's actors (detached) stay
+        serve.run(build_app(app_args), name="reload-test", route_prefix="/reload")
+        assert requests.get(url + "/healthz", timeout=30).json()["items"] == 0  # the deleted items stay deleted
+        user = requests.get(url + "/users/r1", timeout=30).json()
+        assert user["user_version"] == 1 and [h["item_id"] for h in user["history"]] == ["i0"]
+    finally:
+        serve.delete("reload-test")
+        Rayrec.connect(namespace=namespace).shutdown()
+
+
+def test_only_the_allowed_host_names_are_answered(base):
+    """A page on another site whose DNS name was rebound to 127.0.0.1 sends its own name as Host: refused."""
+    port = base.rsplit(":", 1)[1]
+    for path in ("/healthz", "/docs", "/"):
+        evil = requests.get(base + path, headers={"Host": f"rebound.evil.test:{port}"}, timeout=30)
+        assert evil.status_code == 400 and "allowed_hosts" in evil.json()["detail"], path
+    fb = requests.post(base + "/feedback", json={"user_id": "u", "item_id": "1", "event": "like"},
+                       headers={"Host": "rebound.evil.test"}, timeout=30)
+    assert fb.status_code == 400
+    assert requests.get(base + "/healthz", headers={"Host": f"localhost:{port}"}, timeout=30).status_code == 200

@@ -173,6 +173,11 @@ def test_sigkill_of_the_whole_cluster_loses_no_acknowledged_change(tmp_path):
                              timeout=60).status_code == 401
         assert requests.delete(url + "/items/f0", timeout=60).status_code == 401
         assert requests.put(url + "/users/u0", json={"vector": starts["u0"].tolist()}, timeout=60).status_code == 401
+        # The key is checked before the body is read: a body without the key is refused as such, not parsed.
+        for body in ("{not json", '{"user_id": "\\ud800", "item_id": NaN}'):
+            refused = requests.post(url + "/feedback", data=body, headers={"content-type": "application/json"},
+                                    timeout=60)
+            assert refused.status_code == 401, refused.text
         assert requests.put(url + "/items", json={"items": items}, headers=AUTH, timeout=60).json() == {"upserted": 30}
         assert requests.get(url + "/items/f0", timeout=60).status_code == 200
         assert requests.post(url + "/recommend", json={"user_id": "x", "k": 3}, timeout=60).status_code == 200

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -163,6 +164,13 @@ def test_null_and_empty_ids_are_named() -> None:
         list(iter_items(_table([("a", GOOD), ("b", GOOD), ("", GOOD)]), DIM))
     with pytest.raises(InvalidInputError, match="row 0 has an empty 'item_id'"):
         list(iter_items(_table([("   ", GOOD)]), DIM))
+
+
+@pytest.mark.parametrize("bad,needle", [("a\x00", "'\\x00' at position 1"), ("a/b", "'/' at position 1"),
+                                        ("x" * 513, "513 characters long; at most 512")])
+def test_ids_with_control_characters_slashes_or_too_long_are_refused(bad, needle) -> None:
+    with pytest.raises(InvalidInputError, match=f"row 1 has a bad 'item_id'.*{re.escape(needle)}"):
+        list(iter_items(_table([("a", GOOD), (bad, GOOD)]), DIM))
 
 
 def test_null_embedding_and_null_values() -> None:

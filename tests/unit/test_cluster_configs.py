@@ -91,6 +91,19 @@ _CONTAINER = {
             "additionalProperties": False,
         },
         "ports": {"type": "array"},
+        "env": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["name"],
+                "properties": {"name": {"type": "string"}, "value": {"type": "string"}, "valueFrom": {
+                    "type": "object",
+                    "properties": {"secretKeyRef": {"type": "object", "required": ["name", "key"]}},
+                    "additionalProperties": False,
+                }},
+                "additionalProperties": False,
+            },
+        },
     },
     "additionalProperties": False,
 }
@@ -127,6 +140,11 @@ RAYSERVICE_SCHEMA = {
                     "additionalProperties": False,
                     "properties": {
                         "rayVersion": {"type": "string"},
+                        "authOptions": {
+                            "type": "object",
+                            "properties": {"mode": {"enum": ["token", "disabled"]}},
+                            "additionalProperties": False,
+                        },
                         "enableInTreeAutoscaling": {"type": "boolean"},
                         "headGroupSpec": {
                             "type": "object",
@@ -179,6 +197,22 @@ def test_rayservice_structure_and_its_embedded_serve_config():
         assert g["minReplicas"] <= g["replicas"] <= g["maxReplicas"]
     gpu = groups["gpu-workers"]["template"]["spec"]["containers"][0]["resources"]["limits"]
     assert gpu["nvidia.com/gpu"] == "1"
+    # Ray's token auth guards the dashboard and job API (they listen on 0.0.0.0); every container, wherever an
+    # ingress replica lands, has the API key the Serve config requires, from a Secret.
+    assert cluster["authOptions"] == {"mode": "token"}
+    containers = [cluster["headGroupSpec"]["template"]["spec"]["containers"][0]]
+    containers += [g["template"]["spec"]["containers"][0] for g in groups.values()]
+    args = _args(embedded)
+    for c in containers:
+        assert [e["name"] for e in c["env"]] == [args["api_key_env"]] and "secretKeyRef" in c["env"][0]["valueFrom"]
+
+
+def test_aws_nodes_start_ray_with_token_auth_and_the_api_key():
+    config = _load("aws.yaml")
+    for command in [*config["head_start_ray_commands"], *config["worker_start_ray_commands"]]:
+        if "ray start" in command:
+            assert "RAY_AUTH_MODE=token" in command and "RAYREC_API_KEY=" in command, command
+    assert "~/.ray/auth_token" in config["file_mounts"] and "~/.rayrec_api_key" in config["file_mounts"]
 
 
 def test_a_broken_rayservice_key_fails():

@@ -333,7 +333,7 @@ def test_explicit_compact_then_writes_continue() -> None:
     index.upsert(["d"], np.eye(4)[3:], {"category": ["x"]})
     assert [r["item_id"] for r in index.fetch(["a", "c", "d"])] == ["a", "c", "d"]
     assert index.fetch(["c"])[0]["brand"] == "r"
-    assert index.fetch(["d"])[0]["brand"] is None
+    assert "brand" not in index.fetch(["d"])[0]  # sparse: an item answers only the fields it was given
     _, found = index.search(np.eye(4, dtype=np.float32), 1)
     np.testing.assert_array_equal(found[:, 0], ["a", "a", "c", "d"])
     _, found = index.search(np.eye(4, dtype=np.float32)[3:], 4, categories=[["x"]])
@@ -344,17 +344,17 @@ def test_explicit_compact_then_writes_continue() -> None:
 def test_metadata_fetch_and_vectors_of() -> None:
     index = ItemIndex(IndexConfig(dim=3, factory="Flat"))
     index.upsert(["a", "b"], [[3, 0, 0], [0, 2, 0]], {"category": ["shoes", None], "brand": ["acme", "zeta"]})
-    index.upsert(["c"], [[0, 0, 5]], {"colour": ["red"]})  # a new column; older rows get None
+    index.upsert(["c"], [[0, 0, 5]], {"colour": ["red"]})  # a new field: the older items do not get it
     a, b, c, missing = index.fetch(["a", "b", "c", "zzz"])
     assert missing is None
     fields = lambda record: {k: v for k, v in record.items() if k != "vector"}  # noqa: E731
-    assert fields(a) == {"item_id": "a", "category": "shoes", "brand": "acme", "colour": None}
-    assert fields(b) == {"item_id": "b", "category": None, "brand": "zeta", "colour": None}
-    assert fields(c) == {"item_id": "c", "category": None, "brand": None, "colour": "red"}
+    assert fields(a) == {"item_id": "a", "category": "shoes", "brand": "acme"}
+    assert fields(b) == {"item_id": "b", "category": None, "brand": "zeta"}
+    assert fields(c) == {"item_id": "c", "category": None, "colour": "red"}
     np.testing.assert_array_equal(a["vector"], np.array([1, 0, 0], np.float32))
 
     meta = index.metadata_of(np.array([["b", ""], ["a", "c"]], dtype=object))
-    assert meta[0, 0] == {"category": None, "brand": "zeta", "colour": None} and meta[0, 1] is None
+    assert meta[0, 0] == {"category": None, "brand": "zeta"} and meta[0, 1] is None
     assert meta[1, 0]["category"] == "shoes" and meta[1, 1]["colour"] == "red"
 
     vectors, found = index.vectors_of(["c", "nope", "a"])
