@@ -15,8 +15,9 @@ from rayrec.catalogs.catalog import ItemBatch, iter_items
 from rayrec.catalogs.ingest import TEXT_COLUMN
 from rayrec.config import RayrecConfig
 from rayrec.durability import shard_log
-from rayrec.durability.journal import Journal
+from rayrec.durability.journal import Journal, fail_stop
 from rayrec.durability.storage import Storage
+from rayrec.durability.wal import LogFailedError
 from rayrec.exceptions import InvalidInputError, ShardRetiredError
 from rayrec.hashing import partitions_of
 from rayrec.index.faiss_kinds import omp_threads
@@ -65,6 +66,7 @@ class Shard:
         # divided by the shards it holds); a single query stays on one thread.
         self._batch_threads = C.SHARD_BATCH_THREADS if threads is not None else None
         self.journal: Journal | None = None
+        self._fail_stop = fail_stop  # what a failed log write does: end the process (tests pass their own)
         self.recovered_rows = 0
         self._snapshotting: threading.Thread | None = None
         if config.storage is not None:
@@ -94,7 +96,10 @@ class Shard:
 
     def _log(self, batch: pa.RecordBatch) -> None:
         if self.journal is not None:
-            self.journal.append(batch)
+            try:
+                self.journal.append(batch)
+            except LogFailedError as exc:  # the record may be on disk: only a recovery from the log may say
+                self._fail_stop(f"shard {self.shard_id} replica {self.replica}", exc)
 
     def _after_write(self) -> None:
         if self.journal is not None and self.journal.snapshot_due:

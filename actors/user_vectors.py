@@ -14,7 +14,7 @@ from rayrec import constants as C
 from rayrec import metrics
 from rayrec.config import RayrecConfig
 from rayrec.durability import user_log
-from rayrec.durability.journal import GroupCommit, Journal
+from rayrec.durability.journal import GroupCommit, Journal, fail_stop
 from rayrec.durability.storage import Storage
 from rayrec.exceptions import CALLER_ERRORS, InvalidInputError, ItemNotFoundError, LayoutChangedError
 from rayrec.hashing import partition_of, stable_hash
@@ -62,6 +62,7 @@ class UserVectors:
         self._partition = str(partition)
         self.journal: Journal | None = None
         self._group: GroupCommit[UserChange] | None = None
+        self._fail_stop = fail_stop  # what a failed log write does: end the process (tests pass their own)
         self._snapshotting: asyncio.Task[None] | None = None
         self._snapshot_lock = asyncio.Lock()
         self.recovered_changes = 0
@@ -107,13 +108,31 @@ class UserVectors:
         if change is None:  # its event id was applied before
             return self._unchanged(user_id)
         if self._group is not None:
-            await self._group.submit(change)
+            await self._logged(change)
         self.store.commit(change)
         if self.journal is not None and self.journal.snapshot_due and (
             self._snapshotting is None or self._snapshotting.done()
         ):
             self._snapshotting = asyncio.ensure_future(self.snapshot())
         return {"user_id": user_id, "version": change.version, "applied": True}
+
+    async def _logged(self, change: UserChange) -> None:
+        """Makes change durable. A caller that gives up meanwhile (a cancelled call) does not stop the write:
+        once it is in the log it is applied in memory too, so no later change reuses its version. A failed
+        write ends the process (fail_stop): only recovery from the log knows whether the record is there."""
+        assert self._group is not None
+        write = asyncio.ensure_future(self._group.submit(change))
+        try:
+            try:
+                await asyncio.shield(write)
+            except asyncio.CancelledError:
+                await write
+                self.store.commit(change)
+                raise
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            self._fail_stop(f"user actor {self._partition}", exc)
 
     async def snapshot(self) -> None:
         """Writes every user to storage and drops the log it covers (no-op without storage).

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NoReturn, TypeVar
 
 import pyarrow as pa
 
@@ -17,6 +18,18 @@ from rayrec.durability.storage import Storage
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+# The exit status of an actor process stopped by fail_stop (Ray restarts it; it recovers from its log).
+FAIL_STOP_EXIT_CODE = 75
+
+
+def fail_stop(what: str, exc: BaseException) -> NoReturn:
+    """Ends this process at once after a failed log write: whether the record reached the disk is known only
+    to the log, so memory may no longer answer for it. Ray restarts the actor, which recovers from the log
+    alone (and resends the calls it was answering)."""
+    log.critical("%s: a log write failed (%r); stopping so that recovery decides from the log alone", what, exc)
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    os._exit(FAIL_STOP_EXIT_CODE)
 
 
 class Journal:

@@ -1,47 +1,132 @@
-"""The write-ahead log: Arrow IPC streams in numbered segments, durable before a change is acknowledged.
+"""The write-ahead log: numbered segments of checksummed records, durable before a change is acknowledged.
 
-On a local disk a segment is one file that grows by a record batch per commit,
-each flushed and fdatasync'ed before append() returns. An object store cannot
-append, so there every commit is its own segment object, durable once uploaded.
-A crash can leave a partly written batch at the end of a segment; readers stop
+On a local disk a segment is one file that grows by a record per commit, each
+flushed and fdatasync'ed before append() returns (and the directory entry of a
+new segment fsync'ed too). An object store cannot append, so there every commit
+is its own segment object, durable once uploaded.
+
+A record is a frame: a 16-byte header (magic, body length, the body's CRC-32,
+the header's own CRC-32) and a body, one Arrow IPC stream of one record batch.
+A crash can leave a partly written record at the end of a segment; readers stop
 at it (that commit was never acknowledged), and a recovered writer always starts
-a new segment, so nothing is ever written after a torn tail.
+a new segment, so nothing is ever written after a torn tail. A record that fails
+its checksum with records after it is damage, not a torn write: reading raises
+DamagedLogError. Segments written before checksums (one Arrow stream, `.arrows`)
+are still read.
+
+An append that fails (a failed fdatasync may still have put the record on disk)
+poisons the log: every later append raises LogFailedError, so no later change
+can be acknowledged over one whose fate only the log knows. The actor then stops
+(journal.fail_stop) and recovers from the log alone, as PostgreSQL does since
+its fsync fix.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import struct
+import zlib
 from collections.abc import Iterator
 
 import pyarrow as pa
 
 from rayrec.durability.storage import Storage
+from rayrec.exceptions import RayrecError
 
 log = logging.getLogger(__name__)
 
 PREFIX = "wal-"
-SUFFIX = ".arrows"
+SUFFIX = ".rlog"  # framed, checksummed records
+OLD_SUFFIX = ".arrows"  # one Arrow IPC stream per segment, written before checksums (read only)
+MAGIC = b"RRL1"
+_HEAD = struct.Struct("<4sII")  # magic, body length, body CRC-32
+_FRAME = struct.Struct("<4sIII")  # ... and the CRC-32 of the 12 bytes before it
+HEADER_BYTES = _FRAME.size
 
 
-def segment_name(number: int) -> str:
-    return f"{PREFIX}{number:012d}{SUFFIX}"
+class DamagedLogError(RayrecError):
+    """A log record fails its checksum and is not a torn tail: the log was damaged after it was written."""
+
+
+class LogFailedError(RayrecError):
+    """An append to this log failed earlier: its outcome is known only to the log, so nothing more is written."""
+
+
+def segment_name(number: int, suffix: str = SUFFIX) -> str:
+    return f"{PREFIX}{number:012d}{suffix}"
+
+
+def _segment_files(storage: Storage) -> dict[int, str]:
+    out = {}
+    for name in storage.names():
+        for suffix in (SUFFIX, OLD_SUFFIX):
+            if name.startswith(PREFIX) and name.endswith(suffix):
+                digits = name[len(PREFIX) : -len(suffix)]
+                if digits.isdigit():
+                    out[int(digits)] = name
+    return out
 
 
 def segments(storage: Storage) -> list[int]:
     """Numbers of the log segments in storage, ascending."""
-    out = []
-    for name in storage.names():
-        if name.startswith(PREFIX) and name.endswith(SUFFIX):
-            digits = name[len(PREFIX) : -len(SUFFIX)]
-            if digits.isdigit():
-                out.append(int(digits))
-    return sorted(out)
+    return sorted(_segment_files(storage))
+
+
+def frame(body: bytes) -> bytes:
+    """One record: its header (with both checksums) and its body."""
+    head = _HEAD.pack(MAGIC, len(body), zlib.crc32(body))
+    return head + struct.pack("<I", zlib.crc32(head)) + body
 
 
 def read_segment(storage: Storage, number: int) -> Iterator[pa.RecordBatch]:
     """The batches of one segment, up to a torn tail (a crash during an append)."""
-    with storage.fs.open_input_stream(storage.path(segment_name(number))) as src:  # an error here is raised
+    name = _segment_files(storage).get(number, segment_name(number))
+    if name.endswith(OLD_SUFFIX):
+        yield from _read_stream_segment(storage, number, name)
+        return
+    with storage.fs.open_input_stream(storage.path(name)) as src:  # an error here is raised
+        at = 0
+        while True:
+            head = src.read(HEADER_BYTES)
+            if not head:
+                return
+            problem = _bad_header(head)
+            if problem is None:
+                _, length, body_crc, _ = _FRAME.unpack(head)
+                body = src.read(length)
+                if len(body) == length and zlib.crc32(body) == body_crc:
+                    yield from pa.ipc.open_stream(body)
+                    at += HEADER_BYTES + length
+                    continue
+                problem = "is cut short" if len(body) < length else "fails its checksum"
+                if len(body) == length and src.read(1):  # a record after it: not the tail
+                    raise DamagedLogError(f"log segment {number} of {storage.uri}: the record at byte {at} "
+                                          f"{problem} and records follow it: the log is damaged")
+            elif len(head) == HEADER_BYTES and (head.strip(b"\x00") or src.read(1 << 20).strip(b"\x00")):
+                raise DamagedLogError(f"log segment {number} of {storage.uri}: the record at byte {at} has a "
+                                      f"{problem}, and data follows it: the log is damaged")
+            if not storage.local:
+                raise DamagedLogError(f"log segment {number} of {storage.uri} (an object, uploaded whole): the "
+                                      f"record at byte {at} {problem}")
+            # Only the last record of a local segment can be torn, and it was never acknowledged.
+            log.warning("log segment %s ends in a partial write at byte %s (%s): reading stops there", number, at,
+                        problem)
+            return
+
+
+def _bad_header(head: bytes) -> str | None:
+    if len(head) < HEADER_BYTES:
+        return "header cut short"
+    magic, length, body_crc, head_crc = _FRAME.unpack(head)
+    if magic != MAGIC or zlib.crc32(head[:12]) != head_crc:
+        return "header that fails its checksum"
+    return None
+
+
+def _read_stream_segment(storage: Storage, number: int, name: str) -> Iterator[pa.RecordBatch]:
+    """A segment written before checksums: one Arrow IPC stream, up to a torn tail."""
+    with storage.fs.open_input_stream(storage.path(name)) as src:  # an error here is raised
         try:
             reader = pa.ipc.open_stream(src)
             while True:
@@ -55,7 +140,6 @@ def read_segment(storage: Storage, number: int) -> Iterator[pa.RecordBatch]:
             torn_body = isinstance(exc, OSError) and "Expected to be able to read" in str(exc)
             if not storage.local or not (isinstance(exc, pa.ArrowInvalid) or torn_body):
                 raise  # (an object is uploaded whole: a bad one is damage, not a torn write)
-            # Only the last batch of a local segment can be torn, and it was never acknowledged.
             log.warning("log segment %s ends in a partial write (%s): reading stops there", number, exc)
 
 
@@ -68,9 +152,9 @@ def read_log(storage: Storage, since: int = 0) -> Iterator[pa.RecordBatch]:
 
 def truncate(storage: Storage, before: int) -> int:
     """Deletes the segments numbered below before (a snapshot covers them). Returns how many."""
-    old = [n for n in segments(storage) if n < before]
-    for n in old:
-        storage.delete(segment_name(n))
+    old = [(n, name) for n, name in _segment_files(storage).items() if n < before]
+    for _, name in old:
+        storage.delete(name)
     return len(old)
 
 
@@ -89,26 +173,33 @@ class WriteAheadLog:
         # snapshot's wal_from (replay would skip it).
         self.segment = max(existing[-1] + 1 if existing else 0, start)
         self._file = None
-        self._writer: pa.ipc.RecordBatchStreamWriter | None = None
+        self.failed: BaseException | None = None
 
     def append(self, batch: pa.RecordBatch) -> None:
-        """Writes batch to the log and makes it durable."""
+        """Writes batch to the log and makes it durable; LogFailedError once an append has failed."""
+        if self.failed is not None:
+            raise LogFailedError(
+                f"an earlier append to the log in {self.storage.uri} failed ({self.failed!r}): nothing more is "
+                "written until the actor restarts and recovers from the log"
+            )
         if batch.schema != self.schema:
             batch = batch.cast(self.schema)  # e.g. a nullable column given as non-nullable
-        if not self.storage.local:
-            self.storage.write_bytes(segment_name(self.segment), self._stream_of(batch))
-            self.segment += 1
-            return
+        record = frame(self._stream_of(batch))
         try:
-            if self._writer is None:
+            if not self.storage.local:
+                self.storage.write_bytes(segment_name(self.segment), record)
+                self.segment += 1
+                return
+            if self._file is None:
                 self._file = self.storage.open_append(segment_name(self.segment))
-                self._writer = pa.ipc.new_stream(pa.PythonFile(self._file, mode="w"), self.schema)
-            self._writer.write_batch(batch)
-            os.fdatasync(self._file.fileno())  # type: ignore[union-attr]
-        except BaseException:
-            # The segment may now end in a partial batch: nothing more is written after it.
+                _fsync_dir(self.storage.path(""))  # the new segment's directory entry, before any record counts
+            self._file.write(record)
+            os.fdatasync(self._file.fileno())
+        except BaseException as exc:
+            # The record may or may not be on disk now: only recovery from the log may decide.
+            self.failed = exc
             self._abandon()
-            raise
+            raise LogFailedError(f"an append to the log in {self.storage.uri} failed: {exc!r}") from exc
 
     def _stream_of(self, batch: pa.RecordBatch) -> bytes:
         sink = pa.BufferOutputStream()
@@ -128,19 +219,24 @@ class WriteAheadLog:
         return self.segment
 
     def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-            self._file.close()  # type: ignore[union-attr]
-        self._writer = None
+        if self._file is not None:
+            self._file.close()
         self._file = None
 
     def _abandon(self) -> None:
-        """Leaves the current segment as it is, whatever state it is in; the next append starts a new one."""
+        """Leaves the current segment as it is, whatever state it is in; nothing is written to it again."""
         try:
             if self._file is not None:
                 self._file.close()
         except OSError:
             pass
-        self._writer = None
         self._file = None
         self.segment += 1
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path or ".", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

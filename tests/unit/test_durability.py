@@ -154,6 +154,53 @@ def test_a_restarted_shard_answers_exactly_as_before(tmp_path, factory, snapshot
     assert restarted.recovered_rows > 0
 
 
+class Stopped(Exception):
+    """What the test's fail_stop raises where the real one ends the process."""
+
+
+def test_a_shard_whose_log_write_fails_stops_and_recovers_from_the_log(tmp_path, monkeypatch):
+    dim = 4
+    cfg = RayrecConfig(index=IndexConfig(dim=dim), storage=str(tmp_path))
+    shard = Shard(cfg, 0)
+    stops = []
+
+    def stop(what: str, exc: BaseException) -> None:
+        stops.append((what, type(exc).__name__))
+        raise Stopped
+
+    shard._fail_stop = stop
+    shard.upsert(["a"], np.eye(dim)[:1])
+    real = os.fdatasync
+
+    def failing(fd: int) -> None:
+        real(fd)
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(os, "fdatasync", failing)
+    with pytest.raises(Stopped):
+        shard.upsert(["b"], np.eye(dim)[1:2])
+    monkeypatch.setattr(os, "fdatasync", real)
+    assert stops == [("shard 0 replica 0", "LogFailedError")] and "b" not in shard.index  # not applied here
+    restarted = Shard(cfg, 0)  # what Ray runs once the process ended: the log alone decides
+    assert sorted(r["item_id"] for r in restarted.fetch(["a", "b"]) if r) == ["a", "b"]
+    restarted.upsert(["c"], np.eye(dim)[2:3])
+    assert Shard(cfg, 0).count() == 3
+
+
+def test_a_write_that_would_bring_too_many_field_names_is_refused_before_the_log(tmp_path, monkeypatch):
+    from rayrec import constants as C
+
+    monkeypatch.setattr(C, "MAX_METADATA_FIELDS_PER_SHARD", 3)
+    dim = 4
+    cfg = RayrecConfig(index=IndexConfig(dim=dim), storage=str(tmp_path))
+    shard = Shard(cfg, 0)
+    shard.upsert(["a"], np.eye(dim)[:1], {"f1": ["x"], "f2": ["y"]})
+    with pytest.raises(InvalidInputError, match="at most 3 are accepted per shard"):
+        shard.upsert(["b"], np.eye(dim)[1:2], {"f3": ["x"], "f4": ["y"]})
+    restarted = Shard(cfg, 0)  # nothing of the refused write was logged, so nothing replays
+    assert restarted.count() == 1 and restarted.index.field_names() == ["f1", "f2"]
+
+
 def test_a_committed_load_is_snapshotted_not_logged(tmp_path):
     dim = 4
     cfg = RayrecConfig(index=IndexConfig(dim=dim), storage=str(tmp_path))
@@ -311,8 +358,99 @@ def test_a_damaged_object_store_segment_is_an_error_not_a_torn_tail(tmp_path):
     log.append(_batch(1))
     with open(storage.path(wal.segment_name(0)), "r+b") as f:
         f.truncate(20)
-    with pytest.raises(pa.ArrowInvalid):
+    with pytest.raises(wal.DamagedLogError, match="an object, uploaded whole"):
         _read(storage)
+
+
+def _three_records(tmp_path) -> tuple[Storage, str, list[int]]:
+    """A local segment of three appends, and the byte where each record starts."""
+    storage = Storage(str(tmp_path))
+    log = wal.WriteAheadLog(storage, SCHEMA)
+    path = storage.path(wal.segment_name(log.segment))
+    starts = []
+    for n in (1, 2, 3):
+        starts.append(os.path.getsize(path) if os.path.exists(path) else 0)
+        log.append(_batch(n))
+    return storage, path, starts
+
+
+def _flip(path: str, at: int) -> None:
+    with open(path, "r+b") as f:
+        f.seek(at)
+        byte = f.read(1)
+        f.seek(at)
+        f.write(bytes([byte[0] ^ 0x40]))
+
+
+def test_a_damaged_record_with_records_after_it_is_an_error_not_a_torn_tail(tmp_path):
+    storage, path, starts = _three_records(tmp_path)
+    for at in (starts[1] + 2, starts[1] + wal.HEADER_BYTES + 30, starts[0] + 5):  # a header, a body, the first
+        whole = open(path, "rb").read()
+        _flip(path, at)
+        with pytest.raises(wal.DamagedLogError, match="the log is damaged"):
+            _read(storage)
+        with open(path, "wb") as f:
+            f.write(whole)
+    assert _read(storage) == [1, 2, 3]
+
+
+def test_a_damaged_or_zeroed_last_record_reads_as_a_torn_tail(tmp_path):
+    storage, path, starts = _three_records(tmp_path)
+    whole = open(path, "rb").read()
+    _flip(path, starts[2] + wal.HEADER_BYTES + 10)  # the last record's body: never acknowledged
+    assert _read(storage) == [1, 2]
+    with open(path, "wb") as f:  # the file grew but the record's bytes never came: zeros
+        f.write(whole[: starts[2]] + bytes(len(whole) - starts[2]))
+    assert _read(storage) == [1, 2]
+
+
+def test_segments_written_before_checksums_are_still_read(tmp_path):
+    storage = Storage(str(tmp_path))
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, SCHEMA) as writer:
+        writer.write_batch(_batch(1))
+        writer.write_batch(_batch(2))
+    storage.write_bytes(wal.segment_name(0, wal.OLD_SUFFIX), sink.getvalue().to_pybytes())
+    log = wal.WriteAheadLog(storage, SCHEMA)
+    log.append(_batch(3))
+    assert wal.segments(storage) == [0, 1] and _read(storage) == [1, 2, 3]
+    assert wal.truncate(storage, 1) == 1 and _read(storage) == [3]
+
+
+def test_a_failed_sync_poisons_the_log_so_no_later_change_is_acknowledged(tmp_path, monkeypatch):
+    """The record of a failed fdatasync may be on disk: the next append must not be acknowledged over it
+    (it would take the same version); recovery from the log decides, and keeps both in order."""
+    storage = Storage(str(tmp_path))
+    log = wal.WriteAheadLog(storage, SCHEMA)
+    log.append(_batch(1))
+    real = os.fdatasync
+
+    def failing(fd: int) -> None:
+        real(fd)  # the bytes reach the disk, but the caller is told the sync failed
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(os, "fdatasync", failing)
+    with pytest.raises(wal.LogFailedError, match="Input/output error"):
+        log.append(_batch(2))
+    monkeypatch.setattr(os, "fdatasync", real)
+    with pytest.raises(wal.LogFailedError, match="nothing more is written"):
+        log.append(_batch(3))
+    assert _read(storage) == [1, 2]  # the unacknowledged record is in the log; recovery applies it
+    again = wal.WriteAheadLog(storage, SCHEMA)  # the restarted actor: a new segment after it
+    again.append(_batch(3))
+    assert _read(storage) == [1, 2, 3]
+
+
+def test_a_new_segments_directory_entry_is_synced_before_its_first_record_counts(tmp_path, monkeypatch):
+    synced = []
+    monkeypatch.setattr(wal, "_fsync_dir", lambda path: synced.append(path))
+    storage = Storage(str(tmp_path))
+    log = wal.WriteAheadLog(storage, SCHEMA)
+    log.append(_batch(1))
+    log.append(_batch(2))
+    log.rotate()
+    log.append(_batch(3))
+    assert len(synced) == 2 and all(p.rstrip("/") == str(tmp_path) for p in synced)  # once per new segment
 
 
 def test_what_a_user_was_set_from_survives_the_log_and_snapshots(tmp_path):
