@@ -301,6 +301,29 @@ class UserVectors:
         self._count_users()
         return len(todo)
 
+    async def delete_user(self, user_id: Any) -> dict[str, Any]:
+        """Erases a user: vector, history, remembered event ids. With storage, no file holds the user once
+        this returns: a snapshot without the user replaces every snapshot and log segment that did.
+
+        Returns {"user_id", "deleted"}: deleted is False for a user this actor does not know.
+        """
+        user_id = check_id(user_id, "user id")
+        async with self.swaps.serving():
+            async with self._lock(user_id):  # no change of this user is between its log write and apply
+                existed = self.store.delete(user_id)
+                self._fresh.pop(user_id, None)
+            if existed:
+                await self.snapshot()
+        self._count_users()
+        return {"user_id": user_id, "deleted": existed}
+
+    async def export_user(self, user_id: Any) -> dict[str, Any] | None:
+        """Everything this actor keeps about a user (UserState.export), or None if unknown."""
+        user_id = check_id(user_id, "user id")
+        async with self.swaps.serving():
+            state = self.store.get(user_id)
+            return None if state is None else state.export(user_id)
+
     async def get(self, user_id: Any) -> dict[str, Any] | None:
         """The user's state (vector, version, history, updated_at), or None if unknown."""
         user_id = check_id(user_id, "user id")

@@ -45,6 +45,8 @@ from rayrec.serve_app.models import (
     RecommendBatchResponse,
     RecommendRequest,
     RecommendResponse,
+    UserDeleted,
+    UserExport,
     UserOut,
     UserPut,
     UserVersion,
@@ -95,6 +97,7 @@ api.add_middleware(Measure)  # outermost: every request counted and timed by rou
 # The routes that change state (they need the API key when one is set) and those that never need it.
 ACCESS = {
     **{route: WRITE for route in (("POST", "/feedback"), ("PUT", "/users/{user_id}"), ("DELETE", "/users/{user_id}"),
+                                  ("GET", "/users/{user_id}/export"),
                                   ("PUT", "/items"), ("DELETE", "/items/{item_id}"), ("POST", "/model"))},
     **{("GET", path): OPEN for path in ("/", "/demo", "/static/{name}", "/noop", "/healthz")},
     ("POST", "/noop"): OPEN,
@@ -339,6 +342,23 @@ class Ingress:
             "history": state["history"],
             "updated_at": state["updated_at"],
         }
+
+    @api.delete("/users/{user_id}", response_model=UserDeleted)
+    async def delete_user(self, user_id: PathId) -> Any:
+        """Erases the user: vector, history, event ids; with storage, from every file before it answers."""
+        out = await self._users_of(user_id).delete_user.remote(user_id)
+        if not out["deleted"]:
+            return JSONResponse(status_code=404, content={"detail": f"unknown user {user_id!r}"})
+        return out
+
+    @api.get("/users/{user_id}/export", response_model=UserExport)
+    async def export_user(self, user_id: PathId) -> Any:
+        """Everything rayrec keeps about the user (needs the API key when one is set: it is personal data)."""
+        state = await self._users_of(user_id).export_user.remote(user_id)
+        if state is None:
+            return JSONResponse(status_code=404, content={"detail": f"unknown user {user_id!r}"})
+        state["user_version"] = state.pop("version")
+        return state
 
     @api.put("/items")
     async def put_items(self, body: ItemsPut, request: Request) -> dict[str, int]:

@@ -113,6 +113,25 @@ class UserOut(BaseModel):
     updated_at: float
 
 
+class UserDeleted(BaseModel):
+    user_id: str
+    deleted: bool = Field(description="true: the user was known and is erased (from storage too)")
+
+
+class UserExport(BaseModel):
+    """Everything rayrec keeps about a user."""
+
+    user_id: str
+    user_version: int
+    vector: list[float]
+    history: list[dict]
+    updated_at: float
+    event_ids: list[str] = Field(description="the event ids remembered for idempotency, oldest first")
+    placed_from: dict | None = Field(
+        None, description="when the vector was set: the text embedding it was placed from (null for a raw vector)"
+    )
+
+
 class ItemIn(BaseModel):
     """An item: text or embedding (embedding wins when both are given), category and string metadata."""
 

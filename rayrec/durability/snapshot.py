@@ -94,6 +94,7 @@ def _prune(storage: Storage, wal_from: int, keep: set[str]) -> None:
         if name.startswith("snap"):  # a snapshot's own; a log upload's may be in flight
             storage.delete(name)
     wal.truncate(storage, wal_from)
+    storage.sync()  # the deletions too: what a snapshot replaced (an erased user's records) stays gone
 
 
 def latest_snapshot(storage: Storage) -> Snapshot | None:

@@ -123,6 +123,11 @@ class Storage:
             raise InvalidInputError(f"{self.uri} is an object store: its files cannot be appended to")
         return open(self.path(name), "xb", buffering=0)
 
+    def sync(self) -> None:
+        """Makes this directory's entries durable (deletions included); an object store needs nothing."""
+        if self.local:
+            _fsync_path(self.root, directory=True)
+
     def delete(self, name: str) -> None:
         """Deletes a file; a missing one is fine."""
         try:

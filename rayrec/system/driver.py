@@ -249,6 +249,15 @@ class Rayrec:
             return _get(actor.set_vector.remote(user_id, vector, event_id))
         return _get(actor.set_history.remote(user_id, check_ids(history), event_id))
 
+    def delete_user(self, user_id: str) -> bool:
+        """Erases a user (vector, history, event ids; with storage, from every file) before returning;
+        False if unknown."""
+        return bool(_get(self._users_of(user_id).delete_user.remote(user_id))["deleted"])
+
+    def export_user(self, user_id: str) -> dict[str, Any] | None:
+        """Everything rayrec keeps about a user (vector, history, event ids, what it was placed from), or None."""
+        return _get(self._users_of(user_id).export_user.remote(user_id))
+
     def set_histories(self, histories: dict[str, list[str]]) -> int:
         """Sets many users from histories of item ids (oldest first); returns how many were set."""
         parts: dict[int, dict[str, list[str]]] = {}

@@ -162,6 +162,17 @@ class UserState:
     # swap starts such a user there (placed again) instead of from their history's beginning.
     base: tuple[np.ndarray | None, float] | None = None
 
+    def export(self, user_id: str) -> dict[str, Any]:
+        """Everything kept about the user (GET /users/{id}/export): as_dict, the remembered event ids, and
+        the text embedding its vector was placed from."""
+        out = self.as_dict(user_id)
+        out["vector"] = out["vector"].tolist()
+        out["event_ids"] = list(self.event_ids)
+        embedding, at = self.base if self.base is not None else (None, None)
+        out["placed_from"] = None if self.base is None else {
+            "text_embedding": None if embedding is None else np.asarray(embedding).tolist(), "at": at}
+        return out
+
     def as_dict(self, user_id: str) -> dict[str, Any]:
         return {
             "user_id": user_id,
@@ -186,6 +197,10 @@ class UserStore:
 
     def get(self, user_id: str) -> UserState | None:
         return self._users.get(user_id)
+
+    def delete(self, user_id: str) -> bool:
+        """Forgets a user entirely (vector, history, event ids); True if it was known."""
+        return self._users.pop(user_id, None) is not None
 
     def seen(self, user_id: str) -> list[str]:
         """Item ids in the user's recent history (what exclude_seen excludes)."""

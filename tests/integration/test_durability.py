@@ -207,3 +207,47 @@ def test_a_whole_system_comes_back_from_storage(ray_session, tmp_path):
         assert again.feedback("u1", ids[20], "like", event_id="e0")["applied"] is False
         info = ray.get([u.info.remote() for u in again.users])
         assert all(i["durable"] for i in info)
+
+
+def _files_holding(root: str, needle: bytes) -> list[str]:
+    found = []
+    for folder, _, names in os.walk(root):
+        for name in names:
+            path = os.path.join(folder, name)
+            with open(path, "rb") as f:
+                if needle in f.read():
+                    found.append(os.path.relpath(path, root))
+    return found
+
+
+def test_an_erased_user_is_gone_from_every_file_and_after_a_restart(ray_session, tmp_path):
+    """Erasure: once delete_user returns, no file under the storage location holds the user's id, and a
+    system started again on it knows nothing of the user; the others are untouched."""
+    config = make_config(DIM, num_shards=1, num_user_actors=1, storage=str(tmp_path), snapshot_every=1000)
+    rng = np.random.default_rng(5)
+    ids = [f"i{i}" for i in range(30)]
+    secret = b"erase-me-7f3a9c"
+    with Rayrec.start(config) as system:
+        system.upsert(ids, unit_vectors(rng, 30, DIM))
+        system.set_user(secret.decode(), history=ids[:5])
+        system.set_user("keep-me", history=ids[5:10])
+        system.snapshot()  # the user in a snapshot ...
+        for j in range(4):  # ... and in the log after it
+            system.feedback(secret.decode(), ids[10 + j], "like", event_id=f"secret-event-{j}")
+            system.feedback("keep-me", ids[10 + j], "skip", event_id=f"kept-event-{j}")
+        assert _files_holding(str(tmp_path), secret)  # the scan sees the id where it is stored
+        exported = system.export_user(secret.decode())
+        assert exported["version"] == 5 and exported["event_ids"][-4:] == [f"secret-event-{j}" for j in range(4)]
+        vector = np.asarray(exported["vector"], np.float32).tobytes()
+        kept = system.get_user("keep-me")
+        assert system.delete_user(secret.decode()) is True
+        assert _files_holding(str(tmp_path), secret) == []
+        assert _files_holding(str(tmp_path), b"secret-event-") == []
+        assert _files_holding(str(tmp_path), vector) == []
+        assert system.get_user(secret.decode()) is None and system.delete_user(secret.decode()) is False
+    with Rayrec.start(config) as again:
+        assert again.get_user(secret.decode()) is None and again.export_user(secret.decode()) is None
+        user = again.get_user("keep-me")
+        assert user["version"] == kept["version"] == 5 and user["history"] == kept["history"]
+        assert again.feedback("keep-me", ids[10], "skip", event_id="kept-event-0")["applied"] is False
+    assert _files_holding(str(tmp_path), secret) == []

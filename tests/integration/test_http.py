@@ -448,3 +448,27 @@ def test_only_the_allowed_host_names_are_answered(base):
                        headers={"Host": "rebound.evil.test"}, timeout=30)
     assert fb.status_code == 400
     assert requests.get(base + "/healthz", headers={"Host": f"localhost:{port}"}, timeout=30).status_code == 200
+
+
+def test_a_user_can_be_exported_and_erased(base):
+    assert requests.put(base + "/users/erase-me", json={"text": "silent films"}, timeout=60).status_code == 200
+    liked = post(base, "/recommend", {"user_id": "erase-me", "k": 1}).json()["items"][0]["item_id"]
+    fb = post(base, "/feedback", {"user_id": "erase-me", "item_id": liked, "event": "like", "event_id": "ev-1"})
+    assert fb.json()["user_version"] == 2
+    export = requests.get(base + "/users/erase-me/export", timeout=30)
+    assert export.status_code == 200, export.text
+    data = export.json()
+    assert data["user_version"] == 2 and len(data["vector"]) == 384 and data["event_ids"][-1] == "ev-1"
+    assert [h["item_id"] for h in data["history"]] == [liked]
+    assert len(data["placed_from"]["text_embedding"]) == 384  # what a model swap would place it from
+    gone = requests.delete(base + "/users/erase-me", timeout=30)
+    assert gone.status_code == 200 and gone.json() == {"user_id": "erase-me", "deleted": True}
+    assert requests.get(base + "/users/erase-me", timeout=30).status_code == 404
+    assert requests.get(base + "/users/erase-me/export", timeout=30).status_code == 404
+    assert requests.delete(base + "/users/erase-me", timeout=30).status_code == 404
+    after = post(base, "/recommend", {"user_id": "erase-me", "k": 3}).json()
+    assert after["cold_start"] is True and after["user_version"] == 0
+    # the remembered event id went too: the same event is a new one now
+    again = post(base, "/feedback", {"user_id": "erase-me", "item_id": liked, "event": "like", "event_id": "ev-1"})
+    assert again.json() == {"user_id": "erase-me", "user_version": 1, "applied": True}
+    requests.delete(base + "/users/erase-me", timeout=30)

@@ -293,3 +293,14 @@ def test_rederive_after_a_set_vector_replays_only_later_events_and_skips_deleted
     np.testing.assert_allclose(rederive(list(store.get("u").history), without_z, rule, placed_b, since), placed_b,
                                atol=1e-6)
     assert rederive([("gone", "like", 1.0)], without_z, rule, placed_b) is None
+
+
+def test_a_user_is_exported_whole_and_forgotten_whole() -> None:
+    store = UserStore(DIM, FeedbackRule(), Clock())
+    store.set_vector("u", np.ones(DIM), "e-1")
+    out = store.get("u").export("u")  # type: ignore[union-attr]
+    assert out["version"] == 1 and out["event_ids"] == ["e-1"] and len(out["vector"]) == DIM
+    assert out["placed_from"]["text_embedding"] is None  # a raw vector, not placed from a text
+    assert store.delete("u") is True and store.get("u") is None and len(store) == 0
+    assert store.delete("u") is False
+    assert store.set_vector("u", np.ones(DIM), "e-1") == (1, True)  # its event ids went with it
