@@ -231,9 +231,15 @@ class Shard:
         router can delete this shard's files once the actor is stopped.
         """
         self.retired = True
-        self.wait_snapshot()
-        self.journal = None
+        self.close()
         self._staged = []
+
+    def close(self) -> None:
+        """Waits for a background snapshot, then lets go of storage (its writer lock): nothing more is written."""
+        self.wait_snapshot()
+        if self.journal is not None:
+            self.journal.close()
+        self.journal = None
 
     def abort_staged(self) -> None:
         """Drops staged rows (a load failed on some shard)."""

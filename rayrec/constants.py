@@ -82,6 +82,9 @@ DEFAULT_SNAPSHOT_EVERY = _env_int("RAYREC_SNAPSHOT_EVERY", 100_000)
 # write is running (1) or always in a thread, grouping concurrent changes per fsync (0).
 # Inline is faster where fsync is cheap (~0.5 ms here); use 0 on disks with slow fsync.
 WAL_INLINE_WRITES = _env_int("RAYREC_WAL_INLINE_WRITES", 1) == 1
+# How long an actor waits for its storage directory's writer lock before refusing to start (another system
+# or a stale actor holds it); an actor Ray restarts gets it once its old process has ended.
+FENCE_WAIT_S = _env_float("RAYREC_FENCE_WAIT_S", 15.0)
 # Times Ray restarts a crashed rayrec actor (-1: without limit); with storage, a restarted
 # actor comes back with its state.
 DEFAULT_MAX_RESTARTS = _env_int("RAYREC_MAX_RESTARTS", -1)

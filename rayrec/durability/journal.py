@@ -12,6 +12,7 @@ from typing import Any, Generic, NoReturn, TypeVar
 import pyarrow as pa
 
 from rayrec.durability import wal
+from rayrec.durability.fence import FencedError, WriterFence
 from rayrec.durability.snapshot import Snapshot, latest_snapshot, write_snapshot
 from rayrec.durability.storage import Storage
 
@@ -46,12 +47,15 @@ class Journal:
         self.snapshot_every = snapshot_every
         self.since_snapshot = 0  # log rows appended since the last snapshot
         self._wal: wal.WriteAheadLog | None = None
+        self.fence: WriterFence | None = None
 
     def recover(self) -> tuple[Snapshot | None, Iterator[pa.RecordBatch]]:
         """The latest snapshot (or None) and the log batches to replay on top of it, in order.
 
         Call once, before the first append: the log opens a new segment afterwards.
         """
+        if self.fence is None:
+            self.fence = WriterFence(self.storage)  # one writer per directory, before anything is read
         snap = latest_snapshot(self.storage)
         batches = list(wal.read_log(self.storage, snap.wal_from if snap is not None else 0))
         self.since_snapshot = sum(b.num_rows for b in batches)
@@ -60,8 +64,12 @@ class Journal:
 
     def append(self, batch: pa.RecordBatch) -> None:
         """Writes batch durably (flushed and fsynced, or uploaded) before returning."""
-        if self._wal is None:
+        if self._wal is None or self.fence is None:
             raise RuntimeError("Journal.recover() must run before the first append")
+        try:
+            self.fence.check()
+        except FencedError as exc:  # a newer writer: nothing more may be acknowledged here
+            raise wal.LogFailedError(str(exc)) from exc
         self._wal.append(batch)
         self.since_snapshot += batch.num_rows
 
@@ -80,12 +88,17 @@ class Journal:
     ) -> None:
         """Writes a state captured after begin_snapshot() returned wal_from; drops the log before it."""
         t0 = time.perf_counter()
+        if self.fence is not None:
+            self.fence.check()  # a fenced writer's prune would delete the newer writer's log
         write_snapshot(self.storage, wal_from, info, tables, blobs or {})
         log.info("snapshot %s of %s written in %.2f s", wal_from, self.storage.uri, time.perf_counter() - t0)
 
     def close(self) -> None:
         if self._wal is not None:
             self._wal.close()
+        if self.fence is not None:
+            self.fence.close()
+            self.fence = None
 
 
 class GroupCommit(Generic[T]):

@@ -138,7 +138,7 @@ def test_a_restarted_shard_answers_exactly_as_before(tmp_path, factory, snapshot
     durable, reference = Shard(cfg, 3), Shard(plain, 3)
     _ops(durable, np.random.default_rng(1), dim)
     _ops(reference, np.random.default_rng(1), dim)
-    durable.wait_snapshot()  # (a crashed process writes nothing more: let its last background write end)
+    durable.close()  # (a crashed process writes nothing more, and its writer lock goes with it)
     restarted = Shard(cfg, 3)  # what Ray runs when it restarts the actor
     q = np.random.default_rng(2).standard_normal((4, dim)).astype(np.float32)
     q /= np.linalg.norm(q, axis=1, keepdims=True)
@@ -181,9 +181,11 @@ def test_a_shard_whose_log_write_fails_stops_and_recovers_from_the_log(tmp_path,
         shard.upsert(["b"], np.eye(dim)[1:2])
     monkeypatch.setattr(os, "fdatasync", real)
     assert stops == [("shard 0 replica 0", "LogFailedError")] and "b" not in shard.index  # not applied here
+    shard.close()  # the process ended
     restarted = Shard(cfg, 0)  # what Ray runs once the process ended: the log alone decides
     assert sorted(r["item_id"] for r in restarted.fetch(["a", "b"]) if r) == ["a", "b"]
     restarted.upsert(["c"], np.eye(dim)[2:3])
+    restarted.close()
     assert Shard(cfg, 0).count() == 3
 
 
@@ -197,6 +199,7 @@ def test_a_write_that_would_bring_too_many_field_names_is_refused_before_the_log
     shard.upsert(["a"], np.eye(dim)[:1], {"f1": ["x"], "f2": ["y"]})
     with pytest.raises(InvalidInputError, match="at most 3 are accepted per shard"):
         shard.upsert(["b"], np.eye(dim)[1:2], {"f3": ["x"], "f4": ["y"]})
+    shard.close()
     restarted = Shard(cfg, 0)  # nothing of the refused write was logged, so nothing replays
     assert restarted.count() == 1 and restarted.index.field_names() == ["f1", "f2"]
 
@@ -214,6 +217,7 @@ def test_a_committed_load_is_snapshotted_not_logged(tmp_path):
     shard.stage(table, 0, 1)
     assert shard.commit_staged() == 50
     assert wal.segments(shard.journal.storage) == []  # type: ignore[union-attr]
+    shard.close()
     assert Shard(cfg, 0).count() == 50
 
 
@@ -488,3 +492,44 @@ def test_a_snapshot_from_before_bases_were_kept_marks_users_without_history_as_s
     user_log.table_to_store(old, restored)
     assert restored.get("set").base == (None, store.get("set").updated_at)  # type: ignore[union-attr]
     assert restored.get("hist").base is None  # type: ignore[union-attr]
+
+
+def test_a_second_writer_on_a_local_directory_is_refused_until_the_first_is_gone(tmp_path, monkeypatch):
+    """Two systems on one --storage (or a stale actor): the second cannot start writing over the first."""
+    from rayrec import constants as C
+    from rayrec.durability.fence import StorageInUseError
+
+    monkeypatch.setattr(C, "FENCE_WAIT_S", 0.3)
+    cfg = RayrecConfig(index=IndexConfig(dim=4), storage=str(tmp_path))
+    first = Shard(cfg, 0)
+    first.upsert(["a"], np.eye(4)[:1])
+    with pytest.raises(StorageInUseError, match="another process writes to .*shard-0"):
+        Shard(cfg, 0)
+    other = Shard(cfg, 1)  # another shard's directory is its own
+    other.close()
+    first.upsert(["b"], np.eye(4)[1:2])  # the first writer goes on, untouched
+    first.close()  # its process ended: the next writer takes over
+    second = Shard(cfg, 0)
+    assert second.count() == 2
+    second.close()
+
+
+def test_on_an_object_store_a_newer_writer_fences_the_older_one(tmp_path):
+    """A KubeRay upgrade: the old and the new cluster share s3://...; once the new writer starts, the old one
+    can neither acknowledge a change nor prune the new one's log."""
+    from rayrec.durability.fence import FencedError
+
+    storage = Storage(str(tmp_path))
+    storage.local = False  # the path taken for s3:// and gs://: no locks, a writer token instead
+    old = Journal(storage, SCHEMA, snapshot_every=1000)
+    old.recover()
+    old.append(_batch(1))
+    new = Journal(storage, SCHEMA, snapshot_every=1000)
+    new.recover()  # takes the directory over
+    new.append(_batch(2))
+    with pytest.raises(wal.LogFailedError, match="another writer took"):
+        old.append(_batch(3))
+    with pytest.raises(FencedError):
+        old.write_snapshot(old.begin_snapshot(), {}, {"t": pa.table({"n": [1]})})
+    new.append(_batch(4))
+    assert _read(storage) == [1, 2, 4]  # nothing of the fenced writer after the takeover, nothing pruned
