@@ -11,6 +11,8 @@ restart the recovered state is checked against a model of what was acknowledged,
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -78,13 +80,36 @@ def _tear_last_record(root: str, rng: np.random.Generator) -> None:
             f.truncate(int(rng.integers(size - 40, size)) if size > 60 else size - 1)
 
 
+def _failing_append(node: Node, monkeypatch: pytest.MonkeyPatch, landed: bool, call: Callable[[], Any]) -> None:
+    """Runs call (an append) with fdatasync failing; landed: its bytes stay on disk, else they are taken back
+    (as if the write itself had failed)."""
+    real_sync = os.fdatasync
+    numbers = wal.segments(node.storage)
+    path = node.storage.path(wal.segment_name(numbers[-1])) if numbers else None
+    before = os.path.getsize(path) if path and node.journal._wal and node.journal._wal._file else None
+
+    def failing(fd: int) -> None:
+        real_sync(fd)
+        raise OSError(5 if landed else 28, "Input/output error" if landed else "No space left on device")
+
+    monkeypatch.setattr(os, "fdatasync", failing)
+    try:
+        with pytest.raises(Crashed):
+            call()
+    finally:
+        monkeypatch.setattr(os, "fdatasync", real_sync)
+    if not landed:
+        newest = node.storage.path(wal.segment_name(wal.segments(node.storage)[-1]))
+        with open(newest, "r+b") as f:
+            f.truncate(before if before is not None and newest == path else 0)
+
+
 @pytest.mark.parametrize("seed", range(24))
 def test_random_operations_with_faults_never_lose_an_acknowledged_change(tmp_path, monkeypatch, seed):
     rng = np.random.default_rng(seed)
     root = str(tmp_path)
     acked: dict[str, int] = {u: 0 for u in USERS}  # the last acknowledged version per user
     attempted: dict[tuple[str, int], np.ndarray] = {}  # (user, version) -> the vector of every change tried
-    real_sync = os.fdatasync
     node = Node(root)
     faults = {"sync_after_write": 0, "write_fails": 0, "torn": 0, "snapshots": 0, "restarts": 0}
 
@@ -111,32 +136,13 @@ def test_random_operations_with_faults_never_lose_an_acknowledged_change(tmp_pat
         vector = rng.standard_normal(DIM).astype(np.float32)
         version = acked[user] + 1
         normalised = (vector / np.linalg.norm(vector)).astype(np.float32)
-        if roll < 0.08:  # the sync fails after the bytes reached the disk
-            faults["sync_after_write"] += 1
-
-            def failing(fd: int) -> None:
-                real_sync(fd)
-                raise OSError(5, "Input/output error")
-
-            monkeypatch.setattr(os, "fdatasync", failing)
+        if roll < 0.14:  # an append fails: its bytes reached the disk (a failed sync) or never did (disk full)
+            landed = roll < 0.08
+            faults["sync_after_write" if landed else "write_fails"] += 1
             attempted[(user, version)] = normalised
-            with pytest.raises(Crashed):
-                node.set_vector(user, vector, f"e{step}")
-            monkeypatch.setattr(os, "fdatasync", real_sync)
+            _failing_append(node, monkeypatch, landed, lambda: node.set_vector(user, vector, f"e{step}"))
             with pytest.raises(wal.LogFailedError):  # poisoned: nothing more is acknowledged before a restart
                 node.journal.append(user_log.changes_to_batch([node.store.plan_vector(user, vector)], DIM))
-            restart(tear=False)
-        elif roll < 0.14:  # the write itself fails: nothing of it on disk
-            faults["write_fails"] += 1
-
-            def refusing(fd: int) -> None:
-                raise OSError(28, "No space left on device")
-
-            monkeypatch.setattr(os, "fdatasync", refusing)
-            attempted[(user, version)] = normalised
-            with pytest.raises(Crashed):
-                node.set_vector(user, vector, f"e{step}")
-            monkeypatch.setattr(os, "fdatasync", real_sync)
             restart(tear=False)
         elif roll < 0.22:
             faults["snapshots"] += 1
