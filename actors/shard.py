@@ -24,7 +24,7 @@ from rayrec.index.faiss_kinds import omp_threads
 from rayrec.index.item_index import ItemIndex
 from rayrec.index.metadata import check_metadata
 from rayrec.routing.wire import pack_partial, unpack_search
-from rayrec.system.layout import Generation
+from rayrec.system.layout import Generation, require_layout
 from rayrec.system.resharding import split_batch
 from rayrec.validation import check_ids, check_vectors
 
@@ -48,7 +48,10 @@ class Shard:
         threads: int | None = None,
         replica: int = 0,
         generation: Generation | None = None,
+        require_shared: bool = False,
     ) -> None:
+        """require_shared: refuse to start where the storage holds no layout.json (a node that does not share
+        it: see rayrec.system.layout.require_layout); deploy.py asks it of every shard actor."""
         if threads is not None:
             import faiss
 
@@ -70,6 +73,8 @@ class Shard:
         self.recovered_rows = 0
         self._snapshotting: threading.Thread | None = None
         if config.storage is not None:
+            if require_shared:
+                require_layout(config)
             self.journal = Journal(
                 Storage(config.storage).child(self.generation.storage_name(shard_id, replica)),
                 shard_log.log_schema(config.index.dim),

@@ -21,6 +21,7 @@ from rayrec.hashing import partition_of, stable_hash
 from rayrec.routing.replicas import ReplicaSet
 from rayrec.routing.search import ShardSearch
 from rayrec.system.generations import ShardSet
+from rayrec.system.layout import require_layout
 from rayrec.system.model_swap import SpaceChangedError, placer_of
 from rayrec.users import recommending
 from rayrec.users.item_cache import ItemVectorCache
@@ -46,7 +47,7 @@ class UserVectors:
     user's lock; a restarted actor recovers its snapshot plus the log after it.
     """
 
-    def __init__(self, config: RayrecConfig, router: Any, partition: int = 0) -> None:
+    def __init__(self, config: RayrecConfig, router: Any, partition: int = 0, require_shared: bool = False) -> None:
         self.config = config
         self.router = router
         self.store = UserStore(config.index.dim, config.feedback)
@@ -76,6 +77,8 @@ class UserVectors:
             recovered=config.storage is not None,
         )
         if config.storage is not None:
+            if require_shared:  # a node that does not share the storage would recover nothing (see Shard)
+                require_layout(config)
             self.journal = Journal(
                 Storage(config.storage).child(f"users-{partition}"),
                 user_log.log_schema(config.index.dim),

@@ -91,7 +91,7 @@ def create_shards(config: RayrecConfig, generation: Generation, detached: bool) 
                 resources=config.shard_resources,
                 scheduling_strategy=replica_placement(nodes, i, r, config.replicas),
                 **_lifecycle(config, detached),
-            ).remote(config, i, C.SHARD_SEARCH_THREADS, r, generation)
+            ).remote(config, i, C.SHARD_SEARCH_THREADS, r, generation, True)
             for r in range(config.replicas)
         ]
         for i in range(generation.num_shards)
@@ -155,7 +155,7 @@ def build_actors(
     )
     users = [
         UserVectorActor.options(name=users_name(i), num_cpus=config.user_actor_num_cpus, **control, **common).remote(
-            stored, router, i
+            stored, router, i, True
         )
         for i in range(config.num_user_actors)
     ]

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import json
 import posixpath
+import socket
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from rayrec.config import RayrecConfig
 from rayrec.durability.storage import Storage
-from rayrec.exceptions import InvalidInputError
+from rayrec.exceptions import InvalidInputError, RayrecError
 
 LAYOUT_FILE = "layout.json"
 # Written once, when the system first acknowledges an item write: from then on a start never loads the
@@ -137,6 +138,27 @@ def check_layout(config: RayrecConfig) -> Generation:
             "start with the stored layout, or point storage at an empty location"
         )
     return generation_of(have)
+
+
+class StorageNotSharedError(RayrecError):
+    """An actor's node does not see the storage the system's layout was written to."""
+
+
+def require_layout(config: RayrecConfig) -> None:
+    """Refuses to start an actor whose node does not see the system's layout.json.
+
+    The driver records the layout before it creates any actor; an actor that does not find it is on a node
+    where the storage location is another directory (a local path on a cluster without a shared
+    filesystem). Starting there would recover nothing and silently serve an empty state.
+    """
+    assert config.storage is not None
+    storage = Storage(config.storage)
+    if not storage.exists(LAYOUT_FILE):
+        raise StorageNotSharedError(
+            f"storage {config.storage!r} on node {socket.gethostname()} holds no {LAYOUT_FILE}: the system's "
+            "layout was written elsewhere, so this node does not share the storage. Use a location every node "
+            "reaches (a shared filesystem, s3://, gs://), or keep every actor on the node that holds it"
+        )
 
 
 def delete_generation(storage: Storage, generation: Generation, replicas: int) -> None:

@@ -533,3 +533,17 @@ def test_on_an_object_store_a_newer_writer_fences_the_older_one(tmp_path):
         old.write_snapshot(old.begin_snapshot(), {}, {"t": pa.table({"n": [1]})})
     new.append(_batch(4))
     assert _read(storage) == [1, 2, 4]  # nothing of the fenced writer after the takeover, nothing pruned
+
+
+def test_an_actor_on_a_node_that_does_not_share_the_storage_refuses_to_start(tmp_path):
+    """A local path on a cluster without a shared filesystem: an actor placed on another node finds an empty
+    directory where the layout should be, and fails loudly instead of serving an empty state."""
+    from rayrec.system.layout import StorageNotSharedError
+
+    cfg = RayrecConfig(index=IndexConfig(dim=4), storage=str(tmp_path / "elsewhere"))
+    with pytest.raises(StorageNotSharedError, match="holds no layout.json.*does not share the storage"):
+        Shard(cfg, 0, require_shared=True)
+    check_layout(cfg)  # what the driver writes before it creates any actor
+    shard = Shard(cfg, 0, require_shared=True)
+    assert shard.count() == 0
+    shard.close()
