@@ -224,12 +224,19 @@ class Router:
         """The system's config (Rayrec.connect reads it)."""
         return self.config
 
+    async def check_replicas(self) -> None:
+        """Asks every shard replica its write position (once a router starts, see Topology.check_replicas)."""
+        self._topology.ensure_checked()
+        if self._topology._checked is not None:
+            await asyncio.shield(self._topology._checked)
+
     def get_layout(self) -> tuple[RayrecConfig, Generation, bool]:
         """The config (its num_shards is the current one), the current shard generation, and whether detached."""
         return self.config, self._topology.now.generation, self.detached
 
-    def shard_view(self) -> tuple[Generation, list[list[Any]]]:
+    async def shard_view(self) -> tuple[Generation, list[list[Any]]]:
         """The current generation and, per shard, its replicas' handles (what a user actor searches)."""
+        self._topology.ensure_checked()
         return self._topology.now.generation, [list(r.handles) for r in self._topology.now.sets]
 
     def current_shards(self) -> tuple[int, list[list[Any]]]:

@@ -54,7 +54,7 @@ class Resharding:
                 f"{[len(g) for g in groups]}"
             )
         t0 = time.monotonic()
-        target = ShardSet(new, topo.replica_sets(groups))
+        target = ShardSet(new, topo.replica_sets(groups, new))
         try:
             topo.check_base(base, new)
             # Before writes are held: the new actors may take a while to start.
@@ -97,7 +97,7 @@ class Resharding:
         async with topo.load_lock:
             if topo.now.generation == new:
                 return False
-            await topo.discard(ShardSet(new, topo.replica_sets(groups)))
+            await topo.discard(ShardSet(new, topo.replica_sets(groups, new)))
             return True
 
     async def _copy(self, old: ShardSet, new: ShardSet) -> int:

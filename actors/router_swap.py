@@ -91,7 +91,7 @@ class ModelSwaps:
         """
         topo = self.topology
         t0 = time.monotonic()
-        target = ShardSet(new, topo.replica_sets(groups))
+        target = ShardSet(new, topo.replica_sets(groups, new))
         try:
             placer = await asyncio.to_thread(placer_of, space)
             dim = topo.config.index.dim

@@ -144,8 +144,11 @@ class ItemWrites:
                 aborts = [self.topology.call(on, i, "abort_staged", (), "load")() for i in range(n)]
                 await asyncio.gather(*aborts, return_exceptions=True)
                 raise
+            # Each replica commits only the rows staged there: one that restarted meanwhile refuses, and is
+            # repaired from a peer that committed (see ReplicaSet.write); if none could, the load fails.
+            commits = [self.topology.call(on, i, "commit_staged", (staged[i],), "load") for i in range(n)]
             async with self._changing(None):
-                committed = (await self.topology.all("commit_staged", kind="load")).results
+                committed = (await self.topology.fan_out(commits, "load")).results
             # (committed rows can be fewer than staged ones: duplicate ids in a batch count once)
             short = [i for i, (a, b) in enumerate(zip(staged, committed)) if a and not b]
             if short:  # a shard restarted between staging and committing: its staged rows are gone

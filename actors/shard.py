@@ -14,11 +14,11 @@ from rayrec import constants as C
 from rayrec.catalogs.catalog import ItemBatch, iter_items
 from rayrec.catalogs.ingest import TEXT_COLUMN
 from rayrec.config import RayrecConfig
-from rayrec.durability import shard_log
+from rayrec.durability import replica_mark, shard_log
 from rayrec.durability.journal import Journal, fail_stop
 from rayrec.durability.storage import Storage
 from rayrec.durability.wal import LogFailedError
-from rayrec.exceptions import InvalidInputError, ShardRetiredError
+from rayrec.exceptions import InvalidInputError, ReplicaOutOfSyncError, ShardRetiredError, ShardUnavailableError
 from rayrec.hashing import partitions_of
 from rayrec.index.faiss_kinds import omp_threads
 from rayrec.index.item_index import ItemIndex
@@ -72,11 +72,18 @@ class Shard:
         self._fail_stop = fail_stop  # what a failed log write does: end the process (tests pass their own)
         self.recovered_rows = 0
         self._snapshotting: threading.Thread | None = None
+        # Replicas: the position of the last sequenced write applied (write_at), and why this replica is out of
+        # sync (it missed a write a peer applied: no reads until restore_replica), None while it is in sync.
+        self.position = 0
+        self.out_of_sync: str | None = None
+        self._seq: int | None = None  # the position of the write being applied
+        self.storage: Storage | None = None
         if config.storage is not None:
             if require_shared:
                 require_layout(config)
+            self.storage = Storage(config.storage).child(self.generation.storage_name(shard_id, replica))
             self.journal = Journal(
-                Storage(config.storage).child(self.generation.storage_name(shard_id, replica)),
+                self.storage,
                 shard_log.log_schema(config.index.dim),
                 config.snapshot_every,
             )
@@ -89,22 +96,42 @@ class Shard:
                 "ask the router for the current shards"
             )
 
+    def _reading(self) -> None:
+        """A read (or a write) is answered only by a replica in sync."""
+        self._serving()
+        if self.out_of_sync is not None:
+            raise ReplicaOutOfSyncError(
+                f"replica {self.replica} of shard {self.shard_id} is out of sync ({self.out_of_sync}): "
+                "another replica answers until it is repaired"
+            )
+
     # ----- durability -----------------------------------------------------
     def _recover(self) -> None:
         """Loads the latest snapshot and replays the log after it (a restart by Ray lands here)."""
         assert self.journal is not None
-        snap, batches = self.journal.recover()
+        snap, logged = self.journal.recover()
+        batches = list(logged)
         if snap is not None:
             blob = snap.blob("faiss") if snap.has("faiss") else None
             self.index.import_state(snap.table("rows"), blob, snap.info)
         self.recovered_rows = shard_log.replay(batches, self.index)
+        start = int(snap.info.get("position", 0)) if snap is not None else 0
+        self.position = shard_log.position_of(batches, start)
+        assert self.storage is not None
+        self.out_of_sync = replica_mark.read_mark(self.storage)
 
     def _log(self, batch: pa.RecordBatch) -> None:
+        """Makes a write's record durable (with storage); a sequenced write's position moves with it."""
+        if self._seq is not None:
+            batch = batch.set_column(batch.schema.get_field_index(shard_log.SEQ), shard_log.SEQ,
+                                     pa.array([self._seq] * batch.num_rows, pa.int64()))
         if self.journal is not None:
             try:
                 self.journal.append(batch)
             except LogFailedError as exc:  # the record may be on disk: only a recovery from the log may say
                 self._fail_stop(f"shard {self.shard_id} replica {self.replica}", exc)
+        if self._seq is not None:
+            self.position = self._seq
 
     def _after_write(self) -> None:
         if self.journal is not None and self.journal.snapshot_due:
@@ -123,6 +150,7 @@ class Shard:
         self.wait_snapshot()  # one at a time
         wal_from = self.journal.begin_snapshot()
         table, blob, info = self.index.export_state()
+        info = {**info, "position": self.position}
         blobs = {"faiss": blob} if blob is not None else {}
         journal = self.journal
         if wait:
@@ -153,7 +181,7 @@ class Shard:
         with_metadata: bool = False,
     ) -> tuple[np.ndarray, ...]:
         """Partial top-k of this shard: (scores, ids) or (scores, ids, metadata)."""
-        self._serving()
+        self._reading()
         queries = check_vectors(queries, self.config.index.dim, what="query vector")
         return self._search(queries, k, excludes, categories, with_metadata)
 
@@ -177,7 +205,7 @@ class Shard:
 
         The router has checked and normalised the queries, so they are not checked again.
         """
-        self._serving()
+        self._reading()
         return pack_partial(self._search(*unpack_search(request)))
 
     def stage(self, source: str | pa.Table, part: int, num_parts: int) -> int:
@@ -199,12 +227,24 @@ class Shard:
         self._staged.extend(batches)
         return sum(len(b) for b in batches)
 
-    def commit_staged(self) -> int:
-        """Applies every staged batch (an upsert each); returns the rows written."""
+    def commit_staged(self, expected: int | None = None) -> int:
+        """Applies every staged batch (an upsert each); returns the rows written.
+
+        expected: the rows the load staged here; a replica holding another count (it restarted since, and
+        lost them) refuses, so it is marked out of sync and repaired from a peer that committed.
+        """
         self._serving()
+        held = sum(len(b) for b in self._staged)
+        if expected is not None and held != expected:
+            raise ShardUnavailableError(
+                f"replica {self.replica} of shard {self.shard_id} holds {held} staged rows, not the {expected} "
+                "the load staged (it restarted during the load)"
+            )
         staged, self._staged = self._staged, []
         written = sum(self.index.upsert(b.ids, b.vectors, b.metadata) for b in staged)
         if written:
+            if self._seq is not None:
+                self.position = self._seq  # the snapshot records it
             self.snapshot()  # a bulk load is made durable by a snapshot, not row by row in the log
         return written
 
@@ -225,7 +265,7 @@ class Shard:
         Called with num_returns=num_parts, so each part is its own object that
         goes straight to the new shard that owns it (one part: the batch itself).
         """
-        self._serving()
+        self._reading()
         parts = split_batch(self.index.live_items(), num_parts)
         return parts if num_parts > 1 else parts[0]
 
@@ -279,27 +319,27 @@ class Shard:
 
     def count(self) -> int:
         """Live items on this shard."""
-        self._serving()
+        self._reading()
         return len(self.index)
 
     def categories(self) -> dict[str, int]:
         """Live items per category on this shard."""
-        self._serving()
+        self._reading()
         return self.index.category_counts()
 
     def fetch(self, ids: list[str]) -> list[dict[str, Any] | None]:
         """ItemIndex.fetch on this shard."""
-        self._serving()
+        self._reading()
         return self.index.fetch(ids)
 
     def vectors_of(self, ids: list[str]) -> tuple[np.ndarray, list[bool]]:
         """ItemIndex.vectors_of on this shard."""
-        self._serving()
+        self._reading()
         return self.index.vectors_of(ids)
 
     def vector_sum(self) -> tuple[np.ndarray, int]:
         """Sum and count of this shard's live vectors (for the catalog mean)."""
-        self._serving()
+        self._reading()
         return self.index.vector_sum()
 
     def compact(self) -> None:
@@ -313,6 +353,55 @@ class Shard:
         self._log(shard_log.clear_batch(self.config.index.dim))
         self.index.clear()
         self._staged = []
+
+    # ----- replicas: sequenced writes, out of sync, repair ------------------
+    def write_at(self, seq: int, method: str, args: tuple[Any, ...]) -> tuple[Any, int]:
+        """Applies write `method(*args)` (upsert, delete, clear, commit_staged) as the write at position seq.
+
+        The router numbers each shard's writes and sends them to every in-sync replica; the position
+        travels in the log, so a restarted replica knows it. A write at or below this replica's position was
+        applied here already (a resend after a restart): not applied again. Returns (answer, position).
+        """
+        self._reading()
+        if seq <= self.position:
+            return (len(args[0]) if method == "upsert" else 0), self.position
+        self._seq = seq
+        try:
+            answer = getattr(self, method)(*args)
+            if self.position < seq:  # it changed nothing (deleted ids that were absent): the position alone
+                self._log(shard_log.clear_batch(self.config.index.dim, op=shard_log.POSITION))
+        finally:
+            self._seq = None
+        return answer, self.position
+
+    def sync_state(self) -> dict[str, Any]:
+        """This replica's write position and why it is out of sync (None: in sync)."""
+        return {"position": self.position, "out_of_sync": self.out_of_sync, "retired": self.retired}
+
+    def mark_out_of_sync(self, why: str) -> None:
+        """The router's word that this replica missed a write a peer applied: no reads until restore_replica.
+        (The router also marks it in storage, which a restart reads.)"""
+        self.out_of_sync = why
+
+    def export_replica(self) -> tuple[pa.Table, bytes | None, dict[str, Any], int]:
+        """This replica's whole state and write position, for a lagging peer's restore_replica."""
+        self._reading()
+        table, blob, info = self.index.export_state()
+        return table, blob, info, self.position
+
+    def restore_replica(self, state: tuple[pa.Table, bytes | None, dict[str, Any], int]) -> int:
+        """Takes a peer's exported state as this replica's (a repair), durably; back in sync. Returns the position."""
+        self._serving()
+        self.wait_snapshot()
+        table, blob, info, position = state
+        self.index.import_state(table, blob, info)
+        self._staged = []
+        self.position = int(position)
+        if self.journal is not None and self.storage is not None:
+            self.snapshot()  # this replica's own storage holds the state before the mark goes
+            replica_mark.clear_mark(self.storage)
+        self.out_of_sync = None
+        return self.position
 
     def info(self) -> dict[str, Any]:
         """Id, item and tombstone counts, index kind and readiness, and the Ray node."""
@@ -328,6 +417,8 @@ class Shard:
             "recovered_rows": self.recovered_rows,
             "generation": self.generation.number,
             "retired": self.retired,
+            "position": self.position,
+            "out_of_sync": self.out_of_sync,
         }
 
 

@@ -26,6 +26,10 @@ class ShardRetiredError(RayrecError, RuntimeError):
     """A call reached a shard a re-shard switched away from: ask the router for the current shards."""
 
 
+class ReplicaOutOfSyncError(ShardUnavailableError):
+    """A shard replica that missed a write another replica applied: it answers no reads until it is repaired."""
+
+
 class LayoutChangedError(RayrecError, RuntimeError):
     """A re-shard was planned against a shard generation that is no longer the current one."""
 

@@ -12,6 +12,8 @@ from rayrec.index.item_index import ItemIndex
 UPSERT = "upsert"
 DELETE = "delete"
 CLEAR = "clear"
+POSITION = "position"  # a sequenced write that changed nothing: only the replica's position moves
+SEQ = "seq"  # the column of a record's write position (records before it had none: position 0)
 
 _META = pa.map_(pa.string(), pa.string())
 
@@ -24,12 +26,17 @@ def log_schema(dim: int) -> pa.Schema:
             ("item_id", pa.string()),
             ("vector", pa.list_(pa.float32(), dim)),
             ("meta", _META),
+            (SEQ, pa.int64()),
         ]
     )
 
 
+def _seqs(n: int, seq: int | None) -> pa.Array:
+    return pa.nulls(n, pa.int64()) if seq is None else pa.array([seq] * n, pa.int64())
+
+
 def upsert_batch(
-    ids: list[str], vectors: np.ndarray, metadata: dict[str, list[str | None]], dim: int
+    ids: list[str], vectors: np.ndarray, metadata: dict[str, list[str | None]], dim: int, seq: int | None = None
 ) -> pa.RecordBatch:
     """The log record of an upsert (checked ids, normalised vectors, checked metadata)."""
     n = len(ids)
@@ -42,12 +49,13 @@ def upsert_batch(
             pa.array(ids, pa.string()),
             pa.FixedSizeListArray.from_arrays(pa.array(flat), dim),
             pa.array(meta, _META),
+            _seqs(n, seq),
         ],
         schema=log_schema(dim),
     )
 
 
-def delete_batch(ids: list[str], dim: int) -> pa.RecordBatch:
+def delete_batch(ids: list[str], dim: int, seq: int | None = None) -> pa.RecordBatch:
     n = len(ids)
     return pa.record_batch(
         [
@@ -55,16 +63,30 @@ def delete_batch(ids: list[str], dim: int) -> pa.RecordBatch:
             pa.array(ids, pa.string()),
             pa.nulls(n, pa.list_(pa.float32(), dim)),
             pa.nulls(n, _META),
+            _seqs(n, seq),
         ],
         schema=log_schema(dim),
     )
 
 
-def clear_batch(dim: int) -> pa.RecordBatch:
+def clear_batch(dim: int, seq: int | None = None, op: str = CLEAR) -> pa.RecordBatch:
+    """One row: a clear, or (op=POSITION) a sequenced write that changed nothing."""
     return pa.record_batch(
-        [pa.array([CLEAR]), pa.nulls(1, pa.string()), pa.nulls(1, pa.list_(pa.float32(), dim)), pa.nulls(1, _META)],
+        [pa.array([op]), pa.nulls(1, pa.string()), pa.nulls(1, pa.list_(pa.float32(), dim)), pa.nulls(1, _META),
+         _seqs(1, seq)],
         schema=log_schema(dim),
     )
+
+
+def position_of(batches: list[pa.RecordBatch], start: int = 0) -> int:
+    """The write position after batches: the last sequenced record's (start if none is)."""
+    position = start
+    for batch in batches:
+        if SEQ in batch.schema.names:
+            seqs = [s for s in batch.column(SEQ).to_pylist() if s is not None]
+            if seqs:
+                position = max(position, max(seqs))
+    return position
 
 
 def replay(batches: Iterable[pa.RecordBatch], index: ItemIndex) -> int:
@@ -84,6 +106,8 @@ def replay(batches: Iterable[pa.RecordBatch], index: ItemIndex) -> int:
 
 
 def _apply(rows: pa.RecordBatch, op: str, index: ItemIndex) -> None:
+    if op == POSITION:
+        return
     if op == CLEAR:
         index.clear()
         return

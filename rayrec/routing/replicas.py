@@ -7,7 +7,16 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from rayrec.exceptions import CALLER_ERRORS, root_cause
+from rayrec.exceptions import CALLER_ERRORS, ShardUnavailableError, root_cause
+from rayrec.routing.fanout import describe
+
+# The writes that change a shard's items: numbered per shard, so each replica's position says what it holds.
+SEQUENCED = frozenset({"upsert", "delete", "clear", "commit_staged"})
+# How long the router waits for a replica's write position (before a shard's first write) or for it to take
+# the word that it is out of sync.
+SYNC_TIMEOUT_S = 10.0
+# (the replica set, the replicas that missed a write a peer applied, why): the router's marking and repair
+OnDiverged = Callable[["ReplicaSet", list[int], str], Awaitable[None]]
 
 
 def cancel_call(ref: Any) -> None:
@@ -29,22 +38,42 @@ class ReplicaSet:
     node (whose calls hang until Ray notices) delays reads by hedge_s at most
     once. Writes go to every replica and return when all have applied them
     (each durably, with storage); a replica Ray is restarting makes them wait.
+
+    With several replicas, the writes that change items are numbered (SEQUENCED): each replica applies
+    write n as its position n (Shard.write_at). A write that some replicas applied and others failed is
+    acknowledged from those that applied it once the others are out of sync: marked so by on_diverged
+    (the router marks them in storage, tells them, and repairs them from a peer), they get no reads and
+    no writes until then. Before a shard's first write (and after one no replica acknowledged) the
+    replicas' positions are asked; one behind the others is out of sync too.
     """
 
-    def __init__(self, handles: list[Any], suspect_s: float, hedge_s: float) -> None:
+    def __init__(
+        self,
+        handles: list[Any],
+        suspect_s: float,
+        hedge_s: float,
+        on_diverged: OnDiverged | None = None,
+        where: Any = None,
+    ) -> None:
+        """where: what the owner needs to find this shard again (the router: its generation and shard number)."""
         if not handles:
             raise ValueError("a shard needs at least one replica")
         self.handles = list(handles)
         self.suspect_s = suspect_s
         self.hedge_s = hedge_s
+        self.on_diverged = on_diverged
+        self.where = where
         self._turn = 0
         self._suspect_until = [0.0] * len(handles)
+        self.position: int | None = None  # of the in-sync replicas; None: ask them before the next write
+        self.out_of_sync: set[int] = set()  # known to the writer (a reader learns it from the replica's refusal)
 
     def _pick(self, avoid: int | None = None) -> int:
         """The next replica in turn that is not suspect (if all are, the one cleared soonest)."""
         now = time.monotonic()
         n = len(self.handles)
         order = [(self._turn + step) % n for step in range(n)]
+        order = [r for r in order if r not in self.out_of_sync] or order
         healthy = [r for r in order if self._suspect_until[r] <= now and r != avoid]
         if healthy:
             chosen = healthy[0]
@@ -107,14 +136,79 @@ class ReplicaSet:
             for task in tasks:
                 task.cancel()
 
+    def in_sync(self) -> list[int]:
+        return [r for r in range(len(self.handles)) if r not in self.out_of_sync]
+
+    def mark_in_sync(self, replica: int) -> None:
+        self.out_of_sync.discard(replica)
+        self._suspect_until[replica] = 0.0
+
     def write(self, method: str, *args: Any) -> Callable[[], Awaitable[Any]]:
-        """A call factory for one write to every replica; its answer is the first replica's."""
+        """A call factory for one write to every in-sync replica; its answer is the first one's.
+
+        Every call of it (a fan-out's retry) is the same write: a sequenced one keeps its position.
+        """
         if len(self.handles) == 1:
             handle = self.handles[0]
             return lambda: getattr(handle, method).remote(*args)
 
-        async def everywhere() -> Any:
-            answers = await asyncio.gather(*(getattr(h, method).remote(*args) for h in self.handles))
-            return answers[0]
+        if method not in SEQUENCED:  # staging a load or a copy: nothing changes until its commit
 
-        return everywhere
+            async def everywhere() -> Any:
+                calls = [getattr(self.handles[r], method).remote(*args) for r in self.in_sync()]
+                return (await asyncio.gather(*calls))[0]
+
+            return everywhere
+
+        seq: list[int] = []
+
+        async def sequenced() -> Any:
+            if self.position is None:
+                await self.sync_positions()
+            assert self.position is not None
+            targets = self.in_sync()
+            if not seq:
+                self.position += 1
+                seq.append(self.position)
+            answers = await asyncio.gather(
+                *(self.handles[r].write_at.remote(seq[0], method, args) for r in targets), return_exceptions=True
+            )
+            applied = {r: a for r, a in zip(targets, answers) if not isinstance(a, BaseException)}
+            failed = {r: a for r, a in zip(targets, answers) if isinstance(a, BaseException)}
+            if not applied:  # nobody acknowledged it, yet some may hold it: their positions say before the next
+                self.position = None
+                raise failed[targets[0]]
+            if failed:
+                why = f"it failed write {seq[0]} ({method}) that replica {min(applied)} applied: " + "; ".join(
+                    describe(e) for e in failed.values()
+                )
+                await self.diverged(sorted(failed), why)
+            return applied[min(applied)][0]
+
+        return sequenced
+
+    async def diverged(self, replicas: list[int], why: str) -> None:
+        """Takes replicas out of reads and writes; the owner marks them durably and repairs them."""
+        self.out_of_sync.update(replicas)
+        if self.on_diverged is not None:
+            await self.on_diverged(self, replicas, why)
+
+    async def sync_positions(self) -> None:
+        """Asks every replica its write position: the in-sync ones are those at the highest position that are
+        not marked; the others are out of sync (diverged). Raises ShardUnavailableError if none is in sync."""
+        states = await asyncio.gather(
+            *(asyncio.wait_for(h.sync_state.remote(), SYNC_TIMEOUT_S) for h in self.handles), return_exceptions=True
+        )
+        good = {r: s["position"] for r, s in enumerate(states)
+                if not isinstance(s, BaseException) and s["out_of_sync"] is None}
+        if not good:
+            raise ShardUnavailableError(
+                "no replica of this shard is in sync: "
+                + "; ".join(describe(s) if isinstance(s, BaseException) else str(s["out_of_sync"]) for s in states)
+            )
+        top = max(good.values())
+        lagging = [r for r in range(len(self.handles)) if good.get(r, -1) < top]
+        self.position = top
+        self.out_of_sync -= set(good) - set(lagging)
+        if lagging:
+            await self.diverged(lagging, f"it is not at its peers' write position {top}")

@@ -160,6 +160,7 @@ def build_actors(
         for i in range(config.num_user_actors)
     ]
     get(router.count.remote())  # waits until every shard and the router are up
+    get(router.check_replicas.remote())  # replicas left behind their peers by a crash get no reads from now on
     get([u.count.remote() for u in users])
     if generation.num_shards != config.num_shards:
         reshard(router, config.num_shards)

@@ -13,6 +13,7 @@ router actor (actors/router.py) and its re-sharding and model-swap steps
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -20,17 +21,22 @@ import numpy as np
 
 from rayrec import constants as C
 from rayrec.config import RayrecConfig
-from rayrec.exceptions import InvalidInputError, LayoutChangedError
+from rayrec.durability import replica_mark
+from rayrec.durability.storage import Storage
+from rayrec.exceptions import InvalidInputError, LayoutChangedError, ShardUnavailableError
 from rayrec.hashing import group_by_partition
 from rayrec.index.metadata import take
-from rayrec.routing.fanout import FanOutResult
-from rayrec.routing.replicas import ReplicaSet
+from rayrec.routing.fanout import FanOutResult, describe
+from rayrec.routing.replicas import SYNC_TIMEOUT_S, ReplicaSet
 from rayrec.routing.search import ShardSearch, run_on_shards
 from rayrec.system.generations import ShardSet, drop_files, retire
 from rayrec.system.layout import Generation
 from rayrec.system.resharding import WriteGate
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
+# A repair that fails (its replica is down, say) is tried again after this, doubled each time up to the cap.
+REPAIR_RETRY_S, REPAIR_RETRY_CAP_S, REPAIR_ATTEMPTS = 0.5, 30.0, 40
 
 
 def _rows(column: Any, pos: list[int]) -> Any:
@@ -61,7 +67,9 @@ class Topology:
             raise InvalidInputError(f"config says {config.num_shards} shards but {len(shards)} handles were given")
         self.config = config
         self.stop = stop
-        self.now = ShardSet(generation, self.replica_sets(shards))
+        self.repairing: dict[tuple[str, int, int], asyncio.Task[None]] = {}  # (generation token, shard, replica)
+        self._checked: asyncio.Task[None] | None = None  # the replicas' positions, asked once the router runs
+        self.now = ShardSet(generation, self.replica_sets(shards, generation))
         self.gate = WriteGate()  # closed by a re-shard while it copies and switches, held by a model swap
         self.load_lock = asyncio.Lock()  # one load, re-shard or staged swap at a time
         self.abandoned: set[str] = set()  # tokens of generations their planners gave up on
@@ -69,13 +77,78 @@ class Topology:
         # Drivers' vector queries: the same fan-out and merge a user actor runs for its users.
         self.search = ShardSearch(config, self.current, self.behind)
 
-    def replica_sets(self, shards: list[Any]) -> list[ReplicaSet]:
+    def replica_sets(self, shards: list[Any], generation: Generation) -> list[ReplicaSet]:
         groups = [list(s) if isinstance(s, (list, tuple)) else [s] for s in shards]
         if any(len(g) != self.config.replicas for g in groups):
             raise InvalidInputError(
                 f"config says {self.config.replicas} replicas per shard; got {[len(g) for g in groups]}"
             )
-        return [ReplicaSet(g, C.REPLICA_SUSPECT_S, self.config.replica_hedge_s) for g in groups]
+        return [ReplicaSet(g, C.REPLICA_SUSPECT_S, self.config.replica_hedge_s, self.diverged, (generation, i))
+                for i, g in enumerate(groups)]
+
+    # ----- replicas out of sync -------------------------------------------
+    def ensure_checked(self) -> None:
+        """Starts (once) asking every replica of the current shards its write position, so a router that
+        (re)starts over replicas left at different positions takes the ones behind out of reads at once."""
+        if self._checked is None and self.config.replicas > 1:
+            self._checked = asyncio.ensure_future(self.check_replicas())
+
+    async def check_replicas(self) -> None:
+        """ReplicaSet.sync_positions on every shard whose replicas' positions the router does not know yet."""
+        for replicas in self.now.sets:
+            if replicas.position is None:
+                try:
+                    await replicas.sync_positions()
+                except Exception as exc:  # no replica answered: the shard's next write asks again
+                    log.warning("shard %d: replica positions unknown (%s)", replicas.where[1], describe(exc))
+    async def diverged(self, replicas: ReplicaSet, lagging: list[int], why: str) -> None:
+        """Replicas that missed a write a peer applied (ReplicaSet.write): marked in storage (what a restart
+        reads) and told, before the write is acknowledged; then each is repaired from a peer in the background."""
+        generation, shard = replicas.where
+        log.warning("shard %d replicas %s are out of sync: %s", shard, lagging, why)
+        if self.config.storage is not None:
+            root = Storage(self.config.storage)
+            for r in lagging:
+                await asyncio.to_thread(replica_mark.mark, root.child(generation.storage_name(shard, r)), why)
+        told = [asyncio.wait_for(replicas.handles[r].mark_out_of_sync.remote(why), SYNC_TIMEOUT_S) for r in lagging]
+        for r, answer in zip(lagging, await asyncio.gather(*told, return_exceptions=True)):
+            if isinstance(answer, BaseException):  # down: its restart reads the mark (or takes the word, queued)
+                log.warning("shard %d replica %d was not told it is out of sync: %s", shard, r, describe(answer))
+        for r in lagging:
+            key = (generation.token, shard, r)
+            if key not in self.repairing:
+                self.repairing[key] = asyncio.ensure_future(self._repair(replicas, r, key))
+
+    async def _repair(self, replicas: ReplicaSet, replica: int, key: tuple[str, int, int]) -> None:
+        """Copies an in-sync peer's state into replica, item writes held (they resume at once after)."""
+        generation, shard = replicas.where
+        wait = REPAIR_RETRY_S
+        try:
+            for _ in range(REPAIR_ATTEMPTS):
+                if generation.number < self.now.generation.number or generation.token in self.abandoned:
+                    return  # a re-shard or swap retired it (or never switched it in)
+                try:
+                    async with self.gate.closed():
+                        if generation.number < self.now.generation.number:
+                            return
+                        sources = replicas.in_sync()
+                        if not sources:
+                            raise ShardUnavailableError(f"shard {shard} has no replica in sync to repair from")
+                        state = replicas.handles[sources[0]].export_replica.remote()
+                        restore = replicas.handles[replica].restore_replica.remote(state)
+                        position = await asyncio.wait_for(restore, self.config.load_timeout_s)
+                        replicas.mark_in_sync(replica)
+                    log.warning("shard %d replica %d repaired from replica %d (position %d)",
+                                shard, replica, sources[0], position)
+                    return
+                except Exception as exc:
+                    log.warning("shard %d replica %d: repair failed (%s); again in %.1f s",
+                                shard, replica, describe(exc), wait)
+                    await asyncio.sleep(wait)
+                    wait = min(2 * wait, REPAIR_RETRY_CAP_S)
+            log.error("shard %d replica %d stays out of sync after %d repairs", shard, replica, REPAIR_ATTEMPTS)
+        finally:
+            self.repairing.pop(key, None)
 
     def switch(self, target: ShardSet, config: RayrecConfig | None = None) -> None:
         """Makes target the current generation (with config, if its shard count changed)."""
@@ -85,6 +158,7 @@ class Topology:
 
     # ----- generations --------------------------------------------------
     async def current(self) -> ShardSet:
+        self.ensure_checked()
         return self.now
 
     async def behind(self, on: ShardSet) -> bool:

@@ -7,6 +7,7 @@ import signal
 import time
 
 import numpy as np
+import pytest
 import ray
 
 from rayrec import Rayrec
@@ -60,3 +61,55 @@ def test_reads_skip_a_dead_replica_and_writes_reach_its_replacement(ray_session,
         for group in replicas:
             answers = [ray.get(h.search.remote(query, 10)) for h in group]
             assert list(answers[0][1][0]) == list(answers[1][1][0])
+
+
+def _fail(method: str):
+    """Makes one replica's `method` raise (the replica stays up), as a disk or a bug failing one replica would."""
+
+    def inject(self):
+        def broken(*args, **kwargs):
+            raise RuntimeError(f"injected: {method} fails on this replica")
+
+        setattr(self, method, broken)
+
+    return inject
+
+
+def _heal(method: str):
+    def heal(self):
+        self.__dict__.pop(method, None)
+
+    return heal
+
+
+def test_a_replica_that_fails_a_write_its_peer_applied_gets_no_reads_until_it_is_repaired(ray_session, tmp_path):
+    config = make_config(DIM, num_shards=1, replicas=2, storage=str(tmp_path), replica_hedge_s=0.5)
+    rng = np.random.default_rng(1)
+    vecs = dict(zip([f"i{i}" for i in range(100)], unit_vectors(rng, 100, DIM)))
+    with Rayrec.start(config) as system:
+        system.upsert(list(vecs)[:60], np.stack(list(vecs.values())[:60]))
+        healthy, victim = ray.get(system.router.get_replicas.remote())[0]
+        ray.get([victim.__ray_call__.remote(_fail("upsert")), victim.__ray_call__.remote(_fail("restore_replica"))])
+        # Acknowledged: replica 0 applied it, and replica 1 is out of sync before the answer.
+        assert system.upsert(list(vecs)[60:], np.stack(list(vecs.values())[60:])) == 40
+        assert (tmp_path / "shard-0-replica-1" / "out_of_sync.json").exists()
+        with pytest.raises(ray.exceptions.RayTaskError, match="out of sync"):
+            ray.get(victim.count.remote())
+        query = unit_vectors(rng, 1, DIM)
+        for _ in range(6):  # every read answered whole by the replica in sync
+            res = system.search(query, k=10)
+            assert not res.partial and list(res.ids[0]) == _exact(vecs, query[0], 10)
+        assert system.delete(["i0"]) == 1  # writes go on, around it
+        del vecs["i0"]
+        # Once it can be repaired, the router's retries copy replica 0 into it.
+        ray.get(victim.__ray_call__.remote(_heal("restore_replica")))
+        ray.get(victim.__ray_call__.remote(_heal("upsert")))
+        deadline = time.monotonic() + 30
+        while ray.get(victim.sync_state.remote())["out_of_sync"] is not None:
+            assert time.monotonic() < deadline, "the replica was not repaired within 30 s"
+            time.sleep(0.2)
+        assert ray.get(victim.sync_state.remote())["position"] == ray.get(healthy.sync_state.remote())["position"]
+        assert ray.get(victim.count.remote()) == ray.get(healthy.count.remote()) == 99
+        assert not (tmp_path / "shard-0-replica-1" / "out_of_sync.json").exists()
+        for handle in (healthy, victim):
+            assert list(ray.get(handle.search.remote(query, 10))[1][0]) == _exact(vecs, query[0], 10)

@@ -2,8 +2,8 @@
 
 `handle.method.remote(*args)` gives an awaitable of `obj.method(*args)` (awaited too, for an async method),
 answered after one turn of the event loop (as from another process), or failing as the test says. Arguments
-that are futures (what an `.options(num_returns=n)` call gave, standing for object refs) are awaited first, as
-Ray resolves refs passed as arguments.
+that are awaitable (another fake call's answer, or what an `.options(num_returns=n)` call gave, standing for
+object refs) are awaited first, as Ray resolves refs passed as arguments.
 """
 
 from __future__ import annotations
@@ -64,8 +64,11 @@ class FakeHandle:
         self.by_method[name] = self.by_method.get(name, 0) + 1
         await asyncio.sleep(0)
         if self.fail is not None:
+            for arg in args:  # another call's answer, never to be read now
+                if inspect.iscoroutine(arg):
+                    arg.close()
             raise self.fail
-        args = tuple([await a if isinstance(a, asyncio.Future) else a for a in args])
+        args = tuple([await a if inspect.isawaitable(a) else a for a in args])
         answer = getattr(self.obj, name)(*args)
         return await answer if inspect.isawaitable(answer) else answer
 

@@ -63,7 +63,7 @@ def test_two_phase_load_of_a_parquet_file(tmp_path: Path) -> None:
     assert node_id is None or isinstance(node_id, str)
     assert info == {
         "shard_id": 1, "replica": 0, "items": staged[1], "tombstones": 0, "index": "Flat", "index_ready": True,
-        "durable": False, "recovered_rows": 0, "generation": 0, "retired": False,
+        "durable": False, "recovered_rows": 0, "generation": 0, "retired": False, "position": 0, "out_of_sync": None,
     }
 
 
