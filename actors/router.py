@@ -48,8 +48,13 @@ class Router:
         detached: bool = False,
         users: list[Any] | None = None,
         stop: Callable[[ShardSet, float], Awaitable[None]] = retire,
+        require_shared: bool = False,
     ) -> None:
         """shards: per shard, its handle or the list of its replicas' handles (of generation, default the first).
+
+        require_shared: refuse to start where the storage holds no layout.json (see
+        rayrec.system.layout.require_layout): a router restarted on a node that does not share the storage
+        would take its first arguments' shards for the current ones. deploy.py asks it of the router actor.
 
         users: the user actors' handles (default: looked up by name in config.namespace at the first write).
         stop: how a retired generation's shards are stopped (see rayrec.system.topology.Topology).
@@ -57,6 +62,8 @@ class Router:
         generation = generation or Generation.first(config.num_shards)
         space = None  # the item space the vectors are in; storage records it once a model swap has
         if config.storage is not None:
+            if require_shared:
+                layouts.require_layout(config)
             # A router Ray restarts gets its first arguments again: storage names the current shards.
             config, shards, generation = stored_shards(config, shards, generation)
             space = (layouts.read_layout(Storage(config.storage)) or {}).get("item_space")

@@ -151,7 +151,7 @@ def build_actors(
     common = _lifecycle(config, detached)
     control = {"resources": config.control_resources}
     router = RouterActor.options(name=ROUTER_NAME, num_cpus=config.router_num_cpus, **control, **common).remote(
-        stored, groups, generation, detached
+        stored, groups, generation, detached, require_shared=True
     )
     users = [
         UserVectorActor.options(name=users_name(i), num_cpus=config.user_actor_num_cpus, **control, **common).remote(

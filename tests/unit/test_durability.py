@@ -547,3 +547,17 @@ def test_an_actor_on_a_node_that_does_not_share_the_storage_refuses_to_start(tmp
     shard = Shard(cfg, 0, require_shared=True)
     assert shard.count() == 0
     shard.close()
+
+
+def test_a_router_on_a_node_that_does_not_share_the_storage_refuses_to_start(tmp_path):
+    """The router too: restarted where the storage is another directory, it would take the shards it was first
+    given for the current ones (a re-shard's generation unknown there)."""
+    from rayrec.actors.router import Router
+
+    from rayrec.system.layout import StorageNotSharedError
+
+    cfg = RayrecConfig(index=IndexConfig(dim=4), num_shards=1, storage=str(tmp_path / "elsewhere"))
+    with pytest.raises(StorageNotSharedError, match="holds no layout.json"):
+        Router(cfg, [object()], require_shared=True)
+    check_layout(cfg)
+    assert Router(cfg, [object()], require_shared=True).config.num_shards == 1
