@@ -233,9 +233,7 @@ class Router:
 
     async def check_replicas(self) -> None:
         """Asks every shard replica its write position (once a router starts, see Topology.check_replicas)."""
-        self._topology.ensure_checked()
-        if self._topology._checked is not None:
-            await asyncio.shield(self._topology._checked)
+        await self._topology.replicas_checked()
 
     def get_layout(self) -> tuple[RayrecConfig, Generation, bool]:
         """The config (its num_shards is the current one), the current shard generation, and whether detached."""

@@ -14,11 +14,12 @@ from rayrec import constants as C
 from rayrec.catalogs.catalog import ItemBatch, iter_items
 from rayrec.catalogs.ingest import TEXT_COLUMN
 from rayrec.config import RayrecConfig
-from rayrec.durability import replica_mark, shard_log
+from rayrec.durability import shard_log
 from rayrec.durability.journal import Journal, fail_stop
+from rayrec.durability.replica_state import ReplicaState
 from rayrec.durability.storage import Storage
 from rayrec.durability.wal import LogFailedError
-from rayrec.exceptions import InvalidInputError, ReplicaOutOfSyncError, ShardRetiredError, ShardUnavailableError
+from rayrec.exceptions import InvalidInputError, ShardRetiredError, ShardUnavailableError
 from rayrec.hashing import partitions_of
 from rayrec.index.faiss_kinds import omp_threads
 from rayrec.index.item_index import ItemIndex
@@ -72,16 +73,14 @@ class Shard:
         self._fail_stop = fail_stop  # what a failed log write does: end the process (tests pass their own)
         self.recovered_rows = 0
         self._snapshotting: threading.Thread | None = None
-        # Replicas: the position of the last sequenced write applied (write_at), and why this replica is out of
-        # sync (it missed a write a peer applied: no reads until restore_replica), None while it is in sync.
-        self.position = 0
-        self.out_of_sync: str | None = None
-        self._seq: int | None = None  # the position of the write being applied
         self.storage: Storage | None = None
         if config.storage is not None:
             if require_shared:
                 require_layout(config)
             self.storage = Storage(config.storage).child(self.generation.storage_name(shard_id, replica))
+        # Among the shard's replicas: the position of the last sequenced write applied (write_at), out of sync.
+        self.replication = ReplicaState(f"replica {replica} of shard {shard_id}", self.storage)
+        if self.storage is not None:
             self.journal = Journal(
                 self.storage,
                 shard_log.log_schema(config.index.dim),
@@ -97,13 +96,9 @@ class Shard:
             )
 
     def _reading(self) -> None:
-        """A read (or a write) is answered only by a replica in sync."""
+        """A read is answered only by a replica in sync."""
         self._serving()
-        if self.out_of_sync is not None:
-            raise ReplicaOutOfSyncError(
-                f"replica {self.replica} of shard {self.shard_id} is out of sync ({self.out_of_sync}): "
-                "another replica answers until it is repaired"
-            )
+        self.replication.check_in_sync()
 
     # ----- durability -----------------------------------------------------
     def _recover(self) -> None:
@@ -116,22 +111,20 @@ class Shard:
             self.index.import_state(snap.table("rows"), blob, snap.info)
         self.recovered_rows = shard_log.replay(batches, self.index)
         start = int(snap.info.get("position", 0)) if snap is not None else 0
-        self.position = shard_log.position_of(batches, start)
-        assert self.storage is not None
-        self.out_of_sync = replica_mark.read_mark(self.storage)
+        self.replication.position = shard_log.position_of(batches, start)
 
     def _log(self, batch: pa.RecordBatch) -> None:
         """Makes a write's record durable (with storage); a sequenced write's position moves with it."""
-        if self._seq is not None:
+        seq = self.replication.applying
+        if seq is not None:
             batch = batch.set_column(batch.schema.get_field_index(shard_log.SEQ), shard_log.SEQ,
-                                     pa.array([self._seq] * batch.num_rows, pa.int64()))
+                                     pa.array([seq] * batch.num_rows, pa.int64()))
         if self.journal is not None:
             try:
                 self.journal.append(batch)
             except LogFailedError as exc:  # the record may be on disk: only a recovery from the log may say
                 self._fail_stop(f"shard {self.shard_id} replica {self.replica}", exc)
-        if self._seq is not None:
-            self.position = self._seq
+        self.replication.applied()
 
     def _after_write(self) -> None:
         if self.journal is not None and self.journal.snapshot_due:
@@ -150,7 +143,7 @@ class Shard:
         self.wait_snapshot()  # one at a time
         wal_from = self.journal.begin_snapshot()
         table, blob, info = self.index.export_state()
-        info = {**info, "position": self.position}
+        info = {**info, "position": self.replication.position}
         blobs = {"faiss": blob} if blob is not None else {}
         journal = self.journal
         if wait:
@@ -243,8 +236,7 @@ class Shard:
         staged, self._staged = self._staged, []
         written = sum(self.index.upsert(b.ids, b.vectors, b.metadata) for b in staged)
         if written:
-            if self._seq is not None:
-                self.position = self._seq  # the snapshot records it
+            self.replication.applied()  # the snapshot records it
             self.snapshot()  # a bulk load is made durable by a snapshot, not row by row in the log
         return written
 
@@ -358,36 +350,34 @@ class Shard:
     def write_at(self, seq: int, method: str, args: tuple[Any, ...]) -> tuple[Any, int]:
         """Applies write `method(*args)` (upsert, delete, clear, commit_staged) as the write at position seq.
 
-        The router numbers each shard's writes and sends them to every in-sync replica; the position
-        travels in the log, so a restarted replica knows it. A write at or below this replica's position was
-        applied here already (a resend after a restart): not applied again. Returns (answer, position).
+        The router numbers each shard's writes and sends them to every in-sync replica; seq must follow this
+        replica's position (ReplicaState.begin), which travels in the log, so a restarted replica knows it.
+        Returns (answer, position).
         """
-        self._reading()
-        if seq <= self.position:
-            return (len(args[0]) if method == "upsert" else 0), self.position
-        self._seq = seq
+        self._serving()
+        self.replication.begin(seq)
         try:
             answer = getattr(self, method)(*args)
-            if self.position < seq:  # it changed nothing (deleted ids that were absent): the position alone
+            if self.replication.position < seq:  # it changed nothing (deleted ids that were absent): the position alone
                 self._log(shard_log.clear_batch(self.config.index.dim, op=shard_log.POSITION))
         finally:
-            self._seq = None
-        return answer, self.position
+            self.replication.end()
+        return answer, self.replication.position
 
     def sync_state(self) -> dict[str, Any]:
         """This replica's write position and why it is out of sync (None: in sync)."""
-        return {"position": self.position, "out_of_sync": self.out_of_sync, "retired": self.retired}
+        return {**self.replication.state(), "retired": self.retired}
 
-    def mark_out_of_sync(self, why: str) -> None:
-        """The router's word that this replica missed a write a peer applied: no reads until restore_replica.
-        (The router also marks it in storage, which a restart reads.)"""
-        self.out_of_sync = why
+    def mark_out_of_sync(self, why: str) -> dict[str, Any]:
+        """The router's word that this replica missed a write a peer applied: no reads until restore_replica."""
+        self.replication.mark(why)
+        return self.sync_state()
 
     def export_replica(self) -> tuple[pa.Table, bytes | None, dict[str, Any], int]:
         """This replica's whole state and write position, for a lagging peer's restore_replica."""
         self._reading()
         table, blob, info = self.index.export_state()
-        return table, blob, info, self.position
+        return table, blob, info, self.replication.position
 
     def restore_replica(self, state: tuple[pa.Table, bytes | None, dict[str, Any], int]) -> int:
         """Takes a peer's exported state as this replica's (a repair), durably; back in sync. Returns the position."""
@@ -396,12 +386,10 @@ class Shard:
         table, blob, info, position = state
         self.index.import_state(table, blob, info)
         self._staged = []
-        self.position = int(position)
-        if self.journal is not None and self.storage is not None:
-            self.snapshot()  # this replica's own storage holds the state before the mark goes
-            replica_mark.clear_mark(self.storage)
-        self.out_of_sync = None
-        return self.position
+        self.replication.position = int(position)
+        self.snapshot()  # this replica's own storage holds the state before the mark goes
+        self.replication.repaired()
+        return self.replication.position
 
     def info(self) -> dict[str, Any]:
         """Id, item and tombstone counts, index kind and readiness, and the Ray node."""
@@ -417,8 +405,7 @@ class Shard:
             "recovered_rows": self.recovered_rows,
             "generation": self.generation.number,
             "retired": self.retired,
-            "position": self.position,
-            "out_of_sync": self.out_of_sync,
+            **self.replication.state(),
         }
 
 

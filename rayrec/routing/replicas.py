@@ -19,13 +19,17 @@ SYNC_TIMEOUT_S = 10.0
 OnDiverged = Callable[["ReplicaSet", list[int], str], Awaitable[None]]
 
 
-def cancel_call(ref: Any) -> None:
-    """Cancels a Ray call nobody waits for any more (late, or hedged away), so work does not pile up."""
+def cancel_call(call: Any) -> None:
+    """Cancels a Ray call nobody waits for any more (late, or hedged away), so work does not pile up.
+
+    Anything but a Ray ObjectRef (a coroutine of ReplicaSet's, whose task the caller cancels) is left alone.
+    """
     try:
         import ray
 
-        ray.cancel(ref)
-    except Exception:  # already finished, or not a Ray call: nothing to cancel
+        if isinstance(call, ray.ObjectRef):
+            ray.cancel(call)
+    except Exception:  # already finished: nothing to cancel
         pass
 
 
@@ -34,17 +38,20 @@ class ReplicaSet:
 
     Reads rotate over the replicas, skipping one that recently failed or was
     late ("suspect") for suspect_s; a read not answered within hedge_s is also
-    sent to the next replica and the first answer wins, so a replica on a lost
-    node (whose calls hang until Ray notices) delays reads by hedge_s at most
-    once. Writes go to every replica and return when all have applied them
-    (each durably, with storage); a replica Ray is restarting makes them wait.
+    sent to the next replica, and one that fails goes on to the next untried
+    replica; the first answer wins, so a replica on a lost node (whose calls
+    hang until Ray notices) delays reads by hedge_s at most once. Writes go to
+    every replica and return when all have applied them (each durably, with
+    storage); a replica Ray is restarting makes them wait.
 
-    With several replicas, the writes that change items are numbered (SEQUENCED): each replica applies
-    write n as its position n (Shard.write_at). A write that some replicas applied and others failed is
-    acknowledged from those that applied it once the others are out of sync: marked so by on_diverged
-    (the router marks them in storage, tells them, and repairs them from a peer), they get no reads and
-    no writes until then. Before a shard's first write (and after one no replica acknowledged) the
-    replicas' positions are asked; one behind the others is out of sync too.
+    With several replicas, the writes that change items are numbered (SEQUENCED), one at a time per shard:
+    each in-sync replica applies write n as the one after its position n - 1 (Shard.write_at). A write that
+    some replicas applied and others failed (or did not answer within write_timeout_s) is acknowledged from
+    those that applied it once the others are out of sync: marked so by on_diverged (the router marks them
+    in storage, tells them, and repairs them from a peer), they get no reads and no writes until then.
+    Before a shard's first write (and after one that no replica acknowledged) the replicas' positions are
+    asked; one behind the others is out of sync too. A write whose caller stops waiting (a fan-out's
+    deadline) still runs to its end, and a retry of it waits for that end instead of sending it again.
     """
 
     def __init__(
@@ -54,8 +61,14 @@ class ReplicaSet:
         hedge_s: float,
         on_diverged: OnDiverged | None = None,
         where: Any = None,
+        write_timeout_s: float = 60.0,
+        commit_timeout_s: float = 3600.0,
     ) -> None:
-        """where: what the owner needs to find this shard again (the router: its generation and shard number)."""
+        """where: what the owner needs to find this shard again (the router: its generation and shard number).
+
+        write_timeout_s: how long a sequenced write waits for a replica before it counts as failed there
+        (commit_timeout_s for commit_staged, which snapshots a whole load).
+        """
         if not handles:
             raise ValueError("a shard needs at least one replica")
         self.handles = list(handles)
@@ -63,28 +76,32 @@ class ReplicaSet:
         self.hedge_s = hedge_s
         self.on_diverged = on_diverged
         self.where = where
+        self.write_timeout_s = write_timeout_s
+        self.commit_timeout_s = commit_timeout_s
         self._turn = 0
         self._suspect_until = [0.0] * len(handles)
         self.position: int | None = None  # of the in-sync replicas; None: ask them before the next write
         self.out_of_sync: set[int] = set()  # known to the writer (a reader learns it from the replica's refusal)
+        self.writing = asyncio.Lock()  # sequenced writes, position checks and repairs, one at a time
 
-    def _pick(self, avoid: int | None = None) -> int:
-        """The next replica in turn that is not suspect (if all are, the one cleared soonest)."""
+    def _pick(self, avoid: set[int] | frozenset[int] = frozenset()) -> int | None:
+        """The next replica in turn that is not avoided or suspect (if all are suspect, the one cleared
+        soonest; the out-of-sync ones last). None if every replica is avoided."""
         now = time.monotonic()
         n = len(self.handles)
         order = [(self._turn + step) % n for step in range(n)]
+        order = [r for r in order if r not in avoid]
+        if not order:
+            return None
         order = [r for r in order if r not in self.out_of_sync] or order
-        healthy = [r for r in order if self._suspect_until[r] <= now and r != avoid]
-        if healthy:
-            chosen = healthy[0]
-        else:
-            chosen = min((r for r in order if r != avoid), key=self._suspect_until.__getitem__, default=order[0])
+        healthy = [r for r in order if self._suspect_until[r] <= now]
+        chosen = healthy[0] if healthy else min(order, key=self._suspect_until.__getitem__)
         self._turn = (chosen + 1) % n
         return chosen
 
     def pick_handle(self) -> Any:
         """The handle of the replica the next read would go to."""
-        return self.handles[self._pick()]
+        return self.handles[self._pick() or 0]
 
     def suspect(self, replica: int) -> None:
         self._suspect_until[replica] = time.monotonic() + self.suspect_s
@@ -109,7 +126,10 @@ class ReplicaSet:
             raise
 
     async def _hedged(self, method: str, args: tuple[Any, ...]) -> Any:
+        """One read: a late first replica is hedged once; each failure goes on to a replica not yet tried."""
         first = self._pick()
+        assert first is not None
+        tried = {first}
         tasks = {asyncio.ensure_future(self._one(first, method, args))}
         hedged = False
         last: BaseException | None = None
@@ -125,11 +145,14 @@ class ReplicaSet:
                     last = task.exception()
                     if isinstance(root_cause(last), CALLER_ERRORS):
                         raise last
-                if not hedged and not (done and tasks):  # the first replica is late or failed
-                    if not done:
-                        self.suspect(first)  # late: other replicas answer this read and the next ones
+                if not done:  # the first replica is late: other replicas answer this read and the next ones
+                    self.suspect(first)
                     hedged = True
-                    tasks.add(asyncio.ensure_future(self._one(self._pick(avoid=first), method, args)))
+                for _ in range(max(1, len(done))):  # one more replica for the late one, or for each failed one
+                    nxt = self._pick(avoid=tried)
+                    if nxt is not None:
+                        tried.add(nxt)
+                        tasks.add(asyncio.ensure_future(self._one(nxt, method, args)))
             assert last is not None
             raise last
         finally:
@@ -146,7 +169,8 @@ class ReplicaSet:
     def write(self, method: str, *args: Any) -> Callable[[], Awaitable[Any]]:
         """A call factory for one write to every in-sync replica; its answer is the first one's.
 
-        Every call of it (a fan-out's retry) is the same write: a sequenced one keeps its position.
+        Every call of it (a fan-out's retry) is the same write: while one attempt runs (its caller may have
+        stopped waiting), another call waits for it; once it failed, a call tries anew.
         """
         if len(self.handles) == 1:
             handle = self.handles[0]
@@ -155,37 +179,56 @@ class ReplicaSet:
         if method not in SEQUENCED:  # staging a load or a copy: nothing changes until its commit
 
             async def everywhere() -> Any:
-                calls = [getattr(self.handles[r], method).remote(*args) for r in self.in_sync()]
-                return (await asyncio.gather(*calls))[0]
+                targets = self._targets()
+                return (await asyncio.gather(*(getattr(self.handles[r], method).remote(*args) for r in targets)))[0]
 
             return everywhere
 
-        seq: list[int] = []
+        attempt: list[asyncio.Future[Any]] = []
 
         async def sequenced() -> Any:
+            if not attempt or (attempt[0].done() and (attempt[0].cancelled() or attempt[0].exception() is not None)):
+                attempt[:] = [asyncio.ensure_future(self._sequenced(method, args))]
+            return await asyncio.shield(attempt[0])  # a cancelled caller leaves the attempt running to its end
+
+        return sequenced
+
+    def _targets(self) -> list[int]:
+        targets = self.in_sync()
+        if not targets:
+            raise ShardUnavailableError(f"no replica of this shard is in sync (replicas {sorted(self.out_of_sync)} "
+                                        "are out of sync, being repaired)")
+        return targets
+
+    async def _sequenced(self, method: str, args: tuple[Any, ...]) -> Any:
+        """One attempt of a sequenced write, under the shard's write lock: it takes the next position."""
+        async with self.writing:
             if self.position is None:
-                await self.sync_positions()
+                await self._sync_positions()
             assert self.position is not None
-            targets = self.in_sync()
-            if not seq:
-                self.position += 1
-                seq.append(self.position)
+            targets = self._targets()
+            seq = self.position + 1
+            self.position = seq
+            timeout = self.commit_timeout_s if method == "commit_staged" else self.write_timeout_s
             answers = await asyncio.gather(
-                *(self.handles[r].write_at.remote(seq[0], method, args) for r in targets), return_exceptions=True
+                *(asyncio.wait_for(self.handles[r].write_at.remote(seq, method, args), timeout) for r in targets),
+                return_exceptions=True,
             )
             applied = {r: a for r, a in zip(targets, answers) if not isinstance(a, BaseException)}
             failed = {r: a for r, a in zip(targets, answers) if isinstance(a, BaseException)}
-            if not applied:  # nobody acknowledged it, yet some may hold it: their positions say before the next
-                self.position = None
-                raise failed[targets[0]]
+            if not applied:
+                first = failed[targets[0]]
+                if all(isinstance(root_cause(e), CALLER_ERRORS) for e in failed.values()):
+                    self.position = seq - 1  # every replica refused it before applying: the position is free
+                else:  # nobody acknowledged it, yet some may hold it: their positions say before the next
+                    self.position = None
+                raise first
             if failed:
-                why = f"it failed write {seq[0]} ({method}) that replica {min(applied)} applied: " + "; ".join(
+                why = f"it failed write {seq} ({method}) that replica {min(applied)} applied: " + "; ".join(
                     describe(e) for e in failed.values()
                 )
                 await self.diverged(sorted(failed), why)
             return applied[min(applied)][0]
-
-        return sequenced
 
     async def diverged(self, replicas: list[int], why: str) -> None:
         """Takes replicas out of reads and writes; the owner marks them durably and repairs them."""
@@ -194,21 +237,25 @@ class ReplicaSet:
             await self.on_diverged(self, replicas, why)
 
     async def sync_positions(self) -> None:
-        """Asks every replica its write position: the in-sync ones are those at the highest position that are
-        not marked; the others are out of sync (diverged). Raises ShardUnavailableError if none is in sync."""
+        """Asks every replica its write position, between sequenced writes (see _sync_positions)."""
+        async with self.writing:
+            await self._sync_positions()
+
+    async def _sync_positions(self) -> None:
+        """The in-sync replicas are those at the highest position that are not marked; the others are out of
+        sync (diverged). Raises ShardUnavailableError if none is in sync. Called with no write in flight."""
         states = await asyncio.gather(
             *(asyncio.wait_for(h.sync_state.remote(), SYNC_TIMEOUT_S) for h in self.handles), return_exceptions=True
         )
         good = {r: s["position"] for r, s in enumerate(states)
-                if not isinstance(s, BaseException) and s["out_of_sync"] is None}
+                if not isinstance(s, BaseException) and s["out_of_sync"] is None and r not in self.out_of_sync}
         if not good:
             raise ShardUnavailableError(
                 "no replica of this shard is in sync: "
                 + "; ".join(describe(s) if isinstance(s, BaseException) else str(s["out_of_sync"]) for s in states)
             )
         top = max(good.values())
-        lagging = [r for r in range(len(self.handles)) if good.get(r, -1) < top]
+        lagging = [r for r in range(len(self.handles)) if good.get(r, -1) < top and r not in self.out_of_sync]
         self.position = top
-        self.out_of_sync -= set(good) - set(lagging)
         if lagging:
             await self.diverged(lagging, f"it is not at its peers' write position {top}")

@@ -21,7 +21,7 @@ import numpy as np
 
 from rayrec import constants as C
 from rayrec.config import RayrecConfig
-from rayrec.durability import replica_mark
+from rayrec.durability import replica_state
 from rayrec.durability.storage import Storage
 from rayrec.exceptions import InvalidInputError, LayoutChangedError, ShardUnavailableError
 from rayrec.hashing import group_by_partition
@@ -37,6 +37,8 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 # A repair that fails (its replica is down, say) is tried again after this, doubled each time up to the cap.
 REPAIR_RETRY_S, REPAIR_RETRY_CAP_S, REPAIR_ATTEMPTS = 0.5, 30.0, 40
+# How long a repair may hold the shard's item writes while a peer's state is copied into the lagging replica.
+REPAIR_TIMEOUT_S = 120.0
 
 
 def _rows(column: Any, pos: list[int]) -> Any:
@@ -83,7 +85,8 @@ class Topology:
             raise InvalidInputError(
                 f"config says {self.config.replicas} replicas per shard; got {[len(g) for g in groups]}"
             )
-        return [ReplicaSet(g, C.REPLICA_SUSPECT_S, self.config.replica_hedge_s, self.diverged, (generation, i))
+        return [ReplicaSet(g, C.REPLICA_SUSPECT_S, self.config.replica_hedge_s, self.diverged, (generation, i),
+                           self.config.write_timeout_s, self.config.load_timeout_s)
                 for i, g in enumerate(groups)]
 
     # ----- replicas out of sync -------------------------------------------
@@ -93,6 +96,12 @@ class Topology:
         if self._checked is None and self.config.replicas > 1:
             self._checked = asyncio.ensure_future(self.check_replicas())
 
+    async def replicas_checked(self) -> None:
+        """Returns once every replica of the current shards was asked its write position (ensure_checked)."""
+        self.ensure_checked()
+        if self._checked is not None:
+            await asyncio.shield(self._checked)
+
     async def check_replicas(self) -> None:
         """ReplicaSet.sync_positions on every shard whose replicas' positions the router does not know yet."""
         for replicas in self.now.sets:
@@ -101,42 +110,51 @@ class Topology:
                     await replicas.sync_positions()
                 except Exception as exc:  # no replica answered: the shard's next write asks again
                     log.warning("shard %d: replica positions unknown (%s)", replicas.where[1], describe(exc))
+
     async def diverged(self, replicas: ReplicaSet, lagging: list[int], why: str) -> None:
         """Replicas that missed a write a peer applied (ReplicaSet.write): marked in storage (what a restart
-        reads) and told, before the write is acknowledged; then each is repaired from a peer in the background."""
+        reads) and told, before the write is acknowledged; then each is repaired from a peer in the background
+        (whose first step tells it again, until it takes the word: one down now may come back unmarked)."""
         generation, shard = replicas.where
         log.warning("shard %d replicas %s are out of sync: %s", shard, lagging, why)
         if self.config.storage is not None:
             root = Storage(self.config.storage)
             for r in lagging:
-                await asyncio.to_thread(replica_mark.mark, root.child(generation.storage_name(shard, r)), why)
+                await asyncio.to_thread(replica_state.mark, root.child(generation.storage_name(shard, r)), why)
         told = [asyncio.wait_for(replicas.handles[r].mark_out_of_sync.remote(why), SYNC_TIMEOUT_S) for r in lagging]
         for r, answer in zip(lagging, await asyncio.gather(*told, return_exceptions=True)):
-            if isinstance(answer, BaseException):  # down: its restart reads the mark (or takes the word, queued)
+            if isinstance(answer, BaseException):  # down: its restart reads the mark, its repair tells it again
                 log.warning("shard %d replica %d was not told it is out of sync: %s", shard, r, describe(answer))
         for r in lagging:
             key = (generation.token, shard, r)
             if key not in self.repairing:
-                self.repairing[key] = asyncio.ensure_future(self._repair(replicas, r, key))
+                self.repairing[key] = asyncio.ensure_future(self._repair(replicas, r, key, why))
 
-    async def _repair(self, replicas: ReplicaSet, replica: int, key: tuple[str, int, int]) -> None:
-        """Copies an in-sync peer's state into replica, item writes held (they resume at once after)."""
+    async def _repair(self, replicas: ReplicaSet, replica: int, key: tuple[str, int, int], why: str) -> None:
+        """Copies an in-sync peer's state into replica, item writes held (they resume at once after).
+
+        Each try first tells the replica it is out of sync (so it refuses reads even if it came back from a
+        restart unmarked, and a restore that was late lands before it) and waits for that under SYNC_TIMEOUT_S:
+        a replica that is down holds nobody's writes. Only then the shard's writes are held, for
+        REPAIR_TIMEOUT_S at most.
+        """
         generation, shard = replicas.where
+        target = replicas.handles[replica]
         wait = REPAIR_RETRY_S
         try:
             for _ in range(REPAIR_ATTEMPTS):
                 if generation.number < self.now.generation.number or generation.token in self.abandoned:
                     return  # a re-shard or swap retired it (or never switched it in)
                 try:
-                    async with self.gate.closed():
+                    await asyncio.wait_for(target.mark_out_of_sync.remote(why), SYNC_TIMEOUT_S)
+                    async with self.gate.closed(), replicas.writing:
                         if generation.number < self.now.generation.number:
                             return
                         sources = replicas.in_sync()
                         if not sources:
                             raise ShardUnavailableError(f"shard {shard} has no replica in sync to repair from")
                         state = replicas.handles[sources[0]].export_replica.remote()
-                        restore = replicas.handles[replica].restore_replica.remote(state)
-                        position = await asyncio.wait_for(restore, self.config.load_timeout_s)
+                        position = await asyncio.wait_for(target.restore_replica.remote(state), REPAIR_TIMEOUT_S)
                         replicas.mark_in_sync(replica)
                     log.warning("shard %d replica %d repaired from replica %d (position %d)",
                                 shard, replica, sources[0], position)
@@ -181,6 +199,7 @@ class Topology:
 
     async def discard(self, target: ShardSet) -> None:
         """Stops the actors of a generation that was never switched in and deletes its files."""
+        self.abandoned.add(target.generation.token)  # its repairs and late writes stop
         await self.retire(target)
         if self.config.storage is not None:
             await asyncio.to_thread(drop_files, self.config, target.generation, None)

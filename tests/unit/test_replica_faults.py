@@ -95,7 +95,7 @@ def test_replicas_hold_every_acknowledged_write_through_failures_and_restarts(
                         model.pop(i, None)
             for s, r in every:  # whoever would answer a read answers with exactly what was acknowledged
                 handle = handles[s][r]
-                if handle.fail is None and handle.obj.out_of_sync is None:
+                if handle.fail is None and handle.obj.replication.out_of_sync is None:
                     mine = {i: v for i, v in model.items() if partition_of(i, shards) == s}
                     assert _holds(handle.obj, mine), f"shard {s} replica {r} answers other items"
         for s, r in every:
@@ -104,10 +104,10 @@ def test_replicas_hold_every_acknowledged_write_through_failures_and_restarts(
         await router.check_replicas()
         await until(lambda: not router._topology.repairing, timeout_s=10, what="the repairs")
         for s in range(shards):
-            positions = {handles[s][r].obj.position for r in range(replicas)}
+            positions = {handles[s][r].obj.replication.position for r in range(replicas)}
             assert len(positions) == 1, f"shard {s}: replicas at positions {positions}"
             for r in range(replicas):
-                assert handles[s][r].obj.out_of_sync is None
+                assert handles[s][r].obj.replication.out_of_sync is None
                 assert _holds(handles[s][r].obj, {i: v for i, v in model.items() if partition_of(i, shards) == s})
 
     asyncio.run(run())

@@ -4,7 +4,7 @@ Over fake handles around plain Shards on real files, without Ray. A write that o
 peer applies is acknowledged only once the failed one is out of sync (marked in its storage, so a restart
 keeps it so): it answers no reads, the router writes around it, and a repair copies the peer's state into
 it, after which every replica holds the same items at the same write position. A replica's position
-survives a restart and a resent write is not applied twice; a router that starts over replicas at
+survives a restart and a write out of turn takes it out of sync; a router that starts over replicas at
 different positions repairs the one behind before its first write; a load whose stage one replica lost
 (a restart between staging and committing) still lands on both.
 """
@@ -23,7 +23,7 @@ from rayrec.actors.router import Router
 from rayrec.actors.shard import Shard
 
 from rayrec.config import IndexConfig, RayrecConfig
-from rayrec.durability import replica_mark
+from rayrec.durability import replica_state
 from rayrec.durability.storage import Storage
 from rayrec.exceptions import ReplicaOutOfSyncError
 from rayrec.hashing import partition_of
@@ -70,11 +70,11 @@ def test_a_write_one_replica_fails_is_acknowledged_once_it_is_out_of_sync_and_a_
         lagging = handles[0][1]
         lagging.fail = RuntimeError("disk gone")  # every call to it fails, the word of its state too
         assert await router.upsert(ids[40:], vectors[40:]) == 40  # acknowledged: replica 0 applied it
-        assert replica_mark.read_mark(_storage(config, 0, 1)) is not None  # marked before the answer
+        assert replica_state.read_mark(_storage(config, 0, 1)) is not None  # marked before the answer
         # A restart of the lagging replica reads its mark: it refuses reads, whoever asks.
         lagging.obj.close()
         lagging.obj = _replica(config, 0, 1)
-        assert lagging.obj.out_of_sync is not None and lagging.obj.position == 1
+        assert lagging.obj.replication.out_of_sync is not None and lagging.obj.replication.position == 1
         with pytest.raises(ReplicaOutOfSyncError):
             lagging.obj.count()
         # The router writes around it, and a reader that knows nothing of it reads the peer.
@@ -87,23 +87,24 @@ def test_a_write_one_replica_fails_is_acknowledged_once_it_is_out_of_sync_and_a_
         # The repair (the router retries it) copies replica 0 into it: the same items, the same position.
         await until(lambda: not router._topology.repairing, timeout_s=10, what="the repair")
         healthy = handles[0][0].obj
-        assert lagging.obj.out_of_sync is None and lagging.obj.position == healthy.position == 3
+        assert lagging.obj.replication.state() == healthy.replication.state() == {"position": 3, "out_of_sync": None}
         assert _state(lagging.obj) == _state(healthy) and sorted(_state(healthy)) == mine
-        assert replica_mark.read_mark(_storage(config, 0, 1)) is None
+        assert replica_state.read_mark(_storage(config, 0, 1)) is None
         back = next(p for p in range(40) if partition_of(ids[p], 2) == 0)
         assert await router.upsert([ids[back]], vectors[back:back + 1]) == 1  # both replicas take writes again
-        assert _state(lagging.obj) == _state(healthy) and lagging.obj.position == 4
+        assert _state(lagging.obj) == _state(healthy) and lagging.obj.replication.position == 4
         got, found = await router.vectors_of([ids[back]], required=False)
         assert found == [True] and np.allclose(got[0], normalise_rows(vectors[back:back + 1])[0], atol=1e-6)
         # The restarted replica recovers the repaired state and position from its own storage.
         lagging.obj.close()
         restarted = _replica(config, 0, 1)
-        assert restarted.out_of_sync is None and restarted.position == 4 and _state(restarted) == _state(healthy)
+        assert restarted.replication.state() == {"position": 4, "out_of_sync": None}
+        assert _state(restarted) == _state(healthy)
 
     asyncio.run(run())
 
 
-def test_a_replicas_position_survives_a_restart_and_a_resent_write_is_not_applied_twice(tmp_path: Path) -> None:
+def test_a_replicas_position_survives_a_restart_and_a_write_out_of_turn_marks_it_out_of_sync(tmp_path: Path) -> None:
     config = _config(tmp_path)
     shard = _replica(config, 0, 0)
     one = np.ones((1, DIM), dtype=np.float32)
@@ -112,14 +113,24 @@ def test_a_replicas_position_survives_a_restart_and_a_resent_write_is_not_applie
     assert shard.write_at(3, "delete", (["absent"],)) == (0, 3)  # changed nothing: its position is logged alone
     shard.close()
     shard = _replica(config, 0, 0)
-    assert shard.position == 3
-    assert shard.write_at(1, "upsert", (["a"], one, None)) == (1, 3)  # a resend of write 1: not applied again
-    assert "a" not in shard.index
+    assert shard.replication.position == 3
     shard.snapshot()
-    shard.write_at(5, "upsert", (["b"], one, None))
+    shard.write_at(4, "upsert", (["b"], one, None))
     shard.close()
     shard = _replica(config, 0, 0)  # from the snapshot's position, then the log after it
-    assert shard.position == 5 and sorted(_state(shard)) == ["b"]
+    assert shard.replication.position == 4 and sorted(_state(shard)) == ["b"]
+    # A write that does not follow its position (write 4 again, or write 6: it missed write 5) is refused
+    # and the replica takes itself out of sync, durably, until a repair.
+    for seq in (4, 6):
+        with pytest.raises(ReplicaOutOfSyncError, match=f"write {seq} at position 4"):
+            shard.write_at(seq, "upsert", (["c"], one, None))
+        assert "c" not in shard.index and shard.replication.position == 4
+        with pytest.raises(ReplicaOutOfSyncError):
+            shard.count()
+        shard.replication.repaired()
+    shard.replication.mark("a test")
+    shard.close()
+    assert _replica(config, 0, 0).replication.out_of_sync == "a test"
 
 
 def test_a_router_started_over_replicas_at_different_positions_repairs_the_one_behind_before_writing(
@@ -143,7 +154,8 @@ def test_a_router_started_over_replicas_at_different_positions_repairs_the_one_b
         assert await router.upsert(["new"], np.ones((1, DIM))) == 1
         await until(lambda: not router._topology.repairing, timeout_s=10, what="the repair")
         for s, (first, second) in enumerate(replicas):
-            assert first.position == second.position == (3 if partition_of("new", 2) == s else 2)
+            expected = 3 if partition_of("new", 2) == s else 2
+            assert first.replication.position == second.replication.position == expected
             assert _state(first) == _state(second)
             assert len(_state(first)) == sum(partition_of(i, 2) == s for i in [*ids, "new"])
 
