@@ -64,20 +64,26 @@ def test_reads_skip_a_dead_replica_and_writes_reach_its_replacement(ray_session,
 
 
 def _fail(method: str):
-    """Makes one replica's `method` raise (the replica stays up), as a disk or a bug failing one replica would."""
+    """Makes one replica's `method` raise (the replica stays up), as a disk or a bug failing one replica would.
+
+    Ray calls an actor's methods from its class, so this breaks what a call runs inside the actor:
+    `upsert` as write_at calls it, or `index.import_state` (a restore's copy) as restore_replica does.
+    """
 
     def inject(self):
+        owner, name = (self.index, "import_state") if method == "restore" else (self, method)
         def broken(*args, **kwargs):
             raise RuntimeError(f"injected: {method} fails on this replica")
 
-        setattr(self, method, broken)
+        setattr(owner, name, broken)
 
     return inject
 
 
 def _heal(method: str):
     def heal(self):
-        self.__dict__.pop(method, None)
+        owner, name = (self.index, "import_state") if method == "restore" else (self, method)
+        owner.__dict__.pop(name, None)
 
     return heal
 
@@ -89,7 +95,7 @@ def test_a_replica_that_fails_a_write_its_peer_applied_gets_no_reads_until_it_is
     with Rayrec.start(config) as system:
         system.upsert(list(vecs)[:60], np.stack(list(vecs.values())[:60]))
         healthy, victim = ray.get(system.router.get_replicas.remote())[0]
-        ray.get([victim.__ray_call__.remote(_fail("upsert")), victim.__ray_call__.remote(_fail("restore_replica"))])
+        ray.get([victim.__ray_call__.remote(_fail("upsert")), victim.__ray_call__.remote(_fail("restore"))])
         # Acknowledged: replica 0 applied it, and replica 1 is out of sync before the answer.
         assert system.upsert(list(vecs)[60:], np.stack(list(vecs.values())[60:])) == 40
         assert (tmp_path / "shard-0-replica-1" / "out_of_sync.json").exists()
@@ -102,7 +108,7 @@ def test_a_replica_that_fails_a_write_its_peer_applied_gets_no_reads_until_it_is
         assert system.delete(["i0"]) == 1  # writes go on, around it
         del vecs["i0"]
         # Once it can be repaired, the router's retries copy replica 0 into it.
-        ray.get(victim.__ray_call__.remote(_heal("restore_replica")))
+        ray.get(victim.__ray_call__.remote(_heal("restore")))
         ray.get(victim.__ray_call__.remote(_heal("upsert")))
         deadline = time.monotonic() + 30
         while ray.get(victim.sync_state.remote())["out_of_sync"] is not None:
