@@ -251,3 +251,29 @@ def test_an_erased_user_is_gone_from_every_file_and_after_a_restart(ray_session,
         assert user["version"] == kept["version"] == 5 and user["history"] == kept["history"]
         assert again.feedback("keep-me", ids[10], "skip", event_id="kept-event-0")["applied"] is False
     assert _files_holding(str(tmp_path), secret) == []
+
+
+def test_a_second_system_on_the_same_storage_is_refused_and_the_first_loses_nothing(ray_session, tmp_path):
+    """Two systems (two namespaces of one Ray) on one --storage: the second is refused by the writer fence;
+    the first answers on, its writes after the refusal included, and comes back whole from the storage."""
+    import dataclasses
+
+    config = make_config(DIM, num_shards=1, num_user_actors=1, storage=str(tmp_path))
+    rng = np.random.default_rng(4)
+    ids = [f"i{i}" for i in range(30)]
+    with Rayrec.start(config) as first:
+        first.upsert(ids[:20], unit_vectors(rng, 20, DIM))
+        first.set_histories({"u1": ids[:5]})
+        second = dataclasses.replace(config, namespace=config.namespace + "-second")
+        with pytest.raises(Exception, match="another process writes to") as refused:
+            Rayrec.start(second).shutdown()
+        assert "give this system its own storage" in str(refused.value)
+        assert first.count() == 20  # untouched: its state, and its storage
+        first.upsert(ids[20:], unit_vectors(rng, 10, DIM))
+        assert first.feedback("u1", ids[25], "like", event_id="after")["applied"] is True
+        before = first.get_user("u1")
+    with Rayrec.start(config) as again:
+        assert again.count() == 30
+        user = again.get_user("u1")
+        assert user["version"] == before["version"] and user["history"] == before["history"]
+        np.testing.assert_array_equal(user["vector"], before["vector"])
