@@ -368,10 +368,9 @@ class Shard:
         """This replica's write position and why it is out of sync (None: in sync)."""
         return {**self.replication.state(), "retired": self.retired}
 
-    def mark_out_of_sync(self, why: str) -> dict[str, Any]:
+    def mark_out_of_sync(self, why: str) -> None:
         """The router's word that this replica missed a write a peer applied: no reads until restore_replica."""
         self.replication.mark(why)
-        return self.sync_state()
 
     def export_replica(self) -> tuple[pa.Table, bytes | None, dict[str, Any], int]:
         """This replica's whole state and write position, for a lagging peer's restore_replica."""

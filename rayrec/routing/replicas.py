@@ -7,6 +7,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from rayrec import constants as C
 from rayrec.exceptions import CALLER_ERRORS, ShardUnavailableError, root_cause
 from rayrec.routing.fanout import describe
 
@@ -61,8 +62,8 @@ class ReplicaSet:
         hedge_s: float,
         on_diverged: OnDiverged | None = None,
         where: Any = None,
-        write_timeout_s: float = 60.0,
-        commit_timeout_s: float = 3600.0,
+        write_timeout_s: float = C.DEFAULT_WRITE_TIMEOUT_S,
+        commit_timeout_s: float = C.DEFAULT_LOAD_TIMEOUT_S,
     ) -> None:
         """where: what the owner needs to find this shard again (the router: its generation and shard number).
 

@@ -134,8 +134,8 @@ class Topology:
         """Copies an in-sync peer's state into replica, item writes held (they resume at once after).
 
         Each try first tells the replica it is out of sync (so it refuses reads even if it came back from a
-        restart unmarked, and a restore that was late lands before it) and waits for that under SYNC_TIMEOUT_S:
-        a replica that is down holds nobody's writes. Only then the shard's writes are held, for
+        restart unmarked, or a late restore of an earlier try has just brought it back) and waits for that
+        under SYNC_TIMEOUT_S: a replica that is down holds nobody's writes. Only then the shard's writes are held, for
         REPAIR_TIMEOUT_S at most.
         """
         generation, shard = replicas.where
@@ -199,7 +199,7 @@ class Topology:
 
     async def discard(self, target: ShardSet) -> None:
         """Stops the actors of a generation that was never switched in and deletes its files."""
-        self.abandoned.add(target.generation.token)  # its repairs and late writes stop
+        self.abandoned.add(target.generation.token)  # its repairs stop
         await self.retire(target)
         if self.config.storage is not None:
             await asyncio.to_thread(drop_files, self.config, target.generation, None)
