@@ -147,21 +147,28 @@ def build_actors(
         )
     generation = check_layout(config) if config.storage is not None else Generation.first(config.num_shards)
     stored = dataclasses.replace(config, num_shards=generation.num_shards)
-    groups = create_shards(stored, generation, detached)
-    common = _lifecycle(config, detached)
-    control = {"resources": config.control_resources}
-    router = RouterActor.options(name=ROUTER_NAME, num_cpus=config.router_num_cpus, **control, **common).remote(
-        stored, groups, generation, detached, require_shared=True
-    )
-    users = [
-        UserVectorActor.options(name=users_name(i), num_cpus=config.user_actor_num_cpus, **control, **common).remote(
-            stored, router, i, True
+    created: list[Any] = []  # stopped again if the system does not come up (e.g. refused by the writer fence)
+    try:
+        groups = create_shards(stored, generation, detached)
+        created += [replica for group in groups for replica in group]
+        common = _lifecycle(config, detached)
+        control = {"resources": config.control_resources}
+        router = RouterActor.options(name=ROUTER_NAME, num_cpus=config.router_num_cpus, **control, **common).remote(
+            stored, groups, generation, detached, require_shared=True
         )
-        for i in range(config.num_user_actors)
-    ]
-    get(router.count.remote())  # waits until every shard and the router are up
-    get(router.check_replicas.remote())  # replicas left behind their peers by a crash get no reads from now on
-    get([u.count.remote() for u in users])
+        created.append(router)
+        users = []
+        for i in range(config.num_user_actors):
+            options = {"name": users_name(i), "num_cpus": config.user_actor_num_cpus, **control, **common}
+            users.append(UserVectorActor.options(**options).remote(stored, router, i, True))
+            created.append(users[-1])
+        get(router.count.remote())  # waits until every shard and the router are up
+        get(router.check_replicas.remote())  # replicas left behind their peers by a crash get no reads from now on
+        get([u.count.remote() for u in users])
+    except BaseException:
+        for actor in created:  # a half-built system must not keep its names (or its storage) taken
+            ray.kill(actor, no_restart=True)
+        raise
     if generation.num_shards != config.num_shards:
         reshard(router, config.num_shards)
     return router, get(router.get_shards.remote()), users

@@ -32,6 +32,7 @@ def _pid(handle: Any) -> int:
 
 RETRY_FOR_S = 30
 
+
 def _kill(handle: Any, how: str) -> None:
     if how == "ray.kill":
         ray.kill(handle, no_restart=False)
@@ -64,8 +65,13 @@ class Stream:
             return True
 
         # A client's patience: Ray restarts an actor in ~2-3 s here, longer while the whole suite runs.
-        wait_until(attempt, RETRY_FOR_S, "an acknowledged call", interval_s=0.05,
-                   retry_on=(RayrecError, ray.exceptions.RayError))
+        wait_until(
+            attempt,
+            RETRY_FOR_S,
+            "an acknowledged call",
+            interval_s=0.05,
+            retry_on=(RayrecError, ray.exceptions.RayError),
+        )
         return answers[0]
 
     def feedback_client(self, user: str, n: int) -> None:
@@ -268,6 +274,10 @@ def test_a_second_system_on_the_same_storage_is_refused_and_the_first_loses_noth
         with pytest.raises(Exception, match="another process writes to") as refused:
             Rayrec.start(second).shutdown()
         assert "give this system its own storage" in str(refused.value)
+        named = lambda: [
+            a for a in ray.util.list_named_actors(all_namespaces=True) if a["namespace"] == second.namespace
+        ]  # noqa: E501, E731
+        wait_until(lambda: named() == [], 30, "the refused system's actors to stop")  # none keeps its name or storage
         assert first.count() == 20  # untouched: its state, and its storage
         first.upsert(ids[20:], unit_vectors(rng, 10, DIM))
         assert first.feedback("u1", ids[25], "like", event_id="after")["applied"] is True
