@@ -50,7 +50,7 @@ def main() -> dict[str, object]:
                            progress=False, space=args.model, train_params=TrainParams(**overrides))
             m = out["metrics"]
             runs.append({"learning_rates": rates, "train": overrides,
-                         **{p: m[p]["hr@10"] for p in ("popularity", "static", "realtime", "itemknn")},
+                         **{p: m[p]["hr@10"] for p in ("popularity", "itemknn", "ease", "static", "realtime")},
                          "cold_items": out["cold"]["items_without_history"]})
             print(json.dumps(runs[-1]), file=sys.stderr, flush=True)
     best = max(runs, key=lambda r: r["realtime"]["value"])

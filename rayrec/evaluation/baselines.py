@@ -16,7 +16,11 @@ def top_k(scores: np.ndarray, k: int, seen: Iterable[int]) -> list[int]:
     if seen:
         scores[seen] = -np.inf
     k = min(k, int(np.isfinite(scores).sum()))
-    order = np.lexsort((np.arange(len(scores)), -scores))  # by score, then index
+    if k <= 0:
+        return []
+    kth = np.partition(scores, len(scores) - k)[len(scores) - k]  # the k-th best: only those at least as good
+    candidates = np.flatnonzero(scores >= kth)
+    order = candidates[np.lexsort((candidates, -scores[candidates]))]  # by score, then index
     return [int(i) for i in order[:k]]
 
 

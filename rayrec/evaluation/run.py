@@ -12,13 +12,14 @@ import numpy as np
 
 from rayrec.evaluation.baselines import ItemKNN
 from rayrec.evaluation.data import Dataset, Event
+from rayrec.evaluation.ease import VALIDATION_SHARE, EaseDecay, ease_weights, tune
 from rayrec.evaluation.metrics import Scored, summarise
 from rayrec.evaluation.replay import K, run_by_user, run_in_order
 from rayrec.evaluation.spaces import SPACES, svd_space
 from rayrec.exceptions import InvalidInputError
 from rayrec.hashing import partition_of
 
-POLICIES = ("popularity", "static", "realtime", "itemknn")
+POLICIES = ("popularity", "itemknn", "ease", "static", "realtime")
 
 
 class SystemPolicy:
@@ -117,8 +118,11 @@ def evaluate(
     history, replay = dataset.split(history_share)
     ids = dataset.items["item_id"].to_pylist()
     index = {item: j for j, item in enumerate(ids)}
+    log("choosing EASE's lambda and recency decay on the history's last 10%")
+    ease = tune(history, index)
+    baselines = [ItemKNN(index, history), EaseDecay(index, history, ease_weights(history, index, ease.lam), ease.decay)]
     bar = tqdm(total=3 * len(replay), desc="replay", unit="event", disable=not progress, file=sys.stderr)
-    scored, cold = run_in_order(history, replay, index, [ItemKNN(index, history)], progress=bar.update)
+    scored, cold = run_in_order(history, replay, index, baselines, progress=bar.update)
 
     log(f"encoding {len(ids)} item texts")
     encoder = TextEncoder(model_dir)
@@ -168,6 +172,9 @@ def evaluate(
                                   f"{from_text} items without history placed from text"),
             "feedback_rule": {"learning_rates": rule.learning_rates, "decay_half_life_s": rule.decay_half_life_s,
                               "history_recency": rule.history_recency},
+            "ease": {"lambda": ease.lam, "decay": ease.decay, "validation_hr@10": ease.validation_hr10,
+                     "validation": f"the history's last {VALIDATION_SHARE:.0%}, fitted on the rest",
+                     "grid": ease.grid},
             "bootstrap_resamples": resamples,
             "seconds": round(time.perf_counter() - t0, 1),
         },

@@ -44,7 +44,8 @@ def test_rayrec_eval_on_files(ray_session, tmp_path, capsys):
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["params"]["history_events"] == len(HISTORY) and out["params"]["replayed_events"] == len(REPLAY)
     metrics = out["metrics"]
-    assert set(metrics) == {"popularity", "static", "realtime", "itemknn"}
+    assert set(metrics) == {"popularity", "itemknn", "ease", "static", "realtime"}
+    assert metrics["ease"]["events"] == 4 and len(out["params"]["ease"]["grid"]) == 36
     # The baselines' ranks worked out by hand in tests/unit/test_evaluation.py: [1, 2, 1, miss] and [1, 1, 1, miss].
     assert metrics["popularity"]["events"] == 4 and metrics["popularity"]["hr@10"]["value"] == 0.75
     assert metrics["popularity"]["mrr@10"]["value"] == round((1 + 0.5 + 1) / 4, 5)
@@ -66,7 +67,7 @@ def test_rayrec_eval_on_files(ray_session, tmp_path, capsys):
     assert (learned["params"]["item_space"] == "svd"
             and "4 items without history placed from text" in learned["params"]["item_vectors"])
     assert learned["metrics"]["popularity"] == metrics["popularity"]
-    assert learned["metrics"]["itemknn"] == metrics["itemknn"]
+    assert learned["metrics"]["itemknn"] == metrics["itemknn"] and learned["metrics"]["ease"] == metrics["ease"]
     # The default space: the two-tower model trained on the history (u1's and u2's A -> B are its two examples;
     # every item with any interaction has an id embedding, so only E and F come from text alone).
     assert main(["eval", "--interactions", inter, "--items", items, "--history-share", str(share),

@@ -1,0 +1,104 @@
+"""EASE with recency decay against brute force: per-column ridge regressions, explicit decayed rows, the grid."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from rayrec.evaluation.baselines import top_k
+from rayrec.evaluation.data import Event
+from rayrec.evaluation.ease import EaseDecay, ease_weights, tune
+from rayrec.evaluation.replay import run_in_order
+
+
+def _random_history(rng: np.random.Generator, users: int, items: int, events: int) -> list[Event]:
+    return [
+        Event(f"u{rng.integers(users)}", f"i{rng.integers(items)}", float(t), float(rng.choice([1, 3, 4, 5])))
+        for t in range(events)
+    ]
+
+
+def test_ease_weights_solve_each_items_ridge_regression_with_a_zero_diagonal():
+    """B's column j is the ridge regression of item j's column on every other item's (Steck's closed form)."""
+    rng = np.random.default_rng(0)
+    items = 12
+    index = {f"i{j}": j for j in range(items)}
+    history = _random_history(rng, 30, items, 200)
+    lam = 7.0
+    b = ease_weights(history, index, lam)
+    users = sorted({e.user for e in history if e.positive})
+    x = np.zeros((len(users), items))
+    for e in history:
+        if e.positive:
+            x[users.index(e.user), index[e.item]] = 1.0
+    for j in range(items):
+        others = [i for i in range(items) if i != j]
+        xo = x[:, others]
+        want = np.linalg.solve(xo.T @ xo + lam * np.eye(items - 1), xo.T @ x[:, j])
+        np.testing.assert_allclose(b[others, j], want, rtol=1e-4, atol=1e-5)
+        assert b[j, j] == 0.0
+    with pytest.raises(ValueError, match="lambda"):
+        ease_weights(history, index, 0.0)
+
+
+def test_scores_are_the_decayed_row_of_positives_times_b():
+    rng = np.random.default_rng(1)
+    items = 9
+    index = {f"i{j}": j for j in range(items)}
+    history = _random_history(rng, 5, items, 60)
+    replay = _random_history(rng, 6, items, 30)  # u5 is new
+    b = ease_weights(history, index, 3.0)
+    decay = 0.7
+    policy = EaseDecay(index, history, b, decay)
+    for e in replay:
+        policy.observe(e)
+    for user in {e.user for e in history + replay}:
+        positives = [index[e.item] for e in history + replay if e.user == user and e.positive]
+        if not positives:
+            assert policy.recommend(user, 3, set()) is None
+            continue
+        row = np.zeros(items)
+        for n, j in enumerate(positives):  # the i-th of n positives weighs decay^(n-1-i)
+            row[j] += decay ** (len(positives) - 1 - n)
+        want = row @ b.astype(np.float64)
+        np.testing.assert_allclose(policy.scores[user], want, rtol=1e-4, atol=1e-5)
+        assert policy.recommend(user, 4, {0, 1}) == top_k(want.astype(np.float32), 4, {0, 1})
+    with pytest.raises(ValueError, match="decay"):
+        EaseDecay(index, history, b, 1.5)
+
+
+def test_tune_finds_recency_where_the_latest_events_predict_the_next():
+    """Four groups of 15 items; each user likes 3 items of one group, then 5 of another. A bag (decay 1)
+    keeps ranking the first group's items; recency ranks the second's, where the next ones are, and tune
+    chooses it on the validation slice alone (over seeds 0-4 the gap is 0.15-0.21 at lambda 100)."""
+    rng = np.random.default_rng(2)
+    index = {f"i{j}": j for j in range(60)}
+    events, t = [], 0.0
+    for u in range(400):
+        first, second = rng.choice(4, 2, replace=False)
+        for group, n in ((first, 3), (second, 5)):
+            for j in 15 * group + rng.choice(15, n, replace=False):
+                events.append(Event(f"u{u}", f"i{j}", t, 5.0))
+                t += 1
+    # Validation = the last 10%: the last 40 users' whole sequences, fitted on the first 360's.
+    choice = tune(events, index, lambdas=(10.0, 100.0), decays=(1.0, 0.5, 0.2))
+    by_decay = {g["decay"]: g["hr@10"] for g in choice.grid if g["lambda"] == choice.lam}
+    assert choice.lam == 100.0 and choice.decay < 1.0 and by_decay[choice.decay] > by_decay[1.0] + 0.1
+    assert choice.validation_hr10 == max(g["hr@10"] for g in choice.grid) and len(choice.grid) == 6
+    # The grid's figure is the replay's: recompute the chosen candidate by hand.
+    cut = int(round(len(events) * 0.9))
+    fit = events[:cut]
+    policy = EaseDecay(index, fit, ease_weights(fit, index, choice.lam), choice.decay)
+    scored, _ = run_in_order(fit, events[cut:], index, [policy])
+    assert round(float(np.mean((scored["ease"].ranks > 0) & (scored["ease"].ranks <= 10))), 5) == choice.validation_hr10
+
+
+def test_top_k_equals_a_full_sort_with_ties_by_index():
+    rng = np.random.default_rng(3)
+    for _ in range(2000):
+        n = int(rng.integers(1, 40))
+        scores = rng.integers(0, 4, n).astype(np.float32)
+        seen = set(rng.integers(0, n, int(rng.integers(0, n + 1))).tolist())
+        k = int(rng.integers(1, 12))
+        want = sorted((j for j in range(n) if j not in seen), key=lambda j: (-scores[j], j))[:k]
+        assert top_k(scores, k, seen) == want
