@@ -29,9 +29,11 @@ def fit(
 
     Args:
         on_epoch: called with {"epoch", "loss", "seconds", "threads"} after each epoch (it may add to the dict).
+            Where it adds {"validation": {"hr@10": ...}}, training stops once params.patience epochs in a
+            row did not beat the best one, and the model keeps the best epoch's weights.
 
     Returns:
-        The per-epoch dicts.
+        The per-epoch dicts (the last one with "best_epoch" where validation ran).
     """
     torch.manual_seed(params.seed + rank)
     rng = np.random.default_rng(params.seed)
@@ -44,6 +46,7 @@ def fit(
     per_worker = len(examples) // world
     steps = max(1, -(-per_worker // params.batch_size))
     history: list[dict[str, Any]] = []
+    best: tuple[float, int, dict[str, torch.Tensor]] | None = None  # (validation HR@10, epoch, weights)
     for epoch in range(params.epochs):
         started = time.perf_counter()
         mine = rng.permutation(len(examples))[: per_worker * world][rank::world]
@@ -64,7 +67,29 @@ def fit(
         if on_epoch is not None:
             on_epoch(stats)
         history.append(stats)
+        score = (stats.get("validation") or {}).get("hr@10")  # set by on_epoch on the rank that validates
+        stop = False
+        if score is not None:
+            if best is None or score > best[0]:
+                best = (score, epoch + 1, {k: v.detach().clone() for k, v in unwrap(model).state_dict().items()})
+            stop = params.patience > 0 and epoch + 1 - best[1] >= params.patience
+        if _agreed(stop, rank, world, device):
+            break
+    if best is not None:  # the weights of the best validated epoch, not the last
+        unwrap(model).load_state_dict(best[2])
+        history[-1]["best_epoch"] = best[1]
     return history
+
+
+def _agreed(stop: bool, rank: int, world: int, device: torch.device | str) -> bool:
+    """Rank 0's stop decision, on every worker (DDP needs the same number of steps everywhere)."""
+    import torch.distributed as dist
+
+    if world == 1 or not dist.is_initialized():
+        return stop
+    flag = torch.tensor([int(stop) if rank == 0 else 0], device=device)
+    dist.broadcast(flag, src=0)
+    return bool(flag.item())
 
 
 def unwrap(model: torch.nn.Module) -> TwoTower:

@@ -53,6 +53,8 @@ class TrainParams:
         text_map: the text path kept after training: `trained` (the projection the loss trained) or `ridge`
             (a ridge regression from text embeddings onto the trained vectors of the items with interactions,
             as the SVD baseline places its new items).
+        patience: with validation after each epoch, stop after this many epochs without a better one
+            (keeping the best one's weights); 0 trains every epoch.
         seed: torch and numpy seed.
     """
 
@@ -67,6 +69,7 @@ class TrainParams:
     text_loss: float = 0.5
     negatives: str = "auto"
     text_map: str = "trained"
+    patience: int = 3
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -74,6 +77,8 @@ class TrainParams:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise InvalidInputError(f"{name} must be a positive integer, got {value!r}")
+        if isinstance(self.patience, bool) or not isinstance(self.patience, int) or self.patience < 0:
+            raise InvalidInputError(f"patience must be an integer >= 0, got {self.patience!r}")
         if not 0 < self.recency <= 1:
             raise InvalidInputError(f"recency must be in (0, 1], got {self.recency!r}")
         if not self.learning_rate > 0 or not self.temperature > 0:
@@ -116,14 +121,20 @@ class TwoTower(torch.nn.Module):
             ids = ids * (torch.rand(idx.shape, device=idx.device) >= self.params.id_dropout).unsqueeze(-1)
         return torch.nn.functional.normalize(self.project(self.text[idx]) + ids, dim=-1)
 
-    def users(self, context: torch.Tensor, sign: torch.Tensor | None = None, drop_ids: bool = False) -> torch.Tensor:
+    def users(
+        self, context: torch.Tensor, sign: torch.Tensor | None = None, drop_ids: bool = False,
+        vectors: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Normalised user vectors from (batch, context) item rows, oldest first, PAD-padded on the left.
 
-        sign: (batch, context) weight of each slot's event (default 1: all positives)."""
+        sign: (batch, context) weight of each slot's event (default 1: all positives).
+        vectors: (batch, context, dim) the slots' item vectors, if already computed (else from the item tower)."""
         mask = (context != PAD).float() * self.weights[-context.shape[1] :]
         if sign is not None:
             mask = mask * sign
-        pooled = (self.items(context.clamp(min=0), drop_ids) * mask.unsqueeze(-1)).sum(dim=1)
+        if vectors is None:
+            vectors = self.items(context.clamp(min=0), drop_ids)
+        pooled = (vectors * mask.unsqueeze(-1)).sum(dim=1)
         return torch.nn.functional.normalize(pooled, dim=-1)
 
     def text_items(self, idx: torch.Tensor) -> torch.Tensor:
@@ -135,42 +146,56 @@ class TwoTower(torch.nn.Module):
     ) -> torch.Tensor:
         """The training loss: a softmax over the whole catalog or the batch's targets (see TrainParams.negatives),
         once with the items' full vectors and once (weighted by text_loss) with their text path alone, which
-        trains that path to place items where their interactions would have put them."""
-        users = self.users(context, sign, drop_ids=True)
+        trains that path to place items where their interactions would have put them.
+
+        The item tower runs once per step, over the items the step needs (every item for the catalog softmax,
+        else the batch's context and target items); each item's id embedding is dropped or kept for the whole
+        step, wherever it appears."""
+        n, device = self.text.shape[0], target.device
         if self.whole_catalog:
-            return self._catalog_loss(users, context, target)
+            needed = torch.arange(n, device=device)
+        else:
+            needed = torch.unique(torch.cat([context[context != PAD], target]))
+        lookup = torch.full((n,), -1, dtype=torch.long, device=device)
+        lookup[needed] = torch.arange(len(needed), device=device)
+        table = self.items(needed, drop_ids=True)
+        users = self.users(context, sign, vectors=table[lookup[context.clamp(min=0)]])
+        if self.whole_catalog:
+            return self._catalog_loss(users, context, target, table)
         same = target.unsqueeze(0) == target.unsqueeze(1)
-        mask = same & ~torch.eye(len(target), dtype=torch.bool, device=target.device)
-        labels = torch.arange(len(target), device=target.device)
+        mask = same & ~torch.eye(len(target), dtype=torch.bool, device=device)
+        labels = torch.arange(len(target), device=device)
 
         def softmax_loss(items: torch.Tensor) -> torch.Tensor:
             logits = users @ items.T / self.params.temperature - log_q[target].unsqueeze(0)
             return torch.nn.functional.cross_entropy(logits.masked_fill(mask, -1e9), labels)
 
-        loss = softmax_loss(self.items(target, drop_ids=True))
+        loss = softmax_loss(table[lookup[target]])
         if self.params.text_loss > 0:
             loss = loss + self.params.text_loss * softmax_loss(self.text_items(target))
         return loss
 
-    def _catalog_loss(self, users: torch.Tensor, context: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Softmax over every item with interactions; the example's context items (seen: the server never
-        recommends them) masked. Items without interactions are no negatives: nothing says a user would not
-        pick them, and their text path, shared with every item, would learn to push them away from everyone."""
+    def _catalog_loss(
+        self, users: torch.Tensor, context: torch.Tensor, target: torch.Tensor, table: torch.Tensor
+    ) -> torch.Tensor:
+        """Softmax over every item with interactions (table: every item's vector this step); the example's
+        context items (seen: the server never recommends them) masked. Items without interactions are no
+        negatives: nothing says a user would not pick them, and their text path, shared with every item,
+        would learn to push them away from everyone."""
         n = self.text.shape[0]
         rows = torch.arange(len(target), device=target.device)
         seen = (~self.has_id).unsqueeze(0).repeat(len(target), 1)
         held = context != PAD
         seen[rows.unsqueeze(1).expand_as(context)[held], context[held]] = True
         seen[rows, target] = False  # an item seen before and positive again stays the label
-        every = torch.arange(n, device=target.device)
 
         def softmax_loss(items: torch.Tensor) -> torch.Tensor:
             logits = users @ items.T / self.params.temperature
             return torch.nn.functional.cross_entropy(logits.masked_fill(seen, -1e9), target)
 
-        loss = softmax_loss(self.items(every, drop_ids=True))
+        loss = softmax_loss(table)
         if self.params.text_loss > 0:
-            loss = loss + self.params.text_loss * softmax_loss(self.text_items(every))
+            loss = loss + self.params.text_loss * softmax_loss(self.text_items(torch.arange(n, device=target.device)))
         return loss
 
     @torch.no_grad()

@@ -274,9 +274,10 @@ def test_a_second_system_on_the_same_storage_is_refused_and_the_first_loses_noth
         with pytest.raises(Exception, match="another process writes to") as refused:
             Rayrec.start(second).shutdown()
         assert "give this system its own storage" in str(refused.value)
-        named = lambda: [
-            a for a in ray.util.list_named_actors(all_namespaces=True) if a["namespace"] == second.namespace
-        ]  # noqa: E501, E731
+
+        def named() -> list[dict[str, str]]:
+            return [a for a in ray.util.list_named_actors(all_namespaces=True) if a["namespace"] == second.namespace]
+
         wait_until(lambda: named() == [], 30, "the refused system's actors to stop")  # none keeps its name or storage
         assert first.count() == 20  # untouched: its state, and its storage
         first.upsert(ids[20:], unit_vectors(rng, 10, DIM))

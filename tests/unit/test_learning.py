@@ -127,7 +127,44 @@ def test_the_catalog_loss_is_the_softmax_over_every_unseen_item_by_hand(negative
     batch = TwoTower(model.text.numpy(), model.has_id.numpy(), dataclasses.replace(params, negatives="batch"))
     batch.load_state_dict(model.state_dict())
     assert not batch.whole_catalog
-    assert float(batch(context, sign, target, torch.zeros(n)).detach()) != pytest.approx(got, rel=1e-3)
+    log_q = torch.log(torch.tensor([0.1, 0.2, 0.3, 0.05, 0.15, 0.1, 0.1]))
+    in_batch = float(batch(context, sign, target, log_q).detach())
+    assert in_batch != pytest.approx(got, rel=1e-3)
+    # By hand: each user's target against the batch's other targets, each logQ-corrected.
+    q = log_q.numpy().astype(np.float64)
+    by_hand = np.mean([
+        np.log(sum(np.exp(full[t] @ users[u] / params.temperature - q[t]) for t in [0, 3, 5]))
+        - (full[target[u]] @ users[u] / params.temperature - q[target[u]])
+        for u in range(3)
+    ]) + 0.5 * np.mean([
+        np.log(sum(np.exp(text[t] @ users[u] / params.temperature - q[t]) for t in [0, 3, 5]))
+        - (text[target[u]] @ users[u] / params.temperature - q[target[u]])
+        for u in range(3)
+    ])
+    assert in_batch == pytest.approx(by_hand, rel=1e-5)
+
+
+def test_training_stops_when_validation_stalls_and_keeps_the_best_epochs_weights():
+    from rayrec.learning.fit import fit
+
+    events, index, text = _planted(text_signal=0.0)
+    examples = make_examples(events, index, SMALL.context)
+    params = dataclasses.replace(SMALL, epochs=10, patience=2)
+    model = TwoTower(text, examples.has_history, params)
+    scores = iter([0.1, 0.3, 0.3, 0.2, 0.9])  # epoch 2 is the best; 3 and 4 do not beat it
+    kept = {}
+
+    def on_epoch(stats):
+        stats["validation"] = {"hr@10": next(scores)}
+        kept[stats["epoch"]] = {k: v.clone() for k, v in model.state_dict().items()}
+
+    history = fit(model, examples, params, on_epoch=on_epoch)
+    assert [h["epoch"] for h in history] == [1, 2, 3, 4] and history[-1]["best_epoch"] == 2
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, kept[2][name]), name
+    assert not torch.equal(model.state_dict()["ids.weight"], kept[4]["ids.weight"])
+    with pytest.raises(InvalidInputError, match="patience"):
+        TrainParams(patience=-1)
 
 
 def test_examples_are_each_positive_after_the_users_earlier_interactions_signed_by_the_rule():
