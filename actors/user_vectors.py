@@ -23,7 +23,7 @@ from rayrec.routing.search import ShardSearch
 from rayrec.system.generations import ShardSet
 from rayrec.system.layout import require_layout
 from rayrec.system.model_swap import SpaceChangedError, placer_of
-from rayrec.users import recommending
+from rayrec.users import model_files, recommending
 from rayrec.users.item_cache import ItemVectorCache
 from rayrec.users.recommending import Fields
 from rayrec.users.swap_state import SwapState
@@ -31,6 +31,7 @@ from rayrec.users.user_state import UserChange, UserStore, rederive
 from rayrec.validation import check_event, check_history, check_id
 
 log = logging.getLogger(__name__)
+RULE = "rule"  # the feedback rule moves this actor's users (no user model)
 
 
 class UserVectors:
@@ -51,6 +52,16 @@ class UserVectors:
         self.config = config
         self.router = router
         self.store = UserStore(config.index.dim, config.feedback)
+        self.user_model, self.user_model_error = RULE, None  # which moves users: "sequential" or the rule
+        if config.user_model is not None:
+            try:
+                model = model_files.load(config.user_model)
+                if model.dim != config.index.dim:
+                    raise InvalidInputError(f"its users are {model.dim}-d, the index {config.index.dim}-d")
+                self.store.model, self.user_model = model, model_files.KIND
+            except InvalidInputError as exc:  # the rule serves, and says so (info, every answer)
+                self.user_model_error = f"user model {config.user_model!r} not loaded: {exc}"
+                log.warning("rayrec: %s; the feedback rule moves users", self.user_model_error)
         # The current shard generation and its shards' replicas, asked of the router on first use.
         self._shards: ShardSet | None = None
         # Item vectors for feedback, dropped by the router before it acknowledges a write of the item.
@@ -230,13 +241,62 @@ class UserVectors:
         async with self.swaps.serving(), self._lock(user_id):
             if self.store.applied(user_id, event_id):
                 return self._unchanged(user_id)
-            vectors = await self._item_vector(item_id)
-            start = None if self.store.get(user_id) is not None else await self._cold_start_vector()
-            change = self.store.plan_feedback(user_id, item_id, event, vectors[0], event_id, start)
-            out = await self._make(user_id, change)
+            out = await self._feedback(user_id, item_id, event, event_id)
             self._fresh[user_id] = time.time() if arrived_at is None else float(arrived_at)
         self._count_users()
         return out
+
+    async def _feedback(self, user_id: str, item_id: str, event: str, event_id: str | None) -> dict[str, Any]:
+        """Plans, logs and applies one checked event; the caller holds the user's lock. The model computes
+        the vector where it knows the item (no shard is asked); else the rule moves it by the item's vector."""
+        known = self.store.model is not None and item_id in self.store.model.rows  # type: ignore[attr-defined]
+        vector = self.store.model_vector(user_id, [(item_id, event)]) if known else None
+        x = start = None
+        if vector is None:
+            x = (await self._item_vector(item_id))[0]
+            start = None if self.store.get(user_id) is not None else await self._cold_start_vector()
+        change = self.store.plan_feedback(user_id, item_id, event, x, event_id, start, model_vector=vector)
+        return await self._make(user_id, change)
+
+    async def feedback_many(self, events: list[Fields]) -> list[dict[str, Any] | BaseException]:
+        """Several events in one call (a replay or a bulk import): per user in the order given, users
+        concurrently (their log records share group commits).
+
+        Args:
+            events: per event (user_id, item_id, event, event_id), as feedback takes them.
+
+        Returns:
+            Per event, feedback's answer, or the error that event alone caused.
+        """
+        out: list[dict[str, Any] | BaseException | None] = [None] * len(events)
+        by_user: dict[str, list[tuple[int, str, str, str | None]]] = {}
+        for n, fields in enumerate(events):
+            try:
+                user_id, item_id, event, event_id = fields
+                checked = (check_id(user_id, "user id"), check_id(item_id), check_event(event),
+                           None if event_id is None else check_id(event_id, "event id", event=True))
+            except CALLER_ERRORS as exc:
+                out[n] = exc
+                continue
+            except (TypeError, ValueError):
+                out[n] = InvalidInputError("each event is (user_id, item_id, event, event_id)")
+                continue
+            by_user.setdefault(checked[0], []).append((n, *checked[1:]))
+
+        async def one_user(user_id: str, mine: list[tuple[int, str, str, str | None]]) -> None:
+            async with self._lock(user_id):
+                for n, item_id, event, event_id in mine:
+                    try:
+                        out[n] = (self._unchanged(user_id) if self.store.applied(user_id, event_id)
+                                  else await self._feedback(user_id, item_id, event, event_id))
+                        self._fresh[user_id] = time.time()
+                    except CALLER_ERRORS as exc:
+                        out[n] = exc
+
+        async with self.swaps.serving():
+            await asyncio.gather(*(one_user(u, mine) for u, mine in by_user.items()))
+        self._count_users()
+        return out  # type: ignore[return-value]
 
     async def set_vector(
         self, user_id: Any, vector: Any, event_id: str | None = None, source: Any = None, space: str | None = None
@@ -396,6 +456,7 @@ class UserVectors:
         for answer in out:
             if isinstance(answer, dict):
                 answer["timing"] = timing
+                answer["user_model"] = self.user_model
         return out  # type: ignore[return-value]
 
     # ----- model swap (rayrec.system.model_swap runs the steps; rayrec.users.swap_state holds the state) -----
@@ -473,6 +534,8 @@ class UserVectors:
             "item_vectors_kept": len(self.items),
             "item_vector_hits": self.items.hits,
             "item_vector_misses": self.items.misses,
+            "user_model": self.user_model,  # "sequential", or "rule"
+            "user_model_error": self.user_model_error,  # why a configured model is not in use
         }
 
 

@@ -152,6 +152,9 @@ class RayrecConfig:
         shard_resources: Ray custom resources each shard replica needs, e.g.
             {"rayrec_shard": 0.01}: shards go only to nodes that offer them.
         control_resources: the same for the router and the user-vector actors.
+        user_model: a folder holding a model-based user (rayrec.users.model_files): every feedback then
+            computes the user's vector from their recent events with it; None (or a model that cannot be
+            loaded, which the user actors report) keeps the feedback rule.
     """
 
     index: IndexConfig
@@ -175,6 +178,7 @@ class RayrecConfig:
     replica_hedge_s: float = C.DEFAULT_REPLICA_HEDGE_S
     shard_resources: dict[str, float] = field(default_factory=dict)
     control_resources: dict[str, float] = field(default_factory=dict)
+    user_model: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.index, IndexConfig):
@@ -202,6 +206,8 @@ class RayrecConfig:
             raise InvalidInputError(
                 f"storage must be a directory path or a URI such as s3://bucket/prefix (or None), got {self.storage!r}"
             )
+        if self.user_model is not None and (not isinstance(self.user_model, str) or not self.user_model.strip()):
+            raise InvalidInputError(f"user_model must be a folder path (or None), got {self.user_model!r}")
         _positive_int("snapshot_every", self.snapshot_every)
         _positive_int("replicas", self.replicas)
         for name in ("shard_resources", "control_resources"):

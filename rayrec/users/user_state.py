@@ -6,7 +6,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -149,6 +149,12 @@ class UserChange:
     source: np.ndarray | None = None  # VECTOR: the text embedding it was placed from (None: a raw vector)
 
 
+class UserModel(Protocol):
+    """What computes a user's vector from their recent events (rayrec.users.sequential_user.SequentialUser)."""
+
+    def vector(self, events: Sequence[tuple[str, str]]) -> np.ndarray | None: ...
+
+
 @dataclass(slots=True)
 class UserState:
     """One user: interest vector, version, bounded history and applied event ids."""
@@ -186,11 +192,24 @@ class UserState:
 class UserStore:
     """The users of one partition, updated by the feedback rule."""
 
-    def __init__(self, dim: int, rule: FeedbackRule, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, dim: int, rule: FeedbackRule, clock: Callable[[], float] = time.time, model: UserModel | None = None
+    ) -> None:
         self.dim = dim
         self.rule = rule
         self._clock = clock
         self._users: dict[str, UserState] = {}
+        self.model = model  # computes a user's vector from their recent events; None: the rule moves users
+
+    def model_vector(self, user_id: str, events: Sequence[tuple[str, str]]) -> np.ndarray | None:
+        """The model's vector for the user after their kept history and then events ((item id, event) pairs);
+        None without a model, or when it knows none of the items."""
+        if self.model is None:
+            return None
+        state = self._users.get(user_id)
+        past = [] if state is None else [(i, e) for i, e, _ in state.history]
+        v = self.model.vector([*past, *events])
+        return None if v is None else normalise(check_vectors(v, self.dim, what="user vector")[0])
 
     def __len__(self) -> int:
         return len(self._users)
@@ -262,8 +281,12 @@ class UserStore:
             raise InvalidInputError(f"got {len(item_ids)} history items but {vectors.shape[0]} vectors")
         if self.applied(user_id, event_id):
             return None
-        vec = history_vector(check_vectors(vectors, self.dim, what="item vector"), self.rule.history_recency)
         items = list(item_ids)[-self.rule.history_len :]
+        vec = self.model.vector([(i, HISTORY) for i in items]) if self.model is not None else None
+        if vec is None:
+            vec = history_vector(check_vectors(vectors, self.dim, what="item vector"), self.rule.history_recency)
+        else:
+            vec = normalise(check_vectors(vec, self.dim, what="user vector")[0])
         return UserChange(HISTORY, user_id, self._next_version(user_id), vec, self._clock(), event_id, items=items)
 
     def plan_feedback(
@@ -271,18 +294,25 @@ class UserStore:
         user_id: str,
         item_id: str,
         event: str,
-        item_vector: np.ndarray,
+        item_vector: np.ndarray | None,
         event_id: str | None = None,
         start: np.ndarray | None = None,
+        model_vector: np.ndarray | None = None,
     ) -> UserChange | None:
-        """The change one feedback event makes (see apply)."""
+        """The change one feedback event makes: the user's vector becomes model_vector where the model gave
+        one (model_vector), else the rule moves it toward or away from item_vector (see apply)."""
         user_id = check_id(user_id, "user id")
         item_id = check_id(item_id)
         event = check_event(event)
         if self.applied(user_id, event_id):
             return None
-        x = check_vectors(item_vector, self.dim, what="item vector")[0]
         now = self._clock()
+        if model_vector is not None:
+            return UserChange(FEEDBACK, user_id, self._next_version(user_id), model_vector, now, event_id, event,
+                              [item_id])
+        if item_vector is None:
+            raise ValueError("plan_feedback needs the item's vector when no model vector is given")
+        x = check_vectors(item_vector, self.dim, what="item vector")[0]
         state = self._users.get(user_id)
         rate = self.rule.learning_rates[event]
         if state is not None:

@@ -1,0 +1,242 @@
+"""The sequential user model in plain torch: a causal transformer (SASRec-class) over a user's recent positives.
+
+Input: the user's last `length` events, oldest first, left-padded; each slot
+gets its item's input vector (what the user did), its event type's vector (liked,
+clicked, disliked) and a learned position vector (the newest is always the last
+slot, so position is recency). Each slot is trained to predict the user's next
+positive item. Two pre-norm
+blocks of causal self-attention and a ReLU feed-forward; the last slot's output is
+the user's vector. Scores are dot products with separate output item vectors (what
+the user is offered), trained with a softmax over every item at every slot (Kang &
+McAuley 2018's architecture; the full softmax instead of one sampled negative).
+The forward pass is plain enough to run in numpy at serving time
+(rayrec.users.sequence_model), where it must give the same vectors.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from rayrec.evaluation.data import Event
+from rayrec.exceptions import InvalidInputError
+from rayrec.users.sequence_model import EVENT_TYPES, N_TYPES
+
+PAD_ROW = 0  # input row 0 is padding; item row j is input row j + 1
+
+
+@dataclass(frozen=True, slots=True)
+class SequenceParams:
+    """How the sequential model is shaped and trained (chosen on MovieLens' validation slice)."""
+
+    dim: int = 64
+    length: int = 50
+    blocks: int = 2
+    dropout: float = 0.2
+    epochs: int = 40
+    batch_size: int = 128
+    learning_rate: float = 1e-3
+    patience: int = 3
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("dim", "length", "blocks", "epochs", "batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise InvalidInputError(f"{name} must be a positive integer, got {value!r}")
+        if not 0 <= self.dropout < 1 or not self.learning_rate > 0 or self.patience < 0:
+            raise InvalidInputError("dropout must be in [0, 1), learning_rate > 0, patience >= 0")
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Block(torch.nn.Module):
+    """Pre-norm causal self-attention (one head) and feed-forward, each with a residual."""
+
+    def __init__(self, dim: int, dropout: float) -> None:
+        super().__init__()
+        self.norm1 = torch.nn.LayerNorm(dim)
+        self.qkv = torch.nn.Linear(dim, 3 * dim)
+        self.out = torch.nn.Linear(dim, dim)
+        self.norm2 = torch.nn.LayerNorm(dim)
+        self.up = torch.nn.Linear(dim, dim)
+        self.down = torch.nn.Linear(dim, dim)
+        self.drop = torch.nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+        q, k, v = self.qkv(self.norm1(x)).chunk(3, dim=-1)
+        scores = (q @ k.transpose(1, 2)) / math.sqrt(x.shape[-1])
+        attention = torch.softmax(scores.masked_fill(~allowed, float("-inf")), dim=-1)
+        x = x + self.drop(self.out(self.drop(attention) @ v))
+        return x + self.drop(self.down(self.drop(torch.relu(self.up(self.norm2(x))))))
+
+
+class SequentialModel(torch.nn.Module):
+    """Input item vectors, positions, blocks, a final norm; output item vectors."""
+
+    def __init__(self, n_items: int, params: SequenceParams) -> None:
+        super().__init__()
+        self.params = params
+        self.inputs = torch.nn.Embedding(n_items + 1, params.dim, padding_idx=PAD_ROW)
+        self.positions = torch.nn.Embedding(params.length, params.dim)
+        self.types = torch.nn.Embedding(N_TYPES, params.dim, padding_idx=0)
+        self.blocks = torch.nn.ModuleList(Block(params.dim, params.dropout) for _ in range(params.blocks))
+        self.norm = torch.nn.LayerNorm(params.dim)
+        self.outputs = torch.nn.Embedding(n_items, params.dim)
+        self.drop = torch.nn.Dropout(params.dropout)
+        for table in (self.inputs, self.positions, self.types, self.outputs):
+            torch.nn.init.normal_(table.weight, std=0.05)
+        with torch.no_grad():
+            self.inputs.weight[PAD_ROW].zero_()
+            self.types.weight[0].zero_()
+
+    def hidden(self, seq: torch.Tensor, types: torch.Tensor) -> torch.Tensor:
+        """(batch, length, dim) outputs for (batch, length) input rows (item row + 1, PAD_ROW = padding) and
+        their event types (EVENT_TYPES' values, 0 for padding)."""
+        length = seq.shape[1]
+        real = seq != PAD_ROW
+        x = self.inputs(seq) * math.sqrt(self.params.dim) + self.types(types) + self.positions.weight[-length:]
+        x = self.drop(x) * real.unsqueeze(-1)
+        causal = torch.tril(torch.ones(length, length, dtype=torch.bool, device=seq.device))
+        allowed = (causal.unsqueeze(0) & real.unsqueeze(1)) | torch.eye(length, dtype=torch.bool, device=seq.device)
+        for block in self.blocks:
+            x = block(x, allowed) * real.unsqueeze(-1)
+        return self.norm(x)
+
+    def users(self, seq: torch.Tensor, types: torch.Tensor) -> torch.Tensor:
+        """(batch, dim): the last slot's output, the user's vector."""
+        return self.hidden(seq, types)[:, -1]
+
+    def forward(self, seq: torch.Tensor, types: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Softmax loss over every item at every slot with a target (item rows, -1 where nothing to predict)."""
+        logits = self.hidden(seq, types) @ self.outputs.weight.T
+        return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1),
+                                                 ignore_index=-1)
+
+
+def user_sequences(events: list[Event], index: dict[str, int]) -> dict[str, list[tuple[int, int, bool]]]:
+    """Each user's events in time order: (item row, event type, positive)."""
+    out: dict[str, list[tuple[int, int, bool]]] = {}
+    for e in events:
+        out.setdefault(e.user, []).append((index[e.item], EVENT_TYPES[e.feedback], e.positive))
+    return out
+
+
+def windows(sequences: dict[str, list[tuple[int, int, bool]]], length: int) -> tuple[np.ndarray, ...]:
+    """Training windows: each user's events cut from the end into pieces of length + 1, left-padded; a slot's
+    target is the next event's item if that one is positive (else -1, as for padding).
+    Returns (input rows, event types, target item rows), each (windows, length) int64."""
+    inputs, types, targets = [], [], []
+    for seq in sequences.values():
+        for end in range(len(seq), 1, -length):
+            piece = seq[max(0, end - length - 1) : end]
+            pad = length + 1 - len(piece)
+            inputs.append([PAD_ROW] * pad + [j + 1 for j, _, _ in piece[:-1]])
+            types.append([0] * pad + [t for _, t, _ in piece[:-1]])
+            targets.append([-1] * pad + [j if positive else -1 for j, _, positive in piece[1:]])
+    shape = (-1, length)
+    return tuple(np.asarray(a, dtype=np.int64).reshape(shape) for a in (inputs, types, targets))
+
+
+def inputs_of(events: list[tuple[int, int]], length: int) -> tuple[list[int], list[int]]:
+    """The input rows and types of a user's last `length` (item row, event type) events (left-padded)."""
+    last = events[-length:]
+    pad = length - len(last)
+    return [PAD_ROW] * pad + [j + 1 for j, _ in last], [0] * pad + [t for _, t in last]
+
+
+@torch.no_grad()
+def next_item_hit_rate(
+    model: SequentialModel, before: list[Event], after: list[Event], index: dict[str, int], k: int = 10,
+    batch: int = 512,
+) -> float:
+    """HR@k of the model on each positive of `after` whose user had an event before it (seen items excluded;
+    ties rank the lower row first). Users' events before each one come from `before`, then `after`."""
+    sequences: dict[str, list[tuple[int, int]]] = {}
+    seen: dict[str, set[int]] = {}
+    for e in before:
+        sequences.setdefault(e.user, []).append((index[e.item], EVENT_TYPES[e.feedback]))
+        seen.setdefault(e.user, set()).add(index[e.item])
+    rows, types, targets, excluded = [], [], [], []
+    for e in after:
+        mine = sequences.setdefault(e.user, [])
+        if e.positive and mine:
+            r, t = inputs_of(mine, model.params.length)
+            rows.append(r)
+            types.append(t)
+            targets.append(index[e.item])
+            excluded.append(sorted(seen[e.user]))
+        mine.append((index[e.item], EVENT_TYPES[e.feedback]))
+        seen.setdefault(e.user, set()).add(index[e.item])
+    if not targets:
+        return 0.0
+    out = model.outputs.weight.T
+    hits = 0
+    for start in range(0, len(targets), batch):
+        end = start + batch
+        scores = model.users(torch.tensor(rows[start:end]), torch.tensor(types[start:end])) @ out
+        for n, (target, skip) in enumerate(zip(targets[start:end], excluded[start:end])):
+            if target in skip:  # a seen item is never recommended again: a miss
+                continue
+            row = scores[n].clone()
+            row[skip] = float("-inf")
+            mine_score = row[target]
+            ahead = int((row > mine_score).sum()) + int((row[:target] == mine_score).sum())
+            hits += int(ahead < k)
+    return hits / len(targets)
+
+
+def train_sequential(
+    events: list[Event], index: dict[str, int], params: SequenceParams,
+    validate: Callable[[SequentialModel], float] | None = None,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+) -> tuple[SequentialModel, list[dict[str, Any]]]:
+    """Trains on every user's positives in events; with validate (model -> HR@10), stops after
+    params.patience epochs without a better one and keeps the best epoch's weights."""
+    torch.manual_seed(params.seed)
+    rng = np.random.default_rng(params.seed)
+    model = SequentialModel(len(index), params)
+    x, types, y = windows(user_sequences(events, index), params.length)
+    if len(x) == 0 or not (y >= 0).any():
+        raise InvalidInputError("no positive interaction follows another one of its user: nothing to train the "
+                                "sequential model on")
+    x_t, types_t, y_t = torch.as_tensor(x), torch.as_tensor(types), torch.as_tensor(y)
+    optimiser = torch.optim.Adam(model.parameters(), lr=params.learning_rate)
+    history: list[dict[str, Any]] = []
+    best: tuple[float, int, dict[str, torch.Tensor]] | None = None
+    for epoch in range(1, params.epochs + 1):
+        started = time.perf_counter()
+        model.train()
+        order = torch.as_tensor(rng.permutation(len(x)))
+        total = 0.0
+        for start in range(0, len(x), params.batch_size):
+            batch = order[start : start + params.batch_size]
+            loss = model(x_t[batch], types_t[batch], y_t[batch])
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            total += float(loss.detach()) * len(batch)
+        model.eval()
+        stats: dict[str, Any] = {"epoch": epoch, "loss": round(total / len(x), 4),
+                                 "seconds": round(time.perf_counter() - started, 2)}
+        if validate is not None:
+            score = validate(model)
+            stats["validation"] = {"hr@10": round(score, 5)}
+            if best is None or score > best[0]:
+                best = (score, epoch, {k: v.detach().clone() for k, v in model.state_dict().items()})
+        if on_epoch is not None:
+            on_epoch(stats)
+        history.append(stats)
+        if best is not None and params.patience > 0 and epoch - best[1] >= params.patience:
+            break
+    if best is not None:
+        model.load_state_dict(best[2])
+        history[-1]["best_epoch"] = best[1]
+    return model, history

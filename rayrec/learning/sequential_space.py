@@ -1,0 +1,125 @@
+"""The sequential space: item vectors for the index and the model that computes users in it.
+
+Trained from interactions alone (plain classes, no Ray): the sequential model
+(rayrec.learning.sequential), EASE with recency decay in low rank
+(rayrec.evaluation.ease), and their blend weight, each chosen on the last
+VALIDATION_SHARE of the events (by time), then the model trained again on every
+event for the best number of epochs. Items no positive interaction names get
+both parts of their vector from their text (a ridge map fitted on the others).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from rayrec.evaluation.data import Event
+from rayrec.evaluation.ease import VALIDATION_SHARE, ease_weights, tune
+from rayrec.evaluation.metrics import hit_rate
+from rayrec.evaluation.replay import run_in_order
+from rayrec.learning.sequential import SequenceParams, next_item_hit_rate, train_sequential
+from rayrec.learning.spaces import ridge_map
+from rayrec.users.sequence_model import SequenceModel
+from rayrec.users.sequential_user import SequentialUser, equal_norms, spread
+
+RANK = 64  # of the EASE factors
+WEIGHTS = (0.3, 0.5, 0.6, 0.7, 0.8, 1.0)  # the sequential part's share, chosen on validation
+
+
+@dataclass(frozen=True, slots=True)
+class SequentialSpace:
+    vectors: np.ndarray  # (n_items, d + RANK + 1) item vectors (see rayrec.users.sequential_user)
+    user: SequentialUser
+    from_text: np.ndarray  # (n_items,) bool: placed from text (no positive interaction)
+    info: dict[str, Any]
+
+
+def low_rank(b: np.ndarray, rank: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """B ~ context @ target^T (each (n, rank), float32) by a randomised SVD (Halko et al. 2011, 2 power steps)."""
+    rank = min(rank, b.shape[0])
+    rng = np.random.default_rng(seed)
+    b64 = b.astype(np.float64)
+    q, _ = np.linalg.qr(b64 @ rng.standard_normal((b.shape[1], min(b.shape[0], rank + 10))))
+    for _ in range(2):
+        q, _ = np.linalg.qr(b64 @ (b64.T @ q))
+    u, s, vt = np.linalg.svd(q.T @ b64, full_matrices=False)
+    left, root = (q @ u)[:, :rank], np.sqrt(s[:rank])
+    return (left * root).astype(np.float32), (vt[:rank].T * root).astype(np.float32)
+
+
+def _user_model(
+    model: Any, events: list[Event], index: dict[str, int], text: np.ndarray, lam: float, decay: float, weight: float
+) -> tuple[SequentialUser, np.ndarray, np.ndarray]:
+    """The SequentialUser, the item vectors and the from-text mask of a trained model on these events."""
+    sequence = SequenceModel({k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}, model.params.blocks)
+    context, target = low_rank(ease_weights(events, index, lam), RANK)
+    output = sequence.item_vectors.copy()
+    cold = np.ones(len(index), dtype=bool)
+    cold[[index[e.item] for e in events if e.positive]] = False
+    if cold.any() and (~cold).sum() > 1:  # both parts of a cold item's vector from its text
+        for table in (output, target, context):
+            w, b = ridge_map(text[~cold], table[~cold])
+            table[cold] = text[cold] @ w.T + b
+        sequence.w["outputs.weight"] = output
+    user = SequentialUser(sequence, dict(index), context, decay, weight, spread(output), spread(target))
+    return user, equal_norms(np.concatenate([output, target], axis=1)), cold
+
+
+class Policy:
+    """A SequentialUser as an in-process replay policy (to choose the blend weight on validation)."""
+
+    name = "sequential"
+
+    def __init__(self, user: SequentialUser, vectors: np.ndarray, history: list[Event]) -> None:
+        from rayrec.evaluation.baselines import top_k
+
+        self.user, self.vectors, self.top_k = user, vectors.astype(np.float64), top_k
+        self.events: dict[str, list[tuple[str, str]]] = {}
+        for e in history:
+            self.observe(e)
+
+    def recommend(self, user: str, k: int, seen: set[int]) -> list[int] | None:
+        u = self.user.vector(self.events.get(user, []))
+        return None if u is None else self.top_k(self.vectors @ u, k, seen)
+
+    def observe(self, event: Event) -> None:
+        self.events.setdefault(event.user, []).append((event.item, event.feedback))
+
+
+def train_space(
+    events: list[Event], index: dict[str, int], text: np.ndarray, params: SequenceParams | None = None,
+    log: Callable[[str], None] = lambda m: print(m, file=sys.stderr, flush=True),
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+) -> SequentialSpace:
+    """Chooses EASE's lambda and decay, the model's epochs and the blend weight on the events' last
+    VALIDATION_SHARE; returns the space trained on every event with them."""
+    params = params or SequenceParams()
+    t0 = time.perf_counter()
+    cut = int(round(len(events) * (1 - VALIDATION_SHARE)))
+    fit, held = events[:cut], events[cut:]
+    ease = tune(events, index)
+    log(f"sequential: EASE lambda {ease.lam:g}, decay {ease.decay:g} (validation HR@10 {ease.validation_hr10:.4f})")
+    model, history = train_sequential(fit, index, params, validate=lambda m: next_item_hit_rate(m, fit, held, index),
+                                      on_epoch=on_epoch)
+    best_epoch = int(history[-1].get("best_epoch", len(history)))
+    grid = []
+    for weight in WEIGHTS:
+        user, vectors, _ = _user_model(model, fit, index, text, ease.lam, ease.decay, weight)
+        scored, _ = run_in_order(fit, held, index, [Policy(user, vectors, fit)])
+        grid.append({"weight": weight, "hr@10": round(hit_rate(scored["sequential"].ranks, 10), 5)})
+    best = max(grid, key=lambda g: g["hr@10"])
+    log(f"sequential: {best_epoch} epochs, blend weight {best['weight']} (validation HR@10 {best['hr@10']:.4f}); "
+        "training again on every event")
+    final, _ = train_sequential(events, index, dataclasses.replace(params, epochs=best_epoch))
+    user, vectors, cold = _user_model(final, events, index, text, ease.lam, ease.decay, best["weight"])
+    info = {"params": params.as_dict(), "epochs": history, "best_epoch": best_epoch,
+            "ease": {"lambda": ease.lam, "decay": ease.decay, "rank": RANK, "validation_hr@10": ease.validation_hr10},
+            "weight": best["weight"], "weight_grid": grid, "validation_hr@10": best["hr@10"],
+            "seconds": round(time.perf_counter() - t0, 1)}
+    return SequentialSpace(vectors, user, cold, info)

@@ -1,0 +1,62 @@
+"""The sequential user model's forward pass in numpy, for serving (no torch in the user actors).
+
+It computes what rayrec.learning.sequential.SequentialModel.users computes for
+one user: the last slot's output over their last `length` events. Padding is
+never attended, so only the real items are run, at the last positions.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+EPS = 1e-5  # torch.nn.LayerNorm's default
+# Event types the model tells apart (0 is padding): what pulls toward an item, a click, what pushes away.
+EVENT_TYPES = {"history": 1, "like": 1, "purchase": 1, "click": 2, "skip": 3, "dislike": 3}
+POSITIVE = 1
+N_TYPES = 4
+
+
+def _norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    mean = x.mean(axis=-1, keepdims=True)
+    var = ((x - mean) ** 2).mean(axis=-1, keepdims=True)
+    return (x - mean) / np.sqrt(var + EPS) * weight + bias
+
+
+class SequenceModel:
+    """Weights of a trained SequentialModel (its state_dict as float32 numpy arrays, by name)."""
+
+    def __init__(self, weights: dict[str, np.ndarray], blocks: int) -> None:
+        self.w = {k: np.asarray(v, np.float32) for k, v in weights.items()}
+        self.blocks = blocks
+        self.length, self.dim = self.w["positions.weight"].shape
+        self.n_items = self.w["outputs.weight"].shape[0]
+
+    @property
+    def item_vectors(self) -> np.ndarray:
+        """(n_items, dim): the output item vectors users are scored against."""
+        return self.w["outputs.weight"]
+
+    def user_vector(self, events: list[tuple[int, int]]) -> np.ndarray | None:
+        """The user's vector (dim,) from their (item row, event type) events, oldest first; rows the model
+        does not know are left out (None if no event is left)."""
+        last = [(j, t) for j, t in events if 0 <= j < self.n_items][-self.length :]
+        if not last:
+            return None
+        w, k = self.w, len(last)
+        rows = np.asarray([j for j, _ in last]) + 1
+        types = np.asarray([t for _, t in last])
+        x = (w["inputs.weight"][rows] * np.float32(np.sqrt(self.dim)) + w["types.weight"][types]
+             + w["positions.weight"][-k:])
+        causal = np.tril(np.ones((k, k), dtype=bool))
+        for b in range(self.blocks):
+            p = f"blocks.{b}."
+            q, kk, v = np.split(_norm(x, w[p + "norm1.weight"], w[p + "norm1.bias"]) @ w[p + "qkv.weight"].T
+                                + w[p + "qkv.bias"], 3, axis=-1)
+            scores = np.where(causal, q @ kk.T / np.float32(np.sqrt(self.dim)), -np.inf)
+            scores = np.exp(scores - scores.max(axis=-1, keepdims=True))
+            attention = scores / scores.sum(axis=-1, keepdims=True)
+            x = x + (attention @ v) @ w[p + "out.weight"].T + w[p + "out.bias"]
+            h = np.maximum(_norm(x, w[p + "norm2.weight"], w[p + "norm2.bias"]) @ w[p + "up.weight"].T
+                           + w[p + "up.bias"], 0)
+            x = x + h @ w[p + "down.weight"].T + w[p + "down.bias"]
+        return _norm(x[-1], w["norm.weight"], w["norm.bias"]).astype(np.float32)

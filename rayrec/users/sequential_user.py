@@ -1,0 +1,78 @@
+"""The model-based user: a user's vector computed from their recent events, in the serving shape.
+
+Two parts, blended into one dot product over concatenated vectors:
+- the sequential model (rayrec.users.sequence_model): its output for the user's
+  last events, against each item's output vector;
+- EASE with recency decay in low rank (B ~ context @ target^T): the decayed sum
+  of the context vectors of the user's positives, against each item's target vector.
+Each part's scores are z-scored over the catalog before they are mixed
+(weight, 1 - weight). A per-user mean shifts every item alike, so only the
+per-user spread matters, and it is a quadratic form of the user's part:
+std_j(u . v_j) = sqrt(u^T cov(v) u). So the user vector is
+[weight * h / sd_h, (1 - weight) * c / sd_c] and an item's is [output_j, target_j],
+and ranking by their dot product is ranking by the blended z-scores. The index
+compares L2-normalised item vectors, so each item gets one more coordinate,
+sqrt(M^2 - |v_j|^2) with M the largest norm, and users a 0 there: every item then
+has norm M, and normalising divides every score by the same M (the reduction of
+inner-product search to cosine of Bachrach et al. 2014).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from rayrec.users.sequence_model import EVENT_TYPES, POSITIVE, SequenceModel
+
+
+def spread(vectors: np.ndarray) -> np.ndarray:
+    """The covariance of item vectors (rows), float64: std over items of u . v_j = sqrt(u^T cov u)."""
+    v = np.asarray(vectors, np.float64)
+    centred = v - v.mean(axis=0)
+    return centred.T @ centred / max(1, len(v))
+
+
+def equal_norms(vectors: np.ndarray) -> np.ndarray:
+    """Item vectors (n, k) with one more coordinate that brings every row to the largest row norm."""
+    v = np.asarray(vectors, np.float64)
+    sq = (v**2).sum(axis=1)
+    return np.concatenate([v, np.sqrt(np.maximum(sq.max() - sq, 0.0))[:, None]], axis=1).astype(np.float32)
+
+
+@dataclass
+class SequentialUser:
+    """Computes user vectors from (item id, event) histories, oldest first."""
+
+    sequence: SequenceModel
+    rows: dict[str, int]  # item id -> row of the model's tables
+    context: np.ndarray  # (n_items, r) EASE context vectors
+    decay: float  # EASE recency decay per positive
+    weight: float  # the sequential part's share of the blend
+    spread_output: np.ndarray  # (d, d) covariance of the output vectors
+    spread_target: np.ndarray  # (r, r) covariance of the target vectors
+
+    @property
+    def dim(self) -> int:
+        """The item space's dimension: both parts and the coordinate of equal_norms."""
+        return self.sequence.dim + self.context.shape[1] + 1
+
+    def vector(self, events: Sequence[tuple[str, str]]) -> np.ndarray | None:
+        """The user's vector (dim,) float32, or None when the model knows none of the events' items."""
+        known = [(self.rows[i], EVENT_TYPES[e]) for i, e in events if i in self.rows and e in EVENT_TYPES]
+        h = self.sequence.user_vector(known)
+        if h is None:
+            return None
+        c = np.zeros(self.context.shape[1], np.float64)
+        for row, kind in known:
+            if kind == POSITIVE:
+                c = self.decay * c + self.context[row]
+        out = []
+        for part, cov, share in ((h.astype(np.float64), self.spread_output, self.weight),
+                                 (c, self.spread_target, 1.0 - self.weight)):
+            sd = float(np.sqrt(max(part @ cov @ part, 0.0)))
+            out.append(share * part / sd if sd > 1e-12 else np.zeros_like(part))
+        u = np.concatenate([*out, np.zeros(1)])
+        norm = float(np.linalg.norm(u))
+        return (u / norm).astype(np.float32) if norm > 0 else None

@@ -1,0 +1,99 @@
+"""The model-based user in the serving shape: one dot product ranks as the blended z-scores do."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from rayrec.exceptions import InvalidInputError
+from rayrec.learning.sequential import SequenceParams, SequentialModel
+from rayrec.learning.sequential_space import low_rank
+from rayrec.users.sequence_model import EVENT_TYPES, SequenceModel
+from rayrec.users.sequential_user import SequentialUser, equal_norms, spread
+
+
+def _user(rng: np.random.Generator, n: int = 30, weight: float = 0.7, decay: float = 0.8):
+    params = SequenceParams(dim=8, length=5, blocks=1)
+    torch.manual_seed(1)
+    model = SequentialModel(n, params).eval()
+    for p in model.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    sequence = SequenceModel({k: v.detach().numpy() for k, v in model.state_dict().items()}, params.blocks)
+    context = rng.standard_normal((n, 4)).astype(np.float32)
+    target = rng.standard_normal((n, 4)).astype(np.float32)
+    rows = {f"i{j}": j for j in range(n)}
+    user = SequentialUser(sequence, rows, context, decay, weight, spread(sequence.item_vectors), spread(target))
+    return user, sequence, context, target, rows
+
+
+def test_the_user_vector_ranks_items_as_the_blend_of_z_scores():
+    rng = np.random.default_rng(0)
+    user, sequence, context, target, rows = _user(rng)
+    events = [("i3", "like"), ("i7", "click"), ("nobody-knows", "like"), ("i1", "dislike"), ("i9", "like"),
+              ("i4", "history")]
+    u = user.vector(events)
+    items = equal_norms(np.concatenate([sequence.item_vectors, target], axis=1))
+    np.testing.assert_allclose(np.linalg.norm(items, axis=1), np.linalg.norm(items, axis=1).max(), rtol=1e-5)
+    items = items / np.linalg.norm(items, axis=1, keepdims=True)  # as the index holds them
+    # By hand: the sequential part's scores over every item, and EASE's (the decayed sum of the positives'
+    # context vectors: i3, i9, i4, newest weighing 1), each z-scored over the catalog, mixed 0.7 / 0.3.
+    known = [(rows[i], EVENT_TYPES[e]) for i, e in events if i in rows]
+    s1 = sequence.item_vectors.astype(np.float64) @ sequence.user_vector(known)
+    c = 0.8**2 * context[3] + 0.8 * context[9] + context[4]
+    s2 = target.astype(np.float64) @ c
+    blend = 0.7 * (s1 - s1.mean()) / s1.std() + 0.3 * (s2 - s2.mean()) / s2.std()
+    got = items.astype(np.float64) @ u
+    assert np.argsort(-got).tolist() == np.argsort(-blend).tolist()
+    # The same up to one positive scale and shift per user: a dot product ranks exactly like the blend.
+    slope, offset = np.polyfit(blend, got, 1)
+    np.testing.assert_allclose(got, slope * blend + offset, atol=1e-5)
+    assert slope > 0 and abs(float(np.linalg.norm(u)) - 1) < 1e-5 and u.dtype == np.float32
+    assert user.vector([("nobody-knows", "like")]) is None and user.dim == 13 and u[-1] == 0
+
+
+def test_a_user_with_no_positive_yet_is_ranked_by_the_sequential_part_alone():
+    rng = np.random.default_rng(1)
+    user, sequence, _, target, rows = _user(rng)
+    u = user.vector([("i2", "click"), ("i5", "skip")])
+    items = equal_norms(np.concatenate([sequence.item_vectors, target], axis=1))
+    s1 = sequence.item_vectors @ sequence.user_vector([(2, EVENT_TYPES["click"]), (5, EVENT_TYPES["skip"])])
+    assert np.argsort(-(items @ u)).tolist() == np.argsort(-s1).tolist()
+
+
+def test_low_rank_recovers_a_matrix_of_that_rank():
+    rng = np.random.default_rng(2)
+    b = rng.standard_normal((40, 6)) @ rng.standard_normal((6, 40))
+    context, target = low_rank(b.astype(np.float32), 6)
+    np.testing.assert_allclose(context @ target.T, b, atol=1e-3)
+    context, target = low_rank(b.astype(np.float32), 3)  # the best rank-3 approximation (Eckart-Young)
+    u, s, vt = np.linalg.svd(b)
+    np.testing.assert_allclose(context @ target.T, (u[:, :3] * s[:3]) @ vt[:3], atol=1e-2 * s[0])
+
+
+def test_a_store_with_the_model_moves_users_by_their_events_and_the_files_round_trip(tmp_path):
+    from rayrec.config import FeedbackRule
+    from rayrec.users import model_files
+    from rayrec.users.user_state import UserStore
+
+    rng = np.random.default_rng(3)
+    user, *_ = _user(rng)
+    model_files.save(user, tmp_path / "m")
+    loaded = model_files.load(tmp_path / "m")
+    events = [("i3", "like"), ("i7", "click"), ("i9", "like")]
+    np.testing.assert_array_equal(loaded.vector(events), user.vector(events))
+    assert loaded.rows == user.rows and loaded.weight == user.weight and loaded.dim == user.dim
+
+    store = UserStore(user.dim, FeedbackRule(), clock=lambda: 1.0, model=loaded)
+    store.commit(store.plan_history("u", ["i3"], np.zeros((1, user.dim), np.float32)))
+    np.testing.assert_allclose(store.get("u").vector, user.vector([("i3", "history")]), atol=1e-6)
+    for item, event in events[1:]:
+        vector = store.model_vector("u", [(item, event)])
+        store.commit(store.plan_feedback("u", item, event, None, f"e-{item}", model_vector=vector))
+    # The vector after each event is the model's over the whole kept history, oldest first.
+    np.testing.assert_allclose(store.get("u").vector, user.vector([("i3", "history"), *events[1:]]), atol=1e-6)
+    assert [i for i, _, _ in store.get("u").history] == ["i3", "i7", "i9"] and store.get("u").version == 3
+    assert store.plan_feedback("u", "i9", "like", None, "e-i9") is None  # its event id was applied
+    assert store.model_vector("nobody", [("unknown", "like")]) is None  # the rule takes over
+    with pytest.raises(InvalidInputError, match="no readable user model"):
+        model_files.load(tmp_path / "missing")
