@@ -252,6 +252,7 @@ class Ingress:
             "items": out["items"],
             "model_version": out["space"] or self.model_version,
             "freshness_ms": None if out.get("freshness_ms") is None else round(out["freshness_ms"], 2),
+            "user_model": out.get("user_model", "rule"),
         }
 
     @api.post("/recommend", response_model=RecommendResponse)

@@ -58,6 +58,10 @@ class RecommendResponse(BaseModel):
     freshness_ms: float | None = Field(
         None, description="on the first answer after a feedback event: ms from the event's arrival to this answer"
     )
+    user_model: str = Field(
+        "rule", description="what moves users: `sequential` (a model over their recent events) or `rule` (the "
+        "feedback rule, also where a configured user model could not be loaded)"
+    )
 
 
 class RecommendFailure(BaseModel):

@@ -19,7 +19,8 @@ from rayrec.evaluation.spaces import SPACES, svd_space
 from rayrec.exceptions import InvalidInputError
 from rayrec.hashing import partition_of
 
-POLICIES = ("popularity", "itemknn", "ease", "static", "realtime")
+POLICIES = ("popularity", "itemknn", "ease", "static", "realtime", "sequential")
+HISTORY_CHUNK = 5000  # history events per feedback_many call when the sequential users are fed their history
 
 
 class SystemPolicy:
@@ -53,6 +54,47 @@ class SystemPolicy:
         await self._actor(uid).feedback.remote(uid, event.item, event.feedback, f"{event.time}/{event.item}")
         self.known.add(event.user)
         self.calls += 1
+
+
+def _sequential_replay(
+    space: Any, history: list[Event], replay: list[Event], index: dict[str, int], ids: list[str], dataset: Dataset,
+    num_cpus: int | None, num_shards: int, cold: dict[int, list[int]], concurrency: int,
+    progress: Callable[[int], None],
+) -> Scored:
+    """The sequential policy through a real system: its item vectors in the shards, its user model in the
+    user actors; every history event is sent as feedback (batched per actor, each user's order kept), then
+    the replay runs as for the other system policies."""
+    import tempfile
+
+    import ray
+
+    from rayrec import IndexConfig, Rayrec, RayrecConfig
+    from rayrec.users import model_files
+
+    with tempfile.TemporaryDirectory(prefix="rayrec-eval-user-model-") as folder:
+        model_files.save(space.user, folder)
+        config = RayrecConfig(index=IndexConfig(dim=space.user.dim, factory="Flat", max_k=K), num_shards=num_shards,
+                              shard_num_cpus=0.1, router_num_cpus=0.1, user_actor_num_cpus=0.1,
+                              namespace="rayrec-eval-sequential", user_model=folder)
+        with Rayrec.start(config, num_cpus=num_cpus) as system:
+            system.upsert(ids, space.vectors, {"category": dataset.items["category"].to_pylist()})
+            actors = system.users
+            by_actor: dict[int, list[tuple[str, str, str, str]]] = {}
+            for e in history:
+                uid = f"sequential:{e.user}"
+                by_actor.setdefault(partition_of(uid, len(actors)), []).append(
+                    (uid, e.item, e.feedback, f"{e.time}/{e.item}"))
+            calls = [actors[p].feedback_many.remote(events[start : start + HISTORY_CHUNK])
+                     for p, events in by_actor.items() for start in range(0, len(events), HISTORY_CHUNK)]
+            for answers in ray.get(calls):
+                failed = [a for a in answers if isinstance(a, BaseException)]
+                if failed:
+                    raise failed[0]
+            info = ray.get(actors[0].info.remote())
+            if info["user_model"] != "sequential":
+                raise RuntimeError(f"the user actors did not load the sequential model: {info['user_model_error']}")
+            policy = SystemPolicy(system, "sequential", index, {e.user for e in history}, True)
+            return asyncio.run(run_by_user(history, replay, index, policy, cold, concurrency, progress))
 
 
 def _hit_curve(replay: list[Event], scored: Scored, bins: int) -> list[float | None]:
@@ -121,12 +163,12 @@ def evaluate(
     log("choosing EASE's lambda and recency decay on the history's last 10%")
     ease = tune(history, index)
     baselines = [ItemKNN(index, history), EaseDecay(index, history, ease_weights(history, index, ease.lam), ease.decay)]
-    bar = tqdm(total=3 * len(replay), desc="replay", unit="event", disable=not progress, file=sys.stderr)
+    bar = tqdm(total=4 * len(replay), desc="replay", unit="event", disable=not progress, file=sys.stderr)
     scored, cold = run_in_order(history, replay, index, baselines, progress=bar.update)
 
     log(f"encoding {len(ids)} item texts")
     encoder = TextEncoder(model_dir)
-    vectors = encoder.encode(dataset.items["text"].to_pylist())
+    vectors = text = encoder.encode(dataset.items["text"].to_pylist())
     from_text = len(ids)
     if space == "svd":
         vectors, _, cold_items = svd_space(history, index, vectors)
@@ -154,6 +196,12 @@ def evaluate(
             policy = SystemPolicy(system, name, index, set(liked), update)
             scored[name] = asyncio.run(run_by_user(history, replay, index, policy, cold, concurrency, bar.update))
         rule = system.config.feedback
+    from rayrec.learning.sequential_space import train_space
+
+    log("training the sequential user model on the history")
+    sequential = train_space(history, index, text, log=log)
+    scored["sequential"] = _sequential_replay(sequential, history, replay, index, ids, dataset, num_cpus, num_shards,
+                                              cold, concurrency, bar.update)
     bar.close()
     catalog = len(ids)
     return {
@@ -175,6 +223,9 @@ def evaluate(
             "ease": {"lambda": ease.lam, "decay": ease.decay, "validation_hr@10": ease.validation_hr10,
                      "validation": f"the history's last {VALIDATION_SHARE:.0%}, fitted on the rest",
                      "grid": ease.grid},
+            "sequential": {k: v for k, v in sequential.info.items() if k != "epochs"}
+            | {"epochs": len(sequential.info["epochs"]), "item_vectors": f"{sequential.vectors.shape[1]}-d, "
+               f"{int(sequential.from_text.sum())} items without a positive interaction placed from text"},
             "bootstrap_resamples": resamples,
             "seconds": round(time.perf_counter() - t0, 1),
         },

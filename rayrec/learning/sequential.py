@@ -42,6 +42,7 @@ class SequenceParams:
     epochs: int = 40
     batch_size: int = 128
     learning_rate: float = 1e-3
+    mask_seen: bool = True
     patience: int = 3
     seed: int = 0
 
@@ -115,8 +116,16 @@ class SequentialModel(torch.nn.Module):
         return self.hidden(seq, types)[:, -1]
 
     def forward(self, seq: torch.Tensor, types: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Softmax loss over every item at every slot with a target (item rows, -1 where nothing to predict)."""
+        """Softmax loss over every item at every slot with a target (item rows, -1 where nothing to predict).
+        With params.mask_seen, the items a slot's window shows up to it are no negatives there (the server
+        never recommends what a user has seen), unless one is that slot's target."""
         logits = self.hidden(seq, types) @ self.outputs.weight.T
+        if self.params.mask_seen:
+            shown = torch.zeros_like(logits)
+            shown.scatter_(2, (seq - 1).clamp(min=0).unsqueeze(-1), (seq != PAD_ROW).unsqueeze(-1).float())
+            seen = shown.cumsum(dim=1) > 0
+            seen.scatter_(2, target.clamp(min=0).unsqueeze(-1), False)
+            logits = logits.masked_fill(seen, -1e9)
         return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1),
                                                  ignore_index=-1)
 

@@ -72,6 +72,7 @@ def test_unknown_user_gets_a_cold_start_list_with_real_titles(base):
     body = resp.json()
     assert body["cold_start"] is True and body["user_version"] == 0 and body["partial"] is False
     assert len(body["items"]) == 5 and all(t.endswith(")") for t in titles(resp))  # "Title (1995)"
+    assert body["user_model"] == "rule"  # no user model configured: the feedback rule moves users
 
 
 def test_text_user_feedback_and_filters(base):

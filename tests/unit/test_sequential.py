@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -85,3 +87,28 @@ def test_training_learns_the_order_a_bag_cannot_see():
     assert next_item_hit_rate(model, events, held, index, k=1) > 0.8
     with pytest.raises(InvalidInputError, match="nothing to train"):
         train_sequential([Event("u", "i0", 0, 5)], index, params)
+
+
+def test_the_loss_by_hand_with_seen_items_masked_up_to_each_slot():
+    params = SequenceParams(dim=8, length=4, blocks=1, dropout=0.0)
+    torch.manual_seed(2)
+    model = SequentialModel(6, params).eval()
+    seq = torch.tensor([[PAD_ROW, 3, 5, 3], [2, 1, 6, 4]])  # input rows: items 2, 4, 2 / 1, 0, 5, 3
+    types = torch.tensor([[0, 1, 1, 2], [1, 1, 3, 1]])
+    target = torch.tensor([[-1, 4, 1, 5], [0, -1, 2, 1]])  # the last: item 1, seen before, stays the label
+    got = float(model(seq, types, target).detach())
+    with torch.no_grad():
+        logits = (model.hidden(seq, types) @ model.outputs.weight.T).numpy().astype(np.float64)
+    losses = []
+    for b in range(2):
+        for t in range(4):
+            if target[b, t] < 0:
+                continue
+            seen = {int(r) - 1 for r in seq[b, : t + 1] if r != PAD_ROW} - {int(target[b, t])}
+            allowed = [j for j in range(6) if j not in seen]
+            row = logits[b, t]
+            losses.append(np.log(np.exp(row[allowed]).sum()) - row[int(target[b, t])])
+    assert got == pytest.approx(float(np.mean(losses)), rel=1e-5)
+    plain = SequentialModel(6, dataclasses.replace(params, mask_seen=False)).eval()
+    plain.load_state_dict(model.state_dict())
+    assert float(plain(seq, types, target).detach()) > got  # the seen items took probability there
