@@ -48,7 +48,7 @@ def test_rayrec_eval_on_files(ray_session, tmp_path, capsys):
     # The sequential policy ran through a system whose user actors loaded the model (else it raises); its
     # items are 64 (the model) + 6 (EASE's factors: rank 64 capped at the 6 items) + 1 (equal norms) wide.
     assert metrics["sequential"]["events"] == 4 and out["params"]["sequential"]["item_vectors"].startswith("71-d")
-    assert metrics["ease"]["events"] == 4 and len(out["params"]["ease"]["grid"]) == 36
+    assert metrics["ease"]["events"] == 4 and len(out["params"]["ease"]["grid"]) == 10
     # The baselines' ranks worked out by hand in tests/unit/test_evaluation.py: [1, 2, 1, miss] and [1, 1, 1, miss].
     assert metrics["popularity"]["events"] == 4 and metrics["popularity"]["hr@10"]["value"] == 0.75
     assert metrics["popularity"]["mrr@10"]["value"] == round((1 + 0.5 + 1) / 4, 5)
