@@ -57,12 +57,17 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--no-progress", action="store_true", help="no progress bar")
     tr = sub.add_parser("train", help="learn the item space from interactions (two-tower on Ray Train; svd baseline)")
     _data_args(tr)
-    tr.add_argument("--model", default="two-tower", choices=["two-tower", "svd"], help="what to train and write")
+    tr.add_argument("--model", default="two-tower", choices=["two-tower", "svd", "sequential"],
+                    help="what to train and write (sequential: item vectors and the model that computes users "
+                    "from their recent events, trained in this process)")
     tr.add_argument("--out", default=None, help="models folder (default: $RAYREC_CACHE_DIR/models, where serve looks)")
     tr.add_argument("--validation-share", type=float, default=0.1,
                     help="last share of interactions held out for the per-epoch metrics (0: train on all)")
     tr.add_argument("--epochs", type=int, default=None, help="passes over the data (default: TrainParams')")
     tr.add_argument("--dim", type=int, default=None, help="dimension of the learned space (default: 64)")
+    tr.add_argument("--patience", type=int, default=None,
+                    help="stop after this many epochs without a better held-out HR@10, keeping the best "
+                    "(default: TrainParams', 3; 0 trains every epoch)")
     tr.add_argument("--workers", type=int, default=1, help="Ray Train workers")
     tr.add_argument("--use-gpu", action="store_true", help="one GPU per Ray Train worker")
     tr.add_argument("--model-dir", default=None, help="a local Hugging Face model directory for item text")

@@ -129,7 +129,17 @@ class AppArgs(BaseModel):
             "shard_resources": self.shard_resources,
             "control_resources": self.control_resources,
             "snapshot_every": self.snapshot_every,
+            "user_model": self._user_model(),
         }
+
+    def _user_model(self) -> str | None:
+        """A sequential space's user model folder (its users are computed by it), else None (the rule)."""
+        if self.model is None:
+            return None
+        from rayrec.learning import store
+
+        folder = store.resolve(self.model, self.models_root)
+        return str(folder / store.USER_MODEL) if store.manifest(folder).get("kind") == "sequential" else None
 
 
 def build_app(args: dict[str, Any] | AppArgs | None = None) -> Any:

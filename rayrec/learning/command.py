@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import json
 import os
 import sys
 import time
@@ -36,6 +37,8 @@ def run_training(dataset: Dataset, args: argparse.Namespace) -> dict[str, Any]:
         params = replace(params, epochs=args.epochs)
     if args.dim is not None:
         params = replace(params, dim=args.dim)
+    if getattr(args, "patience", None) is not None:
+        params = replace(params, patience=args.patience)
     if not 0 <= args.validation_share < 1:
         raise InvalidInputError(f"--validation-share must be in [0, 1), got {args.validation_share}")
     if args.workers < 1:
@@ -57,6 +60,8 @@ def run_training(dataset: Dataset, args: argparse.Namespace) -> dict[str, Any]:
 
     baseline = svd(events, index, text, params.dim)
     validation: dict[str, Any] = {"svd": check(baseline.vectors)}
+    if args.model == "sequential":
+        return _sequential(events, held, index, ids, text, validation, args, t0)
     if args.model == "svd":
         space = baseline
     else:
@@ -95,3 +100,39 @@ def run_training(dataset: Dataset, args: argparse.Namespace) -> dict[str, Any]:
     _log(f"done in {time.perf_counter() - t0:.0f} s; held-out HR@10: " +
          ", ".join(f"{k} {v['hr@10']:.3f}" for k, v in validation.items() if v))
     return {**manifest, "path": path}
+
+
+def _sequential(
+    events: list[Any], held: list[Any], index: dict[str, int], ids: list[str], text: Any,
+    validation: dict[str, Any], args: argparse.Namespace, t0: float,
+) -> dict[str, Any]:
+    """`rayrec train --model sequential`: the sequential space (rayrec.learning.sequential_space), in this
+    process, with its held-out HR@10 from the in-process replay of the held-out interactions."""
+    import numpy as np
+
+    from rayrec.evaluation.metrics import hit_rate
+    from rayrec.evaluation.replay import run_in_order
+    from rayrec.learning.sequential_space import Policy, train_space
+    from rayrec.learning.spaces import ridge_map
+    from rayrec.users import model_files
+
+    _log(f"training the sequential user model: {len(events)} interactions")
+    space = train_space(events, index, text, log=_log,
+                        on_epoch=lambda stats: print(json.dumps(stats), file=sys.stderr, flush=True))
+    vectors = space.vectors
+    if held:
+        unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)  # as the index holds them
+        scored, _ = run_in_order(events, held, index, [Policy(space.user, unit, events)])
+        validation["sequential"] = {"hr@10": hit_rate(scored["sequential"].ranks, 10),
+                                    "events": int(len(scored["sequential"].ranks))}
+    weight, bias = ridge_map(text[~space.from_text], vectors[~space.from_text])  # places new items
+    info = {"params": space.info["params"], "sequential": {k: v for k, v in space.info.items() if k != "params"},
+            "encoder": os.path.basename(os.path.normpath(args.model_dir)) if args.model_dir else "all-MiniLM-L6-v2",
+            "trained_on": {"interactions": len(events), "held_out": len(held), "items": len(ids),
+                           "users": len({e.user for e in events})},
+            "validation_hr@10": validation}
+    path = store.save(args.out or store.default_root(), "sequential", ids, vectors, space.from_text, weight, bias,
+                      info, write_more=lambda folder: model_files.save(space.user, folder / store.USER_MODEL))
+    _log(f"done in {time.perf_counter() - t0:.0f} s; held-out HR@10: " +
+         ", ".join(f"{k} {v['hr@10']:.3f}" for k, v in validation.items() if v))
+    return {**store.manifest(path), "path": path}

@@ -75,7 +75,7 @@ def fit(
             stop = params.patience > 0 and epoch + 1 - best[1] >= params.patience
         if _agreed(stop, rank, world, device):
             break
-    if best is not None:  # the weights of the best validated epoch, not the last
+    if best is not None and params.patience > 0:  # the weights of the best validated epoch, not the last
         unwrap(model).load_state_dict(best[2])
         history[-1]["best_epoch"] = best[1]
     return history

@@ -54,7 +54,7 @@ class TrainParams:
             (a ridge regression from text embeddings onto the trained vectors of the items with interactions,
             as the SVD baseline places its new items).
         patience: with validation after each epoch, stop after this many epochs without a better one
-            (keeping the best one's weights); 0 trains every epoch.
+            (keeping the best one's weights); 0 trains every epoch and keeps the last.
         seed: torch and numpy seed.
     """
 

@@ -4,6 +4,7 @@
     <root>/v<N>/items.parquet     item_id, vector (the item vectors the shards hold), from_text
     <root>/v<N>/text_map.safetensors  text_weight (dim, e), text_bias (dim,): the item tower's text
                                   path, which places new items (and text-described users) in the space
+    <root>/v<N>/user_model/       a sequential space only: the model that computes users from their events
 
 A version is written to a hidden folder first and renamed into place, so a
 reader never sees half of one; `latest` is the highest complete version.
@@ -17,6 +18,7 @@ import re
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,7 @@ from rayrec.exceptions import InvalidInputError
 MANIFEST = "manifest.json"
 ITEMS = "items.parquet"
 TEXT_MAP = "text_map.safetensors"
+USER_MODEL = "user_model"  # a sequential space's folder of rayrec.users.model_files
 VERSION = re.compile(r"^v(\d+)$")
 LATEST = "latest"
 
@@ -49,7 +52,7 @@ class LearnedSpace:
 
     version: str
     path: str
-    kind: str  # "two-tower" or "svd"
+    kind: str  # "two-tower", "svd" or "sequential" (then its folder holds USER_MODEL/)
     item_ids: list[str]
     vectors: np.ndarray  # (n, dim) float32, normalised
     from_text: np.ndarray  # (n,) bool: placed by the text path alone
@@ -95,8 +98,10 @@ def save(
     text_weight: np.ndarray,
     text_bias: np.ndarray,
     info: dict[str, Any],
+    write_more: Callable[[Path], None] | None = None,
 ) -> str:
-    """Writes a new version under root; returns its folder."""
+    """Writes a new version under root; returns its folder. write_more(folder) adds files to it before it
+    becomes visible (a sequential space's user model)."""
     from safetensors.numpy import save_file
 
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
@@ -118,6 +123,8 @@ def save(
             "from_text": pa.array(np.asarray(from_text, dtype=bool)),
         })
         pq.write_table(table, staging / ITEMS)
+        if write_more is not None:
+            write_more(staging)
         while True:  # another writer may take a number first: take the next one
             taken = [int(m.group(1)) for p in folder.iterdir() if (m := VERSION.match(p.name))]  # complete or not
             number = max(taken, default=0) + 1

@@ -59,12 +59,13 @@ def test_rayrec_train_writes_versions_a_server_can_load(trained, capsys):
     folder, inter, items, ids = trained
     models = folder / "models"
     code = main(["train", "--interactions", inter, "--items", items, "--out", str(models), "--epochs", "15",
-                 "--dim", "16", "--json"])
+                 "--dim", "16", "--patience", "0", "--json"])
     assert code == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["version"] == "v1" and out["kind"] == "two-tower" and out["dim"] == 16 and out["items"] == 30
-    assert [e["epoch"] for e in out["epochs"]] == list(range(1, 16))
-    assert all("validation" in e and 0 <= e["validation"]["hr@10"] <= 1 for e in out["epochs"])
+    epochs = out["epochs"]  # every one, the last one's weights kept (--patience 0: no early stopping)
+    assert [e["epoch"] for e in epochs] == list(range(1, 16)) and "best_epoch" not in epochs[-1]
+    assert all("validation" in e and 0 <= e["validation"]["hr@10"] <= 1 for e in epochs)
     assert set(out["validation_hr@10"]) == {"svd", "two-tower"}
     space = store.load("latest", models)
     assert space.version == "v1" and space.item_ids == ids and space.text_dim == 384
@@ -260,3 +261,39 @@ def test_hot_swap_under_traffic_no_failure_no_mixed_version_no_lost_feedback(tra
     assert requests.get(base + "/healthz", timeout=30).json()["model_version"] == "v3"
     assert (post(base, "/recommend", {"user_id": "r0", "k": 5}).json()["items"][0]["item_id"]
             == expected[("r0", "v3")][0])
+
+
+def test_rayrec_train_sequential_writes_a_space_whose_users_the_model_moves(trained, served, capsys):
+    """`rayrec train --model sequential`, then a system built from the serve options on that version: its
+    user actors load the model and every feedback computes the user from their events. A live swap to it
+    is refused with a clear 422."""
+    import ray
+    from rayrec.serve_app.app import AppArgs
+
+    from rayrec.config import RayrecConfig
+    from rayrec.users import model_files
+
+    folder, inter, items, ids = trained
+    models = folder / "models"
+    assert main(["train", "--interactions", inter, "--items", items, "--out", str(models), "--model", "sequential",
+                 "--json"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    version = out["version"]
+    # 64 (the model) + 30 (EASE's factors: rank 64 capped at the 30 items) + 1 (equal norms).
+    assert out["kind"] == "sequential" and out["dim"] == 95 and out["items"] == 30
+    assert 0 <= out["validation_hr@10"]["sequential"]["hr@10"] <= 1 and out["sequential"]["best_epoch"] >= 1
+    user_model = model_files.load(models / version / store.USER_MODEL)
+    opts = AppArgs(catalog=items, model=version, models_root=str(models), index="Flat", actor_num_cpus=0.02,
+                   namespace="sequential-space-test").resolved()
+    config = RayrecConfig.from_dict(opts.rayrec_config())
+    assert config.user_model == str(models / version / store.USER_MODEL) and config.index.dim == 95
+    space = store.load(version, models)
+    with Rayrec.start(config) as system:
+        system.upsert(space.item_ids, space.vectors)
+        assert ray.get(system.users[0].info.remote())["user_model"] == "sequential"
+        for n, item in enumerate(["space-1", "space-2", "horror-3"]):
+            system.feedback("fan", item, "like", event_id=f"f{n}")
+        want = user_model.vector([("space-1", "like"), ("space-2", "like"), ("horror-3", "like")])
+        np.testing.assert_allclose(system.get_user("fan")["vector"], want, atol=1e-5)
+    refused = post(served, "/model", {"model": version})
+    assert refused.status_code == 422 and "sequential model is not supported yet" in refused.json()["detail"]
