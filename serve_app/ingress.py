@@ -439,11 +439,6 @@ class Ingress:
     async def swap_model(self, body: ModelSwap, request: Request) -> dict[str, Any]:
         """Moves the running system to another trained model version under traffic (rayrec.system.model_swap)."""
         folder = store.resolve_named(body.model, self.models_root).resolve()
-        if store.manifest(folder).get("kind") == "sequential" or self.config.user_model is not None:
-            raise InvalidInputError(  # its users' model would have to move with the items: not built yet
-                "a live swap to or from a sequential model is not supported yet: restart with rayrec serve --model "
-                f"{folder.name}"
-            )
         text_dim = int(store.manifest(folder).get("text_dim", 0))
         if text_dim != await self.encoder.dim.remote():
             raise InvalidInputError(

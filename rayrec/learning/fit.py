@@ -44,7 +44,8 @@ def fit(
     sign = torch.tensor(examples.sign)
     target = torch.tensor(examples.target)
     per_worker = len(examples) // world
-    steps = max(1, -(-per_worker // params.batch_size))
+    size = batch_size(params, per_worker)
+    steps = max(1, -(-per_worker // size))
     history: list[dict[str, Any]] = []
     best: tuple[float, int, dict[str, torch.Tensor]] | None = None  # (validation HR@10, epoch, weights)
     for epoch in range(params.epochs):
@@ -53,7 +54,7 @@ def fit(
         model.train()
         total = 0.0
         for step in range(steps):
-            batch = torch.as_tensor(mine[step * params.batch_size : (step + 1) * params.batch_size])
+            batch = torch.as_tensor(mine[step * size : (step + 1) * size])
             if len(batch) < 2:  # a softmax over one target teaches nothing
                 continue
             loss = model(context[batch].to(device), sign[batch].to(device), target[batch].to(device), log_q)
@@ -62,7 +63,7 @@ def fit(
             optimiser.step()
             total += float(loss.detach()) * len(batch)
         model.eval()
-        stats: dict[str, Any] = {"epoch": epoch + 1, "loss": round(total / max(1, len(mine)), 4),
+        stats: dict[str, Any] = {"epoch": epoch + 1, "batch_size": size, "loss": round(total / max(1, len(mine)), 4),
                                  "seconds": round(time.perf_counter() - started, 2), "threads": torch.get_num_threads()}
         if on_epoch is not None:
             on_epoch(stats)
@@ -79,6 +80,12 @@ def fit(
         unwrap(model).load_state_dict(best[2])
         history[-1]["best_epoch"] = best[1]
     return history
+
+
+def batch_size(params: TrainParams, examples: int) -> int:
+    """params.batch_size, grown so an epoch of this many examples takes at most params.max_steps steps
+    (a larger log trains with larger batches: fewer, cheaper-per-example steps)."""
+    return max(params.batch_size, -(-examples // params.max_steps))
 
 
 def _agreed(stop: bool, rank: int, world: int, device: torch.device | str) -> bool:

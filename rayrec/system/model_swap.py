@@ -133,6 +133,10 @@ async def swap_model(
     space = space_of(str(store.manifest(folder)["version"]), str(folder))
     placer = placer_of(space)
     config, current, detached = await router.get_layout.remote()
+    if config.user_model is not None or store.manifest(folder).get("kind") == "sequential":
+        raise InvalidInputError(  # the users' model would have to move with the items in every user actor
+            "a live swap to or from a sequential model is not supported yet: restart with the model instead"
+        )
     if placer.space.dim != config.index.dim:  # checked before anything is recorded: a refused swap changes nothing
         raise InvalidInputError(
             f"model {placer.version} is {placer.space.dim}-d but this system's index is {config.index.dim}-d: "

@@ -167,6 +167,15 @@ def test_training_stops_when_validation_stalls_and_keeps_the_best_epochs_weights
         TrainParams(patience=-1)
 
 
+def test_batches_grow_with_the_log_to_cap_the_steps_per_epoch():
+    from rayrec.learning.fit import batch_size
+
+    params = TrainParams(batch_size=256, max_steps=600)
+    assert batch_size(params, 60_000) == 256  # MovieLens-sized: the configured batch
+    assert batch_size(params, 652_000) == 1087  # 1M interactions: 600 steps of 1,087
+    assert batch_size(params, 600 * 256 + 1) == 257
+
+
 def test_examples_are_each_positive_after_the_users_earlier_interactions_signed_by_the_rule():
     index = {x: i for i, x in enumerate("ABCDE")}
     events = [Event("u", "A", 1, 5), Event("v", "B", 2, 5), Event("u", "C", 3, 2),  # C: a dislike, not a target
