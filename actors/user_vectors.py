@@ -24,6 +24,7 @@ from rayrec.system.generations import ShardSet
 from rayrec.system.layout import require_layout
 from rayrec.system.model_swap import SpaceChangedError, placer_of
 from rayrec.users import model_files, recommending
+from rayrec.users.feedback_batch import Checked, group_by_user
 from rayrec.users.item_cache import ItemVectorCache
 from rayrec.users.recommending import Fields
 from rayrec.users.swap_state import SwapState
@@ -52,16 +53,12 @@ class UserVectors:
         self.config = config
         self.router = router
         self.store = UserStore(config.index.dim, config.feedback)
-        self.user_model, self.user_model_error = RULE, None  # which moves users: "sequential" or the rule
+        self.user_model_error: str | None = None  # why a configured user model is not in use
         if config.user_model is not None:
-            try:
-                model = model_files.load(config.user_model)
-                if model.dim != config.index.dim:
-                    raise InvalidInputError(f"its users are {model.dim}-d, the index {config.index.dim}-d")
-                self.store.model, self.user_model = model, model_files.KIND
-            except InvalidInputError as exc:  # the rule serves, and says so (info, every answer)
-                self.user_model_error = f"user model {config.user_model!r} not loaded: {exc}"
+            self.store.model, self.user_model_error = model_files.load_checked(config.user_model, config.index.dim)
+            if self.user_model_error is not None:  # the rule serves, and says so (info, every answer)
                 log.warning("rayrec: %s; the feedback rule moves users", self.user_model_error)
+        self.user_model = RULE if self.store.model is None else model_files.KIND  # which moves users
         # The current shard generation and its shards' replicas, asked of the router on first use.
         self._shards: ShardSet | None = None
         # Item vectors for feedback, dropped by the router before it acknowledges a write of the item.
@@ -249,8 +246,7 @@ class UserVectors:
     async def _feedback(self, user_id: str, item_id: str, event: str, event_id: str | None) -> dict[str, Any]:
         """Plans, logs and applies one checked event; the caller holds the user's lock. The model computes
         the vector where it knows the item (no shard is asked); else the rule moves it by the item's vector."""
-        known = self.store.model is not None and item_id in self.store.model.rows  # type: ignore[attr-defined]
-        vector = self.store.model_vector(user_id, [(item_id, event)]) if known else None
+        vector = self.store.model_vector(user_id, [(item_id, event)])
         x = start = None
         if vector is None:
             x = (await self._item_vector(item_id))[0]
@@ -269,21 +265,11 @@ class UserVectors:
             Per event, feedback's answer, or the error that event alone caused.
         """
         out: list[dict[str, Any] | BaseException | None] = [None] * len(events)
-        by_user: dict[str, list[tuple[int, str, str, str | None]]] = {}
-        for n, fields in enumerate(events):
-            try:
-                user_id, item_id, event, event_id = fields
-                checked = (check_id(user_id, "user id"), check_id(item_id), check_event(event),
-                           None if event_id is None else check_id(event_id, "event id", event=True))
-            except CALLER_ERRORS as exc:
-                out[n] = exc
-                continue
-            except (TypeError, ValueError):
-                out[n] = InvalidInputError("each event is (user_id, item_id, event, event_id)")
-                continue
-            by_user.setdefault(checked[0], []).append((n, *checked[1:]))
+        by_user, errors = group_by_user(events)
+        for n, exc in errors.items():
+            out[n] = exc
 
-        async def one_user(user_id: str, mine: list[tuple[int, str, str, str | None]]) -> None:
+        async def one_user(user_id: str, mine: list[Checked]) -> None:
             async with self._lock(user_id):
                 for n, item_id, event, event_id in mine:
                     try:

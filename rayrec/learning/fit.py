@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from rayrec.learning.early_stop import BestEpoch
 from rayrec.learning.examples import Examples
 from rayrec.learning.model import TrainParams, TwoTower
 
@@ -47,7 +48,7 @@ def fit(
     size = batch_size(params, per_worker)
     steps = max(1, -(-per_worker // size))
     history: list[dict[str, Any]] = []
-    best: tuple[float, int, dict[str, torch.Tensor]] | None = None  # (validation HR@10, epoch, weights)
+    best = BestEpoch(params.patience)
     for epoch in range(params.epochs):
         started = time.perf_counter()
         mine = rng.permutation(len(examples))[: per_worker * world][rank::world]
@@ -69,16 +70,10 @@ def fit(
             on_epoch(stats)
         history.append(stats)
         score = (stats.get("validation") or {}).get("hr@10")  # set by on_epoch on the rank that validates
-        stop = False
-        if score is not None:
-            if best is None or score > best[0]:
-                best = (score, epoch + 1, {k: v.detach().clone() for k, v in unwrap(model).state_dict().items()})
-            stop = params.patience > 0 and epoch + 1 - best[1] >= params.patience
+        stop = score is not None and best.update(epoch + 1, score, unwrap(model))
         if _agreed(stop, rank, world, device):
             break
-    if best is not None and params.patience > 0:  # the weights of the best validated epoch, not the last
-        unwrap(model).load_state_dict(best[2])
-        history[-1]["best_epoch"] = best[1]
+    best.restore(unwrap(model), history)  # the weights of the best validated epoch, not the last
     return history
 
 

@@ -26,6 +26,7 @@ import torch
 
 from rayrec.evaluation.data import Event
 from rayrec.exceptions import InvalidInputError
+from rayrec.learning.early_stop import BestEpoch
 from rayrec.users.sequence_model import EVENT_TYPES, N_TYPES
 
 PAD_ROW = 0  # input row 0 is padding; item row j is input row j + 1
@@ -219,7 +220,7 @@ def train_sequential(
     x_t, types_t, y_t = torch.as_tensor(x), torch.as_tensor(types), torch.as_tensor(y)
     optimiser = torch.optim.Adam(model.parameters(), lr=params.learning_rate)
     history: list[dict[str, Any]] = []
-    best: tuple[float, int, dict[str, torch.Tensor]] | None = None
+    best = BestEpoch(params.patience)
     for epoch in range(1, params.epochs + 1):
         started = time.perf_counter()
         model.train()
@@ -235,17 +236,15 @@ def train_sequential(
         model.eval()
         stats: dict[str, Any] = {"epoch": epoch, "loss": round(total / len(x), 4),
                                  "seconds": round(time.perf_counter() - started, 2)}
+        stop = False
         if validate is not None:
             score = validate(model)
             stats["validation"] = {"hr@10": round(score, 5)}
-            if best is None or score > best[0]:
-                best = (score, epoch, {k: v.detach().clone() for k, v in model.state_dict().items()})
+            stop = best.update(epoch, score, model)
         if on_epoch is not None:
             on_epoch(stats)
         history.append(stats)
-        if best is not None and params.patience > 0 and epoch - best[1] >= params.patience:
+        if stop:
             break
-    if best is not None:
-        model.load_state_dict(best[2])
-        history[-1]["best_epoch"] = best[1]
+    best.restore(model, history)
     return model, history

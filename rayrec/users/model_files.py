@@ -58,3 +58,14 @@ def load(folder: str | os.PathLike[str]) -> SequentialUser:
                                 f"{len(rows)} item ids, {sequence.n_items} item rows")
     return SequentialUser(sequence, rows, tensors["context"], float(info["decay"]), float(info["weight"]),
                           tensors["spread_output"], tensors["spread_target"])
+
+
+def load_checked(folder: str, dim: int) -> tuple[SequentialUser | None, str | None]:
+    """(the model in folder, None), or (None, why it cannot serve an index of dim-d vectors)."""
+    try:
+        model = load(folder)
+    except InvalidInputError as exc:
+        return None, f"user model {folder!r} not loaded: {exc}"
+    if model.dim != dim:
+        return None, f"user model {folder!r} not loaded: its users are {model.dim}-d, the index {dim}-d"
+    return model, None

@@ -58,6 +58,9 @@ class SequentialUser:
         """The item space's dimension: both parts and the coordinate of equal_norms."""
         return self.sequence.dim + self.context.shape[1] + 1
 
+    def knows(self, item_id: str) -> bool:
+        return item_id in self.rows
+
     def vector(self, events: Sequence[tuple[str, str]]) -> np.ndarray | None:
         """The user's vector (dim,) float32, or None when the model knows none of the events' items."""
         known = [(self.rows[i], EVENT_TYPES[e]) for i, e in events if i in self.rows and e in EVENT_TYPES]

@@ -152,6 +152,8 @@ class UserChange:
 class UserModel(Protocol):
     """What computes a user's vector from their recent events (rayrec.users.sequential_user.SequentialUser)."""
 
+    def knows(self, item_id: str) -> bool: ...
+
     def vector(self, events: Sequence[tuple[str, str]]) -> np.ndarray | None: ...
 
 
@@ -203,12 +205,16 @@ class UserStore:
 
     def model_vector(self, user_id: str, events: Sequence[tuple[str, str]]) -> np.ndarray | None:
         """The model's vector for the user after their kept history and then events ((item id, event) pairs);
-        None without a model, or when it knows none of the items."""
-        if self.model is None:
+        None without a model, when it does not know one of these events' items (the rule moves the user
+        then), or when it knows none of the user's."""
+        if self.model is None or not all(self.model.knows(i) for i, _ in events):
             return None
         state = self._users.get(user_id)
-        past = [] if state is None else [(i, e) for i, e, _ in state.history]
-        v = self.model.vector([*past, *events])
+        return self._from_model([*([] if state is None else [(i, e) for i, e, _ in state.history]), *events])
+
+    def _from_model(self, events: Sequence[tuple[str, str]]) -> np.ndarray | None:
+        assert self.model is not None
+        v = self.model.vector(events)
         return None if v is None else normalise(check_vectors(v, self.dim, what="user vector")[0])
 
     def __len__(self) -> int:
@@ -282,11 +288,9 @@ class UserStore:
         if self.applied(user_id, event_id):
             return None
         items = list(item_ids)[-self.rule.history_len :]
-        vec = self.model.vector([(i, HISTORY) for i in items]) if self.model is not None else None
+        vec = self._from_model([(i, HISTORY) for i in items]) if self.model is not None else None
         if vec is None:
             vec = history_vector(check_vectors(vectors, self.dim, what="item vector"), self.rule.history_recency)
-        else:
-            vec = normalise(check_vectors(vec, self.dim, what="user vector")[0])
         return UserChange(HISTORY, user_id, self._next_version(user_id), vec, self._clock(), event_id, items=items)
 
     def plan_feedback(

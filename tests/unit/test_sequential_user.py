@@ -97,3 +97,13 @@ def test_a_store_with_the_model_moves_users_by_their_events_and_the_files_round_
     assert store.model_vector("nobody", [("unknown", "like")]) is None  # the rule takes over
     with pytest.raises(InvalidInputError, match="no readable user model"):
         model_files.load(tmp_path / "missing")
+
+
+def test_feedback_batches_group_per_user_in_order_and_name_bad_events():
+    from rayrec.users.feedback_batch import group_by_user
+
+    by_user, errors = group_by_user([("u", "a", "like", "e1"), ("v", "b", "click", None), ("u", "c", "poke", None),
+                                     ("u", "d", "skip", "e4"), ("too", "short")])
+    assert by_user == {"u": [(0, "a", "like", "e1"), (3, "d", "skip", "e4")], "v": [(1, "b", "click", None)]}
+    assert set(errors) == {2, 4} and "poke" in str(errors[2])
+    assert "(user_id, item_id, event, event_id)" in str(errors[4])
