@@ -199,7 +199,7 @@ def evaluate(
     from rayrec.learning.sequential_space import train_space
 
     log("training the sequential user model on the history")
-    sequential = train_space(history, index, text, log=log)
+    sequential = train_space(history, index, text, log=log, ease=ease)  # EASE's choice on this history, made above
     scored["sequential"] = _sequential_replay(sequential, history, replay, index, ids, dataset, num_cpus, num_shards,
                                               cold, concurrency, bar.update)
     bar.close()

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from rayrec.evaluation.data import Event
-from rayrec.evaluation.ease import VALIDATION_SHARE, ease_weights, tune
+from rayrec.evaluation.ease import VALIDATION_SHARE, EaseChoice, ease_weights, tune
 from rayrec.evaluation.metrics import hit_rate
 from rayrec.evaluation.replay import run_in_order
 from rayrec.learning.sequential import SequenceParams, next_item_hit_rate, train_sequential
@@ -95,15 +95,16 @@ class Policy:
 def train_space(
     events: list[Event], index: dict[str, int], text: np.ndarray, params: SequenceParams | None = None,
     log: Callable[[str], None] = lambda m: print(m, file=sys.stderr, flush=True),
-    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None, ease: EaseChoice | None = None,
 ) -> SequentialSpace:
-    """Chooses EASE's lambda and decay, the model's epochs and the blend weight on the events' last
-    VALIDATION_SHARE; returns the space trained on every event with them."""
+    """Chooses EASE's lambda and decay (unless given: tune's choice on the same events), the model's epochs
+    and the blend weight on the events' last VALIDATION_SHARE; returns the space trained on every event
+    with them."""
     params = params or SequenceParams()
     t0 = time.perf_counter()
     cut = int(round(len(events) * (1 - VALIDATION_SHARE)))
     fit, held = events[:cut], events[cut:]
-    ease = tune(events, index)
+    ease = ease or tune(events, index)
     log(f"sequential: EASE lambda {ease.lam:g}, decay {ease.decay:g} (validation HR@10 {ease.validation_hr10:.4f})")
     model, history = train_sequential(fit, index, params, validate=lambda m: next_item_hit_rate(m, fit, held, index),
                                       on_epoch=on_epoch)
