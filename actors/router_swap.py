@@ -17,7 +17,7 @@ import numpy as np
 
 from rayrec import constants as C
 from rayrec.catalogs.catalog import ItemBatch
-from rayrec.exceptions import InvalidInputError, LayoutChangedError, ShardUnavailableError
+from rayrec.exceptions import LayoutChangedError, ShardUnavailableError
 from rayrec.routing.fanout import fan_out
 from rayrec.system import layout as layouts
 from rayrec.system.generations import ShardSet, drop_files, split_objects
@@ -75,7 +75,8 @@ class ModelSwaps:
         self, groups: list[list[Any]], new: Generation, base: int, space: dict[str, Any],
         placed: dict[str, tuple[str, np.ndarray]],
     ) -> dict[str, Any]:
-        """Fills a new generation of shards with every item in the space of the model at space["path"].
+        """Fills a new generation of shards with every item in the space of the model at space["path"]
+        (padded with zeros to the index's dimension where the model has fewer).
 
         Item writes wait from here until switch_space or abort_space (or SWAP_TIMEOUT_S after it
         returns, which aborts); queries go on against the current shards. On failure the new actors are stopped.
@@ -93,10 +94,7 @@ class ModelSwaps:
         t0 = time.monotonic()
         target = ShardSet(new, topo.replica_sets(groups, new))
         try:
-            placer = await asyncio.to_thread(placer_of, space)
-            dim = topo.config.index.dim
-            if placer.space.dim != dim:
-                raise InvalidInputError(f"model {placer.version} is {placer.space.dim}-d, the index {dim}-d")
+            placer = await asyncio.to_thread(placer_of, space, topo.config.index.dim)  # refuses a larger model
             topo.check_base(base, new)
             started = await fan_out(
                 [lambda h=h: h.count.remote() for h in target.handles], C.RESHARD_START_TIMEOUT_S, 0

@@ -463,7 +463,7 @@ class UserVectors:
         """
         if self.swaps.paused is not None:
             raise LayoutChangedError("this user actor is paused for another model swap")
-        placer = await asyncio.to_thread(placer_of, space)  # also: the model is readable here
+        placer = await asyncio.to_thread(placer_of, space, self.config.index.dim)  # also: the model is readable here
         await self.swaps.pause(swap, timeout_s)
         text_dim = None if placer is None else placer.space.text_dim
 
@@ -483,7 +483,7 @@ class UserVectors:
     async def _rederive(self, space: dict[str, Any]) -> int:
         """Every user's vector from their kept history, in `space` (the one the router now serves); users
         set by text start from their text embedding placed by that model's text path."""
-        placer = await asyncio.to_thread(placer_of, space)
+        placer = await asyncio.to_thread(placer_of, space, self.config.index.dim)  # padded to the index's
         users = self.store.items()
         unique = sorted({i for _, state in users for i, _, _ in state.history})
         vectors: dict[str, np.ndarray] = {}

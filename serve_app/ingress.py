@@ -140,6 +140,7 @@ class Ingress:
         api.state.guard = Guard(digest, bool(settings.get("protect_reads", False)),
                                 list(settings.get("allowed_hosts") or LOOPBACK_HOSTS), ACCESS)
         # The item space: a learned model's (its folder, resolved by the app builder), or the encoder's own.
+        # At start the space is the index's own dimension (checked below); after a swap it may be smaller.
         self.placer = placer_of({"path": settings.get("model")})
         self.models_root: str | None = settings.get("models_root")
         encoder_dim = await self.encoder.dim.remote()
@@ -187,7 +188,7 @@ class Ingress:
             return
         log.warning("rayrec: the system is in item space %s (a model swap), not %s: serving %s",
                     space.get("version"), self.model_version, space.get("version"))
-        self.placer = placer_of(space)
+        self.placer = placer_of(space, self.config.index.dim)  # a smaller model's vectors padded to the index's
 
     async def _in_current_space(self, call: Any) -> Any:
         """Runs call() (which places text and writes it, naming the space) again if a model swap came between."""

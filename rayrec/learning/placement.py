@@ -1,4 +1,9 @@
-"""Vectors in a learned space for the server: an item's learned vector if the model has one, else its text's."""
+"""Vectors in a learned space for the server: an item's learned vector if the model has one, else its text's.
+
+A space of a smaller dimension than the index it is served in (a system started in the 384-d text
+space, swapped live to a 64-d model) is served padded: every item and user vector gets zeros after
+its own coordinates, which leaves every dot product and cosine as it was.
+"""
 
 from __future__ import annotations
 
@@ -41,11 +46,37 @@ def check_stored_space(storage_uri: str, serving: str, holds_items: bool) -> Non
         )
 
 
-class Placer:
-    """Places items (by id and text embedding) and text-described users in one learned space."""
+def pad(vectors: np.ndarray, dim: int) -> np.ndarray:
+    """(n, m) vectors as (n, dim) float32, zeros after their own m <= dim coordinates (dot products unchanged).
 
-    def __init__(self, space: LearnedSpace) -> None:
+    Raises:
+        InvalidInputError: m > dim (a space cannot be served in an index of fewer dimensions).
+    """
+    x = np.asarray(vectors, dtype=np.float32)
+    if x.ndim != 2:
+        raise ValueError(f"pad takes an (n, m) matrix of vectors, got shape {x.shape}")
+    if x.shape[1] > dim:
+        raise InvalidInputError(f"{x.shape[1]}-d vectors cannot be served in a {dim}-d index (at most {dim}-d)")
+    if x.shape[1] == dim:
+        return x
+    out = np.zeros((x.shape[0], dim), dtype=np.float32)
+    out[:, : x.shape[1]] = x
+    return out
+
+
+class Placer:
+    """Places items (by id and text embedding) and text-described users in one learned space, as vectors of
+    the index it is served in (padded with zeros where the space has fewer dimensions)."""
+
+    def __init__(self, space: LearnedSpace, dim: int | None = None) -> None:
+        """dim: the index's dimension (default: the space's); InvalidInputError if the space has more."""
         self.space = space
+        self.dim = space.dim if dim is None else int(dim)
+        if space.dim > self.dim:
+            raise InvalidInputError(
+                f"model {space.version} is {space.dim}-d but the index is {self.dim}-d: a model is served in an "
+                "index of its own dimension or a larger one (padded), never a smaller one"
+            )
         self._row = {item: r for r, item in enumerate(space.item_ids)}
 
     @property
@@ -57,8 +88,8 @@ class Placer:
         return [i for i, item in enumerate(ids) if item not in self._row]
 
     def items(self, ids: list[str], unknown_text: np.ndarray | None) -> np.ndarray:
-        """(n, dim) vectors: the model's own for known ids, the text path's (of unknown_text, in the
-        order of `unknown(ids)`) for the others."""
+        """(n, self.dim) vectors: the model's own for known ids, the text path's (of unknown_text, in the
+        order of `unknown(ids)`) for the others; padded to the index's dimension."""
         out = np.empty((len(ids), self.space.dim), dtype=np.float32)
         missing = self.unknown(ids)
         known = [i for i in range(len(ids)) if ids[i] in self._row]
@@ -70,8 +101,8 @@ class Placer:
                     f"got {0 if unknown_text is None else len(unknown_text)}"
                 )
             out[missing] = self.space.place(unknown_text)
-        return out
+        return pad(out, self.dim)
 
     def text(self, embeddings: np.ndarray) -> np.ndarray:
-        """Text embeddings (of new items, or of users described by text) placed in the space."""
-        return self.space.place(embeddings)
+        """Text embeddings (of new items, or of users described by text) placed in the space: (n, self.dim)."""
+        return pad(self.space.place(embeddings), self.dim)

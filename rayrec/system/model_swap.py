@@ -15,6 +15,11 @@ swap_model runs the steps; the router and the user actors hold the state:
    their text embedding placed by the new text path), takes the new space, and
    resumes. With storage, it snapshots them first.
 
+A model of a smaller dimension than the index is served in it padded with zeros
+(rayrec.learning.placement.pad): every vector of the new space this swap, the
+user actors and later item writes make is the index's dimension. One of a larger
+dimension is refused.
+
 A recommendation reads its user's vector and searches inside one user-actor
 call, which a pause waits for, so it is answered from one space, whole, and
 names it. Feedback waits at a paused actor and is applied after the switch:
@@ -62,28 +67,35 @@ def space_of(version: str, path: str | None) -> dict[str, str | None]:
     return {"version": version, "path": path}
 
 
-def placer_of(space: dict[str, Any]) -> Any:
-    """The Placer of a space's model (None for the encoder's own space, which has no model folder)."""
+def placer_of(space: dict[str, Any], dim: int | None = None) -> Any:
+    """The Placer of a space's model (None for the encoder's own space, which has no model folder).
+
+    dim: the index's dimension, which the placer's vectors are padded to (default: the model's own).
+    """
     from rayrec.learning import store
     from rayrec.learning.placement import Placer
 
-    return Placer(store.load(str(space["path"]))) if space.get("path") else None
+    return Placer(store.load(str(space["path"])), dim) if space.get("path") else None
 
 
 def vectors_in(placer: Any, batch: ItemBatch, placed: dict[str, tuple[str, np.ndarray]]) -> np.ndarray:
     """Every item of batch as a vector of placer's space: the model's own, else its text's as placed.
 
     Args:
-        placer: rayrec.learning.placement.Placer of the new model.
+        placer: rayrec.learning.placement.Placer of the new model (its vectors of the index's dimension).
         batch: the items (ids, metadata with their `text` where they keep one).
-        placed: item id -> (the text it was placed from, its vector), for the items the model lacks.
+        placed: item id -> (the text it was placed from, its vector as placer.text gives it), for the items
+            the model lacks.
+
+    Returns:
+        (len(batch), placer.dim) vectors.
 
     Raises:
         InvalidInputError: items the model lacks that keep no text (added as raw embeddings): nothing can place them.
         CatalogChangedError: an item the model lacks whose text is not the one placed (changed or new since).
     """
     texts = batch.metadata.get(TEXT_KEY) or [None] * len(batch)
-    out = np.empty((len(batch), placer.space.dim), dtype=np.float32)
+    out = np.empty((len(batch), placer.dim), dtype=np.float32)
     unknown = set(placer.unknown(batch.ids))
     known = [n for n in range(len(batch)) if n not in unknown]
     if known:
@@ -127,21 +139,23 @@ async def swap_model(
         {"model_version", "previous", "items", "users", "paused_ms", "seconds"}.
     """
     from rayrec.learning import store
+    from rayrec.learning.placement import Placer
     from rayrec.system.layout import Generation
 
     t0 = time.monotonic()
     space = space_of(str(store.manifest(folder)["version"]), str(folder))
-    placer = placer_of(space)
+    learned = store.load(str(folder))
     config, current, detached = await router.get_layout.remote()
-    if config.user_model is not None or store.manifest(folder).get("kind") == "sequential":
+    if config.user_model is not None or learned.kind == "sequential":
         raise InvalidInputError(  # the users' model would have to move with the items in every user actor
             "a live swap to or from a sequential model is not supported yet: restart with the model instead"
         )
-    if placer.space.dim != config.index.dim:  # checked before anything is recorded: a refused swap changes nothing
+    if learned.dim > config.index.dim:  # checked before anything is recorded: a refused swap changes nothing
         raise InvalidInputError(
-            f"model {placer.version} is {placer.space.dim}-d but this system's index is {config.index.dim}-d: "
-            "a running system swaps only to a model of its own dimension (serve the other one anew)"
+            f"model {learned.version} is {learned.dim}-d but this system's index is {config.index.dim}-d: a running "
+            "system swaps only to a model of its own dimension or a smaller one (padded); serve the other one anew"
         )
+    placer = Placer(learned, config.index.dim)  # a smaller model's vectors padded to the index's dimension
     # A system started without naming its space (a driver's) gets a name for it: user actors record it.
     previous = (await router.set_item_space.remote(space_of(UNNAMED_SPACE, None)))["version"]
     for attempt in range(ATTEMPTS):

@@ -253,9 +253,7 @@ def test_hot_swap_under_traffic_no_failure_no_mixed_version_no_lost_feedback(tra
     assert [i["item_id"] for i in recs["items"]] == _top(vectors["v3"], fan, 3, set())
     assert requests.get(base + "/healthz", timeout=30).json()["model_version"] == "v3"
 
-    # Bad swaps change nothing and say why.
-    bad = post(base, "/model", {"model": "v2"})
-    assert bad.status_code == 422 and "16-d" in bad.json()["detail"] and "8-d" in bad.json()["detail"]
+    # A bad swap changes nothing and says why (a model larger than the index: see the sequential test).
     missing = post(base, "/model", {"model": "v99"})
     assert missing.status_code == 422 and "not a rayrec model folder" in missing.json()["detail"]
     assert requests.get(base + "/healthz", timeout=30).json()["model_version"] == "v3"
