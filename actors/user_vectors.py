@@ -23,16 +23,17 @@ from rayrec.routing.search import ShardSearch
 from rayrec.system.generations import ShardSet
 from rayrec.system.layout import require_layout
 from rayrec.system.model_swap import SpaceChangedError, placer_of
-from rayrec.users import model_files, recommending
+from rayrec.users import recommending
 from rayrec.users.feedback_batch import Checked, group_by_user
 from rayrec.users.item_cache import ItemVectorCache
 from rayrec.users.recommending import Fields
+from rayrec.users.rederiving import rederive_all
 from rayrec.users.swap_state import SwapState
-from rayrec.users.user_state import UserChange, UserStore, rederive
+from rayrec.users.user_models import UserModels
+from rayrec.users.user_state import UserChange, UserStore
 from rayrec.validation import check_event, check_history, check_id
 
 log = logging.getLogger(__name__)
-RULE = "rule"  # the feedback rule moves this actor's users (no user model)
 
 
 class UserVectors:
@@ -53,12 +54,11 @@ class UserVectors:
         self.config = config
         self.router = router
         self.store = UserStore(config.index.dim, config.feedback)
-        self.user_model_error: str | None = None  # why a configured user model is not in use
-        if config.user_model is not None:
-            self.store.model, self.user_model_error = model_files.load_checked(config.user_model, config.index.dim)
-            if self.user_model_error is not None:  # the rule serves, and says so (info, every answer)
-                log.warning("rayrec: %s; the feedback rule moves users", self.user_model_error)
-        self.user_model = RULE if self.store.model is None else model_files.KIND  # which moves users
+        # Which user model moves the users: the configured one, until the item space they are in names its own
+        # (a model swap to or from a sequential version; rayrec.users.user_models).
+        self.user_models = UserModels(config.user_model, config.index.dim)
+        self.user_model, self.user_model_error = self.user_models.name, None  # which moves users; why not one due
+        self._use_user_model()
         # The current shard generation and its shards' replicas, asked of the router on first use.
         self._shards: ShardSet | None = None
         # Item vectors for feedback, dropped by the router before it acknowledges a write of the item.
@@ -83,6 +83,7 @@ class UserVectors:
             swap_pending=lambda swap: self.router.swap_pending.remote(swap),
             checked=self._space_checked,
             recovered=config.storage is not None,
+            adopt=self._adopt,
         )
         if config.storage is not None:
             if require_shared:  # a node that does not share the storage would recover nothing (see Shard)
@@ -422,6 +423,7 @@ class UserVectors:
                 out[n] = exc
         async with self.swaps.serving():
             space = (await self.swaps.current() or {}).get("version")
+            moved_by = self.user_model  # of that space: a swap waits for this call
             cold = None
             if any(self.store.get(f[0]) is None for _, f in checked):
                 cold = await self._cold_start_vector()
@@ -442,7 +444,7 @@ class UserVectors:
         for answer in out:
             if isinstance(answer, dict):
                 answer["timing"] = timing
-                answer["user_model"] = self.user_model
+                answer["user_model"] = moved_by
         return out  # type: ignore[return-value]
 
     # ----- model swap (rayrec.system.model_swap runs the steps; rayrec.users.swap_state holds the state) -----
@@ -464,6 +466,10 @@ class UserVectors:
         if self.swaps.paused is not None:
             raise LayoutChangedError("this user actor is paused for another model swap")
         placer = await asyncio.to_thread(placer_of, space, self.config.index.dim)  # also: the model is readable here
+        loaded = await asyncio.to_thread(self.user_models.load, space)  # its user model, if it has one
+        if loaded[1] is not None:
+            raise InvalidInputError(f"{loaded[1]}: nothing was swapped")
+        self.user_models.keep(loaded)  # taken at the switch without loading it again
         await self.swaps.pause(swap, timeout_s)
         text_dim = None if placer is None else placer.space.text_dim
 
@@ -478,12 +484,30 @@ class UserVectors:
 
         Returns {"resumed": whether this swap's pause was ended, "users": users re-derived}.
         """
-        return await self.swaps.resume(swap)
+        try:
+            return await self.swaps.resume(swap)
+        finally:
+            self.user_models.keep(None)  # used since the switch, or not needed (the swap was aborted)
+
+    def _use_user_model(self) -> None:
+        """Has the user model of self.user_models move the users (the rule if none), and says which."""
+        error = self.user_models.error
+        if error is not None and error != self.user_model_error:  # the rule serves, and says so
+            log.warning("rayrec: %s; the feedback rule moves users", error)
+        self.store.model = self.user_models.model
+        self.user_model = self.user_models.name  # "sequential" or "rule": in info and every answer
+        self.user_model_error = error  # why a user model due is not in use
+
+    async def _adopt(self, space: dict[str, Any]) -> None:
+        """The users are in `space` from now on (the router's): its user model moves them (none: the rule)."""
+        self.user_models.use(await asyncio.to_thread(self.user_models.load, space))
+        self._use_user_model()
 
     async def _rederive(self, space: dict[str, Any]) -> int:
-        """Every user's vector from their kept history, in `space` (the one the router now serves); users
-        set by text start from their text embedding placed by that model's text path."""
-        placer = await asyncio.to_thread(placer_of, space, self.config.index.dim)  # padded to the index's
+        """Every user's vector from their kept history, in `space` (the one the router now serves, its user
+        model taken): by that model where it knows them, else by the rule; users set by text start from
+        their text embedding placed by that model's text path (rayrec.users.rederiving)."""
+        placer = await asyncio.to_thread(placer_of, space, self.config.index.dim)
         users = self.store.items()
         unique = sorted({i for _, state in users for i, _, _ in state.history})
         vectors: dict[str, np.ndarray] = {}
@@ -491,26 +515,20 @@ class UserVectors:
             found_vectors, found = await self.router.vectors_of.remote(unique, False)
             vectors = {item: found_vectors[n] for n, item in enumerate(unique) if found[n]}
         mean = await self._cold_start_vector()
-        for user_id, state in users:
-            try:
-                start, since = mean, None
-                if state.base is not None and state.base[0] is not None and placer is not None:
-                    start, since = placer.text(state.base[0][None, :])[0], state.base[1]
-                vector = rederive(list(state.history), vectors, self.config.feedback, start, since)
-            except (InvalidInputError, ValueError):  # vectors that cancel out, an embedding of another length
-                log.warning(
-                    "user %s could not be re-derived in %s: set to the catalog mean", user_id, space.get("version")
-                )
-                vector = None
-            self.store.commit(self.store.plan_rederived(user_id, mean if vector is None else vector))
-        return len(users)
+        done = rederive_all(self.store, vectors, mean, None if placer is None else placer.text, space.get("version"))
+        log.info("rayrec: %d users re-derived in %s, %d by the %s user model",
+                 done["users"], space.get("version"), done["by_model"], self.user_model)
+        return done["users"]
 
     async def count(self) -> int:
         """Users held by this actor."""
         return len(self.store)
 
     async def info(self) -> dict[str, Any]:
-        """Partition, users, whether durable, and changes replayed from the log at the last start."""
+        """Partition, users, whether durable, changes replayed from the log at the last start, and which user
+        model moves the users (of the item space they are in: checked with the router first, unless paused)."""
+        if self.swaps.paused is None:
+            await self.swaps.ensure()
         return {
             "partition": int(self._partition),
             "users": len(self.store),
@@ -521,7 +539,7 @@ class UserVectors:
             "item_vector_hits": self.items.hits,
             "item_vector_misses": self.items.misses,
             "user_model": self.user_model,  # "sequential", or "rule"
-            "user_model_error": self.user_model_error,  # why a configured model is not in use
+            "user_model_error": self.user_model_error,  # why a user model due is not in use
         }
 
 

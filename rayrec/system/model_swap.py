@@ -10,10 +10,12 @@ swap_model runs the steps; the router and the user actors hold the state:
 3. Every user actor pauses: its calls wait, the ones in flight finish.
 4. router.switch_space: the new generation becomes current, the old one stops;
    item writes go on, in the new space.
-5. Every user actor re-derives its users' vectors from their kept history in
-   the new space (rayrec.users.user_state.rederive; a user set by text starts from
-   their text embedding placed by the new text path), takes the new space, and
-   resumes. With storage, it snapshots them first.
+5. Every user actor takes the new space's user model (a sequential version's
+   own, loaded from its folder; none for another version: the feedback rule),
+   re-derives its users' vectors from their kept history in the new space (by
+   that model where it knows the history, else rayrec.users.user_state.rederive;
+   a user set by text starts from their text embedding placed by the new text
+   path), and resumes. With storage, it snapshots them first.
 
 A model of a smaller dimension than the index is served in it padded with zeros
 (rayrec.learning.placement.pad): every vector of the new space this swap, the
@@ -146,10 +148,6 @@ async def swap_model(
     space = space_of(str(store.manifest(folder)["version"]), str(folder))
     learned = store.load(str(folder))
     config, current, detached = await router.get_layout.remote()
-    if config.user_model is not None or learned.kind == "sequential":
-        raise InvalidInputError(  # the users' model would have to move with the items in every user actor
-            "a live swap to or from a sequential model is not supported yet: restart with the model instead"
-        )
     if learned.dim > config.index.dim:  # checked before anything is recorded: a refused swap changes nothing
         raise InvalidInputError(
             f"model {learned.version} is {learned.dim}-d but this system's index is {config.index.dim}-d: a running "

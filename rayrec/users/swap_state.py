@@ -32,6 +32,7 @@ class SwapState:
         swap_pending: Callable[[str], Awaitable[bool]],
         checked: Callable[[], None],
         recovered: bool,
+        adopt: Callable[[Space], Awaitable[None]] | None = None,
     ) -> None:
         """recovered: the state came from storage, so it may be in another space than the router's (checked first).
 
@@ -40,9 +41,14 @@ class SwapState:
         swap_pending(swap): whether the router is still staged or switching for that swap.
         checked(): called each time the state was checked against the router's space (a swap may have
         retired the shards the actor searched: it asks for the current ones).
+        adopt(space): takes what goes with a space besides the vectors (its user model); called each time the
+        state's space is taken from the router, before a re-derivation in it. With it, the router's space is
+        asked before the first call is served, recovered or not (an actor restarted after a swap, without
+        storage, must not move users by the model it was configured with).
         """
         self._ask_space, self._rederive, self._snapshot = ask_space, rederive, snapshot
         self._swap_pending, self._checked = swap_pending, checked
+        self._adopt = adopt
         self.space: Space | None = None  # the space the vectors are in, asked of the router on first use
         self.recorded: str | None = None  # with storage: the version the recovered snapshot names
         self.gate = WriteGate()  # held by a pause
@@ -50,7 +56,7 @@ class SwapState:
         # Whether the state may be in another space than the router's (after a restart from storage, or a
         # pause): checked, and re-derived if so, before the next call is served; and whether a re-derived
         # state still waits for its snapshot.
-        self.stale = recovered
+        self.stale = recovered or adopt is not None
         self.unsaved = False
         self._lock = asyncio.Lock()
 
@@ -61,8 +67,14 @@ class SwapState:
     async def current(self) -> Space | None:
         """The space the state is in, asked of the router once."""
         if self.space is None:
-            self.space = await self._ask_space()
+            await self._take(await self._ask_space())
         return self.space
+
+    async def _take(self, space: Space | None) -> None:
+        """The state is in space from now on (None: the router has none yet)."""
+        if space is not None and self._adopt is not None:
+            await self._adopt(space)
+        self.space = None if space is None else dict(space)
 
     @asynccontextmanager
     async def serving(self) -> AsyncIterator[None]:
@@ -86,11 +98,13 @@ class SwapState:
                 now = await self._ask_space()
                 mine = self.version()
                 if now is not None and mine is not None and now.get("version") != mine:
+                    if self._adopt is not None:
+                        await self._adopt(now)  # the new space's user model re-derives its users
                     users = await self._rederive(now)
                     self.space = dict(now)
                     self.unsaved = True
                 elif now is not None and self.space is None:
-                    self.space = dict(now)
+                    await self._take(now)
                 self._checked()
                 self.stale = False
             if self.unsaved:

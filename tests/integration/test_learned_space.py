@@ -264,7 +264,7 @@ def test_hot_swap_under_traffic_no_failure_no_mixed_version_no_lost_feedback(tra
 def test_rayrec_train_sequential_writes_a_space_whose_users_the_model_moves(trained, served, capsys):
     """`rayrec train --model sequential`, then a system built from the serve options on that version: its
     user actors load the model and every feedback computes the user from their events. A live swap to it
-    is refused with a clear 422."""
+    from a smaller index is refused with a clear 422."""
     import ray
     from rayrec.serve_app.app import AppArgs
 
@@ -293,5 +293,7 @@ def test_rayrec_train_sequential_writes_a_space_whose_users_the_model_moves(trai
             system.feedback("fan", item, "like", event_id=f"f{n}")
         want = user_model.vector([("space-1", "like"), ("space-2", "like"), ("horror-3", "like")])
         np.testing.assert_allclose(system.get_user("fan")["vector"], want, atol=1e-5)
+    # A live swap of the 16-d system to it is refused: the model is larger than the index (nothing changes).
     refused = post(served, "/model", {"model": version})
-    assert refused.status_code == 422 and "sequential model is not supported yet" in refused.json()["detail"]
+    assert refused.status_code == 422 and f"model {version} is 95-d but this system's index is 16-d" in refused.text
+    assert requests.get(served + "/healthz", timeout=30).json()["model_version"] == "v3"

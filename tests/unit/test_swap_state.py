@@ -141,3 +141,35 @@ def test_a_pause_ends_by_itself_once_the_router_no_longer_holds_its_swap() -> No
         assert await actor.call(log, "after") == "v1"
 
     asyncio.run(run())
+
+
+def test_what_goes_with_a_space_is_adopted_at_the_first_call_and_before_a_rederivation_in_a_new_one() -> None:
+    async def run() -> None:
+        actor, log = FakeActor("v1"), []
+        order: list[str] = []
+
+        async def adopt(space: dict[str, Any]) -> None:
+            await asyncio.sleep(0)
+            order.append(f"adopt {space['version']}")
+
+        async def rederive(space: dict[str, Any]) -> int:
+            order.append(f"rederive {space['version']}")
+            return await FakeActor.rederive(actor, space)
+
+        # Not recovered from storage, and still the router's space is asked before the first call is served
+        # (a user actor restarted without storage after a swap must take that space's user model).
+        actor.state = SwapState(actor.ask, rederive, actor.snapshot, actor.swap_pending, actor.checked, False, adopt)
+        assert await actor.call(log, "first") == "v1" and order == ["adopt v1"]
+        await actor.call(log, "second")
+        assert order == ["adopt v1"]  # once
+        await actor.state.pause("swap-1", timeout_s=60)
+        actor.router_space = {"version": "v2", "path": "/m/v2"}
+        assert (await actor.state.resume("swap-1"))["users"] == 7
+        assert order == ["adopt v1", "adopt v2", "rederive v2"]  # the new space's model re-derives its users
+        # Recovered in the router's space: adopted, nothing re-derived.
+        order.clear()
+        actor.state = SwapState(actor.ask, rederive, actor.snapshot, actor.swap_pending, actor.checked, True, adopt)
+        actor.state.recorded = "v2"
+        assert await actor.call(log, "third") == "v2" and order == ["adopt v2"]
+
+    asyncio.run(run())
