@@ -9,8 +9,9 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rayrec.evaluation.data import Dataset
 from rayrec.exceptions import InvalidInputError
@@ -19,17 +20,33 @@ from rayrec.learning.examples import next_item_hit_rate
 from rayrec.learning.model import TrainParams
 from rayrec.learning.spaces import svd
 
+if TYPE_CHECKING:
+    from rayrec.learning.sequential import SequenceParams
+
 
 def _log(message: str) -> None:
     print(f"rayrec train: {message}", file=sys.stderr, flush=True)
 
 
-def run_training(dataset: Dataset, args: argparse.Namespace) -> dict[str, Any]:
+def _print_epoch(stats: dict[str, Any]) -> None:
+    print(json.dumps(stats), file=sys.stderr, flush=True)
+
+
+def run_training(
+    dataset: Dataset, args: argparse.Namespace, *, log: Callable[[str], None] = _log,
+    on_epoch: Callable[[dict[str, Any]], None] = _print_epoch, sequence: SequenceParams | None = None,
+) -> dict[str, Any]:
     """Trains `args.model` on `dataset`, writes it under `args.out`; returns a summary (version, path, metrics).
 
     The last `args.validation_share` of the interactions (by time) are held out:
     after each epoch, and for the SVD baseline trained on the same part, the
     next-item HR@10 of the pooled user vector on them is reported.
+
+    Args:
+        args: `rayrec train`'s arguments (rayrec.cli.train_arguments parses them).
+        log: takes each progress line (default: stderr).
+        on_epoch: takes each epoch's metrics (default: a JSON line on stderr).
+        sequence: the sequential model's shape and training (default: SequenceParams()).
     """
     t0 = time.perf_counter()
     params = TrainParams()
@@ -49,7 +66,7 @@ def run_training(dataset: Dataset, args: argparse.Namespace) -> dict[str, Any]:
 
     from rayrec.encoder import TextEncoder
 
-    _log(f"encoding {len(ids)} item texts")
+    log(f"encoding {len(ids)} item texts")
     encoder = TextEncoder(args.model_dir)
     text = encoder.encode(dataset.items["text"].to_pylist())
     validate = (functools.partial(next_item_hit_rate, before=events, after=held, index=index,
@@ -61,7 +78,7 @@ def run_training(dataset: Dataset, args: argparse.Namespace) -> dict[str, Any]:
     baseline = svd(events, index, text, params.dim)
     validation: dict[str, Any] = {"svd": check(baseline.vectors)}
     if args.model == "sequential":
-        return _sequential(events, held, index, ids, text, validation, args, t0)
+        return _sequential(events, held, index, ids, text, validation, args, t0, log, on_epoch, sequence)
     if args.model == "svd":
         space = baseline
     else:
@@ -78,10 +95,11 @@ def run_training(dataset: Dataset, args: argparse.Namespace) -> dict[str, Any]:
         elif started:
             ray.init(address=args.address, log_to_driver=False)
         try:
-            _log(f"training the two-tower model: {len(events)} interactions, {args.workers} Ray Train worker(s)")
+            log(f"training the two-tower model: {len(events)} interactions, {args.workers} Ray Train worker(s)")
             # Each worker claims its share of the free CPUs (at most 4: the model is small).
             cpus = min(4.0, max(0.1, float(ray.available_resources().get("CPU", 1)) / args.workers))
-            space = train(events, index, text, params, args.workers, cpus, args.use_gpu, validate=validate)
+            space = train(events, index, text, params, args.workers, cpus, args.use_gpu, validate=validate,
+                          on_epoch=on_epoch)
         finally:
             if started:
                 ray.shutdown()
@@ -97,14 +115,15 @@ def run_training(dataset: Dataset, args: argparse.Namespace) -> dict[str, Any]:
     path = store.save(args.out or store.default_root(), space.kind, ids, space.vectors, space.from_text,
                       space.text_weight, space.text_bias, info)
     manifest = store.manifest(path)
-    _log(f"done in {time.perf_counter() - t0:.0f} s; held-out HR@10: " +
+    log(f"done in {time.perf_counter() - t0:.0f} s; held-out HR@10: " +
          ", ".join(f"{k} {v['hr@10']:.3f}" for k, v in validation.items() if v))
     return {**manifest, "path": path}
 
 
 def _sequential(
     events: list[Any], held: list[Any], index: dict[str, int], ids: list[str], text: Any,
-    validation: dict[str, Any], args: argparse.Namespace, t0: float,
+    validation: dict[str, Any], args: argparse.Namespace, t0: float, log: Callable[[str], None],
+    on_epoch: Callable[[dict[str, Any]], None], params: SequenceParams | None,
 ) -> dict[str, Any]:
     """`rayrec train --model sequential`: the sequential space (rayrec.learning.sequential_space), in this
     process, with its held-out HR@10 from the in-process replay of the held-out interactions."""
@@ -116,9 +135,8 @@ def _sequential(
     from rayrec.learning.spaces import ridge_map
     from rayrec.users import model_files
 
-    _log(f"training the sequential user model: {len(events)} interactions")
-    space = train_space(events, index, text, log=_log,
-                        on_epoch=lambda stats: print(json.dumps(stats), file=sys.stderr, flush=True))
+    log(f"training the sequential user model: {len(events)} interactions")
+    space = train_space(events, index, text, params, log=log, on_epoch=on_epoch)
     vectors = space.vectors
     if held:
         unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)  # as the index holds them
@@ -133,6 +151,6 @@ def _sequential(
             "validation_hr@10": validation}
     path = store.save(args.out or store.default_root(), "sequential", ids, vectors, space.from_text, weight, bias,
                       info, write_more=lambda folder: model_files.save(space.user, folder / store.USER_MODEL))
-    _log(f"done in {time.perf_counter() - t0:.0f} s; held-out HR@10: " +
+    log(f"done in {time.perf_counter() - t0:.0f} s; held-out HR@10: " +
          ", ".join(f"{k} {v['hr@10']:.3f}" for k, v in validation.items() if v))
     return {**store.manifest(path), "path": path}

@@ -21,7 +21,8 @@ POLL_S = 0.5  # how often the driver prints the epochs rank 0 has reported
 
 
 class EpochLog:
-    """Rank 0's per-epoch metrics, kept for the driver to print (a 0-CPU actor: workers' own logs stay off)."""
+    """Progress entries (rank 0's per-epoch metrics), kept for the driver to print (a 0-CPU actor: workers' own
+    logs stay off)."""
 
     def __init__(self) -> None:
         self.epochs: list[dict[str, Any]] = []
@@ -75,8 +76,9 @@ def _worker_loop(config: dict[str, Any]) -> None:
         ray.train.report({**history[-1], "history": history})
 
 
-def _fit_printing(trainer: Any, log: Any, on_epoch: Callable[[dict[str, Any]], None]) -> Any:
-    """trainer.fit() in a thread, while this one hands each epoch rank 0 reports to on_epoch."""
+def fit_with_progress(trainer: Any, log: Any, on_epoch: Callable[[dict[str, Any]], None]) -> Any:
+    """trainer.fit() in a thread, while this one hands each entry the workers add to log (an EpochLog actor,
+    killed at the end) to on_epoch, in order."""
     import ray
 
     done: list[Any] = []
@@ -141,7 +143,7 @@ def train(
                                                    resources_per_worker={"CPU": cpus_per_worker}),
             run_config=ray.train.RunConfig(name="rayrec-two-tower", storage_path=storage or scratch),
         )
-        result = _fit_printing(trainer, log, on_epoch)
+        result = fit_with_progress(trainer, log, on_epoch)
         if result.checkpoint is None:
             raise RuntimeError(f"the training job ended without weights: {result.error}")
         with result.checkpoint.as_directory() as folder:
