@@ -6,6 +6,10 @@ import argparse
 import os
 import sys
 import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rayrec.learning.background import BackgroundSwap
 
 APP_NAME = "rayrec"
 
@@ -24,8 +28,10 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--namespace", default="rayrec", help="Ray namespace of rayrec's actors")
     serve.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray (default: all)")
     serve.add_argument("--model", default=None,
-                       help="a trained item space (`rayrec train`): latest, a version (v3) or a model folder "
-                            "(default: the encoder's own space)")
+                       help="the item space: text (the encoder's own), or a trained one (`rayrec train`): latest, "
+                            "a version (v3) or a model folder (default: the latest under --models-root; if there is "
+                            "none, text while the sequential model trains in the background, then that model, "
+                            "swapped in live)")
     serve.add_argument("--models-root", default=None, help="where --model latest / v3 are looked up "
                        "(default: $RAYREC_CACHE_DIR/models, where `rayrec train` writes)")
     serve.add_argument("--model-dir", default=None, help="a local Hugging Face model directory (the text encoder)")
@@ -43,7 +49,11 @@ def _parser() -> argparse.ArgumentParser:
         help="a Host header name to answer, repeatable ('*': any; default: the loopback names when --host is "
              "a loopback address, else any)",
     )
-    serve.add_argument("--exit-after-start", action="store_true", help="stop once the service answered (for CI)")
+    exits = serve.add_mutually_exclusive_group()
+    exits.add_argument("--exit-after-start", action="store_true", help="stop once the service answered (for CI)")
+    exits.add_argument("--exit-after-swap", action="store_true",
+                       help="stop once the background training's model serves (for CI; exit status 1 if the "
+                            "training or the swap failed)")
     ev = sub.add_parser("eval", help="replay real interactions in time order: realtime vs static vs baselines")
     _data_args(ev)
     ev.add_argument("--history-share", type=float, default=0.8, help="first share of events (by time) used as history")
@@ -75,6 +85,11 @@ def _parser() -> argparse.ArgumentParser:
     tr.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray (default: all)")
     tr.add_argument("--json", action="store_true", help="print one JSON object at the end")
     return parser
+
+
+def train_arguments(argv: list[str]) -> argparse.Namespace:
+    """`rayrec train`'s arguments as the command line gives them for argv (its defaults for the rest)."""
+    return _parser().parse_args(["train", *argv])
 
 
 def _data_args(parser: argparse.ArgumentParser) -> None:
@@ -154,6 +169,8 @@ def serve_command(args: argparse.Namespace) -> int:
     from ray import serve
 
     from rayrec.exceptions import InvalidInputError
+    from rayrec.learning import store
+    from rayrec.learning.background import QUIET_HOOK, plan_start
     from rayrec.serve_app.app import AppArgs, build_app
     from rayrec.serve_app.http_edge import LOOPBACK_HOSTS, api_key_digest
     from rayrec.system.driver import Rayrec
@@ -163,18 +180,26 @@ def serve_command(args: argparse.Namespace) -> int:
     except InvalidInputError as exc:
         print(f"rayrec serve: {exc}", file=sys.stderr)
         return 2
+    root = args.models_root or store.default_root()
+    plan = plan_start(args.model, args.catalog, root)
+    if args.exit_after_swap and not plan.train:
+        print(f"rayrec serve: --exit-after-swap waits for the background training, but this start serves "
+              f"{plan.reason}: give an empty --models-root (and the movielens-100k catalog), or --exit-after-start",
+              file=sys.stderr)
+        return 2
+    # A background training's Ray Train run would log a warning a second without a dashboard: not in our output.
+    env = {"worker_process_setup_hook": QUIET_HOOK} if plan.train and not args.exit_after_start else None
     if args.address is None:
         # "local": a new Ray of our own, never one that somebody's `ray start` left on this machine.
-        ray.init(
-            address="local", num_cpus=args.num_cpus or os.cpu_count(), namespace=args.namespace, include_dashboard=False
-        )
+        ray.init(address="local", num_cpus=args.num_cpus or os.cpu_count(), namespace=args.namespace,
+                 include_dashboard=False, runtime_env=env)
     else:
-        ray.init(address=args.address, namespace=args.namespace)
+        ray.init(address=args.address, namespace=args.namespace, runtime_env=env)
     gpus = args.encoder_num_gpus
     if gpus is None:
         gpus = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
     opts = AppArgs(
-        model=args.model,
+        model=plan.model,
         models_root=args.models_root,
         catalog=args.catalog,
         shards=args.shards,
@@ -198,7 +223,7 @@ def serve_command(args: argparse.Namespace) -> int:
     durable = f"state in {opts.storage}" if opts.storage else "state in memory only"
     keyed = "write routes need the API key" if opts.api_key_sha256 else "no API key"
     print(
-        f"rayrec: deploying on Ray (catalog {args.catalog}, item space {opts.model or 'text (the encoder)'}, "
+        f"rayrec: deploying on Ray (catalog {args.catalog}, item space: {plan.reason}, "
         f"{args.shards} shards of {args.index}, {durable}, {keyed}) ...",
         flush=True,
     )
@@ -215,21 +240,59 @@ def serve_command(args: argparse.Namespace) -> int:
     print(f"rayrec: live demo page at {url}/ (open it in a browser: pick a user, press like, watch the list move)",
           flush=True)
     print(f"""try:  curl -s -X POST {url}/recommend -H 'content-type: application/json' """
-          f"""-d '{{"user_id": "1", "k": 5}}'""")
+          f"""-d '{{"user_id": "1", "k": 5}}'""", flush=True)
+    job = None if args.exit_after_start or not plan.train else _background(args, url, str(root), digest is not None)
     try:
-        if args.exit_after_start:
-            return 0
-        while True:
-            time.sleep(3600)
+        return _serve_until(args, job)
     except KeyboardInterrupt:
-        print("rayrec: stopping", flush=True)
+        print("rayrec: stopping" + (" (and the background training)" if job and not job.ended else ""), flush=True)
+        return 1 if args.exit_after_swap else 0
     finally:
+        if job is not None:
+            job.stop()
         serve.delete(APP_NAME)
         try:
             Rayrec.connect(namespace=args.namespace).shutdown()  # the app's detached actors
         except Exception:  # nothing left to stop
             pass
-    return 0
+        if job is not None:
+            ray.shutdown()  # the training's Ray Train run belongs to this driver: it ends here too
+
+
+def _background(args: argparse.Namespace, url: str, root: str, keyed: bool) -> BackgroundSwap:
+    """Starts the background job of a fresh models root: the sequential space trained on MovieLens as a Ray
+    Train job, then swapped in live through the service's own POST /model (rayrec.learning.background)."""
+    import ray
+
+    from rayrec import constants as C
+    from rayrec.evaluation.data import load_movielens
+    from rayrec.learning.background import ServiceClient, sequential_swap, train_cpus
+    from rayrec.learning.sequential_job import SequentialJob
+
+    threads = C.BACKGROUND_TRAIN_THREADS
+    job = SequentialJob(root=root, cpus=train_cpus(float(ray.available_resources().get("CPU", 0)), threads),
+                        threads=threads, model_dir=args.model_dir)
+    key = os.environ.get(args.api_key_env or C.API_KEY_ENV, "").strip() if keyed else None
+    print(f"rayrec: training the sequential model in the background (a Ray Train job: 1 worker, {job.cpus} CPU, "
+          f"{threads} thread(s)); it is written to {root} and swapped in live", flush=True)
+    background = sequential_swap(load_movielens(), job, ServiceClient(url, key),
+                                 say=lambda line: print(line, flush=True))
+    background.start()
+    return background
+
+
+def _serve_until(args: argparse.Namespace, job: BackgroundSwap | None) -> int:
+    """Serves until interrupted, or (for CI) until the service answered or the background job ended."""
+    from rayrec.learning.background import DONE
+
+    if args.exit_after_start:
+        return 0
+    if args.exit_after_swap and job is not None:
+        while not job.wait(1.0):
+            pass
+        return 0 if job.state == DONE else 1
+    while True:
+        time.sleep(3600)
 
 
 def main(argv: list[str] | None = None) -> int:

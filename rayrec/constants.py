@@ -100,6 +100,13 @@ RESHARD_START_TIMEOUT_S = _env_float("RAYREC_RESHARD_START_TIMEOUT_S", 300.0)
 RESHARD_STOP_TIMEOUT_S = _env_float("RAYREC_RESHARD_STOP_TIMEOUT_S", 60.0)
 # A model swap's staged generation (item writes held) and paused user actors give up after this.
 SWAP_TIMEOUT_S = _env_float("RAYREC_SWAP_TIMEOUT_S", 120.0)
+# `rayrec serve` on a fresh models root trains the sequential space as a Ray Train job while it serves:
+# the worker's torch threads (default: every core but one, which the serving actors keep), and its CPU
+# claim, at most its threads and leaving this many of the free CPUs to the swap's new shard actors.
+BACKGROUND_TRAIN_THREADS = _env_int("RAYREC_BACKGROUND_TRAIN_THREADS", max(1, (os.cpu_count() or 2) - 1))
+BACKGROUND_TRAIN_SPARE_CPUS = _env_float("RAYREC_BACKGROUND_TRAIN_SPARE_CPUS", 0.5)
+# How long `rayrec serve` waits for each of its own calls once that model is written (POST /model, the check).
+BACKGROUND_SWAP_TIMEOUT_S = _env_float("RAYREC_BACKGROUND_SWAP_TIMEOUT_S", 600.0)
 DEFAULT_REPLICAS = _env_int("RAYREC_REPLICAS", 1)
 DEFAULT_REPLICA_HEDGE_S = _env_float("RAYREC_REPLICA_HEDGE_S", 1.0)
 REPLICA_SUSPECT_S = _env_float("RAYREC_REPLICA_SUSPECT_S", 5.0)

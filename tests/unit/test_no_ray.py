@@ -40,6 +40,7 @@ PLAIN_MODULES = (
     "rayrec.users.user_models",
     "rayrec.users.rederiving",
     "rayrec.learning.placement",
+    "rayrec.learning.background",
     "rayrec.evaluation.data",
     "rayrec.evaluation.metrics",
     "rayrec.evaluation.baselines",
