@@ -142,6 +142,7 @@ class Ingress:
         # The item space: a learned model's (its folder, resolved by the app builder), or the encoder's own.
         # At start the space is the index's own dimension (checked below); after a swap it may be smaller.
         self.placer = placer_of({"path": settings.get("model")})
+        self.last_swap: dict[str, Any] | None = None  # the last POST /model this replica ran (GET /healthz)
         self.models_root: str | None = settings.get("models_root")
         encoder_dim = await self.encoder.dim.remote()
         space_dim = self.placer.space.dim if self.placer else encoder_dim
@@ -447,6 +448,8 @@ class Ingress:
             )
         out = await swap_model(self.router, self.users, str(folder), self._encode, create_shards)
         await self._follow_space()
+        self.last_swap = {"at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                          **{key: out[key] for key in ("model_version", "previous", "seconds", "users", "items")}}
         return out
 
     @api.post("/encode", response_model=EncodeResponse)
@@ -470,5 +473,6 @@ class Ingress:
             "dim": self.config.index.dim,
             "index": self.config.index.factory,
             "model_version": ((await self.router.item_space.remote()) or {}).get("version") or self.model_version,
+            "last_swap": self.last_swap,
             "check_ms": round((time.perf_counter() - t0) * 1000, 2),
         }

@@ -4,12 +4,13 @@
   const $ = (id) => document.getElementById(id);
   const EVENTS = ["like", "click", "skip", "dislike"];
   const HISTORY_SHOWN = 15;
+  const HEALTH_EVERY_MS = 5000; // how often the page asks which model serves (a live swap shows within this)
   const LABELS = { history: "rated 4-5", like: "liked", click: "clicked", purchase: "purchased", skip: "skipped",
                    dislike: "disliked" };
   // Where the app is mounted (its Serve route prefix; "" at the root): every call goes under it.
   const ROOT = document.querySelector('meta[name="rayrec-root"]').content;
   const state = { user: null, who: "", list: null, seq: 0, busy: false, renders: 0, titles: new Map(),
-                  categoriesLoaded: false };
+                  categoriesLoaded: false, model: null };
 
   // ----- the API ---------------------------------------------------------------------------------------------
   async function api(method, path, body, { allow404 = false } = {}) {
@@ -121,6 +122,9 @@
     $("changes").textContent = summary;
     state.list = rec.items.map((item) => item.item_id);
     $("model").textContent = rec.model_version;
+    $("user-model").textContent = rec.user_model || "rule";
+    $("recs").dataset.model = rec.model_version;
+    $("recs").dataset.userModel = rec.user_model || "rule";
     $("recs").dataset.version = String(rec.user_version);
     $("recs").dataset.renders = String(++state.renders);
   }
@@ -254,11 +258,39 @@
     state.categoriesLoaded = true;
   }
 
+  // The server's figures, and the last live model swap (POST /model) with when it happened.
+  function renderHealth(health) {
+    $("server").textContent = `${health.items} items, ${health.users} users, model ${health.model_version}, ` +
+      `${health.shards} shards.`;
+    const swap = health.last_swap;
+    if (!swap) return;
+    const at = new Date(swap.at);
+    const when = isNaN(at) ? swap.at : at.toLocaleString();
+    $("swap").textContent = `Model swapped live from ${swap.previous} to ${swap.model_version} at ${when} ` +
+      `(${swap.seconds} s; ${swap.users} users moved).`;
+    $("swap").dataset.version = swap.model_version;
+    $("swap").dataset.at = swap.at;
+    $("swap").hidden = false;
+  }
+
+  // Asks now and then which model serves; when it changed (a live swap), the list is fetched again from it.
+  async function watchModel() {
+    let health;
+    try { health = await api("GET", "/healthz"); } catch (err) { return; } // a restart: the next try tells
+    renderHealth(health);
+    const moved = state.model !== null && health.model_version !== state.model;
+    state.model = health.model_version;
+    if (moved && state.user !== null && !state.busy) {
+      state.list = null; // another model's list, not a move of this one
+      refresh().catch((err) => showError(err.message));
+    }
+  }
+
   async function start() {
     try {
       const health = await api("GET", "/healthz");
-      $("server").textContent = `${health.items} items, ${health.users} users, model ${health.model_version}, ` +
-        `${health.shards} shards.`;
+      renderHealth(health);
+      state.model = health.model_version;
       if (!state.categoriesLoaded) await loadCategories();
       document.body.dataset.ready = "1";
       if (state.user === null) await choose($("user-id").value.trim(), `user ${$("user-id").value.trim()}`);
@@ -271,4 +303,5 @@
   $("api-key").addEventListener("change", () => { if (!document.body.dataset.ready) start(); });
 
   start();
+  setInterval(watchModel, HEALTH_EVERY_MS);
 })();

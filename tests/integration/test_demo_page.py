@@ -163,6 +163,9 @@ def test_like_in_a_real_browser_moves_the_list(base, browser):
     users = len(movielens.load().histories())  # 942: one of the 943 rated nothing 4 or 5
     assert f"1682 items, {users} users, model text" in page.inner_text("#server")
     page.wait_for_function("() => document.querySelector('#who').textContent === 'user 1'", timeout=30_000)
+    # Which model answered the list, and which moved the user; no live swap yet (test_background_swap has one).
+    assert page.inner_text("#model") == "text" and page.inner_text("#user-model") == "rule"
+    assert page.is_hidden("#swap")
 
     # Choose a MovieLens user with the keyboard: type the id, press Enter.
     n = renders(page)
