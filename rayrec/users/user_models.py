@@ -52,7 +52,7 @@ def folder_of(space: dict[str, Any] | None, configured: str | None) -> tuple[str
         configured: RayrecConfig.user_model.
 
     Raises:
-        InvalidInputError: the version's manifest is unreadable.
+        InvalidInputError: the version's manifest is unreadable, or names no dim.
     """
     from rayrec.learning import store
 
@@ -62,7 +62,10 @@ def folder_of(space: dict[str, Any] | None, configured: str | None) -> tuple[str
     info = store.manifest(path)
     if info.get("kind") != model_files.KIND:
         return None, None
-    return os.path.join(str(path), store.USER_MODEL), int(info["dim"])
+    try:
+        return os.path.join(str(path), store.USER_MODEL), int(info["dim"])
+    except (KeyError, TypeError, ValueError):
+        raise InvalidInputError(f"model folder {path}: its manifest names no dim") from None
 
 
 def of_space(space: dict[str, Any] | None, configured: str | None, dim: int) -> Loaded:
