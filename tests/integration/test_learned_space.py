@@ -297,3 +297,77 @@ def test_rayrec_train_sequential_writes_a_space_whose_users_the_model_moves(trai
     refused = post(served, "/model", {"model": version})
     assert refused.status_code == 422 and f"model {version} is 95-d but this system's index is 16-d" in refused.text
     assert requests.get(served + "/healthz", timeout=30).json()["model_version"] == "v3"
+
+
+def test_a_system_started_in_the_text_space_swaps_live_to_smaller_learned_models_and_back(trained, served):
+    """The product's path: `rayrec serve` in the 384-d text space, then POST /model to the 16-d two-tower v1
+    and to the 95-d sequential version, both served padded in the 384-d index (every answer the brute-force
+    top-k of the padded space; a text item added after the swap placed by the model's text path, padded),
+    the sequential version's user model moving users from then on, the rule again after a swap back."""
+    from rayrec.serve_app.app import build_app
+
+    from rayrec.config import FeedbackRule
+    from rayrec.encoder import TextEncoder
+    from rayrec.users import model_files
+    from rayrec.users.user_state import history_vector, update_vector
+    from tests._models import padded
+
+    folder, _, items, ids = trained
+    models = folder / "models"
+    seq_version = next(f"v{n}" for n in store.versions(models) if store.load(f"v{n}", models).kind == "sequential")
+    tower, seq = store.load("v1", models), store.load(seq_version, models)
+    user_model = model_files.load(models / seq_version / store.USER_MODEL)
+    encoder, rule = TextEncoder(), FeedbackRule()
+    name, namespace = "rayrec-text-space-test", "text-space-tests"
+    app = build_app({"catalog": items, "models_root": str(models), "namespace": namespace, "index": "Flat",
+                     "actor_num_cpus": 0.02, "encoder_num_cpus": 0.1, "ingress_num_cpus": 0.02})
+    serve.run(app, name=name, route_prefix="/text")
+    base = served + "/text"
+    try:
+        health = requests.get(base + "/healthz", timeout=30).json()
+        assert (health["model_version"], health["dim"], health["items"]) == ("text", 384, 30)
+        history = ["space-1", "space-2", "horror-3"]
+        assert requests.put(f"{base}/users/fan", json={"history": history}, timeout=60).status_code == 200
+
+        def check(space, extra: dict[str, np.ndarray], user: np.ndarray, moved_by: str, version: str) -> None:
+            catalog = padded(np.vstack([space.vectors, *extra.values()]), 384)
+            names = ids + list(extra)
+            for item in ("space-3", *extra):
+                got = np.array(requests.get(f"{base}/items/{item}", timeout=30).json()["embedding"])
+                assert got.shape == (384,) and not got[space.dim:].any()
+                np.testing.assert_allclose(got, catalog[names.index(item)], atol=1e-4)
+            out = post(base, "/recommend", {"user_id": "fan", "k": 5}).json()
+            seen = {h["item_id"] for h in requests.get(f"{base}/users/fan", timeout=30).json()["history"]}
+            truth = [names[j] for j in np.argsort(-(catalog @ padded(user, 384)[0])) if names[j] not in seen][:5]
+            assert (out["model_version"], out["user_model"]) == (version, moved_by)
+            assert [i["item_id"] for i in out["items"]] == truth
+
+        # To the 16-d two-tower: the index stays 384-d; the rule moves users.
+        swapped = post(base, "/model", {"model": "v1"})
+        assert swapped.status_code == 200, swapped.text
+        assert (swapped.json()["model_version"], swapped.json()["previous"]) == ("v1", "text")
+        text = "A haunted house full of ghosts, a horror film"  # added after the swap: placed by v1's text path
+        put = requests.put(base + "/items", json={"items": [{"item_id": "late", "text": text, "category": "horror"}]},
+                           timeout=60)
+        assert put.status_code == 200
+        embedding = encoder.encode([text])
+        by_rule = history_vector(np.stack([tower.vectors[ids.index(i)] for i in history]), rule.history_recency)
+        check(tower, {"late": tower.place(embedding)[0]}, by_rule, "rule", "v1")
+
+        # To the 95-d sequential version: its user model computes the fan from their history, then their feedback.
+        swapped = post(base, "/model", {"model": seq_version})
+        assert swapped.status_code == 200, swapped.text
+        events = [(i, "history") for i in history]
+        check(seq, {"late": seq.place(embedding)[0]}, user_model.vector(events), "sequential", seq_version)
+        assert post(base, "/feedback", {"user_id": "fan", "item_id": "romance-4", "event": "like"}).status_code == 200
+        events.append(("romance-4", "like"))
+        check(seq, {"late": seq.place(embedding)[0]}, user_model.vector(events), "sequential", seq_version)
+        assert requests.get(base + "/healthz", timeout=30).json()["dim"] == 384
+
+        # Back to v1: the fan re-derived by the rule from the same history, which moves them again.
+        assert post(base, "/model", {"model": "v1"}).status_code == 200
+        by_rule = update_vector(by_rule, tower.vectors[ids.index("romance-4")], rule.learning_rates["like"])
+        check(tower, {"late": tower.place(embedding)[0]}, by_rule, "rule", "v1")
+    finally:
+        serve.delete(name)
+        Rayrec.connect(namespace=namespace).shutdown()
