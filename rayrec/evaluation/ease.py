@@ -1,12 +1,15 @@
-"""EASE with recency decay: a closed-form item-item model over the history's positives, as a replay policy.
+"""EASE with recency decay: a closed-form item-item model over the history's interactions, as a replay policy.
 
 EASE (Steck, "Embarrassingly Shallow Autoencoders", WWW 2019) learns item-item
 weights B = argmin ||X - XB||^2 + lambda ||B||^2 with diag(B) = 0, in closed
 form: P = (X^T X + lambda I)^-1, B_ij = -P_ij / P_jj. A user's scores are
 their row times B. With recency decay the row is not a bag: before each new
 positive it is multiplied by `decay`, so the latest events weigh the most
-(decay 1 is plain EASE). lambda and decay are chosen on the history's last
-slice only (tune), never on the replayed events.
+(decay 1 is plain EASE). A positive counts 1 in the rows, a click (MovieLens:
+a rating of 3, watched but not liked) `click` (0 leaves clicks out), and what
+pushes away (dislike, skip) nothing: what a user watched says what they would
+watch next. lambda, decay and click are chosen on the history's last slice
+only (tune), never on the replayed events.
 """
 
 from __future__ import annotations
@@ -22,21 +25,34 @@ from rayrec.evaluation.replay import run_in_order
 
 LAMBDAS = (100.0, 200.0, 400.0, 800.0, 1600.0, 3200.0)
 DECAYS = (1.0, 0.95, 0.9, 0.8, 0.7)  # the middle one is where lambda is chosen
+CLICKS = (0.0, 0.25, 0.5, 1.0)  # a click's weight against a positive's 1; the middle one is where lambda is chosen
 VALIDATION_SHARE = 0.1  # the history's last 10% (by time) is replayed to choose lambda and decay
 
 
-def ease_weights(history: list[Event], index: dict[str, int], lam: float) -> np.ndarray:
-    """B (items x items, float32, zero diagonal) from the binary user x item matrix of history's positives."""
+def event_weight(event: Event, click: float) -> float:
+    """An event's weight in a user's row: 1 for a positive, `click` for a click, 0 for what pushes away."""
+    if event.positive:
+        return 1.0
+    return click if event.feedback == "click" else 0.0
+
+
+def ease_weights(history: list[Event], index: dict[str, int], lam: float, click: float = 0.0) -> np.ndarray:
+    """B (items x items, float32, zero diagonal) from the user x item matrix of history's events, each
+    entry its largest event_weight (1 for positives, `click` for clicks)."""
     if lam <= 0:
         raise ValueError(f"lambda must be > 0, got {lam}")
+    if not 0 <= click <= 1:
+        raise ValueError(f"click must be in [0, 1], got {click}")
     users: dict[str, int] = {}
-    rows, cols = [], []
+    rows, cols, values = [], [], []
     for e in history:
-        if e.positive:
+        w = event_weight(e, click)
+        if w > 0:
             rows.append(users.setdefault(e.user, len(users)))
             cols.append(index[e.item])
+            values.append(w)
     x = np.zeros((len(users), len(index)), dtype=np.float64)
-    x[rows, cols] = 1.0
+    np.maximum.at(x, (np.asarray(rows, np.int64), np.asarray(cols, np.int64)), np.asarray(values, np.float64))
     gram = x.T @ x
     gram[np.diag_indices_from(gram)] += lam
     p = np.linalg.inv(gram)
@@ -46,17 +62,21 @@ def ease_weights(history: list[Event], index: dict[str, int], lam: float) -> np.
 
 
 class EaseDecay:
-    """The replay policy: per user, scores = (decayed row of their positives so far) @ B, kept up to date
-    one positive at a time (scores <- decay * scores + B[item]). A user with no positive yet gets None."""
+    """The replay policy: per user, scores = (decayed row of their events so far) @ B, kept up to date one
+    event at a time (scores <- decay * scores + event_weight * B[item]; events of weight 0 are left out).
+    A user with no such event yet gets None."""
 
     name = "ease"
 
-    def __init__(self, index: dict[str, int], history: list[Event], weights: np.ndarray, decay: float) -> None:
+    def __init__(
+        self, index: dict[str, int], history: list[Event], weights: np.ndarray, decay: float, click: float = 0.0
+    ) -> None:
         if not 0 < decay <= 1:
             raise ValueError(f"decay must be in (0, 1], got {decay}")
         self.index = index
         self.weights = weights
         self.decay = decay
+        self.click = click
         self.scores: dict[str, np.ndarray] = {}
         for e in history:
             self.observe(e)
@@ -66,25 +86,35 @@ class EaseDecay:
         return None if scores is None else top_k(scores, k, seen)
 
     def observe(self, event: Event) -> None:
-        if not event.positive:
+        w = event_weight(event, self.click)
+        if w <= 0:
             return
         row = self.weights[self.index[event.item]]
         scores = self.scores.get(event.user)
         if scores is None:
-            self.scores[event.user] = row.copy()
+            self.scores[event.user] = w * row
         else:
             scores *= self.decay
-            scores += row
+            scores += w * row
 
 
 @dataclass(frozen=True, slots=True)
 class EaseChoice:
-    """The lambda and decay chosen on the validation slice, with every candidate's validation HR@10."""
+    """The lambda, decay and click weight chosen on the validation slice, with every candidate's HR@10 there."""
 
     lam: float
     decay: float
     validation_hr10: float
     grid: list[dict[str, float]]
+    click: float = 0.0
+
+    def weights(self, history: list[Event], index: dict[str, int]) -> np.ndarray:
+        """B fitted on history with this choice."""
+        return ease_weights(history, index, self.lam, self.click)
+
+    def policy(self, history: list[Event], index: dict[str, int]) -> EaseDecay:
+        """The EaseDecay replay policy fitted on history with this choice."""
+        return EaseDecay(index, history, self.weights(history, index), self.decay, self.click)
 
 
 def tune(
@@ -93,28 +123,37 @@ def tune(
     lambdas: tuple[float, ...] = LAMBDAS,
     decays: tuple[float, ...] = DECAYS,
     validation_share: float = VALIDATION_SHARE,
+    clicks: tuple[float, ...] = CLICKS,
 ) -> EaseChoice:
-    """Replays the history's last validation_share (fitted on the rest): every lambda at the middle decay,
-    then every decay at the best lambda (coordinate search: len(lambdas) + len(decays) - 1 replays, not their
-    product). The best HR@10 wins (ties: the earlier candidate). The replayed part of an evaluation is
-    never read."""
+    """Replays the history's last validation_share (fitted on the rest): every lambda at the middle decay and
+    click weight, then every decay at the best lambda, then every click weight at both (coordinate search:
+    len(lambdas) + len(decays) + len(clicks) - 2 replays, not their product). The best HR@10 wins (ties: the
+    earlier candidate). The replayed part of an evaluation is never read."""
     cut = int(round(len(history) * (1 - validation_share)))
     fit, validation = history[:cut], history[cut:]
     grid: list[dict[str, float]] = []
-    weights: dict[float, np.ndarray] = {}
+    weights: dict[tuple[float, float], np.ndarray] = {}
 
-    def run(lam: float, decay: float) -> None:
-        if lam not in weights:
-            weights[lam] = ease_weights(fit, index, lam)
-        scored, _ = run_in_order(fit, validation, index, [EaseDecay(index, fit, weights[lam], decay)])
-        grid.append({"lambda": lam, "decay": decay, "hr@10": round(hit_rate(scored["ease"].ranks, 10), 5)})
+    def run(lam: float, decay: float, click: float) -> None:
+        if (lam, click) not in weights:
+            weights[lam, click] = ease_weights(fit, index, lam, click)
+        scored, _ = run_in_order(fit, validation, index, [EaseDecay(index, fit, weights[lam, click], decay, click)])
+        grid.append({"lambda": lam, "decay": decay, "click": click,
+                     "hr@10": round(hit_rate(scored["ease"].ranks, 10), 5)})
 
-    middle = decays[len(decays) // 2]
+    def best() -> dict[str, float]:
+        return max(grid, key=lambda g: g["hr@10"])  # max keeps the first of equals
+
+    decay, click = decays[len(decays) // 2], clicks[len(clicks) // 2]
     for lam in lambdas:
-        run(lam, middle)
-    lam = max(grid, key=lambda g: g["hr@10"])["lambda"]  # max keeps the first of equals
-    for decay in decays:
-        if decay != middle:
-            run(lam, decay)
-    best = max(grid, key=lambda g: g["hr@10"])
-    return EaseChoice(best["lambda"], best["decay"], best["hr@10"], grid)
+        run(lam, decay, click)
+    lam = best()["lambda"]
+    for other in decays:
+        if other != decay:
+            run(lam, other, click)
+    decay = best()["decay"]
+    for other in clicks:
+        if other != click:
+            run(lam, decay, other)
+    top = best()
+    return EaseChoice(top["lambda"], top["decay"], top["hr@10"], grid, top["click"])

@@ -12,7 +12,7 @@ import numpy as np
 
 from rayrec.evaluation.baselines import ItemKNN
 from rayrec.evaluation.data import Dataset, Event
-from rayrec.evaluation.ease import VALIDATION_SHARE, EaseDecay, ease_weights, tune
+from rayrec.evaluation.ease import VALIDATION_SHARE, tune
 from rayrec.evaluation.metrics import Scored, summarise
 from rayrec.evaluation.replay import K, run_by_user, run_in_order
 from rayrec.evaluation.spaces import SPACES, svd_space
@@ -160,9 +160,9 @@ def evaluate(
     history, replay = dataset.split(history_share)
     ids = dataset.items["item_id"].to_pylist()
     index = {item: j for j, item in enumerate(ids)}
-    log("choosing EASE's lambda and recency decay on the history's last 10%")
+    log("choosing EASE's lambda, recency decay and click weight on the history's last 10%")
     ease = tune(history, index)
-    baselines = [ItemKNN(index, history), EaseDecay(index, history, ease_weights(history, index, ease.lam), ease.decay)]
+    baselines = [ItemKNN(index, history), ease.policy(history, index)]
     bar = tqdm(total=4 * len(replay), desc="replay", unit="event", disable=not progress, file=sys.stderr)
     scored, cold = run_in_order(history, replay, index, baselines, progress=bar.update)
 
@@ -220,7 +220,8 @@ def evaluate(
                                   f"{from_text} items without history placed from text"),
             "feedback_rule": {"learning_rates": rule.learning_rates, "decay_half_life_s": rule.decay_half_life_s,
                               "history_recency": rule.history_recency},
-            "ease": {"lambda": ease.lam, "decay": ease.decay, "validation_hr@10": ease.validation_hr10,
+            "ease": {"lambda": ease.lam, "decay": ease.decay, "click": ease.click,
+                     "validation_hr@10": ease.validation_hr10,
                      "validation": f"the history's last {VALIDATION_SHARE:.0%}, fitted on the rest",
                      "grid": ease.grid},
             "sequential": {k: v for k, v in sequential.info.items() if k != "epochs"}

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from rayrec.evaluation.data import Event
-from rayrec.evaluation.ease import VALIDATION_SHARE, EaseChoice, ease_weights, tune
+from rayrec.evaluation.ease import VALIDATION_SHARE, EaseChoice, tune
 from rayrec.evaluation.metrics import hit_rate
 from rayrec.evaluation.replay import run_in_order
 from rayrec.learning.sequential import SequenceParams, next_item_hit_rate, train_sequential
@@ -54,11 +54,11 @@ def low_rank(b: np.ndarray, rank: int, seed: int = 0) -> tuple[np.ndarray, np.nd
 
 
 def _user_model(
-    model: Any, events: list[Event], index: dict[str, int], text: np.ndarray, lam: float, decay: float, weight: float
+    model: Any, events: list[Event], index: dict[str, int], text: np.ndarray, ease: EaseChoice, weight: float
 ) -> tuple[SequentialUser, np.ndarray, np.ndarray]:
     """The SequentialUser, the item vectors and the from-text mask of a trained model on these events."""
     sequence = SequenceModel({k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}, model.params.blocks)
-    context, target = low_rank(ease_weights(events, index, lam), RANK)
+    context, target = low_rank(ease.weights(events, index), RANK)
     output = sequence.item_vectors.copy()
     cold = np.ones(len(index), dtype=bool)
     cold[[index[e.item] for e in events if e.positive]] = False
@@ -67,7 +67,8 @@ def _user_model(
             w, b = ridge_map(text[~cold], table[~cold])
             table[cold] = text[cold] @ w.T + b
         sequence.w["outputs.weight"] = output
-    user = SequentialUser(sequence, dict(index), context, decay, weight, spread(output), spread(target))
+    user = SequentialUser(sequence, dict(index), context, ease.decay, weight, spread(output), spread(target),
+                          ease.click)
     return user, equal_norms(np.concatenate([output, target], axis=1)), cold
 
 
@@ -105,22 +106,24 @@ def train_space(
     cut = int(round(len(events) * (1 - VALIDATION_SHARE)))
     fit, held = events[:cut], events[cut:]
     ease = ease or tune(events, index)
-    log(f"sequential: EASE lambda {ease.lam:g}, decay {ease.decay:g} (validation HR@10 {ease.validation_hr10:.4f})")
+    log(f"sequential: EASE lambda {ease.lam:g}, decay {ease.decay:g}, click {ease.click:g} "
+        f"(validation HR@10 {ease.validation_hr10:.4f})")
     model, history = train_sequential(fit, index, params, validate=lambda m: next_item_hit_rate(m, fit, held, index),
                                       on_epoch=on_epoch)
     best_epoch = int(history[-1].get("best_epoch", len(history)))
     grid = []
     for weight in WEIGHTS:
-        user, vectors, _ = _user_model(model, fit, index, text, ease.lam, ease.decay, weight)
+        user, vectors, _ = _user_model(model, fit, index, text, ease, weight)
         scored, _ = run_in_order(fit, held, index, [Policy(user, vectors, fit)])
         grid.append({"weight": weight, "hr@10": round(hit_rate(scored["sequential"].ranks, 10), 5)})
     best = max(grid, key=lambda g: g["hr@10"])
     log(f"sequential: {best_epoch} epochs, blend weight {best['weight']} (validation HR@10 {best['hr@10']:.4f}); "
         "training again on every event")
     final, _ = train_sequential(events, index, dataclasses.replace(params, epochs=best_epoch))
-    user, vectors, cold = _user_model(final, events, index, text, ease.lam, ease.decay, best["weight"])
+    user, vectors, cold = _user_model(final, events, index, text, ease, best["weight"])
     info = {"params": params.as_dict(), "epochs": history, "best_epoch": best_epoch,
-            "ease": {"lambda": ease.lam, "decay": ease.decay, "rank": RANK, "validation_hr@10": ease.validation_hr10},
+            "ease": {"lambda": ease.lam, "decay": ease.decay, "click": ease.click, "rank": RANK,
+                     "validation_hr@10": ease.validation_hr10},
             "weight": best["weight"], "weight_grid": grid, "validation_hr@10": best["hr@10"],
             "seconds": round(time.perf_counter() - t0, 1)}
     return SequentialSpace(vectors, user, cold, info)

@@ -1,6 +1,6 @@
 """A model-based user on disk: safetensors and JSON (never pickle), in one folder.
 
-    <folder>/user_model.json          kind, blocks, decay, weight, item ids (the tables' row order)
+    <folder>/user_model.json          kind, blocks, decay, weight, click, item ids (the tables' row order)
     <folder>/user_model.safetensors   the sequential model's weights, the EASE context vectors, both spreads
 """
 
@@ -33,7 +33,7 @@ def save(user: SequentialUser, folder: str | os.PathLike[str], extra: dict[str, 
     save_file(tensors, os.path.join(folder, TENSORS))
     ids = [i for i, _ in sorted(user.rows.items(), key=lambda kv: kv[1])]
     info = {"kind": KIND, "blocks": user.sequence.blocks, "decay": user.decay, "weight": user.weight,
-            "dim": user.dim, "item_ids": ids, **(extra or {})}
+            "click": user.click, "dim": user.dim, "item_ids": ids, **(extra or {})}
     with open(os.path.join(folder, INFO), "w") as f:
         json.dump(info, f)
 
@@ -57,7 +57,7 @@ def load(folder: str | os.PathLike[str]) -> SequentialUser:
         raise InvalidInputError(f"the user model in {str(folder)!r} is inconsistent: "
                                 f"{len(rows)} item ids, {sequence.n_items} item rows")
     return SequentialUser(sequence, rows, tensors["context"], float(info["decay"]), float(info["weight"]),
-                          tensors["spread_output"], tensors["spread_target"])
+                          tensors["spread_output"], tensors["spread_target"], float(info.get("click", 0.0)))
 
 
 def load_checked(folder: str, dim: int) -> tuple[SequentialUser | None, str | None]:

@@ -13,6 +13,7 @@ EPS = 1e-5  # torch.nn.LayerNorm's default
 # Event types the model tells apart (0 is padding): what pulls toward an item, a click, what pushes away.
 EVENT_TYPES = {"history": 1, "like": 1, "purchase": 1, "click": 2, "skip": 3, "dislike": 3}
 POSITIVE = 1
+CLICK = 2
 N_TYPES = 4
 
 

@@ -4,7 +4,8 @@ Two parts, blended into one dot product over concatenated vectors:
 - the sequential model (rayrec.users.sequence_model): its output for the user's
   last events, against each item's output vector;
 - EASE with recency decay in low rank (B ~ context @ target^T): the decayed sum
-  of the context vectors of the user's positives, against each item's target vector.
+  of the context vectors of the user's positives (and of their clicks, at weight
+  `click`), against each item's target vector.
 Each part's scores are z-scored over the catalog before they are mixed
 (weight, 1 - weight). A per-user mean shifts every item alike, so only the
 per-user spread matters, and it is a quadratic form of the user's part:
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rayrec.users.sequence_model import EVENT_TYPES, POSITIVE, SequenceModel
+from rayrec.users.sequence_model import CLICK, EVENT_TYPES, POSITIVE, SequenceModel
 
 
 def spread(vectors: np.ndarray) -> np.ndarray:
@@ -52,6 +53,7 @@ class SequentialUser:
     weight: float  # the sequential part's share of the blend
     spread_output: np.ndarray  # (d, d) covariance of the output vectors
     spread_target: np.ndarray  # (r, r) covariance of the target vectors
+    click: float = 0.0  # a click's weight in the EASE part (a positive's is 1; what pushes away is left out)
 
     @property
     def dim(self) -> int:
@@ -69,8 +71,9 @@ class SequentialUser:
             return None
         c = np.zeros(self.context.shape[1], np.float64)
         for row, kind in known:
-            if kind == POSITIVE:
-                c = self.decay * c + self.context[row]
+            w = 1.0 if kind == POSITIVE else self.click if kind == CLICK else 0.0
+            if w > 0:
+                c = self.decay * c + w * self.context[row]
         out = []
         for part, cov, share in ((h.astype(np.float64), self.spread_output, self.weight),
                                  (c, self.spread_target, 1.0 - self.weight)):

@@ -13,7 +13,7 @@ from rayrec.users.sequence_model import EVENT_TYPES, SequenceModel
 from rayrec.users.sequential_user import SequentialUser, equal_norms, spread
 
 
-def _user(rng: np.random.Generator, n: int = 30, weight: float = 0.7, decay: float = 0.8):
+def _user(rng: np.random.Generator, n: int = 30, weight: float = 0.7, decay: float = 0.8, click: float = 0.0):
     params = SequenceParams(dim=8, length=5, blocks=1)
     torch.manual_seed(1)
     model = SequentialModel(n, params).eval()
@@ -23,13 +23,14 @@ def _user(rng: np.random.Generator, n: int = 30, weight: float = 0.7, decay: flo
     context = rng.standard_normal((n, 4)).astype(np.float32)
     target = rng.standard_normal((n, 4)).astype(np.float32)
     rows = {f"i{j}": j for j in range(n)}
-    user = SequentialUser(sequence, rows, context, decay, weight, spread(sequence.item_vectors), spread(target))
+    user = SequentialUser(sequence, rows, context, decay, weight, spread(sequence.item_vectors), spread(target), click)
     return user, sequence, context, target, rows
 
 
-def test_the_user_vector_ranks_items_as_the_blend_of_z_scores():
+@pytest.mark.parametrize("click", [0.0, 0.5])
+def test_the_user_vector_ranks_items_as_the_blend_of_z_scores(click):
     rng = np.random.default_rng(0)
-    user, sequence, context, target, rows = _user(rng)
+    user, sequence, context, target, rows = _user(rng, click=click)
     events = [("i3", "like"), ("i7", "click"), ("nobody-knows", "like"), ("i1", "dislike"), ("i9", "like"),
               ("i4", "history")]
     u = user.vector(events)
@@ -37,10 +38,14 @@ def test_the_user_vector_ranks_items_as_the_blend_of_z_scores():
     np.testing.assert_allclose(np.linalg.norm(items, axis=1), np.linalg.norm(items, axis=1).max(), rtol=1e-5)
     items = items / np.linalg.norm(items, axis=1, keepdims=True)  # as the index holds them
     # By hand: the sequential part's scores over every item, and EASE's (the decayed sum of the positives'
-    # context vectors: i3, i9, i4, newest weighing 1), each z-scored over the catalog, mixed 0.7 / 0.3.
+    # context vectors, and the click's at weight `click`: i3, i7, i9, i4, newest weighing 1; the dislike is
+    # left out), each z-scored over the catalog, mixed 0.7 / 0.3.
     known = [(rows[i], EVENT_TYPES[e]) for i, e in events if i in rows]
     s1 = sequence.item_vectors.astype(np.float64) @ sequence.user_vector(known)
-    c = 0.8**2 * context[3] + 0.8 * context[9] + context[4]
+    if click:
+        c = 0.8**3 * context[3] + 0.8**2 * click * context[7] + 0.8 * context[9] + context[4]
+    else:
+        c = 0.8**2 * context[3] + 0.8 * context[9] + context[4]
     s2 = target.astype(np.float64) @ c
     blend = 0.7 * (s1 - s1.mean()) / s1.std() + 0.3 * (s2 - s2.mean()) / s2.std()
     got = items.astype(np.float64) @ u
@@ -77,12 +82,13 @@ def test_a_store_with_the_model_moves_users_by_their_events_and_the_files_round_
     from rayrec.users.user_state import UserStore
 
     rng = np.random.default_rng(3)
-    user, *_ = _user(rng)
+    user, *_ = _user(rng, click=0.25)
     model_files.save(user, tmp_path / "m")
     loaded = model_files.load(tmp_path / "m")
     events = [("i3", "like"), ("i7", "click"), ("i9", "like")]
     np.testing.assert_array_equal(loaded.vector(events), user.vector(events))
     assert loaded.rows == user.rows and loaded.weight == user.weight and loaded.dim == user.dim
+    assert loaded.click == 0.25
 
     store = UserStore(user.dim, FeedbackRule(), clock=lambda: 1.0, model=loaded)
     store.commit(store.plan_history("u", ["i3"], np.zeros((1, user.dim), np.float32)))
