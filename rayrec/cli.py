@@ -168,6 +168,7 @@ def serve_command(args: argparse.Namespace) -> int:
     import requests
     from ray import serve
 
+    from rayrec import constants as C
     from rayrec.exceptions import InvalidInputError
     from rayrec.learning import store
     from rayrec.learning.background import QUIET_HOOK, plan_start
@@ -256,6 +257,7 @@ def serve_command(args: argparse.Namespace) -> int:
         except Exception:  # nothing left to stop
             pass
         if job is not None:
+            job.wait(C.BACKGROUND_STOP_WAIT_S)  # its thread leaves Ray alone (a call after shutdown would start one)
             ray.shutdown()  # the training's Ray Train run belongs to this driver: it ends here too
 
 

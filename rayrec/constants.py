@@ -107,6 +107,8 @@ BACKGROUND_TRAIN_THREADS = _env_int("RAYREC_BACKGROUND_TRAIN_THREADS", max(1, (o
 BACKGROUND_TRAIN_SPARE_CPUS = _env_float("RAYREC_BACKGROUND_TRAIN_SPARE_CPUS", 0.5)
 # How long `rayrec serve` waits for each of its own calls once that model is written (POST /model, the check).
 BACKGROUND_SWAP_TIMEOUT_S = _env_float("RAYREC_BACKGROUND_SWAP_TIMEOUT_S", 600.0)
+# How long a stopping `rayrec serve` waits for its background job to leave Ray before it shuts Ray down.
+BACKGROUND_STOP_WAIT_S = _env_float("RAYREC_BACKGROUND_STOP_WAIT_S", 5.0)
 DEFAULT_REPLICAS = _env_int("RAYREC_REPLICAS", 1)
 DEFAULT_REPLICA_HEDGE_S = _env_float("RAYREC_REPLICA_HEDGE_S", 1.0)
 REPLICA_SUSPECT_S = _env_float("RAYREC_REPLICA_SUSPECT_S", 5.0)

@@ -95,6 +95,7 @@ class BackgroundSwap:
         check: summary -> an answer of the service from the new version (raises if it is not).
         say: takes each output line.
         serving: the space the service serves until the swap (named when one fails).
+        stopping: the event stop() sets (default: a new one), for a train that watches it.
     """
 
     def __init__(
@@ -105,6 +106,7 @@ class BackgroundSwap:
         say: Callable[[str], None] = print,
         serving: str = TEXT,
         clock: Callable[[], float] = time.monotonic,
+        stopping: threading.Event | None = None,
     ) -> None:
         self._train, self._swap, self._check, self._say, self._clock = train, swap, check, say, clock
         self.serving = serving
@@ -114,7 +116,7 @@ class BackgroundSwap:
         self.swapped: dict[str, Any] | None = None  # POST /model's answer
         self.answer: dict[str, Any] | None = None  # the check's
         self.seconds: float | None = None  # from start to the end of the swap
-        self._stop = threading.Event()
+        self._stop = stopping if stopping is not None else threading.Event()
         self._ended = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -186,8 +188,9 @@ def sequential_swap(
     from rayrec.learning import sequential_job
 
     user = next((e.user for e in reversed(dataset.events) if e.positive), dataset.events[-1].user)
-    return BackgroundSwap(lambda on_progress: sequential_job.train(dataset, job, on_progress), client.swap,
-                          lambda summary: client.check(summary, user), say)
+    stopping = threading.Event()
+    return BackgroundSwap(lambda on_progress: sequential_job.train(dataset, job, on_progress, stopping),
+                          client.swap, lambda summary: client.check(summary, user), say, stopping=stopping)
 
 
 class _Stopped(Exception):

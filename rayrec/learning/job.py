@@ -76,9 +76,16 @@ def _worker_loop(config: dict[str, Any]) -> None:
         ray.train.report({**history[-1], "history": history})
 
 
-def fit_with_progress(trainer: Any, log: Any, on_epoch: Callable[[dict[str, Any]], None]) -> Any:
+class TrainingStopped(RuntimeError):
+    """The driver stopped waiting for a training run (its run ends with the driver's Ray)."""
+
+
+def fit_with_progress(
+    trainer: Any, log: Any, on_epoch: Callable[[dict[str, Any]], None], stop: threading.Event | None = None
+) -> Any:
     """trainer.fit() in a thread, while this one hands each entry the workers add to log (an EpochLog actor,
-    killed at the end) to on_epoch, in order."""
+    killed at the end) to on_epoch, in order; raises TrainingStopped within POLL_S once stop is set (so that
+    no call reaches Ray from here after the caller shuts it down)."""
     import ray
 
     done: list[Any] = []
@@ -94,6 +101,8 @@ def fit_with_progress(trainer: Any, log: Any, on_epoch: Callable[[dict[str, Any]
     thread.start()
     shown = 0
     while True:
+        if stop is not None and stop.is_set():
+            raise TrainingStopped("the training run was stopped")
         finished = not thread.is_alive()
         for stats in ray.get(log.since.remote(shown)):
             on_epoch(stats)

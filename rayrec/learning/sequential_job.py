@@ -5,6 +5,7 @@ its progress lines and epochs reach the driver while it trains."""
 from __future__ import annotations
 
 import tempfile
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -68,11 +69,16 @@ def _worker_loop(config: dict[str, Any]) -> None:
     ray.get(log.add.remote({"summary": summary}))  # in the log before the run ends (the driver reads it after)
 
 
-def train(dataset: Dataset, job: SequentialJob, on_progress: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+def train(
+    dataset: Dataset, job: SequentialJob, on_progress: Callable[[dict[str, Any]], None],
+    stop: threading.Event | None = None,
+) -> dict[str, Any]:
     """Trains the sequential space on the Ray this process is connected to and writes it under job.root.
 
     Args:
         on_progress: called in this process with each {"message": line} and {"epoch": metrics}, in order.
+        stop: once set, this call stops waiting (rayrec.learning.job.TrainingStopped); the run itself ends
+            with this driver's Ray (ray.shutdown), as Ray ends every actor a driver owns.
 
     Returns:
         run_training's summary: the new version's manifest and its "path".
@@ -101,7 +107,7 @@ def train(dataset: Dataset, job: SequentialJob, on_progress: Callable[[dict[str,
             scaling_config=ray.train.ScalingConfig(num_workers=1, resources_per_worker={"CPU": job.cpus}),
             run_config=ray.train.RunConfig(name="rayrec-sequential", storage_path=scratch),
         )
-        fit_with_progress(trainer, log, relay)
+        fit_with_progress(trainer, log, relay, stop)
     if not summaries:
         raise RuntimeError("the training job ended without writing a model version")
     return summaries[0]
