@@ -24,5 +24,9 @@ def test_ci_runs_the_readme_commands() -> None:
     ci = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()]
     assert install in ci and browser in ci and test in ci
     assert ci.index(browser) < ci.index(test)
-    assert f"{main_job} --exit-after-start" in ci  # the main job, stopped once it answered
+    # The main job once, on a fresh models root (as on a new machine): stopped once it answered from the
+    # model it trained in the background and swapped to; no other start of it without a --model.
+    assert f'{main_job} --models-root "$(mktemp -d)" --exit-after-swap' in ci
+    assert [line for line in ci if line.startswith(main_job) and "--model " not in line] == [
+        f'{main_job} --models-root "$(mktemp -d)" --exit-after-swap']
     assert ". .venv/bin/activate" in ci and venv.startswith("python3 -m venv .venv")
