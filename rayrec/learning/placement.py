@@ -41,7 +41,7 @@ def check_stored_space(storage_uri: str, serving: str, holds_items: bool) -> Non
     if stored != serving:
         raise InvalidInputError(
             f"the storage {storage_uri!r} holds item and user vectors of item space {stored!r}, not {serving!r}: "
-            f"serve it with model {stored!r} ({'no --model' if stored == 'text' else '--model ' + stored}), or give "
+            f"serve it with model {stored!r} (--model {stored}), or give "
             "a new storage location; to move it to another version, serve it as it is and POST /model"
         )
 

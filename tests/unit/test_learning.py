@@ -326,7 +326,7 @@ def test_durable_state_is_only_served_in_the_item_space_it_was_written_in(tmp_pa
         check_stored_space(fresh, "text", holds_items=True)
     old = str(tmp_path / "old")  # state from before learned spaces: no marker, items in the text space
     check_stored_space(old, "text", holds_items=True)
-    with pytest.raises(InvalidInputError, match="item space 'text', not 'v1'.*no --model"):
+    with pytest.raises(InvalidInputError, match="item space 'text', not 'v1'.*--model text"):
         check_stored_space(old, "v1", holds_items=True)
     # A model swap records the new space in layout.json (its commit point): that record wins over the marker.
     from rayrec.config import IndexConfig, RayrecConfig
