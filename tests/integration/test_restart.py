@@ -46,8 +46,10 @@ class Server:
     def __init__(self, storage: str, port: int, log_path: str) -> None:
         env = dict(os.environ, RAYREC_API_KEY=KEY, HF_HUB_OFFLINE="1")
         env.pop("RAY_ADDRESS", None)
+        # --model text: raw 384-d vectors, whatever models the machine's models root holds
         cmd = [sys.executable, "-m", "rayrec.cli", "serve", "--catalog", "none", "--storage", storage,
-               "--port", str(port), "--num-cpus", "2", "--index", "Flat", "--namespace", "restart-test"]
+               "--model", "text", "--port", str(port), "--num-cpus", "2", "--index", "Flat",
+               "--namespace", "restart-test"]
         self.log = open(log_path, "ab")
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         self.url = f"http://127.0.0.1:{port}"
