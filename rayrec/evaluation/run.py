@@ -196,10 +196,14 @@ def evaluate(
             policy = SystemPolicy(system, name, index, set(liked), update)
             scored[name] = asyncio.run(run_by_user(history, replay, index, policy, cold, concurrency, bar.update))
         rule = system.config.feedback
-    from rayrec.learning.sequential_space import train_space
+    from rayrec.learning.sequential_space import tower_vectors, train_space
 
+    def tower(events: list[Event]) -> np.ndarray:  # the sequential space's two-tower part: the one above, if it is
+        return towered if events is history and towered is not None else tower_vectors(events, index, text)
+
+    towered = learned.vectors if space == "two-tower" and train_params is None else None
     log("training the sequential user model on the history")
-    sequential = train_space(history, index, text, log=log, ease=ease)  # EASE's choice on this history, made above
+    sequential = train_space(history, index, text, log=log, ease=ease, tower=tower)  # EASE's choice made above
     scored["sequential"] = _sequential_replay(sequential, history, replay, index, ids, dataset, num_cpus, num_shards,
                                               cold, concurrency, bar.update)
     bar.close()

@@ -46,6 +46,7 @@ class SequenceParams:
     mask_seen: bool = True
     patience: int = 3
     seed: int = 0
+    tower: bool = True  # blend in a two-tower part (rayrec.learning.sequential_space; trained with it)
 
     def __post_init__(self) -> None:
         for name in ("dim", "length", "blocks", "epochs", "batch_size"):

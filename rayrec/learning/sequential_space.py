@@ -11,6 +11,7 @@ both parts of their vector from their text (a ridge map fitted on the others).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import sys
 import time
 from collections.abc import Callable
@@ -30,6 +31,7 @@ from rayrec.users.sequential_user import SequentialUser, equal_norms, spread
 
 RANK = 64  # of the EASE factors
 WEIGHTS = (0.3, 0.5, 0.6, 0.7, 0.8, 1.0)  # the sequential part's share, chosen on validation
+TOWER_SHARES = (0.0, 0.1, 0.2, 0.3)  # the two-tower part's share (when there is one), chosen on validation
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,22 +56,99 @@ def low_rank(b: np.ndarray, rank: int, seed: int = 0) -> tuple[np.ndarray, np.nd
 
 
 def _user_model(
-    model: Any, events: list[Event], index: dict[str, int], text: np.ndarray, ease: EaseChoice, weight: float
+    model: Any, events: list[Event], index: dict[str, int], text: np.ndarray, ease: EaseChoice,
+    tower: np.ndarray | None, weight: float = WEIGHTS[0], tower_share: float = 0.0,
 ) -> tuple[SequentialUser, np.ndarray, np.ndarray]:
-    """The SequentialUser, the item vectors and the from-text mask of a trained model on these events."""
+    """The SequentialUser, the item vectors and the from-text mask of a trained model on these events
+    (tower: the two-tower item vectors trained on the same events, a third part; None for two parts)."""
     sequence = SequenceModel({k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}, model.params.blocks)
     context, target = low_rank(ease.weights(events, index), RANK)
     output = sequence.item_vectors.copy()
     cold = np.ones(len(index), dtype=bool)
     cold[[index[e.item] for e in events if e.positive]] = False
-    if cold.any() and (~cold).sum() > 1:  # both parts of a cold item's vector from its text
+    if cold.any() and (~cold).sum() > 1:  # the model's and EASE's parts of a cold item's vector from its text
         for table in (output, target, context):
             w, b = ridge_map(text[~cold], table[~cold])
             table[cold] = text[cold] @ w.T + b
         sequence.w["outputs.weight"] = output
+    tables = [output, target] if tower is None else [output, target, np.asarray(tower, np.float32)]
     user = SequentialUser(sequence, dict(index), context, ease.decay, weight, spread(output), spread(target),
-                          ease.click)
-    return user, equal_norms(np.concatenate([output, target], axis=1)), cold
+                          ease.click, None if tower is None else tables[2],
+                          None if tower is None else spread(tables[2]), tower_share)
+    return user, equal_norms(np.concatenate(tables, axis=1)), cold
+
+
+class _Blends:
+    """Every candidate blend of one SequentialUser's parts in one replay: each user's parts are computed
+    once per event and z-scored over the catalog (what the dot product of SequentialUser.vector ranks by);
+    each candidate (sequential share, tower share) is a policy of its own over them."""
+
+    def __init__(self, user: SequentialUser, tables: list[np.ndarray], history: list[Event],
+                 candidates: list[tuple[float, float]]) -> None:
+        from rayrec.evaluation.baselines import top_k
+
+        self.user, self.tables, self.top_k = user, [t.astype(np.float64) for t in tables], top_k
+        self.events: dict[str, list[tuple[str, str]]] = {}
+        self.cache: dict[str, np.ndarray | None] = {}  # user -> z-scored parts (p, n_items) since their last event
+        for e in history:
+            self._observe(e)
+        self.policies = [_Candidate(self, weight, tower) for weight, tower in candidates]
+
+    def _observe(self, event: Event) -> None:
+        self.events.setdefault(event.user, []).append((event.item, event.feedback))
+        self.cache.pop(event.user, None)
+
+    def scores(self, user: str) -> np.ndarray | None:
+        if user not in self.cache:
+            parts = self.user.parts(self.events.get(user, []))
+            if parts is None:
+                self.cache[user] = None
+            else:
+                z = []
+                for (part, _, _), table in zip(parts, self.tables, strict=True):
+                    s = table @ part
+                    sd = float(s.std())
+                    z.append((s - s.mean()) / sd if sd > 1e-12 else np.zeros_like(s))
+                self.cache[user] = np.stack(z)
+        return self.cache[user]
+
+
+class _Candidate:
+    def __init__(self, blends: _Blends, weight: float, tower: float) -> None:
+        self.blends, self.name = blends, f"{weight}/{tower}"
+        shares = [weight, 1.0 - weight - tower] + ([tower] if len(blends.tables) == 3 else [])
+        self.shares = np.asarray(shares, np.float64)
+        self.first = False  # the first candidate feeds the events to the shared state
+
+    def recommend(self, user: str, k: int, seen: set[int]) -> list[int] | None:
+        z = self.blends.scores(user)
+        return None if z is None else self.blends.top_k(self.shares @ z, k, seen)
+
+    def observe(self, event: Event) -> None:
+        if self.first:
+            self.blends._observe(event)
+
+
+def choose_blend(
+    user: SequentialUser, tables: list[np.ndarray], fit: list[Event], held: list[Event], index: dict[str, int],
+    tower_shares: tuple[float, ...],
+) -> list[dict[str, float]]:
+    """The validation HR@10 of every (sequential share in WEIGHTS, tower share) whose shares leave EASE some,
+    in one replay of held after fit."""
+    candidates = [(w, t) for w in WEIGHTS for t in tower_shares if w + t <= 1.0 + 1e-9]
+    blends = _Blends(user, tables, fit, candidates)
+    blends.policies[0].first = True
+    scored, _ = run_in_order(fit, held, index, blends.policies)
+    return [{"weight": w, "tower": t, "hr@10": round(hit_rate(scored[p.name].ranks, 10), 5)}
+            for (w, t), p in zip(candidates, blends.policies, strict=True)]
+
+
+def tower_vectors(events: list[Event], index: dict[str, int], text: np.ndarray) -> np.ndarray:
+    """The two-tower item vectors trained on events with TrainParams' defaults (in this process)."""
+    from rayrec.learning.model import TrainParams
+    from rayrec.learning.spaces import two_tower
+
+    return two_tower(events, index, text, TrainParams()).vectors
 
 
 class Policy:
@@ -97,11 +176,18 @@ def train_space(
     events: list[Event], index: dict[str, int], text: np.ndarray, params: SequenceParams | None = None,
     log: Callable[[str], None] = lambda m: print(m, file=sys.stderr, flush=True),
     on_epoch: Callable[[dict[str, Any]], None] | None = None, ease: EaseChoice | None = None,
+    tower: Callable[[list[Event]], np.ndarray] | None | bool = True,
 ) -> SequentialSpace:
-    """Chooses EASE's lambda and decay (unless given: tune's choice on the same events), the model's epochs
-    and the blend weight on the events' last VALIDATION_SHARE; returns the space trained on every event
-    with them."""
+    """Chooses EASE's lambda, decay and click weight (unless given: tune's choice on the same events), the
+    model's epochs and the blend's shares on the events' last VALIDATION_SHARE; returns the space trained on
+    every event with them. tower: events -> the two-tower item vectors trained on them (every item, those
+    without history placed by its text path), the third part; True: the two-tower with TrainParams' defaults,
+    trained here; None (or params.tower False) leaves it out."""
     params = params or SequenceParams()
+    if tower is True:
+        tower = functools.partial(tower_vectors, index=index, text=text)
+    if not params.tower or tower is False:
+        tower = None
     t0 = time.perf_counter()
     cut = int(round(len(events) * (1 - VALIDATION_SHARE)))
     fit, held = events[:cut], events[cut:]
@@ -111,19 +197,22 @@ def train_space(
     model, history = train_sequential(fit, index, params, validate=lambda m: next_item_hit_rate(m, fit, held, index),
                                       on_epoch=on_epoch)
     best_epoch = int(history[-1].get("best_epoch", len(history)))
-    grid = []
-    for weight in WEIGHTS:
-        user, vectors, _ = _user_model(model, fit, index, text, ease, weight)
-        scored, _ = run_in_order(fit, held, index, [Policy(user, vectors, fit)])
-        grid.append({"weight": weight, "hr@10": round(hit_rate(scored["sequential"].ranks, 10), 5)})
-    best = max(grid, key=lambda g: g["hr@10"])
-    log(f"sequential: {best_epoch} epochs, blend weight {best['weight']} (validation HR@10 {best['hr@10']:.4f}); "
-        "training again on every event")
+    if tower is not None:
+        log("sequential: training the two-tower part on the same events")
+    fit_tower = None if tower is None else tower(fit)
+    user, vectors, _ = _user_model(model, fit, index, text, ease, fit_tower)
+    d, r = user.sequence.dim, user.context.shape[1]
+    tables = [vectors[:, :d], vectors[:, d:d + r]] + ([] if fit_tower is None else [vectors[:, d + r:-1]])
+    grid = choose_blend(user, tables, fit, held, index, TOWER_SHARES if tower is not None else (0.0,))
+    best = max(grid, key=lambda g: g["hr@10"])  # the first of equals
+    log(f"sequential: {best_epoch} epochs, blend weight {best['weight']}, tower {best['tower']} "
+        f"(validation HR@10 {best['hr@10']:.4f}); training again on every event")
     final, _ = train_sequential(events, index, dataclasses.replace(params, epochs=best_epoch))
-    user, vectors, cold = _user_model(final, events, index, text, ease, best["weight"])
+    user, vectors, cold = _user_model(final, events, index, text, ease, None if tower is None else tower(events),
+                                      best["weight"], best["tower"])
     info = {"params": params.as_dict(), "epochs": history, "best_epoch": best_epoch,
             "ease": {"lambda": ease.lam, "decay": ease.decay, "click": ease.click, "rank": RANK,
                      "validation_hr@10": ease.validation_hr10},
-            "weight": best["weight"], "weight_grid": grid, "validation_hr@10": best["hr@10"],
-            "seconds": round(time.perf_counter() - t0, 1)}
+            "weight": best["weight"], "tower_share": best["tower"], "weight_grid": grid,
+            "validation_hr@10": best["hr@10"], "seconds": round(time.perf_counter() - t0, 1)}
     return SequentialSpace(vectors, user, cold, info)

@@ -1,7 +1,8 @@
 """A model-based user on disk: safetensors and JSON (never pickle), in one folder.
 
-    <folder>/user_model.json          kind, blocks, decay, weight, click, item ids (the tables' row order)
-    <folder>/user_model.safetensors   the sequential model's weights, the EASE context vectors, both spreads
+    <folder>/user_model.json          kind, blocks, decay, weight, click, tower_share, item ids (the row order)
+    <folder>/user_model.safetensors   the sequential model's weights, the EASE context vectors, the tower's
+                                      item vectors (if it has that part), the parts' spreads
 """
 
 from __future__ import annotations
@@ -30,10 +31,14 @@ def save(user: SequentialUser, folder: str | os.PathLike[str], extra: dict[str, 
     tensors.update(context=np.ascontiguousarray(user.context, np.float32),
                    spread_output=np.ascontiguousarray(user.spread_output, np.float64),
                    spread_target=np.ascontiguousarray(user.spread_target, np.float64))
+    if user.tower is not None:
+        tensors.update(tower=np.ascontiguousarray(user.tower, np.float32),
+                       spread_tower=np.ascontiguousarray(user.spread_tower, np.float64))
     save_file(tensors, os.path.join(folder, TENSORS))
     ids = [i for i, _ in sorted(user.rows.items(), key=lambda kv: kv[1])]
     info = {"kind": KIND, "blocks": user.sequence.blocks, "decay": user.decay, "weight": user.weight,
-            "click": user.click, "dim": user.dim, "item_ids": ids, **(extra or {})}
+            "click": user.click, "tower_share": user.tower_share, "dim": user.dim, "item_ids": ids,
+            **(extra or {})}
     with open(os.path.join(folder, INFO), "w") as f:
         json.dump(info, f)
 
@@ -57,7 +62,8 @@ def load(folder: str | os.PathLike[str]) -> SequentialUser:
         raise InvalidInputError(f"the user model in {str(folder)!r} is inconsistent: "
                                 f"{len(rows)} item ids, {sequence.n_items} item rows")
     return SequentialUser(sequence, rows, tensors["context"], float(info["decay"]), float(info["weight"]),
-                          tensors["spread_output"], tensors["spread_target"], float(info.get("click", 0.0)))
+                          tensors["spread_output"], tensors["spread_target"], float(info.get("click", 0.0)),
+                          tensors.get("tower"), tensors.get("spread_tower"), float(info.get("tower_share", 0.0)))
 
 
 def load_checked(folder: str, dim: int) -> tuple[SequentialUser | None, str | None]:

@@ -1,17 +1,21 @@
 """The model-based user: a user's vector computed from their recent events, in the serving shape.
 
-Two parts, blended into one dot product over concatenated vectors:
+Two or three parts, blended into one dot product over concatenated vectors:
 - the sequential model (rayrec.users.sequence_model): its output for the user's
   last events, against each item's output vector;
 - EASE with recency decay in low rank (B ~ context @ target^T): the decayed sum
   of the context vectors of the user's positives (and of their clicks, at weight
-  `click`), against each item's target vector.
+  `click`), against each item's target vector;
+- optionally the two-tower space: the same decayed sum of the tower's item
+  vectors, against the items' own (it also places items nobody interacted with
+  by the tower's text path).
 Each part's scores are z-scored over the catalog before they are mixed
-(weight, 1 - weight). A per-user mean shifts every item alike, so only the
-per-user spread matters, and it is a quadratic form of the user's part:
-std_j(u . v_j) = sqrt(u^T cov(v) u). So the user vector is
-[weight * h / sd_h, (1 - weight) * c / sd_c] and an item's is [output_j, target_j],
-and ranking by their dot product is ranking by the blended z-scores. The index
+(weight, 1 - weight - tower_share, tower_share). A per-user mean shifts every
+item alike, so only the per-user spread matters, and it is a quadratic form of
+the user's part: std_j(u . v_j) = sqrt(u^T cov(v) u). So the user vector is
+[weight * h / sd_h, (1 - weight - tower_share) * c / sd_c, tower_share * g / sd_g]
+and an item's is [output_j, target_j, tower_j], and ranking by their dot product
+is ranking by the blended z-scores. The index
 compares L2-normalised item vectors, so each item gets one more coordinate,
 sqrt(M^2 - |v_j|^2) with M the largest norm, and users a 0 there: every item then
 has norm M, and normalising divides every score by the same M (the reduction of
@@ -54,29 +58,49 @@ class SequentialUser:
     spread_output: np.ndarray  # (d, d) covariance of the output vectors
     spread_target: np.ndarray  # (r, r) covariance of the target vectors
     click: float = 0.0  # a click's weight in the EASE part (a positive's is 1; what pushes away is left out)
+    tower: np.ndarray | None = None  # (n_items, t) two-tower item vectors: a third part, like EASE's (or none)
+    spread_tower: np.ndarray | None = None  # (t, t) covariance of the tower vectors
+    tower_share: float = 0.0  # the tower part's share (EASE's is 1 - weight - tower_share)
 
     @property
     def dim(self) -> int:
-        """The item space's dimension: both parts and the coordinate of equal_norms."""
-        return self.sequence.dim + self.context.shape[1] + 1
+        """The item space's dimension: every part and the coordinate of equal_norms."""
+        return self.sequence.dim + self.context.shape[1] + (0 if self.tower is None else self.tower.shape[1]) + 1
 
     def knows(self, item_id: str) -> bool:
         return item_id in self.rows
 
-    def vector(self, events: Sequence[tuple[str, str]]) -> np.ndarray | None:
-        """The user's vector (dim,) float32, or None when the model knows none of the events' items."""
+    def parts(self, events: Sequence[tuple[str, str]]) -> list[tuple[np.ndarray, np.ndarray, float]] | None:
+        """Each part's user vector (float64), its items' covariance and its share, or None when the model
+        knows none of the events' items. The EASE and tower parts are decayed sums over positives and clicks."""
         known = [(self.rows[i], EVENT_TYPES[e]) for i, e in events if i in self.rows and e in EVENT_TYPES]
         h = self.sequence.user_vector(known)
         if h is None:
             return None
-        c = np.zeros(self.context.shape[1], np.float64)
+        sums = [np.zeros(self.context.shape[1], np.float64)]
+        tables = [self.context]
+        if self.tower is not None:
+            sums.append(np.zeros(self.tower.shape[1], np.float64))
+            tables.append(self.tower)
         for row, kind in known:
             w = 1.0 if kind == POSITIVE else self.click if kind == CLICK else 0.0
             if w > 0:
-                c = self.decay * c + w * self.context[row]
+                for part, table in zip(sums, tables, strict=True):
+                    part *= self.decay
+                    part += w * table[row]
+        out = [(h.astype(np.float64), self.spread_output, self.weight),
+               (sums[0], self.spread_target, 1.0 - self.weight - self.tower_share)]
+        if self.tower is not None:
+            out.append((sums[1], self.spread_tower, self.tower_share))
+        return out
+
+    def vector(self, events: Sequence[tuple[str, str]]) -> np.ndarray | None:
+        """The user's vector (dim,) float32, or None when the model knows none of the events' items."""
+        parts = self.parts(events)
+        if parts is None:
+            return None
         out = []
-        for part, cov, share in ((h.astype(np.float64), self.spread_output, self.weight),
-                                 (c, self.spread_target, 1.0 - self.weight)):
+        for part, cov, share in parts:
             sd = float(np.sqrt(max(part @ cov @ part, 0.0)))
             out.append(share * part / sd if sd > 1e-12 else np.zeros_like(part))
         u = np.concatenate([*out, np.zeros(1)])

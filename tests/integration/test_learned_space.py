@@ -277,14 +277,14 @@ def test_rayrec_train_sequential_writes_a_space_whose_users_the_model_moves(trai
                  "--json"]) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     version = out["version"]
-    # 64 (the model) + 30 (EASE's factors: rank 64 capped at the 30 items) + 1 (equal norms).
-    assert out["kind"] == "sequential" and out["dim"] == 95 and out["items"] == 30
+    # 64 (the model) + 30 (EASE's factors: rank 64 capped at the 30 items) + 64 (the two-tower part) + 1 (equal norms).
+    assert out["kind"] == "sequential" and out["dim"] == 159 and out["items"] == 30
     assert 0 <= out["validation_hr@10"]["sequential"]["hr@10"] <= 1 and out["sequential"]["best_epoch"] >= 1
     user_model = model_files.load(models / version / store.USER_MODEL)
     opts = AppArgs(catalog=items, model=version, models_root=str(models), index="Flat", actor_num_cpus=0.02,
                    namespace="sequential-space-test").resolved()
     config = RayrecConfig.from_dict(opts.rayrec_config())
-    assert config.user_model == str(models / version / store.USER_MODEL) and config.index.dim == 95
+    assert config.user_model == str(models / version / store.USER_MODEL) and config.index.dim == 159
     space = store.load(version, models)
     with Rayrec.start(config) as system:
         system.upsert(space.item_ids, space.vectors)
@@ -295,13 +295,13 @@ def test_rayrec_train_sequential_writes_a_space_whose_users_the_model_moves(trai
         np.testing.assert_allclose(system.get_user("fan")["vector"], want, atol=1e-5)
     # A live swap of the 16-d system to it is refused: the model is larger than the index (nothing changes).
     refused = post(served, "/model", {"model": version})
-    assert refused.status_code == 422 and f"model {version} is 95-d but this system's index is 16-d" in refused.text
+    assert refused.status_code == 422 and f"model {version} is 159-d but this system's index is 16-d" in refused.text
     assert requests.get(served + "/healthz", timeout=30).json()["model_version"] == "v3"
 
 
 def test_a_system_started_in_the_text_space_swaps_live_to_smaller_learned_models_and_back(trained, served):
     """The product's path: `rayrec serve` in the 384-d text space, then POST /model to the 16-d two-tower v1
-    and to the 95-d sequential version, both served padded in the 384-d index (every answer the brute-force
+    and to the 159-d sequential version, both served padded in the 384-d index (every answer the brute-force
     top-k of the padded space; a text item added after the swap placed by the model's text path, padded),
     the sequential version's user model moving users from then on, the rule again after a swap back."""
     from rayrec.serve_app.app import build_app
@@ -354,7 +354,7 @@ def test_a_system_started_in_the_text_space_swaps_live_to_smaller_learned_models
         by_rule = history_vector(np.stack([tower.vectors[ids.index(i)] for i in history]), rule.history_recency)
         check(tower, {"late": tower.place(embedding)[0]}, by_rule, "rule", "v1")
 
-        # To the 95-d sequential version: its user model computes the fan from their history, then their feedback.
+        # To the 159-d sequential version: its user model computes the fan from their history, then their feedback.
         swapped = post(base, "/model", {"model": seq_version})
         assert swapped.status_code == 200, swapped.text
         events = [(i, "history") for i in history]
