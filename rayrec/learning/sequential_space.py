@@ -207,7 +207,7 @@ def train_space(
     best = max(grid, key=lambda g: g["hr@10"])  # the first of equals
     log(f"sequential: {best_epoch} epochs, blend weight {best['weight']}, tower {best['tower']} "
         f"(validation HR@10 {best['hr@10']:.4f}); training again on every event")
-    final, _ = train_sequential(events, index, dataclasses.replace(params, epochs=best_epoch))
+    final, _ = train_sequential(events, index, dataclasses.replace(params, epochs=best_epoch), on_epoch=on_epoch)
     user, vectors, cold = _user_model(final, events, index, text, ease, None if tower is None else tower(events),
                                       best["weight"], best["tower"])
     info = {"params": params.as_dict(), "epochs": history, "best_epoch": best_epoch,
