@@ -46,9 +46,10 @@ def test_rayrec_eval_on_files(ray_session, tmp_path, capsys):
     metrics = out["metrics"]
     assert set(metrics) == {"popularity", "itemknn", "ease", "static", "realtime", "sequential"}
     # The sequential policy ran through a system whose user actors loaded the model (else it raises); its
-    # items are 64 (the model) + 6 (EASE's factors: rank 64 capped at the 6 items) + 1 (equal norms) wide.
-    assert metrics["sequential"]["events"] == 4 and out["params"]["sequential"]["item_vectors"].startswith("71-d")
-    assert metrics["ease"]["events"] == 4 and len(out["params"]["ease"]["grid"]) == 10
+    # items are 64 (the model) + 6 (EASE's factors: rank 64 capped at the 6 items) + 64 (the two-tower part)
+    # + 1 (equal norms) wide.
+    assert metrics["sequential"]["events"] == 4 and out["params"]["sequential"]["item_vectors"].startswith("135-d")
+    assert metrics["ease"]["events"] == 4 and len(out["params"]["ease"]["grid"]) == 13  # 6 lambdas, 4 decays, 3 clicks
     # The baselines' ranks worked out by hand in tests/unit/test_evaluation.py: [1, 2, 1, miss] and [1, 1, 1, miss].
     assert metrics["popularity"]["events"] == 4 and metrics["popularity"]["hr@10"]["value"] == 0.75
     assert metrics["popularity"]["mrr@10"]["value"] == round((1 + 0.5 + 1) / 4, 5)
