@@ -30,7 +30,7 @@ from rayrec.users.sequence_model import SequenceModel
 from rayrec.users.sequential_user import SequentialUser, equal_norms, spread
 
 RANK = 64  # of the EASE factors
-WEIGHTS = (0.3, 0.5, 0.6, 0.7, 0.8, 1.0)  # the sequential part's share, chosen on validation
+WEIGHTS = (0.1, 0.2, 0.3, 0.5, 0.6, 0.7, 0.8, 1.0)  # the sequential part's share, chosen on validation
 TOWER_SHARES = (0.0, 0.1, 0.2, 0.3)  # the two-tower part's share (when there is one), chosen on validation
 
 
@@ -57,7 +57,7 @@ def low_rank(b: np.ndarray, rank: int, seed: int = 0) -> tuple[np.ndarray, np.nd
 
 def _user_model(
     model: Any, events: list[Event], index: dict[str, int], text: np.ndarray, ease: EaseChoice,
-    tower: np.ndarray | None, weight: float = WEIGHTS[0], tower_share: float = 0.0,
+    tower: np.ndarray | None, weight: float = 0.5, tower_share: float = 0.0,
 ) -> tuple[SequentialUser, np.ndarray, np.ndarray]:
     """The SequentialUser, the item vectors and the from-text mask of a trained model on these events
     (tower: the two-tower item vectors trained on the same events, a third part; None for two parts)."""
@@ -66,10 +66,13 @@ def _user_model(
     output = sequence.item_vectors.copy()
     cold = np.ones(len(index), dtype=bool)
     cold[[index[e.item] for e in events if e.positive]] = False
-    if cold.any() and (~cold).sum() > 1:  # the model's and EASE's parts of a cold item's vector from its text
+    # The model's and EASE's parts of a cold item's vector by a ridge map from what places it: the tower's
+    # vector (its text path, trained on interactions) where there is a tower part, else its text.
+    source = text if tower is None else np.asarray(tower, np.float32)
+    if cold.any() and (~cold).sum() > 1:
         for table in (output, target, context):
-            w, b = ridge_map(text[~cold], table[~cold])
-            table[cold] = text[cold] @ w.T + b
+            w, b = ridge_map(source[~cold], table[~cold])
+            table[cold] = source[cold] @ w.T + b
         sequence.w["outputs.weight"] = output
     tables = [output, target] if tower is None else [output, target, np.asarray(tower, np.float32)]
     user = SequentialUser(sequence, dict(index), context, ease.decay, weight, spread(output), spread(target),

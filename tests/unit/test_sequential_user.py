@@ -152,7 +152,7 @@ def test_choose_blend_scores_every_candidate_as_its_own_replay_would():
     """The grid's one replay over cached z-scored parts equals a replay per candidate of the user's dot product."""
     from rayrec.evaluation.data import Event
     from rayrec.evaluation.replay import run_in_order
-    from rayrec.learning.sequential_space import Policy, choose_blend
+    from rayrec.learning.sequential_space import WEIGHTS, Policy, choose_blend
 
     rng = np.random.default_rng(6)
     user, target = _with_tower(rng)
@@ -161,7 +161,7 @@ def test_choose_blend_scores_every_candidate_as_its_own_replay_would():
               for t in range(400)]
     fit, held = events[:300], events[300:]
     grid = choose_blend(user, tables, fit, held, user.rows, (0.0, 0.2))
-    assert {(g["weight"], g["tower"]) for g in grid} == {(w, t) for w in (0.3, 0.5, 0.6, 0.7, 0.8, 1.0)
+    assert {(g["weight"], g["tower"]) for g in grid} == {(w, t) for w in WEIGHTS
                                                          for t in (0.0, 0.2) if w + t <= 1}
     vectors = equal_norms(np.concatenate(tables, axis=1))
     for g in grid:
