@@ -68,16 +68,16 @@ def _user_model(
     cold[[index[e.item] for e in events if e.positive]] = False
     # The model's and EASE's parts of a cold item's vector by a ridge map from what places it: the tower's
     # vector (its text path, trained on interactions) where there is a tower part, else its text.
-    source = text if tower is None else np.asarray(tower, np.float32)
+    tower = None if tower is None else np.asarray(tower, np.float32)
+    source = text if tower is None else tower
     if cold.any() and (~cold).sum() > 1:
         for table in (output, target, context):
             w, b = ridge_map(source[~cold], table[~cold])
             table[cold] = source[cold] @ w.T + b
         sequence.w["outputs.weight"] = output
-    tables = [output, target] if tower is None else [output, target, np.asarray(tower, np.float32)]
+    tables = [output, target] + ([] if tower is None else [tower])
     user = SequentialUser(sequence, dict(index), context, ease.decay, weight, spread(output), spread(target),
-                          ease.click, None if tower is None else tables[2],
-                          None if tower is None else spread(tables[2]), tower_share)
+                          ease.click, tower, None if tower is None else spread(tower), tower_share)
     return user, equal_norms(np.concatenate(tables, axis=1)), cold
 
 
@@ -95,7 +95,8 @@ class _Blends:
         self.cache: dict[str, np.ndarray | None] = {}  # user -> z-scored parts (p, n_items) since their last event
         for e in history:
             self._observe(e)
-        self.policies = [_Candidate(self, weight, tower) for weight, tower in candidates]
+        # The first candidate feeds each event to the shared state; the others only read it.
+        self.policies = [_Candidate(self, weight, tower, n == 0) for n, (weight, tower) in enumerate(candidates)]
 
     def _observe(self, event: Event) -> None:
         self.events.setdefault(event.user, []).append((event.item, event.feedback))
@@ -117,18 +118,17 @@ class _Blends:
 
 
 class _Candidate:
-    def __init__(self, blends: _Blends, weight: float, tower: float) -> None:
-        self.blends, self.name = blends, f"{weight}/{tower}"
+    def __init__(self, blends: _Blends, weight: float, tower: float, feeds: bool) -> None:
+        self.blends, self.name, self.feeds = blends, f"{weight}/{tower}", feeds
         shares = [weight, 1.0 - weight - tower] + ([tower] if len(blends.tables) == 3 else [])
         self.shares = np.asarray(shares, np.float64)
-        self.first = False  # the first candidate feeds the events to the shared state
 
     def recommend(self, user: str, k: int, seen: set[int]) -> list[int] | None:
         z = self.blends.scores(user)
         return None if z is None else self.blends.top_k(self.shares @ z, k, seen)
 
     def observe(self, event: Event) -> None:
-        if self.first:
+        if self.feeds:
             self.blends._observe(event)
 
 
@@ -140,7 +140,6 @@ def choose_blend(
     in one replay of held after fit."""
     candidates = [(w, t) for w in WEIGHTS for t in tower_shares if w + t <= 1.0 + 1e-9]
     blends = _Blends(user, tables, fit, candidates)
-    blends.policies[0].first = True
     scored, _ = run_in_order(fit, held, index, blends.policies)
     return [{"weight": w, "tower": t, "hr@10": round(hit_rate(scored[p.name].ranks, 10), 5)}
             for (w, t), p in zip(candidates, blends.policies, strict=True)]
@@ -179,18 +178,18 @@ def train_space(
     events: list[Event], index: dict[str, int], text: np.ndarray, params: SequenceParams | None = None,
     log: Callable[[str], None] = lambda m: print(m, file=sys.stderr, flush=True),
     on_epoch: Callable[[dict[str, Any]], None] | None = None, ease: EaseChoice | None = None,
-    tower: Callable[[list[Event]], np.ndarray] | None | bool = True,
+    tower: Callable[[list[Event]], np.ndarray] | None = None,
 ) -> SequentialSpace:
     """Chooses EASE's lambda, decay and click weight (unless given: tune's choice on the same events), the
     model's epochs and the blend's shares on the events' last VALIDATION_SHARE; returns the space trained on
-    every event with them. tower: events -> the two-tower item vectors trained on them (every item, those
-    without history placed by its text path), the third part; True: the two-tower with TrainParams' defaults,
-    trained here; None (or params.tower False) leaves it out."""
+    every event with them. With params.tower, the third part: tower(events) gives the two-tower item
+    vectors trained on them (every item, those without history placed by its text path); by default
+    tower_vectors, trained here."""
     params = params or SequenceParams()
-    if tower is True:
-        tower = functools.partial(tower_vectors, index=index, text=text)
-    if not params.tower or tower is False:
+    if not params.tower:
         tower = None
+    elif tower is None:
+        tower = functools.partial(tower_vectors, index=index, text=text)
     t0 = time.perf_counter()
     cut = int(round(len(events) * (1 - VALIDATION_SHARE)))
     fit, held = events[:cut], events[cut:]
