@@ -8,7 +8,6 @@ popularity list of that moment, the same way in every policy.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -29,12 +28,15 @@ class Policy(Protocol):
     def observe(self, event: Event) -> None: ...
 
 
-class AsyncPolicy(Protocol):
+class BatchPolicy(Protocol):
+    """A policy asked for many users at once: one answer per (user, k, seen) request, None for a user it has
+    nothing for; observe_many gets events in time order (several per user, their order kept)."""
+
     name: str
 
-    async def recommend(self, user: str, k: int, seen: set[int]) -> list[int] | None: ...
+    async def recommend_many(self, requests: list[tuple[str, int, set[int]]]) -> list[list[int] | None]: ...
 
-    async def observe(self, event: Event) -> None: ...
+    async def observe_many(self, events: list[Event]) -> None: ...
 
 
 def initial_seen(history: list[Event], index: dict[str, int]) -> dict[str, set[int]]:
@@ -87,17 +89,19 @@ def run_in_order(
     return scored, cold
 
 
-async def run_by_user(
+async def run_in_rounds(
     history: list[Event],
     replay: list[Event],
     index: dict[str, int],
-    policy: AsyncPolicy,
+    policy: BatchPolicy,
     cold: dict[int, list[int]],
-    concurrency: int = 32,
     progress: Callable[[int], None] | None = None,
 ) -> Scored:
-    """The same protocol for a policy whose state is per user (rayrec's): users run concurrently, each
-    user's events in time order, so the answers equal those of run_in_order's single loop.
+    """The same protocol for a policy whose state is per user (rayrec's), users in lockstep: round r feeds
+    every user the events since their last scored one (one observe_many), then scores every user's next
+    positive together (one recommend_many). Each user's events stay in time order and users do not share
+    state, so the answers equal run_in_order's; the calls number about twice the most positives any one
+    user has, whatever the number of users.
 
     cold: the popularity list of each scored event (from run_in_order), for cold users.
     """
@@ -105,46 +109,55 @@ async def run_by_user(
     timelines: dict[str, list[int]] = {}
     for pos, event in enumerate(replay):
         timelines.setdefault(event.user, []).append(pos)
+    cursor = dict.fromkeys(timelines, 0)  # per user: their next event not yet observed
     ranks: dict[int, int] = {}
     tops: dict[int, list[int]] = {}
-    gate = asyncio.Semaphore(concurrency)
-
-    async def one_user(user: str, positions: list[int]) -> None:
-        mine = seen.setdefault(user, set())
-        async with gate:
-            for pos in positions:
-                event = replay[pos]
-                if event.positive:
-                    top = await policy.recommend(user, K, mine) if mine else None
-                    top = cold[pos] if top is None else top
-                    ranks[pos] = _rank(top, index[event.item])
-                    tops[pos] = top[:10]
-                await policy.observe(event)
-                mine.add(index[event.item])
-                if progress is not None:
-                    progress(1)
-
-    await asyncio.gather(*(one_user(u, p) for u, p in timelines.items()))
+    while cursor:
+        feed: list[Event] = []
+        asks: list[tuple[str, int]] = []  # (user, position of the positive event to score)
+        for user, at in list(cursor.items()):
+            line = timelines[user]
+            if at < len(line) and line[at] in ranks:  # scored last round: now it may be observed
+                feed.append(replay[line[at]])
+                at += 1
+            while at < len(line) and not replay[line[at]].positive:
+                feed.append(replay[line[at]])
+                at += 1
+            if at < len(line):
+                asks.append((user, line[at]))
+                cursor[user] = at
+            else:
+                del cursor[user]
+        if feed:
+            await policy.observe_many(feed)
+            for event in feed:
+                seen.setdefault(event.user, set()).add(index[event.item])
+        warm = [(user, pos) for user, pos in asks if seen.get(user)]
+        answers = await policy.recommend_many([(user, K, seen[user]) for user, _ in warm]) if warm else []
+        got = {pos: top for (_, pos), top in zip(warm, answers, strict=True)}
+        for _, pos in asks:
+            top = got.get(pos)
+            top = cold[pos] if top is None else top
+            ranks[pos] = _rank(top, index[replay[pos].item])
+            tops[pos] = top[:10]
+        if progress is not None:
+            progress(len(feed))
     order = sorted(ranks)
     return Scored(
         [replay[p].user for p in order], np.array([ranks[p] for p in order], dtype=np.int64), [tops[p] for p in order]
     )
 
 
-def as_async(policy: Policy) -> AsyncPolicy:
-    """An in-process policy behind the async interface (to check run_by_user against run_in_order)."""
+class InRounds:
+    """An in-process policy behind the batch interface (to check run_in_rounds against run_in_order)."""
 
-    class Wrapped:
-        name = policy.name
+    def __init__(self, policy: Policy) -> None:
+        self.policy = policy
+        self.name = policy.name
 
-        async def recommend(self, user: str, k: int, seen: set[int]) -> list[int] | None:
-            await asyncio.sleep(0)  # let other users interleave, as Ray calls do
-            return policy.recommend(user, k, seen)
+    async def recommend_many(self, requests: list[tuple[str, int, set[int]]]) -> list[list[int] | None]:
+        return [self.policy.recommend(user, k, set(seen)) for user, k, seen in requests]
 
-        async def observe(self, event: Event) -> None:
-            await asyncio.sleep(0)
-            policy.observe(event)
-
-    return Wrapped()
-
-
+    async def observe_many(self, events: list[Event]) -> None:
+        for event in events:
+            self.policy.observe(event)

@@ -14,18 +14,21 @@ from rayrec.evaluation.baselines import ItemKNN
 from rayrec.evaluation.data import Dataset, Event
 from rayrec.evaluation.ease import VALIDATION_SHARE, tune
 from rayrec.evaluation.metrics import Scored, summarise
-from rayrec.evaluation.replay import K, run_by_user, run_in_order
+from rayrec.evaluation.replay import K, run_in_order, run_in_rounds
 from rayrec.evaluation.spaces import SPACES, svd_space
 from rayrec.exceptions import InvalidInputError
 from rayrec.hashing import partition_of
 
 POLICIES = ("popularity", "itemknn", "ease", "static", "realtime", "sequential")
 HISTORY_CHUNK = 5000  # history events per feedback_many call when the sequential users are fed their history
+CALL_BATCH = 256  # recommendations per recommend_many call in the replay (a shard call carries them all)
 
 
 class SystemPolicy:
     """rayrec as a policy: users start from their history's positives; `realtime` also gets every event
-    as feedback, `static` never does. Each policy's users live under their own prefix in one system."""
+    as feedback, `static` never does. Each policy's users live under their own prefix in one system.
+    A round's requests travel as one recommend_many (and its events as one feedback_many) per user actor,
+    in parcels of at most CALL_BATCH."""
 
     def __init__(self, system: Any, name: str, index: dict[str, int], known: set[str], update: bool) -> None:
         self.system = system
@@ -36,24 +39,42 @@ class SystemPolicy:
         self.update = update
         self.calls = 0
 
-    def _actor(self, user: str) -> Any:
-        return self.system.users[partition_of(user, len(self.system.users))]
+    async def _per_actor(self, method: str, rows: list[tuple[str, tuple[Any, ...]]]) -> list[Any]:
+        """Calls method on the actor of each row's user, CALL_BATCH rows a call, every call at once;
+        returns the answers in the rows' order (each user's rows stay in order within one call's list)."""
+        actors = self.system.users
+        parts: dict[int, list[int]] = {}
+        for n, (uid, _) in enumerate(rows):
+            parts.setdefault(partition_of(uid, len(actors)), []).append(n)
+        # Feedback goes whole to each actor: split over concurrent calls, one user's events could interleave.
+        size = max(1, len(rows)) if method == "feedback_many" else CALL_BATCH
+        chunks = [(p, pos[start : start + size]) for p, pos in parts.items() for start in range(0, len(pos), size)]
+        answers = await asyncio.gather(
+            *(getattr(actors[p], method).remote([rows[n][1] for n in pos]) for p, pos in chunks))
+        self.calls += len(chunks)
+        out: list[Any] = [None] * len(rows)
+        for (_, pos), got in zip(chunks, answers, strict=True):
+            for n, answer in zip(pos, got, strict=True):
+                if isinstance(answer, BaseException):
+                    raise answer
+                out[n] = answer
+        return out
 
-    async def recommend(self, user: str, k: int, seen: set[int]) -> list[int] | None:
-        if user not in self.known:
-            return None
-        uid = f"{self.name}:{user}"
-        out = await self._actor(uid).recommend.remote(uid, k, False, None, [self.items[j] for j in sorted(seen)])
-        self.calls += 1
-        return [self.index[i["item_id"]] for i in out["items"]]
+    async def recommend_many(self, requests: list[tuple[str, int, set[int]]]) -> list[list[int] | None]:
+        asked = [(user, k, seen) for user, k, seen in requests if user in self.known]
+        rows = [(f"{self.name}:{user}", (f"{self.name}:{user}", k, False, None, [self.items[j] for j in sorted(seen)]))
+                for user, k, seen in asked]
+        answers = iter(await self._per_actor("recommend_many", rows) if rows else [])
+        return [[self.index[i["item_id"]] for i in next(answers)["items"]] if user in self.known else None
+                for user, _, _ in requests]
 
-    async def observe(self, event: Event) -> None:
+    async def observe_many(self, events: list[Event]) -> None:
         if not self.update:
             return
-        uid = f"{self.name}:{event.user}"
-        await self._actor(uid).feedback.remote(uid, event.item, event.feedback, f"{event.time}/{event.item}")
-        self.known.add(event.user)
-        self.calls += 1
+        rows = [(f"{self.name}:{e.user}", (f"{self.name}:{e.user}", e.item, e.feedback, f"{e.time}/{e.item}"))
+                for e in events]
+        await self._per_actor("feedback_many", rows)
+        self.known.update(e.user for e in events)
 
 
 def _sequential_replay(
@@ -94,7 +115,7 @@ def _sequential_replay(
             if info["user_model"] != "sequential":
                 raise RuntimeError(f"the user actors did not load the sequential model: {info['user_model_error']}")
             policy = SystemPolicy(system, "sequential", index, {e.user for e in history}, True)
-            return asyncio.run(run_by_user(history, replay, index, policy, cold, concurrency, progress))
+            return asyncio.run(run_in_rounds(history, replay, index, policy, cold, progress))
 
 
 def _hit_curve(replay: list[Event], scored: Scored, bins: int) -> list[float | None]:
@@ -194,7 +215,7 @@ def evaluate(
             system.set_histories({f"{name}:{u}": items for u, items in liked.items()})
         for name, update in (("static", False), ("realtime", True)):
             policy = SystemPolicy(system, name, index, set(liked), update)
-            scored[name] = asyncio.run(run_by_user(history, replay, index, policy, cold, concurrency, bar.update))
+            scored[name] = asyncio.run(run_in_rounds(history, replay, index, policy, cold, bar.update))
         rule = system.config.feedback
     from rayrec.learning.sequential_space import tower_vectors, train_space
 

@@ -12,7 +12,7 @@ import pytest
 from rayrec.evaluation.baselines import ItemKNN, top_k
 from rayrec.evaluation.data import Dataset, Event, make_events, make_items
 from rayrec.evaluation.metrics import Scored, summarise
-from rayrec.evaluation.replay import as_async, run_by_user, run_in_order
+from rayrec.evaluation.replay import InRounds, run_in_order, run_in_rounds
 from rayrec.exceptions import InvalidInputError
 
 ITEMS = ["A", "B", "C", "D", "E", "F"]
@@ -90,19 +90,34 @@ def test_metrics_by_hand():
     assert out["hr@10"]["ci95"][0] == pytest.approx(0.5, abs=1e-5) and out["hr@10"]["ci95"][1] == 1.0
 
 
-def test_per_user_concurrent_replay_equals_the_single_loop():
-    rng = np.random.default_rng(0)
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_replay_in_rounds_equals_the_single_loop(seed):
+    rng = np.random.default_rng(seed)
     items = [f"i{j}" for j in range(40)]
     index = {item: j for j, item in enumerate(items)}
-    rows = [(f"u{rng.integers(0, 12)}", items[int(rng.integers(0, 40))], float(t), float(rng.integers(1, 6)))
-            for t in range(400)]
+    # Some users only in the replay (cold until their first event), some with no positive at all there.
+    rows = [(f"u{rng.integers(0, 12 if t < 300 else 16)}", items[int(rng.integers(0, 40))], float(t),
+             float(rng.integers(1, 6))) for t in range(400)]
     events = _events(rows)
     history, replay = events[:300], events[300:]
     scored, cold = run_in_order(history, replay, index, [ItemKNN(index, history)])
-    by_user = asyncio.run(run_by_user(history, replay, index, as_async(ItemKNN(index, history)), cold, concurrency=5))
-    assert by_user.users == scored["itemknn"].users
-    np.testing.assert_array_equal(by_user.ranks, scored["itemknn"].ranks)
-    assert by_user.top10 == scored["itemknn"].top10
+
+    class Counting(InRounds):
+        calls = 0
+
+        async def recommend_many(self, requests):
+            self.calls += 1
+            return await super().recommend_many(requests)
+
+    done, policy = [], Counting(ItemKNN(index, history))
+    rounds = asyncio.run(run_in_rounds(history, replay, index, policy, cold, done.append))
+    assert rounds.users == scored["itemknn"].users
+    np.testing.assert_array_equal(rounds.ranks, scored["itemknn"].ranks)
+    assert rounds.top10 == scored["itemknn"].top10
+    assert sum(done) == len(replay)
+    # One call per round, not per event: rounds are bounded by the most scored events of any one user.
+    most = max(sum(1 for e in replay if e.user == u and e.positive) for u in {e.user for e in replay})
+    assert 0 < policy.calls <= most < len(rounds.ranks)
 
 
 def test_top_k_excludes_seen_and_breaks_ties_by_index():
