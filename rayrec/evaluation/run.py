@@ -79,8 +79,8 @@ class SystemPolicy:
 
 def _sequential_replay(
     space: Any, history: list[Event], replay: list[Event], index: dict[str, int], ids: list[str], dataset: Dataset,
-    num_cpus: int | None, num_shards: int, cold: dict[int, list[int]], concurrency: int,
-    progress: Callable[[int], None],
+    num_cpus: int | None, num_shards: int, cold: dict[int, list[int]],
+    progress: Callable[[int], None], log: Callable[[str], None],
 ) -> Scored:
     """The sequential policy through a real system: its item vectors in the shards, its user model in the
     user actors; every history event is sent as feedback (batched per actor, each user's order kept), then
@@ -99,6 +99,7 @@ def _sequential_replay(
                               namespace="rayrec-eval-sequential", user_model=folder)
         with Rayrec.start(config, num_cpus=num_cpus) as system:
             system.upsert(ids, space.vectors, {"category": dataset.items["category"].to_pylist()})
+            log(f"sequential: feeding the users their {len(history)} history events")
             actors = system.users
             by_actor: dict[int, list[tuple[str, str, str, str]]] = {}
             for e in history:
@@ -114,6 +115,7 @@ def _sequential_replay(
             info = ray.get(actors[0].info.remote())
             if info["user_model"] != "sequential":
                 raise RuntimeError(f"the user actors did not load the sequential model: {info['user_model_error']}")
+            log("replaying sequential through the system")
             policy = SystemPolicy(system, "sequential", index, {e.user for e in history}, True)
             return asyncio.run(run_in_rounds(history, replay, index, policy, cold, progress))
 
@@ -154,7 +156,6 @@ def evaluate(
     model_dir: str | None = None,
     num_cpus: int | None = None,
     num_shards: int = 2,
-    concurrency: int = 32,
     resamples: int = 1000,
     bins: int = 20,
     progress: bool = True,
@@ -178,6 +179,11 @@ def evaluate(
     from rayrec.encoder import TextEncoder
 
     t0 = time.perf_counter()
+    say = log
+
+    def log(message: str) -> None:  # every line with the seconds since the start: where an evaluation's time goes
+        say(f"[{time.perf_counter() - t0:.0f} s] {message}")
+
     history, replay = dataset.split(history_share)
     ids = dataset.items["item_id"].to_pylist()
     index = {item: j for j, item in enumerate(ids)}
@@ -185,22 +191,26 @@ def evaluate(
     ease = tune(history, index)
     baselines = [ItemKNN(index, history), ease.policy(history, index)]
     bar = tqdm(total=4 * len(replay), desc="replay", unit="event", disable=not progress, file=sys.stderr)
+    log(f"replaying {len(replay)} events: popularity, itemknn, ease (in process)")
     scored, cold = run_in_order(history, replay, index, baselines, progress=bar.update)
 
     log(f"encoding {len(ids)} item texts")
     encoder = TextEncoder(model_dir)
     vectors = text = encoder.encode(dataset.items["text"].to_pylist())
     from_text = len(ids)
+    towers = None  # the two-tower spaces trained on the history's first 90% and on all of it
     if space == "svd":
         vectors, _, cold_items = svd_space(history, index, vectors)
         from_text = int(cold_items.sum())
     elif space == "two-tower":
         from rayrec.learning.model import TrainParams
-        from rayrec.learning.spaces import two_tower
+        from rayrec.learning.spaces import validated_two_tower
 
         params = TrainParams() if train_params is None else train_params
-        log(f"training the two-tower model on the history ({params.epochs} epochs)")
-        learned = two_tower(history, index, vectors, params)
+        log(f"training the two-tower model on the history (at most {params.epochs} epochs, stopped early on its "
+            f"last {VALIDATION_SHARE:.0%})")
+        towers = validated_two_tower(history, index, vectors, params, VALIDATION_SHARE, log)
+        learned = towers[1]
         vectors, from_text = learned.vectors, int(learned.from_text.sum())
     config = RayrecConfig(index=IndexConfig(dim=vectors.shape[1], factory="Flat", max_k=K), num_shards=num_shards,
                           shard_num_cpus=0.1, router_num_cpus=0.1, user_actor_num_cpus=0.1, namespace="rayrec-eval",
@@ -214,20 +224,20 @@ def evaluate(
         for name in ("static", "realtime"):
             system.set_histories({f"{name}:{u}": items for u, items in liked.items()})
         for name, update in (("static", False), ("realtime", True)):
+            log(f"replaying {name} through the system")
             policy = SystemPolicy(system, name, index, set(liked), update)
             scored[name] = asyncio.run(run_in_rounds(history, replay, index, policy, cold, bar.update))
         rule = system.config.feedback
-    from rayrec.learning.sequential_space import tower_vectors, train_space
+    from rayrec.learning.sequential_space import train_space
 
-    def tower(events: list[Event]) -> np.ndarray:  # the sequential space's two-tower part: the one above, if it is
-        return towered if events is history and towered is not None else tower_vectors(events, index, text)
-
-    towered = learned.vectors if space == "two-tower" and train_params is None else None
     log("training the sequential user model on the history")
-    sequential = train_space(history, index, text, log=log, ease=ease, tower=tower)  # EASE's choice made above
+    # Its two-tower part: the pair above where it was trained with the defaults, else its own.
+    reuse = None if towers is None or train_params is not None else (towers[0].vectors, towers[1].vectors)
+    sequential = train_space(history, index, text, log=log, ease=ease, towers=reuse)  # EASE's choice made above
     scored["sequential"] = _sequential_replay(sequential, history, replay, index, ids, dataset, num_cpus, num_shards,
-                                              cold, concurrency, bar.update)
+                                              cold, bar.update, log)
     bar.close()
+    log("replays done")
     catalog = len(ids)
     return {
         "params": {

@@ -12,6 +12,8 @@ from rayrec.evaluation.data import Event
 from rayrec.exceptions import InvalidInputError
 from rayrec.learning.model import PAD
 
+HIT_RATE_CHUNK = 2048  # scored events per (events x items) block in next_item_hit_rate
+
 
 @dataclass(frozen=True, slots=True)
 class Examples:
@@ -114,12 +116,16 @@ def next_item_hit_rate(
         mine.add(row)
     if not targets:
         return {f"hr@{k}": 0.0, "events": 0}
-    scores = np.vstack(users) @ vectors.astype(np.float64).T
-    event = np.repeat(np.arange(len(excluded)), [len(x) for x in excluded])
-    scores[event, np.concatenate([np.asarray(x, dtype=np.int64) for x in excluded])] = -np.inf
-    target = np.asarray(targets)
-    mine_score = scores[np.arange(len(target)), target][:, None]
-    lower = np.arange(vectors.shape[0])[None, :] < target[:, None]
-    ahead = (scores > mine_score) | ((scores == mine_score) & lower)
-    hit = np.isfinite(mine_score[:, 0]) & (ahead.sum(axis=1) < k)
-    return {f"hr@{k}": float(hit.mean()), "events": int(len(target))}
+    table, hits = vectors.astype(np.float64).T, 0
+    for start in range(0, len(targets), HIT_RATE_CHUNK):  # in chunks: (events x items) scores at once get large
+        end = min(start + HIT_RATE_CHUNK, len(targets))
+        scores = np.vstack(users[start:end]) @ table
+        mine = excluded[start:end]
+        event = np.repeat(np.arange(len(mine)), [len(x) for x in mine])
+        scores[event, np.concatenate([np.asarray(x, dtype=np.int64) for x in mine])] = -np.inf
+        target = np.asarray(targets[start:end])
+        mine_score = scores[np.arange(len(target)), target][:, None]
+        lower = np.arange(vectors.shape[0])[None, :] < target[:, None]
+        ahead = (scores > mine_score) | ((scores == mine_score) & lower)
+        hits += int((np.isfinite(mine_score[:, 0]) & (ahead.sum(axis=1) < k)).sum())
+    return {f"hr@{k}": hits / len(targets), "events": len(targets)}

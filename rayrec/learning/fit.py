@@ -45,15 +45,15 @@ def fit(
     sign = torch.tensor(examples.sign)
     target = torch.tensor(examples.target)
     per_worker = len(examples) // world
-    size = batch_size(params, per_worker)
-    steps = max(1, -(-per_worker // size))
+    size = params.batch_size
+    steps = steps_per_epoch(params, per_worker)
     history: list[dict[str, Any]] = []
     best = BestEpoch(params.patience)
     for epoch in range(params.epochs):
         started = time.perf_counter()
         mine = rng.permutation(len(examples))[: per_worker * world][rank::world]
         model.train()
-        total = 0.0
+        total, trained = 0.0, 0
         for step in range(steps):
             batch = torch.as_tensor(mine[step * size : (step + 1) * size])
             if len(batch) < 2:  # a softmax over one target teaches nothing
@@ -63,8 +63,10 @@ def fit(
             loss.backward()
             optimiser.step()
             total += float(loss.detach()) * len(batch)
+            trained += len(batch)
         model.eval()
-        stats: dict[str, Any] = {"epoch": epoch + 1, "batch_size": size, "loss": round(total / max(1, len(mine)), 4),
+        stats: dict[str, Any] = {"epoch": epoch + 1, "batch_size": size, "examples": trained,
+                                 "loss": round(total / max(1, trained), 4),
                                  "seconds": round(time.perf_counter() - started, 2), "threads": torch.get_num_threads()}
         if on_epoch is not None:
             on_epoch(stats)
@@ -77,10 +79,10 @@ def fit(
     return history
 
 
-def batch_size(params: TrainParams, examples: int) -> int:
-    """params.batch_size, grown so an epoch of this many examples takes at most params.max_steps steps
-    (a larger log trains with larger batches: fewer, cheaper-per-example steps)."""
-    return max(params.batch_size, -(-examples // params.max_steps))
+def steps_per_epoch(params: TrainParams, examples: int) -> int:
+    """Steps of params.batch_size in one epoch over this many examples, at most params.max_steps: a larger log
+    trains each epoch on a fresh random sample of max_steps * batch_size examples (a fixed cost per epoch)."""
+    return max(1, min(params.max_steps, -(-examples // params.batch_size)))
 
 
 def _agreed(stop: bool, rank: int, world: int, device: torch.device | str) -> bool:

@@ -123,11 +123,15 @@ class SequentialModel(torch.nn.Module):
         never recommends what a user has seen), unless one is that slot's target."""
         logits = self.hidden(seq, types) @ self.outputs.weight.T
         if self.params.mask_seen:
-            shown = torch.zeros_like(logits)
-            shown.scatter_(2, (seq - 1).clamp(min=0).unsqueeze(-1), (seq != PAD_ROW).unsqueeze(-1).float())
-            seen = shown.cumsum(dim=1) > 0
-            seen.scatter_(2, target.clamp(min=0).unsqueeze(-1), False)
-            logits = logits.masked_fill(seen, -1e9)
+            # (window, slot, earlier slot) triples, at most length^2 per window: far fewer than the dense
+            # (window, slot, item) mask, which cost more than the logits themselves on a 3,700-item catalog.
+            length = seq.shape[1]
+            earlier = torch.tril(torch.ones(length, length, dtype=torch.bool, device=seq.device))
+            pick = earlier.unsqueeze(0) & (seq != PAD_ROW).unsqueeze(1) & (target >= 0).unsqueeze(2)
+            b, t, s = torch.nonzero(pick, as_tuple=True)
+            item = seq[b, s] - 1
+            other = item != target[b, t]
+            logits = logits.index_put((b[other], t[other], item[other]), torch.tensor(-1e9, device=seq.device))
         return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1),
                                                  ignore_index=-1)
 

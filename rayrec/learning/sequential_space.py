@@ -11,7 +11,6 @@ both parts of their vector from their text (a ridge map fitted on the others).
 from __future__ import annotations
 
 import dataclasses
-import functools
 import sys
 import time
 from collections.abc import Callable
@@ -145,12 +144,16 @@ def choose_blend(
             for (w, t), p in zip(candidates, blends.policies, strict=True)]
 
 
-def tower_vectors(events: list[Event], index: dict[str, int], text: np.ndarray) -> np.ndarray:
-    """The two-tower item vectors trained on events with TrainParams' defaults (in this process)."""
+def tower_vectors(
+    events: list[Event], index: dict[str, int], text: np.ndarray, log: Callable[[str], None] = lambda m: None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The two-tower item vectors with TrainParams' defaults (in this process), trained on the events' first
+    1 - VALIDATION_SHARE (stopped early on the rest) and on every event for as many epochs."""
     from rayrec.learning.model import TrainParams
-    from rayrec.learning.spaces import two_tower
+    from rayrec.learning.spaces import validated_two_tower
 
-    return two_tower(events, index, text, TrainParams()).vectors
+    first, every = validated_two_tower(events, index, text, TrainParams(), VALIDATION_SHARE, log)
+    return first.vectors, every.vectors
 
 
 class Policy:
@@ -178,18 +181,14 @@ def train_space(
     events: list[Event], index: dict[str, int], text: np.ndarray, params: SequenceParams | None = None,
     log: Callable[[str], None] = lambda m: print(m, file=sys.stderr, flush=True),
     on_epoch: Callable[[dict[str, Any]], None] | None = None, ease: EaseChoice | None = None,
-    tower: Callable[[list[Event]], np.ndarray] | None = None,
+    towers: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> SequentialSpace:
     """Chooses EASE's lambda, decay and click weight (unless given: tune's choice on the same events), the
     model's epochs and the blend's shares on the events' last VALIDATION_SHARE; returns the space trained on
-    every event with them. With params.tower, the third part: tower(events) gives the two-tower item
-    vectors trained on them (every item, those without history placed by its text path); by default
-    tower_vectors, trained here."""
+    every event with them. With params.tower, the third part: the two-tower item vectors (every item, those
+    without history placed by its text path) trained on the events before that slice and on every event
+    (towers, if given: tower_vectors' answer for these events; else trained here)."""
     params = params or SequenceParams()
-    if not params.tower:
-        tower = None
-    elif tower is None:
-        tower = functools.partial(tower_vectors, index=index, text=text)
     t0 = time.perf_counter()
     cut = int(round(len(events) * (1 - VALIDATION_SHARE)))
     fit, held = events[:cut], events[cut:]
@@ -199,18 +198,21 @@ def train_space(
     model, history = train_sequential(fit, index, params, validate=lambda m: next_item_hit_rate(m, fit, held, index),
                                       on_epoch=on_epoch)
     best_epoch = int(history[-1].get("best_epoch", len(history)))
-    if tower is not None:
-        log("sequential: training the two-tower part on the same events")
-    fit_tower = None if tower is None else tower(fit)
+    fit_tower = every_tower = None
+    if params.tower:
+        if towers is None:
+            log("sequential: training the two-tower part on the same events")
+            towers = tower_vectors(events, index, text, log)
+        fit_tower, every_tower = towers
     user, vectors, _ = _user_model(model, fit, index, text, ease, fit_tower)
     d, r = user.sequence.dim, user.context.shape[1]
     tables = [vectors[:, :d], vectors[:, d:d + r]] + ([] if fit_tower is None else [vectors[:, d + r:-1]])
-    grid = choose_blend(user, tables, fit, held, index, TOWER_SHARES if tower is not None else (0.0,))
+    grid = choose_blend(user, tables, fit, held, index, TOWER_SHARES if fit_tower is not None else (0.0,))
     best = max(grid, key=lambda g: g["hr@10"])  # the first of equals
     log(f"sequential: {best_epoch} epochs, blend weight {best['weight']}, tower {best['tower']} "
         f"(validation HR@10 {best['hr@10']:.4f}); training again on every event")
     final, _ = train_sequential(events, index, dataclasses.replace(params, epochs=best_epoch), on_epoch=on_epoch)
-    user, vectors, cold = _user_model(final, events, index, text, ease, None if tower is None else tower(events),
+    user, vectors, cold = _user_model(final, events, index, text, ease, every_tower,
                                       best["weight"], best["tower"])
     info = {"params": params.as_dict(), "epochs": history, "best_epoch": best_epoch,
             "ease": {"lambda": ease.lam, "decay": ease.decay, "click": ease.click, "rank": RANK,

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -29,8 +30,12 @@ class Space:
 def two_tower(
     events: list[Event], index: dict[str, int], text: np.ndarray, params: TrainParams,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    validate: Callable[[np.ndarray], dict[str, Any]] | None = None,
 ) -> Space:
-    """Trains the two-tower model in this process (the loop Ray Train runs on each worker)."""
+    """Trains the two-tower model in this process (the loop Ray Train runs on each worker).
+
+    validate: item vectors -> metrics with "hr@10", after each epoch: training stops early on it (params.patience)
+        and keeps the best epoch's weights (rayrec.learning.fit)."""
     import torch
 
     from rayrec.learning.fit import fit
@@ -39,8 +44,44 @@ def two_tower(
     examples = make_examples(events, index, params.context)
     torch.manual_seed(params.seed)
     model = TwoTower(text, examples.has_history, params)
-    history = fit(model, examples, params, on_epoch=on_epoch)
+
+    def each_epoch(stats: dict[str, Any]) -> None:
+        if validate is not None:
+            stats["validation"] = validate(model.item_table())
+        if on_epoch is not None:
+            on_epoch(stats)
+
+    history = fit(model, examples, params, on_epoch=each_epoch)
     return from_model(model, examples.has_history, history)
+
+
+def validated_two_tower(
+    events: list[Event], index: dict[str, int], text: np.ndarray, params: TrainParams, held_share: float,
+    log: Callable[[str], None] = lambda m: None,
+) -> tuple[Space, Space]:
+    """The two-tower trained on the events' first 1 - held_share (by time), stopped early on the held rest
+    (the pooled user's next-item HR@10), then trained again on every event for that best number of epochs.
+
+    Returns:
+        (the space trained on the first part, the space trained on every event).
+    """
+    from rayrec.learning.examples import next_item_hit_rate
+
+    cut = int(round(len(events) * (1 - held_share)))
+    fit, held = events[:cut], events[cut:]
+    validate = functools.partial(next_item_hit_rate, before=fit, after=held, index=index, recency=params.recency,
+                                 length=params.context)
+    first = two_tower(fit, index, text, params, on_epoch=lambda s: log(_epoch_line(s)), validate=validate)
+    epochs = int(first.history[-1].get("best_epoch", len(first.history))) if first.history else params.epochs
+    log(f"two-tower: {epochs} epochs chosen on the held-out {held_share:.0%}; training again on every event")
+    every = two_tower(events, index, text, replace(params, epochs=epochs, patience=0),
+                      on_epoch=lambda s: log(_epoch_line(s)))
+    return first, every
+
+
+def _epoch_line(stats: dict[str, Any]) -> str:
+    hr = (stats.get("validation") or {}).get("hr@10")
+    return f"two-tower epoch {stats['epoch']}: {stats['seconds']:.0f} s" + ("" if hr is None else f", HR@10 {hr:.4f}")
 
 
 def from_model(model: Any, has_history: np.ndarray, history: list[dict[str, Any]]) -> Space:

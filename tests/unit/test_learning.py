@@ -18,7 +18,7 @@ from rayrec.exceptions import InvalidInputError
 from rayrec.learning import store
 from rayrec.learning.examples import make_examples, next_item_hit_rate, pooled
 from rayrec.learning.model import PAD, TrainParams, TwoTower
-from rayrec.learning.spaces import ridge_map, two_tower
+from rayrec.learning.spaces import ridge_map, two_tower, validated_two_tower
 from rayrec.users.user_state import history_vector
 
 GROUPS, PER_GROUP = 3, 12
@@ -74,6 +74,19 @@ def test_two_tower_recovers_planted_groups_from_interactions_alone():
         scores[space.from_text] = -np.inf
         top = set(np.argsort(-scores)[:8].tolist())
         assert top <= set(_group_rows(index, g)), (g, top)
+
+
+def test_validated_two_tower_stops_on_the_held_slice_and_trains_every_event_for_its_best_epochs():
+    events, index, text = _planted(text_signal=0.0)
+    params = dataclasses.replace(SMALL, patience=2)
+    lines: list[str] = []
+    first, every = validated_two_tower(events, index, text, params, 0.2, lines.append)
+    scores = [e["validation"]["hr@10"] for e in first.history]
+    best = first.history[-1]["best_epoch"]
+    assert best == 1 + scores.index(max(scores))  # the first of equals
+    assert len(first.history) == min(params.epochs, best + params.patience)
+    assert len(every.history) == best and all("validation" not in e for e in every.history)
+    assert sum(line.startswith("two-tower epoch") for line in lines) == len(first.history) + best
 
 
 @pytest.mark.parametrize("text_map", ["trained", "ridge"])
@@ -167,13 +180,18 @@ def test_training_stops_when_validation_stalls_and_keeps_the_best_epochs_weights
         TrainParams(patience=-1)
 
 
-def test_batches_grow_with_the_log_to_cap_the_steps_per_epoch():
-    from rayrec.learning.fit import batch_size
+def test_a_larger_log_trains_each_epoch_on_a_sample_of_max_steps_batches():
+    from rayrec.learning.fit import fit, steps_per_epoch
 
     params = TrainParams(batch_size=256, max_steps=600)
-    assert batch_size(params, 60_000) == 256  # MovieLens-sized: the configured batch
-    assert batch_size(params, 652_000) == 1087  # 1M interactions: 600 steps of 1,087
-    assert batch_size(params, 600 * 256 + 1) == 257
+    assert steps_per_epoch(params, 60_000) == 235  # MovieLens-sized: every example once
+    assert steps_per_epoch(params, 652_000) == 600  # 1M interactions: 600 steps of 256, a fresh sample each epoch
+    assert steps_per_epoch(params, 600 * 256 + 1) == 600
+    events, index, text = _planted(text_signal=0.0)  # 630 examples
+    small = dataclasses.replace(SMALL, epochs=2, max_steps=5)
+    history = fit(TwoTower(text, make_examples(events, index, small.context).has_history, small),
+                  make_examples(events, index, small.context), small)
+    assert [h["examples"] for h in history] == [5 * 32, 5 * 32]
 
 
 def test_examples_are_each_positive_after_the_users_earlier_interactions_signed_by_the_rule():
@@ -222,6 +240,17 @@ def test_next_item_hit_rate_by_hand():
     assert next_item_hit_rate(vectors, before, after, index, 0.9, 10, k=1) == {"hr@1": 1.0, "events": 2}
     far = np.array([[1, 0], [0, 1], [0.9, 0.1]], dtype=np.float32)  # now C beats B after A: a miss, then C hits
     assert next_item_hit_rate(far, before, after, index, 0.9, 10, k=1) == {"hr@1": 0.5, "events": 2}
+
+
+def test_next_item_hit_rate_in_chunks_equals_one_block(monkeypatch):
+    from rayrec.learning import examples
+
+    events, index, text = _planted(text_signal=1.0)
+    vectors = np.random.default_rng(3).standard_normal((len(index), 8)).astype(np.float32)
+    whole = next_item_hit_rate(vectors, events[:500], events[500:], index, 0.8, 8, k=5)
+    monkeypatch.setattr(examples, "HIT_RATE_CHUNK", 7)  # 193 scored events in 28 blocks, the last one short
+    assert next_item_hit_rate(vectors, events[:500], events[500:], index, 0.8, 8, k=5) == whole
+    assert whole["events"] == 193 and 0 < whole["hr@5"] < 1
 
 
 def _save(root: Path, kind: str = "two-tower", n: int = 4, dim: int = 3) -> str:

@@ -89,6 +89,22 @@ def test_training_learns_the_order_a_bag_cannot_see():
         train_sequential([Event("u", "i0", 0, 5)], index, params)
 
 
+def _loss_by_hand(model: SequentialModel, seq: torch.Tensor, types: torch.Tensor, target: torch.Tensor) -> float:
+    """The mean softmax loss over the slots with a target, each slot's earlier items (but its target) left out."""
+    with torch.no_grad():
+        logits = (model.hidden(seq, types) @ model.outputs.weight.T).numpy().astype(np.float64)
+    losses = []
+    for b in range(seq.shape[0]):
+        for t in range(seq.shape[1]):
+            if target[b, t] < 0:
+                continue
+            seen = {int(r) - 1 for r in seq[b, : t + 1] if r != PAD_ROW} - {int(target[b, t])}
+            allowed = [j for j in range(logits.shape[2]) if j not in seen]
+            row = logits[b, t]
+            losses.append(np.log(np.exp(row[allowed]).sum()) - row[int(target[b, t])])
+    return float(np.mean(losses))
+
+
 def test_the_loss_by_hand_with_seen_items_masked_up_to_each_slot():
     params = SequenceParams(dim=8, length=4, blocks=1, dropout=0.0)
     torch.manual_seed(2)
@@ -97,18 +113,14 @@ def test_the_loss_by_hand_with_seen_items_masked_up_to_each_slot():
     types = torch.tensor([[0, 1, 1, 2], [1, 1, 3, 1]])
     target = torch.tensor([[-1, 4, 1, 5], [0, -1, 2, 1]])  # the last: item 1, seen before, stays the label
     got = float(model(seq, types, target).detach())
-    with torch.no_grad():
-        logits = (model.hidden(seq, types) @ model.outputs.weight.T).numpy().astype(np.float64)
-    losses = []
-    for b in range(2):
-        for t in range(4):
-            if target[b, t] < 0:
-                continue
-            seen = {int(r) - 1 for r in seq[b, : t + 1] if r != PAD_ROW} - {int(target[b, t])}
-            allowed = [j for j in range(6) if j not in seen]
-            row = logits[b, t]
-            losses.append(np.log(np.exp(row[allowed]).sum()) - row[int(target[b, t])])
-    assert got == pytest.approx(float(np.mean(losses)), rel=1e-5)
+    assert got == pytest.approx(_loss_by_hand(model, seq, types, target), rel=1e-5)
     plain = SequentialModel(6, dataclasses.replace(params, mask_seen=False)).eval()
     plain.load_state_dict(model.state_dict())
     assert float(plain(seq, types, target).detach()) > got  # the seen items took probability there
+    # Random windows, padded, with repeats and targets seen before: the same loss.
+    rng = np.random.default_rng(4)
+    seq = torch.as_tensor(rng.integers(1, 7, (16, 4)) * (rng.random((16, 4)) > 0.2))
+    target = torch.as_tensor(np.where(rng.random((16, 4)) > 0.3, rng.integers(0, 6, (16, 4)), -1))
+    types = torch.as_tensor(rng.integers(1, 4, (16, 4))) * (seq != PAD_ROW)
+    assert float(model(seq, types, target).detach()) == pytest.approx(_loss_by_hand(model, seq, types, target),
+                                                                      rel=1e-5)
