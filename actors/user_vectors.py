@@ -24,7 +24,7 @@ from rayrec.system.generations import ShardSet
 from rayrec.system.layout import require_layout
 from rayrec.system.model_swap import SpaceChangedError, placer_of
 from rayrec.users import recommending
-from rayrec.users.feedback_batch import Checked, group_by_user
+from rayrec.users.feedback_batch import Checked, UserEvents, group_by_user
 from rayrec.users.item_cache import ItemVectorCache
 from rayrec.users.recommending import Fields
 from rayrec.users.rederiving import rederive_all
@@ -247,7 +247,13 @@ class UserVectors:
     async def _feedback(self, user_id: str, item_id: str, event: str, event_id: str | None) -> dict[str, Any]:
         """Plans, logs and applies one checked event; the caller holds the user's lock. The model computes
         the vector where it knows the item (no shard is asked); else the rule moves it by the item's vector."""
-        vector = self.store.model_vector(user_id, [(item_id, event)])
+        return await self._feedback_with(user_id, item_id, event, event_id,
+                                         self.store.model_vector(user_id, [(item_id, event)]))
+
+    async def _feedback_with(
+        self, user_id: str, item_id: str, event: str, event_id: str | None, vector: np.ndarray | None
+    ) -> dict[str, Any]:
+        """_feedback with the model's vector already computed (None: the rule moves the user)."""
         x = start = None
         if vector is None:
             x = (await self._item_vector(item_id))[0]
@@ -272,13 +278,15 @@ class UserVectors:
 
         async def one_user(user_id: str, mine: list[Checked]) -> None:
             async with self._lock(user_id):
-                for n, item_id, event, event_id in mine:
+                plan = UserEvents(self.store, user_id, mine)  # the model's vectors for all in one pass
+                for (n, item_id, event, event_id), new, vector in plan:
                     try:
-                        out[n] = (self._unchanged(user_id) if self.store.applied(user_id, event_id)
-                                  else await self._feedback(user_id, item_id, event, event_id))
+                        out[n] = (await self._feedback_with(user_id, item_id, event, event_id, vector) if new
+                                  else self._unchanged(user_id))
                         self._fresh[user_id] = time.time()
                     except CALLER_ERRORS as exc:
                         out[n] = exc
+                        plan.failed()
 
         async with self.swaps.serving():
             await asyncio.gather(*(one_user(u, mine) for u, mine in by_user.items()))

@@ -40,24 +40,40 @@ class SequenceModel:
     def user_vector(self, events: list[tuple[int, int]]) -> np.ndarray | None:
         """The user's vector (dim,) from their (item row, event type) events, oldest first; rows the model
         does not know are left out (None if no event is left)."""
-        last = [(j, t) for j, t in events if 0 <= j < self.n_items][-self.length :]
-        if not last:
-            return None
-        w, k = self.w, len(last)
-        rows = np.asarray([j for j, _ in last]) + 1
-        types = np.asarray([t for _, t in last])
+        return self.user_vectors([events])[0]
+
+    def user_vectors(self, histories: list[list[tuple[int, int]]]) -> list[np.ndarray | None]:
+        """user_vector of each history, in one batched pass: each history's last `length` known events at the
+        last positions, left-padded; padding is never attended (as in training), so each row equals its own
+        unpadded pass."""
+        lasts = [[(j, t) for j, t in events if 0 <= j < self.n_items][-self.length :] for events in histories]
+        live = [n for n, last in enumerate(lasts) if last]
+        out: list[np.ndarray | None] = [None] * len(histories)
+        if not live:
+            return out
+        w, k = self.w, max(len(lasts[n]) for n in live)
+        rows = np.zeros((len(live), k), np.int64)  # input row 0: padding
+        types = np.zeros((len(live), k), np.int64)
+        for b, n in enumerate(live):
+            last = lasts[n]
+            rows[b, k - len(last) :] = [j + 1 for j, _ in last]
+            types[b, k - len(last) :] = [t for _, t in last]
+        real = rows > 0
         x = (w["inputs.weight"][rows] * np.float32(np.sqrt(self.dim)) + w["types.weight"][types]
-             + w["positions.weight"][-k:])
-        causal = np.tril(np.ones((k, k), dtype=bool))
+             + w["positions.weight"][-k:]) * real[..., None]
+        allowed = (np.tril(np.ones((k, k), dtype=bool))[None] & real[:, None, :]) | np.eye(k, dtype=bool)[None]
         for b in range(self.blocks):
             p = f"blocks.{b}."
             q, kk, v = np.split(_norm(x, w[p + "norm1.weight"], w[p + "norm1.bias"]) @ w[p + "qkv.weight"].T
                                 + w[p + "qkv.bias"], 3, axis=-1)
-            scores = np.where(causal, q @ kk.T / np.float32(np.sqrt(self.dim)), -np.inf)
+            scores = np.where(allowed, q @ kk.transpose(0, 2, 1) / np.float32(np.sqrt(self.dim)), -np.inf)
             scores = np.exp(scores - scores.max(axis=-1, keepdims=True))
             attention = scores / scores.sum(axis=-1, keepdims=True)
             x = x + (attention @ v) @ w[p + "out.weight"].T + w[p + "out.bias"]
             h = np.maximum(_norm(x, w[p + "norm2.weight"], w[p + "norm2.bias"]) @ w[p + "up.weight"].T
                            + w[p + "up.bias"], 0)
-            x = x + h @ w[p + "down.weight"].T + w[p + "down.bias"]
-        return _norm(x[-1], w["norm.weight"], w["norm.bias"]).astype(np.float32)
+            x = (x + h @ w[p + "down.weight"].T + w[p + "down.bias"]) * real[..., None]
+        last_out = _norm(x[:, -1], w["norm.weight"], w["norm.bias"]).astype(np.float32)
+        for b, n in enumerate(live):
+            out[n] = last_out[b]
+        return out

@@ -73,36 +73,50 @@ class SequentialUser:
     def parts(self, events: Sequence[tuple[str, str]]) -> list[tuple[np.ndarray, np.ndarray, float]] | None:
         """Each part's user vector (float64), its items' covariance and its share, or None when the model
         knows none of the events' items. The EASE and tower parts are decayed sums over positives and clicks."""
-        known = [(self.rows[i], EVENT_TYPES[e]) for i, e in events if i in self.rows and e in EVENT_TYPES]
-        h = self.sequence.user_vector(known)
-        if h is None:
-            return None
-        sums = [np.zeros(self.context.shape[1], np.float64)]
-        tables = [self.context]
-        if self.tower is not None:
-            sums.append(np.zeros(self.tower.shape[1], np.float64))
-            tables.append(self.tower)
-        for row, kind in known:
-            w = 1.0 if kind == POSITIVE else self.click if kind == CLICK else 0.0
-            if w > 0:
-                for part, table in zip(sums, tables, strict=True):
-                    part *= self.decay
-                    part += w * table[row]
-        out = [(h.astype(np.float64), self.spread_output, self.weight),
-               (sums[0], self.spread_target, 1.0 - self.weight - self.tower_share)]
-        if self.tower is not None:
-            out.append((sums[1], self.spread_tower, self.tower_share))
+        return self.parts_many([events])[0]
+
+    def parts_many(
+        self, histories: Sequence[Sequence[tuple[str, str]]]
+    ) -> list[list[tuple[np.ndarray, np.ndarray, float]] | None]:
+        """parts of each history, the sequential model run once over all of them."""
+        knowns = [[(self.rows[i], EVENT_TYPES[e]) for i, e in events if i in self.rows and e in EVENT_TYPES]
+                  for events in histories]
+        hs = self.sequence.user_vectors(knowns)
+        tables = [self.context] + ([] if self.tower is None else [self.tower])
+        out: list[list[tuple[np.ndarray, np.ndarray, float]] | None] = []
+        for known, h in zip(knowns, hs, strict=True):
+            if h is None:
+                out.append(None)
+                continue
+            # Each counted event (a positive, or a click at weight `click`) decays by `decay` per later one.
+            counted = [(row, 1.0 if kind == POSITIVE else self.click) for row, kind in known
+                       if kind == POSITIVE or (kind == CLICK and self.click > 0)]
+            rows = np.asarray([row for row, _ in counted], np.int64)
+            coef = np.asarray([w for _, w in counted], np.float64) * self.decay ** np.arange(len(counted) - 1, -1, -1)
+            sums = [coef @ table[rows].astype(np.float64) for table in tables]
+            parts = [(h.astype(np.float64), self.spread_output, self.weight),
+                     (sums[0], self.spread_target, 1.0 - self.weight - self.tower_share)]
+            if self.tower is not None:
+                parts.append((sums[1], self.spread_tower, self.tower_share))
+            out.append(parts)
         return out
 
     def vector(self, events: Sequence[tuple[str, str]]) -> np.ndarray | None:
         """The user's vector (dim,) float32, or None when the model knows none of the events' items."""
-        parts = self.parts(events)
-        if parts is None:
-            return None
-        out = []
-        for part, cov, share in parts:
-            sd = float(np.sqrt(max(part @ cov @ part, 0.0)))
-            out.append(share * part / sd if sd > 1e-12 else np.zeros_like(part))
-        u = np.concatenate([*out, np.zeros(1)])
-        norm = float(np.linalg.norm(u))
-        return (u / norm).astype(np.float32) if norm > 0 else None
+        return self.vectors([events])[0]
+
+    def vectors(self, histories: Sequence[Sequence[tuple[str, str]]]) -> list[np.ndarray | None]:
+        """vector of each history, in one batched pass of the sequential model."""
+        out: list[np.ndarray | None] = []
+        for parts in self.parts_many(histories):
+            if parts is None:
+                out.append(None)
+                continue
+            blended = []
+            for part, cov, share in parts:
+                sd = float(np.sqrt(max(part @ cov @ part, 0.0)))
+                blended.append(share * part / sd if sd > 1e-12 else np.zeros_like(part))
+            u = np.concatenate([*blended, np.zeros(1)])
+            norm = float(np.linalg.norm(u))
+            out.append((u / norm).astype(np.float32) if norm > 0 else None)
+        return out

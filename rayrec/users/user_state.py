@@ -13,6 +13,7 @@ import numpy as np
 from rayrec import constants as C
 from rayrec.config import FeedbackRule
 from rayrec.exceptions import InvalidInputError
+from rayrec.users.feedback_batch import prefix_histories
 from rayrec.validation import check_event, check_id, check_vectors
 
 
@@ -156,6 +157,8 @@ class UserModel(Protocol):
 
     def vector(self, events: Sequence[tuple[str, str]]) -> np.ndarray | None: ...
 
+    def vectors(self, histories: Sequence[Sequence[tuple[str, str]]]) -> list[np.ndarray | None]: ...
+
 
 @dataclass(slots=True)
 class UserState:
@@ -211,6 +214,21 @@ class UserStore:
             return None
         state = self._users.get(user_id)
         return self._from_model([*([] if state is None else [(i, e) for i, e, _ in state.history]), *events])
+
+    def model_vectors(self, user_id: str, events: Sequence[tuple[str, str]]) -> list[np.ndarray | None]:
+        """model_vector at each of events in turn, as if each event before it had been committed (the kept
+        history then holds them, its last history_len), in one batched pass of the model; None where
+        model_vector would give None for that event alone."""
+        if self.model is None:
+            return [None] * len(events)
+        state = self._users.get(user_id)
+        kept = [] if state is None else [(i, e) for i, e, _ in state.history]
+        asked = [t for t, (item, _) in enumerate(events) if self.model.knows(item)]
+        got = self.model.vectors(prefix_histories(kept, list(events), self.rule.history_len, asked))
+        out: list[np.ndarray | None] = [None] * len(events)
+        for t, v in zip(asked, got, strict=True):
+            out[t] = None if v is None else normalise(check_vectors(v, self.dim, what="user vector")[0])
+        return out
 
     def _from_model(self, events: Sequence[tuple[str, str]]) -> np.ndarray | None:
         assert self.model is not None

@@ -57,6 +57,15 @@ def test_the_numpy_pass_equals_torchs_for_every_history_length(blocks):
             want = model.users(torch.tensor([rows]), torch.tensor([types]))[0].numpy()
         np.testing.assert_allclose(served.user_vector(events), want, atol=2e-5)
     assert served.user_vector([]) is None and served.item_vectors.shape == (20, 16)
+    # Many histories in one padded pass: each the same as alone (an empty one and unknown rows give None).
+    histories = [list(zip(rng.integers(0, 20, n).tolist(), rng.integers(1, N_TYPES, n).tolist()))
+                 for n in [3, 0, 9, 1, 6]] + [[(25, 1)]]
+    batched = served.user_vectors(histories)
+    for events, got in zip(histories, batched, strict=True):
+        alone = served.user_vector(events)
+        assert (got is None) == (alone is None) == (not [j for j, _ in events if j < 20])
+        if got is not None:
+            np.testing.assert_allclose(got, alone, atol=1e-5)
 
 
 def test_training_learns_the_order_a_bag_cannot_see():

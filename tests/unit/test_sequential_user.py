@@ -117,6 +117,54 @@ def test_feedback_batches_group_per_user_in_order_and_name_bad_events():
     assert "(user_id, item_id, event, event_id)" in str(errors[4])
 
 
+@pytest.mark.parametrize("fails_at", [None, 3])
+def test_a_users_events_planned_in_one_batch_equal_applying_them_one_at_a_time(fails_at):
+    from rayrec.config import FeedbackRule
+    from rayrec.users.feedback_batch import UserEvents
+    from rayrec.users.user_state import UserStore
+
+    rng = np.random.default_rng(5)
+    user, *_ = _user(rng, click=0.5)
+    x = np.ones(user.dim, np.float32) / np.sqrt(user.dim)  # the rule's item vector for an item the model lacks
+
+    def store() -> UserStore:  # history_len 6 < the 9 events below: the kept history is cut as they come
+        s = UserStore(user.dim, FeedbackRule(history_len=6), clock=lambda: 1.0, model=user)
+        s.commit(s.plan_history("u", ["i3", "i4", "i5"], np.zeros((3, user.dim), np.float32), "h"))
+        return s
+
+    # A known event id, one repeated within the call, an item only the rule can place, clicks and dislikes.
+    mine = [(0, "i1", "like", "h"), (1, "i2", "click", "a"), (2, "i8", "like", "b"), (3, "i9", "dislike", "c"),
+            (4, "i2", "like", "a"), (5, "unknown", "like", "d"), (6, "i6", "like", None), (7, "i7", "click", "e"),
+            (8, "i0", "like", "f"), (9, "i11", "like", None)]
+    one, batched = store(), store()
+    want = []
+    for n, item, event, event_id in mine:  # what feedback does, event by event
+        if n == fails_at or one.applied("u", event_id):
+            want.append(None)
+            continue
+        vector = one.model_vector("u", [(item, event)])
+        one.commit(one.plan_feedback("u", item, event, None if vector is not None else x, event_id,
+                                     model_vector=vector))
+        want.append(one.get("u").vector.copy())
+    plan = UserEvents(batched, "u", mine)
+    got = []
+    for (n, item, event, event_id), new, vector in plan:
+        if n == fails_at:  # this one is not committed (its write failed, say): the rest are planned anew
+            plan.failed()
+            got.append(None)
+            continue
+        if new:
+            batched.commit(batched.plan_feedback("u", item, event, None if vector is not None else x, event_id,
+                                                 model_vector=vector))
+        got.append(batched.get("u").vector.copy() if new else None)
+    assert [g is None for g in got] == [w is None for w in want]
+    for g, w in zip(got, want, strict=True):
+        if w is not None:
+            np.testing.assert_allclose(g, w, atol=1e-6)
+    assert batched.get("u").history == one.get("u").history and len(one.get("u").history) == 6
+    assert batched.get("u").version == one.get("u").version
+
+
 def _with_tower(rng: np.random.Generator, weight: float = 0.5, tower_share: float = 0.2):
     user, sequence, context, target, rows = _user(rng, weight=weight, click=0.5)
     tower = rng.standard_normal((len(rows), 3)).astype(np.float32)
