@@ -4,7 +4,6 @@ write a version."""
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import os
 import sys
@@ -16,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from rayrec.evaluation.data import Dataset
 from rayrec.exceptions import InvalidInputError
 from rayrec.learning import store
-from rayrec.learning.examples import next_item_hit_rate
+from rayrec.learning.held_out import HeldOut
 from rayrec.learning.model import TrainParams
 from rayrec.learning.spaces import svd
 
@@ -69,8 +68,7 @@ def run_training(
     log(f"encoding {len(ids)} item texts")
     encoder = TextEncoder(args.model_dir)
     text = encoder.encode(dataset.items["text"].to_pylist())
-    validate = (functools.partial(next_item_hit_rate, before=events, after=held, index=index,
-                                  recency=params.recency, length=params.context) if held else None)
+    validate = HeldOut(events, held, index, params.recency, params.context).hit_rate if held else None
 
     def check(vectors: Any) -> dict[str, Any] | None:
         return validate(vectors) if validate is not None else None  # type: ignore[misc]

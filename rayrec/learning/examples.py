@@ -12,8 +12,6 @@ from rayrec.evaluation.data import Event
 from rayrec.exceptions import InvalidInputError
 from rayrec.learning.model import PAD
 
-HIT_RATE_CHUNK = 2048  # scored events per (events x items) block in next_item_hit_rate
-
 
 @dataclass(frozen=True, slots=True)
 class Examples:
@@ -94,38 +92,8 @@ def next_item_hit_rate(
     """HR@k of the pooled user vector on each positive of `after` (given everything before it; seen items excluded).
 
     Events of users without an earlier positive are not scored (no vector to score with). Ties rank
-    the lower item row first, as the evaluation's top_k does.
+    the lower item row first, as the evaluation's top_k does. Validating every epoch: prepare a HeldOut once.
     """
-    positives = positives_by_user(before, index)
-    seen: dict[str, set[int]] = {}
-    for e in before:
-        seen.setdefault(e.user, set()).add(index[e.item])
-    users: list[np.ndarray] = []
-    targets: list[int] = []
-    excluded: list[list[int]] = []
-    for e in after:  # the user vectors and exclusions of every scored event, then one matrix product
-        mine = seen.setdefault(e.user, set())
-        row = index[e.item]
-        if e.positive:
-            history = positives.get(e.user)
-            if history:
-                users.append(pooled(vectors, history, recency, length))
-                targets.append(row)
-                excluded.append(sorted(mine))
-            positives.setdefault(e.user, []).append(row)
-        mine.add(row)
-    if not targets:
-        return {f"hr@{k}": 0.0, "events": 0}
-    table, hits = vectors.astype(np.float64).T, 0
-    for start in range(0, len(targets), HIT_RATE_CHUNK):  # in chunks: (events x items) scores at once get large
-        end = min(start + HIT_RATE_CHUNK, len(targets))
-        scores = np.vstack(users[start:end]) @ table
-        mine = excluded[start:end]
-        event = np.repeat(np.arange(len(mine)), [len(x) for x in mine])
-        scores[event, np.concatenate([np.asarray(x, dtype=np.int64) for x in mine])] = -np.inf
-        target = np.asarray(targets[start:end])
-        mine_score = scores[np.arange(len(target)), target][:, None]
-        lower = np.arange(vectors.shape[0])[None, :] < target[:, None]
-        ahead = (scores > mine_score) | ((scores == mine_score) & lower)
-        hits += int((np.isfinite(mine_score[:, 0]) & (ahead.sum(axis=1) < k)).sum())
-    return {f"hr@{k}": hits / len(targets), "events": len(targets)}
+    from rayrec.learning.held_out import HeldOut
+
+    return HeldOut(before, after, index, recency, length).hit_rate(vectors, k)

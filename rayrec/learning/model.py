@@ -118,12 +118,14 @@ class TwoTower(torch.nn.Module):
             params.negatives == "auto" and self.text.shape[0] <= CATALOG_SOFTMAX_MAX_ITEMS
         )
 
-    def items(self, idx: torch.Tensor, drop_ids: bool = False) -> torch.Tensor:
-        """Normalised item vectors of item rows idx (any shape)."""
+    def items(self, idx: torch.Tensor, drop_ids: bool = False, projected: torch.Tensor | None = None) -> torch.Tensor:
+        """Normalised item vectors of item rows idx (any shape); projected: their text projection, if computed."""
         ids = self.ids(idx) * self.has_id[idx].unsqueeze(-1)
         if drop_ids and self.params.id_dropout > 0:
             ids = ids * (torch.rand(idx.shape, device=idx.device) >= self.params.id_dropout).unsqueeze(-1)
-        return torch.nn.functional.normalize(self.project(self.text[idx]) + ids, dim=-1)
+        if projected is None:
+            projected = self.project(self.text[idx])
+        return torch.nn.functional.normalize(projected + ids, dim=-1)
 
     def users(
         self, context: torch.Tensor, sign: torch.Tensor | None = None, drop_ids: bool = False,
@@ -162,31 +164,34 @@ class TwoTower(torch.nn.Module):
             needed = torch.unique(torch.cat([context[context != PAD], target]))
         lookup = torch.full((n,), -1, dtype=torch.long, device=device)
         lookup[needed] = torch.arange(len(needed), device=device)
-        table = self.items(needed, drop_ids=True)
+        # The text projection once per step: both the full vectors and the text path alone start from it.
+        projected = self.project(self.text if self.whole_catalog else self.text[needed])
+        table = self.items(needed, drop_ids=True, projected=projected)
+        text_table = torch.nn.functional.normalize(projected, dim=-1)
         users = self.users(context, sign, vectors=table[lookup[context.clamp(min=0)]])
         if self.whole_catalog:
-            return self._catalog_loss(users, context, target, table)
+            return self._catalog_loss(users, context, target, table, text_table)
         same = target.unsqueeze(0) == target.unsqueeze(1)
         mask = same & ~torch.eye(len(target), dtype=torch.bool, device=device)
         labels = torch.arange(len(target), device=device)
 
         def softmax_loss(items: torch.Tensor) -> torch.Tensor:
-            logits = users @ items.T / self.params.temperature - log_q[target].unsqueeze(0)
+            logits = (users / self.params.temperature) @ items.T - log_q[target].unsqueeze(0)
             return torch.nn.functional.cross_entropy(logits.masked_fill(mask, -1e9), labels)
 
         loss = softmax_loss(table[lookup[target]])
         if self.params.text_loss > 0:
-            loss = loss + self.params.text_loss * softmax_loss(self.text_items(target))
+            loss = loss + self.params.text_loss * softmax_loss(text_table[lookup[target]])
         return loss
 
     def _catalog_loss(
-        self, users: torch.Tensor, context: torch.Tensor, target: torch.Tensor, table: torch.Tensor
+        self, users: torch.Tensor, context: torch.Tensor, target: torch.Tensor, table: torch.Tensor,
+        text_table: torch.Tensor,
     ) -> torch.Tensor:
         """Softmax over every item with interactions (table: every item's vector this step); the example's
         context items (seen: the server never recommends them) masked. Items without interactions are no
         negatives: nothing says a user would not pick them, and their text path, shared with every item,
         would learn to push them away from everyone."""
-        n = self.text.shape[0]
         rows = torch.arange(len(target), device=target.device)
         seen = (~self.has_id).unsqueeze(0).repeat(len(target), 1)
         held = context != PAD
@@ -194,12 +199,12 @@ class TwoTower(torch.nn.Module):
         seen[rows, target] = False  # an item seen before and positive again stays the label
 
         def softmax_loss(items: torch.Tensor) -> torch.Tensor:
-            logits = users @ items.T / self.params.temperature
+            logits = (users / self.params.temperature) @ items.T  # the (batch x dim) side scaled, not the logits
             return torch.nn.functional.cross_entropy(logits.masked_fill(seen, -1e9), target)
 
         loss = softmax_loss(table)
         if self.params.text_loss > 0:
-            loss = loss + self.params.text_loss * softmax_loss(self.text_items(torch.arange(n, device=target.device)))
+            loss = loss + self.params.text_loss * softmax_loss(text_table)
         return loss
 
     @torch.no_grad()

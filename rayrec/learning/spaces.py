@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -65,12 +64,11 @@ def validated_two_tower(
     Returns:
         (the space trained on the first part, the space trained on every event).
     """
-    from rayrec.learning.examples import next_item_hit_rate
+    from rayrec.learning.held_out import HeldOut
 
     cut = int(round(len(events) * (1 - held_share)))
     fit, held = events[:cut], events[cut:]
-    validate = functools.partial(next_item_hit_rate, before=fit, after=held, index=index, recency=params.recency,
-                                 length=params.context)
+    validate = HeldOut(fit, held, index, params.recency, params.context).hit_rate
     first = two_tower(fit, index, text, params, on_epoch=lambda s: log(_epoch_line(s)), validate=validate)
     epochs = int(first.history[-1].get("best_epoch", len(first.history))) if first.history else params.epochs
     log(f"two-tower: {epochs} epochs chosen on the held-out {held_share:.0%}; training again on every event")

@@ -243,12 +243,12 @@ def test_next_item_hit_rate_by_hand():
 
 
 def test_next_item_hit_rate_in_chunks_equals_one_block(monkeypatch):
-    from rayrec.learning import examples
+    from rayrec.learning import held_out
 
     events, index, text = _planted(text_signal=1.0)
     vectors = np.random.default_rng(3).standard_normal((len(index), 8)).astype(np.float32)
     whole = next_item_hit_rate(vectors, events[:500], events[500:], index, 0.8, 8, k=5)
-    monkeypatch.setattr(examples, "HIT_RATE_CHUNK", 7)  # 193 scored events in 28 blocks, the last one short
+    monkeypatch.setattr(held_out, "HIT_RATE_CHUNK", 7)  # 193 scored events in 28 blocks, the last one short
     assert next_item_hit_rate(vectors, events[:500], events[500:], index, 0.8, 8, k=5) == whole
     assert whole["events"] == 193 and 0 < whole["hr@5"] < 1
 
