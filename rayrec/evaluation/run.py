@@ -233,7 +233,9 @@ def evaluate(
     log("training the sequential user model on the history")
     # Its two-tower part: the pair above where it was trained with the defaults, else its own.
     reuse = None if towers is None or train_params is not None else (towers[0].vectors, towers[1].vectors)
-    sequential = train_space(history, index, text, log=log, ease=ease, towers=reuse)  # EASE's choice made above
+    sequential = train_space(history, index, text, log=log, ease=ease, towers=reuse,  # EASE's choice made above
+                             on_epoch=lambda e: log(f"sequential epoch {e['epoch']}: {e['seconds']:.0f} s" + (
+                                 f", HR@10 {e['validation']['hr@10']:.4f}" if "validation" in e else "")))
     scored["sequential"] = _sequential_replay(sequential, history, replay, index, ids, dataset, num_cpus, num_shards,
                                               cold, bar.update, log)
     bar.close()
