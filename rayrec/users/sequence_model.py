@@ -23,6 +23,11 @@ def _norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
     return (x - mean) / np.sqrt(var + EPS) * weight + bias
 
 
+def _linear(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """x @ weight.T + bias over the last axis, as one matrix product for every leading index."""
+    return (x.reshape(-1, x.shape[-1]) @ weight.T + bias).reshape(*x.shape[:-1], weight.shape[0])
+
+
 class SequenceModel:
     """Weights of a trained SequentialModel (its state_dict as float32 numpy arrays, by name)."""
 
@@ -64,15 +69,18 @@ class SequenceModel:
         allowed = (np.tril(np.ones((k, k), dtype=bool))[None] & real[:, None, :]) | np.eye(k, dtype=bool)[None]
         for b in range(self.blocks):
             p = f"blocks.{b}."
-            q, kk, v = np.split(_norm(x, w[p + "norm1.weight"], w[p + "norm1.bias"]) @ w[p + "qkv.weight"].T
-                                + w[p + "qkv.bias"], 3, axis=-1)
+            if b == self.blocks - 1:  # only the last slot's output is the user's: the rest only give keys, values
+                allowed = allowed[:, -1:]
+            q, kk, v = np.split(_linear(_norm(x, w[p + "norm1.weight"], w[p + "norm1.bias"]), w[p + "qkv.weight"],
+                                        w[p + "qkv.bias"]), 3, axis=-1)
+            q = q[:, -allowed.shape[1] :]
             scores = np.where(allowed, q @ kk.transpose(0, 2, 1) / np.float32(np.sqrt(self.dim)), -np.inf)
             scores = np.exp(scores - scores.max(axis=-1, keepdims=True))
             attention = scores / scores.sum(axis=-1, keepdims=True)
-            x = x + (attention @ v) @ w[p + "out.weight"].T + w[p + "out.bias"]
-            h = np.maximum(_norm(x, w[p + "norm2.weight"], w[p + "norm2.bias"]) @ w[p + "up.weight"].T
-                           + w[p + "up.bias"], 0)
-            x = (x + h @ w[p + "down.weight"].T + w[p + "down.bias"]) * real[..., None]
+            x = x[:, -allowed.shape[1] :] + _linear(attention @ v, w[p + "out.weight"], w[p + "out.bias"])
+            h = np.maximum(_linear(_norm(x, w[p + "norm2.weight"], w[p + "norm2.bias"]), w[p + "up.weight"],
+                                   w[p + "up.bias"]), 0)
+            x = (x + _linear(h, w[p + "down.weight"], w[p + "down.bias"])) * real[:, -x.shape[1] :, None]
         last_out = _norm(x[:, -1], w["norm.weight"], w["norm.bias"]).astype(np.float32)
         for b, n in enumerate(live):
             out[n] = last_out[b]
