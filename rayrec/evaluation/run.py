@@ -12,7 +12,7 @@ import numpy as np
 
 from rayrec.evaluation.baselines import ItemKNN
 from rayrec.evaluation.data import Dataset, Event
-from rayrec.evaluation.ease import VALIDATION_SHARE, tune
+from rayrec.evaluation.ease import VALIDATION_MAX_EVENTS, VALIDATION_SHARE, tune
 from rayrec.evaluation.metrics import Scored, summarise
 from rayrec.evaluation.replay import K, run_in_order, run_in_rounds
 from rayrec.evaluation.spaces import SPACES, svd_space
@@ -208,7 +208,7 @@ def evaluate(
 
         params = TrainParams() if train_params is None else train_params
         log(f"training the two-tower model on the history (at most {params.epochs} epochs, stopped early on its "
-            f"last {VALIDATION_SHARE:.0%})")
+            f"last {VALIDATION_SHARE:.0%}, at most {VALIDATION_MAX_EVENTS} events)")
         towers = validated_two_tower(history, index, vectors, params, VALIDATION_SHARE, log)
         learned = towers[1]
         vectors, from_text = learned.vectors, int(learned.from_text.sum())
@@ -259,7 +259,8 @@ def evaluate(
                               "history_recency": rule.history_recency},
             "ease": {"lambda": ease.lam, "decay": ease.decay, "click": ease.click,
                      "validation_hr@10": ease.validation_hr10,
-                     "validation": f"the history's last {VALIDATION_SHARE:.0%}, fitted on the rest",
+                     "validation": f"the history's last {VALIDATION_SHARE:.0%} (at most {VALIDATION_MAX_EVENTS} "
+                                   "events), fitted on the rest",
                      "grid": ease.grid},
             "sequential": {k: v for k, v in sequential.info.items() if k != "epochs"}
             | {"epochs": len(sequential.info["epochs"]), "item_vectors": f"{sequential.vectors.shape[1]}-d, "

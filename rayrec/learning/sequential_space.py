@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from rayrec.evaluation.data import Event
-from rayrec.evaluation.ease import VALIDATION_SHARE, EaseChoice, tune
+from rayrec.evaluation.ease import VALIDATION_SHARE, EaseChoice, tune, validation_cut
 from rayrec.evaluation.metrics import hit_rate
 from rayrec.evaluation.replay import run_in_order
 from rayrec.learning.sequential import SequenceParams, next_item_hit_rate, train_sequential
@@ -148,7 +148,7 @@ def tower_vectors(
     events: list[Event], index: dict[str, int], text: np.ndarray, log: Callable[[str], None] = lambda m: None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The two-tower item vectors with TrainParams' defaults (in this process), trained on the events' first
-    1 - VALIDATION_SHARE (stopped early on the rest) and on every event for as many epochs."""
+    events before validation_cut (stopped early on the rest) and on every event for as many epochs."""
     from rayrec.learning.model import TrainParams
     from rayrec.learning.spaces import validated_two_tower
 
@@ -183,14 +183,14 @@ def train_space(
     on_epoch: Callable[[dict[str, Any]], None] | None = None, ease: EaseChoice | None = None,
     towers: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> SequentialSpace:
-    """Chooses EASE's lambda, decay and click weight (unless given: tune's choice on the same events), the
-    model's epochs and the blend's shares on the events' last VALIDATION_SHARE; returns the space trained on
-    every event with them. With params.tower, the third part: the two-tower item vectors (every item, those
-    without history placed by its text path) trained on the events before that slice and on every event
+    """Chooses EASE's lambda, decay and click weight (unless given: tune's choice on the same events), the model's
+    epochs and the blend's shares on the events' last VALIDATION_SHARE (validation_cut); returns the space
+    trained on every event with them. With params.tower, the third part: the two-tower item vectors (every item,
+    those without history placed by its text path) trained on the events before that slice and on every event
     (towers, if given: tower_vectors' answer for these events; else trained here)."""
     params = params or SequenceParams()
     t0 = time.perf_counter()
-    cut = int(round(len(events) * (1 - VALIDATION_SHARE)))
+    cut = validation_cut(len(events))
     fit, held = events[:cut], events[cut:]
     ease = ease or tune(events, index)
     log(f"sequential: EASE lambda {ease.lam:g}, decay {ease.decay:g}, click {ease.click:g} "

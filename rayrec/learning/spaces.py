@@ -58,20 +58,22 @@ def validated_two_tower(
     events: list[Event], index: dict[str, int], text: np.ndarray, params: TrainParams, held_share: float,
     log: Callable[[str], None] = lambda m: None,
 ) -> tuple[Space, Space]:
-    """The two-tower trained on the events' first 1 - held_share (by time), stopped early on the held rest
+    """The two-tower trained on the events before their last held_share (by time; at most
+    rayrec.evaluation.ease.VALIDATION_MAX_EVENTS events), stopped early on that held rest
     (the pooled user's next-item HR@10), then trained again on every event for that best number of epochs.
 
     Returns:
         (the space trained on the first part, the space trained on every event).
     """
+    from rayrec.evaluation.ease import validation_cut
     from rayrec.learning.held_out import HeldOut
 
-    cut = int(round(len(events) * (1 - held_share)))
+    cut = validation_cut(len(events), held_share)
     fit, held = events[:cut], events[cut:]
     validate = HeldOut(fit, held, index, params.recency, params.context).hit_rate
     first = two_tower(fit, index, text, params, on_epoch=lambda s: log(_epoch_line(s)), validate=validate)
     epochs = int(first.history[-1].get("best_epoch", len(first.history))) if first.history else params.epochs
-    log(f"two-tower: {epochs} epochs chosen on the held-out {held_share:.0%}; training again on every event")
+    log(f"two-tower: {epochs} epochs chosen on the last {len(held)} events; training again on every event")
     every = two_tower(events, index, text, replace(params, epochs=epochs, patience=0),
                       on_epoch=lambda s: log(_epoch_line(s)))
     return first, every

@@ -133,3 +133,12 @@ def test_top_k_equals_a_full_sort_with_ties_by_index():
         k = int(rng.integers(1, 12))
         want = sorted((j for j in range(n) if j not in seen), key=lambda j: (-scores[j], j))[:k]
         assert top_k(scores, k, seen) == want
+
+
+def test_the_validation_slice_is_the_last_tenth_at_most_twenty_thousand_events():
+    from rayrec.evaluation.ease import VALIDATION_MAX_EVENTS, validation_cut
+
+    assert validation_cut(80_000) == 72_000  # MovieLens 100K's history: its last 10%, as before the cap
+    assert validation_cut(80_003) == int(round(80_003 * 0.9))  # ml-latest-small's: the same cut as before
+    assert validation_cut(800_000) == 800_000 - VALIDATION_MAX_EVENTS == 780_000  # 1M interactions: capped
+    assert validation_cut(100, 0.2) == 80
