@@ -120,6 +120,11 @@ def _sequential_replay(
             return asyncio.run(run_in_rounds(history, replay, index, policy, cold, progress))
 
 
+def _stamped(log: Callable[[str], None], t0: float) -> Callable[[str], None]:
+    """log with the seconds since t0 before each line: where an evaluation's time goes."""
+    return lambda message: log(f"[{time.perf_counter() - t0:.0f} s] {message}")
+
+
 def _hit_curve(replay: list[Event], scored: Scored, bins: int) -> list[float | None]:
     """HR@10 per equal slice of the replay's time span (None for a slice without scored events)."""
     times = np.array([e.time for e in replay if e.positive])
@@ -179,11 +184,7 @@ def evaluate(
     from rayrec.encoder import TextEncoder
 
     t0 = time.perf_counter()
-    say = log
-
-    def log(message: str) -> None:  # every line with the seconds since the start: where an evaluation's time goes
-        say(f"[{time.perf_counter() - t0:.0f} s] {message}")
-
+    log = _stamped(log, t0)
     history, replay = dataset.split(history_share)
     ids = dataset.items["item_id"].to_pylist()
     index = {item: j for j, item in enumerate(ids)}
