@@ -20,7 +20,7 @@ from rayrec.exceptions import InvalidInputError
 from rayrec.hashing import partition_of
 
 POLICIES = ("popularity", "itemknn", "ease", "static", "realtime", "sequential")
-HISTORY_CHUNK = 5000  # history events per feedback_many call when the sequential users are fed their history
+HISTORY_CHUNK = 5000  # about this many history events (whole users) per feedback_many call of the sequential feed
 CALL_BATCH = 256  # recommendations per recommend_many call in the replay (a shard call carries them all)
 
 
@@ -101,13 +101,19 @@ def _sequential_replay(
             system.upsert(ids, space.vectors, {"category": dataset.items["category"].to_pylist()})
             log(f"sequential: feeding the users their {len(history)} history events")
             actors = system.users
-            by_actor: dict[int, list[tuple[str, str, str, str]]] = {}
+            by_user: dict[str, list[tuple[str, str, str, str]]] = {}
             for e in history:
                 uid = f"sequential:{e.user}"
-                by_actor.setdefault(partition_of(uid, len(actors)), []).append(
-                    (uid, e.item, e.feedback, f"{e.time}/{e.item}"))
-            calls = [actors[p].feedback_many.remote(events[start : start + HISTORY_CHUNK])
-                     for p, events in by_actor.items() for start in range(0, len(events), HISTORY_CHUNK)]
+                by_user.setdefault(uid, []).append((uid, e.item, e.feedback, f"{e.time}/{e.item}"))
+            # Whole users a call, each user's events together and in order: the actor computes one user's
+            # vectors in one batched pass of the model (users are independent, so their order does not matter).
+            parcels: dict[int, list[list[tuple[str, str, str, str]]]] = {}
+            for uid, events in by_user.items():
+                mine = parcels.setdefault(partition_of(uid, len(actors)), [[]])
+                if mine[-1] and len(mine[-1]) + len(events) > HISTORY_CHUNK:
+                    mine.append([])
+                mine[-1].extend(events)
+            calls = [actors[p].feedback_many.remote(parcel) for p, mine in parcels.items() for parcel in mine]
             for answers in ray.get(calls):
                 failed = [a for a in answers if isinstance(a, BaseException)]
                 if failed:
