@@ -45,8 +45,7 @@ def fit(
     sign = torch.tensor(examples.sign)
     target = torch.tensor(examples.target)
     per_worker = len(examples) // world
-    size = params.batch_size
-    steps = steps_per_epoch(params, per_worker)
+    size, steps = epoch_shape(params, per_worker)
     history: list[dict[str, Any]] = []
     best = BestEpoch(params.patience)
     for epoch in range(params.epochs):
@@ -79,10 +78,13 @@ def fit(
     return history
 
 
-def steps_per_epoch(params: TrainParams, examples: int) -> int:
-    """Steps of params.batch_size in one epoch over this many examples, at most params.max_steps: a larger log
-    trains each epoch on a fresh random sample of max_steps * batch_size examples (a fixed cost per epoch)."""
-    return max(1, min(params.max_steps, -(-examples // params.batch_size)))
+def epoch_shape(params: TrainParams, examples: int) -> tuple[int, int]:
+    """(batch size, steps) of one epoch over this many examples. Up to max_steps * batch_size examples an epoch
+    is every example in batches of batch_size; a larger log trains each epoch on a fresh random sample of that
+    many, in larger batches (as many as make max_steps steps of the whole log: a step costs less per example
+    in a large batch), so an epoch's cost stays fixed and early stopping can act between samples."""
+    size = max(params.batch_size, -(-examples // params.max_steps))
+    return size, max(1, -(-min(examples, params.max_steps * params.batch_size) // size))
 
 
 def _agreed(stop: bool, rank: int, world: int, device: torch.device | str) -> bool:

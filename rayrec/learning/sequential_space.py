@@ -147,8 +147,8 @@ def choose_blend(
 def tower_vectors(
     events: list[Event], index: dict[str, int], text: np.ndarray, log: Callable[[str], None] = lambda m: None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The two-tower item vectors with TrainParams' defaults (in this process), trained on the events' first
-    events before validation_cut (stopped early on the rest) and on every event for as many epochs."""
+    """The two-tower item vectors with TrainParams' defaults (in this process): trained on the events before
+    validation_cut (stopped early on the rest), and on every event for as many epochs."""
     from rayrec.learning.model import TrainParams
     from rayrec.learning.spaces import validated_two_tower
 

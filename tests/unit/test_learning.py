@@ -180,18 +180,18 @@ def test_training_stops_when_validation_stalls_and_keeps_the_best_epochs_weights
         TrainParams(patience=-1)
 
 
-def test_a_larger_log_trains_each_epoch_on_a_sample_of_max_steps_batches():
-    from rayrec.learning.fit import fit, steps_per_epoch
+def test_a_larger_log_trains_each_epoch_on_a_sample_in_larger_batches():
+    from rayrec.learning.fit import epoch_shape, fit
 
     params = TrainParams(batch_size=256, max_steps=600)
-    assert steps_per_epoch(params, 60_000) == 235  # MovieLens-sized: every example once
-    assert steps_per_epoch(params, 652_000) == 600  # 1M interactions: 600 steps of 256, a fresh sample each epoch
-    assert steps_per_epoch(params, 600 * 256 + 1) == 600
+    assert epoch_shape(params, 60_000) == (256, 235)  # MovieLens-sized: every example once, batches of 256
+    assert epoch_shape(params, 600 * 256) == (256, 600)
+    assert epoch_shape(params, 652_000) == (1087, 142)  # 1M interactions: a sample of ~153,600 in batches of 1,087
     events, index, text = _planted(text_signal=0.0)  # 630 examples
-    small = dataclasses.replace(SMALL, epochs=2, max_steps=5)
-    history = fit(TwoTower(text, make_examples(events, index, small.context).has_history, small),
-                  make_examples(events, index, small.context), small)
-    assert [h["examples"] for h in history] == [5 * 32, 5 * 32]
+    small = dataclasses.replace(SMALL, epochs=2, max_steps=5)  # 5 x 32 = 160 examples an epoch: 2 batches of 126
+    examples = make_examples(events, index, small.context)
+    history = fit(TwoTower(text, examples.has_history, small), examples, small)
+    assert [(h["batch_size"], h["examples"]) for h in history] == [(126, 252), (126, 252)]
 
 
 def test_examples_are_each_positive_after_the_users_earlier_interactions_signed_by_the_rule():
