@@ -45,11 +45,10 @@ def event_weight(event: Event, click: float) -> float:
     return click if event.feedback == "click" else 0.0
 
 
-def ease_weights(history: list[Event], index: dict[str, int], lam: float, click: float = 0.0) -> np.ndarray:
-    """B (items x items, float32, zero diagonal) from the user x item matrix of history's events, each
-    entry its largest event_weight (1 for positives, `click` for clicks)."""
-    if lam <= 0:
-        raise ValueError(f"lambda must be > 0, got {lam}")
+def gram(history: list[Event], index: dict[str, int], click: float = 0.0) -> np.ndarray:
+    """X^T X (items x items, float64) of the user x item matrix X of history's events, each entry its largest
+    event_weight (1 for positives, `click` for clicks). In float32 where that holds every sum exactly (the
+    CLICKS weights are multiples of 1/16, and a sum is at most the number of users), twice as fast."""
     if not 0 <= click <= 1:
         raise ValueError(f"click must be in [0, 1], got {click}")
     users: dict[str, int] = {}
@@ -60,11 +59,23 @@ def ease_weights(history: list[Event], index: dict[str, int], lam: float, click:
             rows.append(users.setdefault(e.user, len(users)))
             cols.append(index[e.item])
             values.append(w)
-    x = np.zeros((len(users), len(index)), dtype=np.float64)
-    np.maximum.at(x, (np.asarray(rows, np.int64), np.asarray(cols, np.int64)), np.asarray(values, np.float64))
-    gram = x.T @ x
-    gram[np.diag_indices_from(gram)] += lam
-    p = np.linalg.inv(gram)
+    exact32 = click * 16 == int(click * 16) and len(users) * 16 < 2**24
+    x = np.zeros((len(users), len(index)), dtype=np.float32 if exact32 else np.float64)
+    np.maximum.at(x, (np.asarray(rows, np.int64), np.asarray(cols, np.int64)), np.asarray(values, x.dtype))
+    return (x.T @ x).astype(np.float64)
+
+
+def ease_weights(
+    history: list[Event], index: dict[str, int], lam: float, click: float = 0.0, gram_matrix: np.ndarray | None = None
+) -> np.ndarray:
+    """B (items x items, float32, zero diagonal) from the user x item matrix of history's events, each
+    entry its largest event_weight (1 for positives, `click` for clicks); gram_matrix: gram() of the same, if
+    already computed (it does not depend on lambda)."""
+    if lam <= 0:
+        raise ValueError(f"lambda must be > 0, got {lam}")
+    g = (gram(history, index, click) if gram_matrix is None else gram_matrix).copy()
+    g[np.diag_indices_from(g)] += lam
+    p = np.linalg.inv(g)
     b = -p / np.diag(p)[None, :]
     np.fill_diagonal(b, 0.0)
     return b.astype(np.float32)
@@ -87,8 +98,32 @@ class EaseDecay:
         self.decay = decay
         self.click = click
         self.scores: dict[str, np.ndarray] = {}
+        self._start(history)
+
+    def _start(self, history: list[Event]) -> None:
+        """Every user's scores after history at once: their decayed row (each counted event weighs its
+        event_weight times decay per later counted one) times B, one matrix product for all users."""
+        users: dict[str, int] = {}
+        rows, cols, weights = [], [], []
         for e in history:
-            self.observe(e)
+            w = event_weight(e, self.click)
+            if w > 0:
+                rows.append(users.setdefault(e.user, len(users)))
+                cols.append(self.index[e.item])
+                weights.append(w)
+        if not users:
+            return
+        row = np.asarray(rows, np.int64)
+        later = np.bincount(row, minlength=len(users))[row] - 1  # counted events of the user after this one ...
+        order = np.argsort(row, kind="stable")
+        rank = np.empty(len(row), np.int64)
+        rank[order] = np.arange(len(row)) - np.searchsorted(row[order], row[order])  # ... minus its rank among them
+        decayed = np.zeros((len(users), len(self.index)), np.float64)
+        np.add.at(decayed, (row, np.asarray(cols, np.int64)),
+                  np.asarray(weights, np.float64) * self.decay ** (later - rank).astype(np.float64))
+        scores = (decayed.astype(np.float32) @ self.weights).astype(np.float32)
+        for user, r in users.items():
+            self.scores[user] = scores[r]
 
     def recommend(self, user: str, k: int, seen: set[int]) -> list[int] | None:
         scores = self.scores.get(user)
@@ -142,10 +177,13 @@ def tune(
     fit, validation = history[:cut], history[cut:]
     grid: list[dict[str, float]] = []
     weights: dict[tuple[float, float], np.ndarray] = {}
+    grams: dict[float, np.ndarray] = {}  # per click weight: every lambda shares it
 
     def run(lam: float, decay: float, click: float) -> None:
         if (lam, click) not in weights:
-            weights[lam, click] = ease_weights(fit, index, lam, click)
+            if click not in grams:
+                grams[click] = gram(fit, index, click)
+            weights[lam, click] = ease_weights(fit, index, lam, click, grams[click])
         scored, _ = run_in_order(fit, validation, index, [EaseDecay(index, fit, weights[lam, click], decay, click)])
         grid.append({"lambda": lam, "decay": decay, "click": click,
                      "hr@10": round(hit_rate(scored["ease"].ranks, 10), 5)})

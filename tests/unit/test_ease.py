@@ -142,3 +142,22 @@ def test_the_validation_slice_is_the_last_tenth_at_most_twenty_thousand_events()
     assert validation_cut(80_003) == int(round(80_003 * 0.9))  # ml-latest-small's: the same cut as before
     assert validation_cut(800_000) == 800_000 - VALIDATION_MAX_EVENTS == 780_000  # 1M interactions: capped
     assert validation_cut(100, 0.2) == 80
+
+
+@pytest.mark.parametrize("click", [0.0, 0.5, 0.3])
+def test_the_gram_matrix_equals_the_float64_product(click):
+    from rayrec.evaluation.ease import event_weight, gram
+
+    rng = np.random.default_rng(2)
+    items = [f"i{j}" for j in range(30)]
+    index = {item: j for j, item in enumerate(items)}
+    history = [Event(f"u{rng.integers(0, 40)}", items[int(rng.integers(0, 30))], float(t), float(rng.integers(1, 6)))
+               for t in range(600)]
+    users = sorted({e.user for e in history})
+    x = np.zeros((len(users), 30))
+    for e in history:
+        x[users.index(e.user), index[e.item]] = max(x[users.index(e.user), index[e.item]], event_weight(e, click))
+    if click in (0.0, 0.5):  # CLICKS' weights: float32 holds every sum, so the same numbers exactly
+        np.testing.assert_array_equal(gram(history, index, click), x.T @ x)
+    else:  # float64, summed in another order
+        np.testing.assert_allclose(gram(history, index, click), x.T @ x, rtol=1e-12)
