@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from rayrec.evaluation.data import Event
-from rayrec.evaluation.ease import VALIDATION_SHARE, EaseChoice, tune, validation_cut
+from rayrec.evaluation.ease import VALIDATION_SHARE, EaseChoice, tune, validation_capped, validation_cut
 from rayrec.evaluation.metrics import hit_rate
 from rayrec.evaluation.replay import run_in_order
 from rayrec.learning.sequential import SequenceParams, next_item_hit_rate, train_sequential
@@ -210,13 +210,17 @@ def train_space(
     grid = choose_blend(user, tables, fit, held, index, TOWER_SHARES if fit_tower is not None else (0.0,))
     best = max(grid, key=lambda g: g["hr@10"])  # the first of equals
     log(f"sequential: {best_epoch} epochs, blend weight {best['weight']}, tower {best['tower']} "
-        f"(validation HR@10 {best['hr@10']:.4f}); training again on every event")
-    final, _ = train_sequential(events, index, dataclasses.replace(params, epochs=best_epoch), on_epoch=on_epoch)
+        f"(validation HR@10 {best['hr@10']:.4f}); " + (
+            f"the model kept as trained on the {len(fit)} events before the slice" if validation_capped(len(events))
+            else "training again on every event"))
+    final = model if validation_capped(len(events)) else train_sequential(
+        events, index, dataclasses.replace(params, epochs=best_epoch), on_epoch=on_epoch)[0]
     user, vectors, cold = _user_model(final, events, index, text, ease, every_tower,
                                       best["weight"], best["tower"])
     info = {"params": params.as_dict(), "epochs": history, "best_epoch": best_epoch,
             "ease": {"lambda": ease.lam, "decay": ease.decay, "click": ease.click, "rank": RANK,
                      "validation_hr@10": ease.validation_hr10},
             "weight": best["weight"], "tower_share": best["tower"], "weight_grid": grid,
-            "validation_hr@10": best["hr@10"], "seconds": round(time.perf_counter() - t0, 1)}
+            "validation_hr@10": best["hr@10"], "retrained_on_every_event": final is not model,
+            "seconds": round(time.perf_counter() - t0, 1)}
     return SequentialSpace(vectors, user, cold, info)

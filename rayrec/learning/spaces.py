@@ -60,12 +60,13 @@ def validated_two_tower(
 ) -> tuple[Space, Space]:
     """The two-tower trained on the events before their last held_share (by time; at most
     rayrec.evaluation.ease.VALIDATION_MAX_EVENTS events), stopped early on that held rest
-    (the pooled user's next-item HR@10), then trained again on every event for that best number of epochs.
+    (the pooled user's next-item HR@10), then trained again on every event for that best number of epochs
+    (unless the held slice was capped: then the first training is kept for both).
 
     Returns:
         (the space trained on the first part, the space trained on every event).
     """
-    from rayrec.evaluation.ease import validation_cut
+    from rayrec.evaluation.ease import validation_capped, validation_cut
     from rayrec.learning.held_out import HeldOut
 
     cut = validation_cut(len(events), held_share)
@@ -73,6 +74,10 @@ def validated_two_tower(
     validate = HeldOut(fit, held, index, params.recency, params.context).hit_rate
     first = two_tower(fit, index, text, params, on_epoch=lambda s: log(_epoch_line(s)), validate=validate)
     epochs = int(first.history[-1].get("best_epoch", len(first.history))) if first.history else params.epochs
+    if validation_capped(len(events), held_share):
+        log(f"two-tower: {epochs} epochs chosen on the last {len(held)} events; kept as trained on the "
+            f"{len(fit)} before them")
+        return first, first
     log(f"two-tower: {epochs} epochs chosen on the last {len(held)} events; training again on every event")
     every = two_tower(events, index, text, replace(params, epochs=epochs, patience=0),
                       on_epoch=lambda s: log(_epoch_line(s)))

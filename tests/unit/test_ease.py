@@ -142,6 +142,9 @@ def test_the_validation_slice_is_the_last_tenth_at_most_twenty_thousand_events()
     assert validation_cut(80_003) == int(round(80_003 * 0.9))  # ml-latest-small's: the same cut as before
     assert validation_cut(800_000) == 800_000 - VALIDATION_MAX_EVENTS == 780_000  # 1M interactions: capped
     assert validation_cut(100, 0.2) == 80
+    from rayrec.evaluation.ease import validation_capped
+
+    assert not validation_capped(80_000) and not validation_capped(200_000) and validation_capped(800_000)
 
 
 @pytest.mark.parametrize("click", [0.0, 0.5, 0.3])

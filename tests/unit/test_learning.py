@@ -76,7 +76,7 @@ def test_two_tower_recovers_planted_groups_from_interactions_alone():
         assert top <= set(_group_rows(index, g)), (g, top)
 
 
-def test_validated_two_tower_stops_on_the_held_slice_and_trains_every_event_for_its_best_epochs():
+def test_validated_two_tower_stops_on_the_held_slice_and_trains_every_event_for_its_best_epochs(monkeypatch):
     events, index, text = _planted(text_signal=0.0)
     params = dataclasses.replace(SMALL, patience=2)
     lines: list[str] = []
@@ -87,6 +87,12 @@ def test_validated_two_tower_stops_on_the_held_slice_and_trains_every_event_for_
     assert len(first.history) == min(params.epochs, best + params.patience)
     assert len(every.history) == best and all("validation" not in e for e in every.history)
     assert sum(line.startswith("two-tower epoch") for line in lines) == len(first.history) + best
+    # A held slice cut to VALIDATION_MAX_EVENTS leaves nearly every event before it: that training is kept.
+    from rayrec.evaluation import ease
+
+    monkeypatch.setattr(ease, "VALIDATION_MAX_EVENTS", 50)
+    first, every = validated_two_tower(events, index, text, params, 0.2, lines.append)
+    assert every is first and first.from_text.sum() == GROUPS * 2 and "kept as trained on the 670" in lines[-1]
 
 
 @pytest.mark.parametrize("text_map", ["trained", "ridge"])

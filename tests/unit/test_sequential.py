@@ -133,3 +133,20 @@ def test_the_loss_by_hand_with_seen_items_masked_up_to_each_slot():
     types = torch.as_tensor(rng.integers(1, 4, (16, 4))) * (seq != PAD_ROW)
     assert float(model(seq, types, target).detach()) == pytest.approx(_loss_by_hand(model, seq, types, target),
                                                                       rel=1e-5)
+
+
+@pytest.mark.parametrize("capped", [False, True])
+def test_the_space_is_trained_again_on_every_event_unless_the_validation_slice_was_capped(capped, monkeypatch):
+    from rayrec.evaluation import ease
+    from rayrec.learning.sequential_space import train_space
+
+    index = {f"i{j}": j for j in range(10)}
+    events = [Event(f"u{u}", f"i{(u + s) % 10}", float(8 * u + s), 5.0) for u in range(40) for s in range(8)]
+    if capped:  # 32 events is 10% of these 320: cut to 20, the 300 before them are nearly all
+        monkeypatch.setattr(ease, "VALIDATION_MAX_EVENTS", 20)
+    params = SequenceParams(dim=8, length=4, blocks=1, epochs=3, patience=1, batch_size=32, tower=False)
+    lines: list[str] = []
+    space = train_space(events, index, np.eye(10, dtype=np.float32), params, log=lines.append)
+    assert space.info["retrained_on_every_event"] is not capped
+    assert ("kept as trained on the 300 events" in lines[-1]) is capped
+    assert space.vectors.shape[0] == 10 and space.user.vector([("i1", "like")]) is not None
