@@ -47,9 +47,13 @@ class SequenceParams:
     patience: int = 3
     seed: int = 0
     tower: bool = True  # blend in a two-tower part (rayrec.learning.sequential_space; trained with it)
+    # The softmax is over every item while an epoch scores at most max_logits (slot, item) pairs (MovieLens
+    # 100K: 0.17e9, ml-latest-small: 0.9e9); beyond, over `negatives` items sampled afresh each step.
+    max_logits: int = 2_000_000_000
+    negatives: int = 1024
 
     def __post_init__(self) -> None:
-        for name in ("dim", "length", "blocks", "epochs", "batch_size"):
+        for name in ("dim", "length", "blocks", "epochs", "batch_size", "max_logits", "negatives"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise InvalidInputError(f"{name} must be a positive integer, got {value!r}")
@@ -84,9 +88,11 @@ class Block(torch.nn.Module):
 class SequentialModel(torch.nn.Module):
     """Input item vectors, positions, blocks, a final norm; output item vectors."""
 
-    def __init__(self, n_items: int, params: SequenceParams) -> None:
+    def __init__(self, n_items: int, params: SequenceParams, sampled: int | None = None) -> None:
+        """sampled: train with a softmax over the target and this many items drawn each step (None: every item)."""
         super().__init__()
         self.params = params
+        self.sampled = sampled
         self.inputs = torch.nn.Embedding(n_items + 1, params.dim, padding_idx=PAD_ROW)
         self.positions = torch.nn.Embedding(params.length, params.dim)
         self.types = torch.nn.Embedding(N_TYPES, params.dim, padding_idx=0)
@@ -118,10 +124,25 @@ class SequentialModel(torch.nn.Module):
         return self.hidden(seq, types)[:, -1]
 
     def forward(self, seq: torch.Tensor, types: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Softmax loss over every item at every slot with a target (item rows, -1 where nothing to predict).
-        With params.mask_seen, the items a slot's window shows up to it are no negatives there (the server
-        never recommends what a user has seen), unless one is that slot's target."""
-        logits = self.hidden(seq, types) @ self.outputs.weight.T
+        """Softmax loss at every slot with a target (item rows, -1 where nothing to predict): over every item, or
+        (self.sampled) over the target and items drawn uniformly this step, their logits raised by
+        log((n - 1) / drawn) so the sum estimates the whole catalog's. With params.mask_seen, the items a slot's
+        window shows up to it are no negatives there (the server never recommends what a user has seen),
+        unless one is that slot's target."""
+        hidden = self.hidden(seq, types)
+        n = self.outputs.weight.shape[0]
+        if self.sampled is None:
+            logits, labels = hidden @ self.outputs.weight.T, target
+            column = torch.arange(n, device=seq.device)  # item row -> its logit column
+        else:
+            drawn = torch.randperm(n, device=seq.device)[: self.sampled]
+            column = torch.full((n,), -1, dtype=torch.long, device=seq.device)
+            column[drawn] = torch.arange(1, len(drawn) + 1, device=seq.device)  # column 0: the slot's target
+            own = (hidden * self.outputs(target.clamp(min=0))).sum(dim=-1, keepdim=True)
+            others = hidden @ self.outputs.weight[drawn].T + math.log((n - 1) / len(drawn))
+            logits, labels = torch.cat([own, others], dim=-1), torch.where(target >= 0, 0, -1)
+            b, t = torch.nonzero((target >= 0) & (column[target.clamp(min=0)] > 0), as_tuple=True)
+            logits = logits.index_put((b, t, column[target[b, t]]), torch.tensor(-1e9, device=seq.device))
         if self.params.mask_seen:
             # (window, slot, earlier slot) triples, at most length^2 per window: far fewer than the dense
             # (window, slot, item) mask, which cost more than the logits themselves on a 3,700-item catalog.
@@ -130,9 +151,9 @@ class SequentialModel(torch.nn.Module):
             pick = earlier.unsqueeze(0) & (seq != PAD_ROW).unsqueeze(1) & (target >= 0).unsqueeze(2)
             b, t, s = torch.nonzero(pick, as_tuple=True)
             item = seq[b, s] - 1
-            other = item != target[b, t]
-            logits = logits.index_put((b[other], t[other], item[other]), torch.tensor(-1e9, device=seq.device))
-        return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1),
+            keep = (item != target[b, t]) & (column[item] >= 0)  # and, sampled, drawn this step
+            logits = logits.index_put((b[keep], t[keep], column[item[keep]]), torch.tensor(-1e9, device=seq.device))
+        return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1),
                                                  ignore_index=-1)
 
 
@@ -217,8 +238,9 @@ def train_sequential(
     params.patience epochs without a better one and keeps the best epoch's weights."""
     torch.manual_seed(params.seed)
     rng = np.random.default_rng(params.seed)
-    model = SequentialModel(len(index), params)
     x, types, y = windows(user_sequences(events, index), params.length)
+    sampled = params.negatives if x.size * len(index) > params.max_logits and params.negatives < len(index) else None
+    model = SequentialModel(len(index), params, sampled)
     if len(x) == 0 or not (y >= 0).any():
         raise InvalidInputError("no positive interaction follows another one of its user: nothing to train the "
                                 "sequential model on")

@@ -68,6 +68,42 @@ def test_the_numpy_pass_equals_torchs_for_every_history_length(blocks):
             np.testing.assert_allclose(got, alone, atol=1e-5)
 
 
+def test_the_sampled_loss_by_hand_over_the_target_and_the_drawn_items():
+    params = SequenceParams(dim=8, length=4, blocks=1, dropout=0.0)
+    torch.manual_seed(2)
+    model = SequentialModel(9, params, sampled=4).eval()
+    seq = torch.tensor([[PAD_ROW, 3, 5, 3], [2, 1, 6, 4]])  # input rows: items 2, 4, 2 / 1, 0, 5, 3
+    types = torch.tensor([[0, 1, 1, 2], [1, 1, 3, 1]])
+    target = torch.tensor([[-1, 4, 1, 8], [0, -1, 2, 1]])
+    torch.manual_seed(7)
+    got = float(model(seq, types, target).detach())
+    torch.manual_seed(7)
+    drawn = torch.randperm(9)[:4].tolist()
+    with torch.no_grad():
+        logits = (model.hidden(seq, types) @ model.outputs.weight.T).numpy().astype(np.float64)
+    losses = []
+    for b in range(2):
+        for t in range(4):
+            y = int(target[b, t])
+            if y < 0:
+                continue
+            seen = {int(r) - 1 for r in seq[b, : t + 1] if r != PAD_ROW}
+            others = [j for j in drawn if j != y and j not in seen]  # the target once; seen items never
+            row = logits[b, t]
+            scores = [row[y]] + [row[j] + np.log(8 / 4) for j in others]
+            losses.append(np.log(np.exp(scores).sum()) - row[y])
+    assert got == pytest.approx(float(np.mean(losses)), rel=1e-5)
+
+
+def test_the_softmax_is_sampled_only_where_an_epoch_would_score_too_many_pairs():
+    index = {f"i{j}": j for j in range(10)}
+    events = [Event(f"u{u}", f"i{(u + s) % 10}", float(8 * u + s), 5.0) for u in range(40) for s in range(8)]
+    params = SequenceParams(dim=8, length=4, blocks=1, epochs=1, batch_size=32, negatives=4)
+    full, _ = train_sequential(events, index, params)  # 80 windows x 4 slots x 10 items = 3,200 pairs
+    sampled, _ = train_sequential(events, index, dataclasses.replace(params, max_logits=3_199))
+    assert full.sampled is None and sampled.sampled == 4
+
+
 def test_training_learns_the_order_a_bag_cannot_see():
     """Items form a cycle 0 -> 1 -> ... -> 9 -> 0; each user walks it from a random start. Only order tells
     the next item: the trained model ranks it first for most held-out walks."""
