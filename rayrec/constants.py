@@ -191,3 +191,6 @@ MAX_METADATA_FIELDS_PER_SHARD = _env_int("RAYREC_MAX_METADATA_FIELDS_PER_SHARD",
 MAX_FILTER_CATEGORIES = _env_int("RAYREC_MAX_FILTER_CATEGORIES", 100)
 # A model name in POST /model (latest, vN, or a folder directly under the models root).
 MAX_MODEL_NAME_CHARS = _env_int("RAYREC_MAX_MODEL_NAME_CHARS", 128)
+
+# Item and user ids whose stable hash (their partition) a process keeps (rayrec.hashing.stable_hash).
+STABLE_HASH_CACHE_SIZE = _env_int("RAYREC_STABLE_HASH_CACHE_SIZE", 1 << 16)

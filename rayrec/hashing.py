@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Iterable
 
 import numpy as np
 
+from rayrec import constants as C
 
+
+@functools.lru_cache(maxsize=C.STABLE_HASH_CACHE_SIZE)
 def stable_hash(key: str) -> int:
-    """A 64-bit hash of a string that never changes between processes (unlike hash())."""
+    """A 64-bit hash of a string that never changes between processes (unlike hash()). Kept for the most
+    recent keys: the same item and user ids come back in every request (a user's excluded items, say)."""
     return int.from_bytes(hashlib.blake2b(key.encode("utf-8"), digest_size=8).digest(), "little")
 
 
