@@ -24,7 +24,7 @@ from rayrec.system.generations import ShardSet
 from rayrec.system.layout import require_layout
 from rayrec.system.model_swap import SpaceChangedError, placer_of
 from rayrec.users import recommending
-from rayrec.users.feedback_batch import Checked, UserEvents, group_by_user
+from rayrec.users.feedback_batch import UserEvents, group_by_user
 from rayrec.users.item_cache import ItemVectorCache
 from rayrec.users.recommending import Fields
 from rayrec.users.rederiving import rederive_all
@@ -261,12 +261,16 @@ class UserVectors:
         change = self.store.plan_feedback(user_id, item_id, event, x, event_id, start, model_vector=vector)
         return await self._make(user_id, change)
 
-    async def feedback_many(self, events: list[Fields]) -> list[dict[str, Any] | BaseException]:
+    async def feedback_many(
+        self, events: list[Fields], last_only: bool = False
+    ) -> list[dict[str, Any] | BaseException]:
         """Several events in one call (a replay or a bulk import): per user in the order given, users
         concurrently (their log records share group commits).
 
         Args:
             events: per event (user_id, item_id, event, event_id), as feedback takes them.
+            last_only: a bulk import of past events: with a user model, each user's vector is computed once,
+                at their last event of the call (rayrec.users.feedback_batch.UserEvents.many).
 
         Returns:
             Per event, feedback's answer, or the error that event alone caused.
@@ -276,9 +280,8 @@ class UserVectors:
         for n, exc in errors.items():
             out[n] = exc
 
-        async def one_user(user_id: str, mine: list[Checked]) -> None:
+        async def one_user(user_id: str, plan: UserEvents) -> None:
             async with self._lock(user_id):
-                plan = UserEvents(self.store, user_id, mine)  # the model's vectors for all in one pass
                 for (n, item_id, event, event_id), new, vector in plan:
                     try:
                         out[n] = (await self._feedback_with(user_id, item_id, event, event_id, vector) if new
@@ -289,7 +292,9 @@ class UserVectors:
                         plan.failed()
 
         async with self.swaps.serving():
-            await asyncio.gather(*(one_user(u, mine) for u, mine in by_user.items()))
+            # Every user's vectors in one pass of the model; a user changed meanwhile is planned again.
+            plans = UserEvents.many(self.store, by_user, last_only)
+            await asyncio.gather(*(one_user(u, plan) for u, plan in plans.items()))
         self._count_users()
         return out  # type: ignore[return-value]
 

@@ -105,15 +105,17 @@ def _sequential_replay(
             for e in history:
                 uid = f"sequential:{e.user}"
                 by_user.setdefault(uid, []).append((uid, e.item, e.feedback, f"{e.time}/{e.item}"))
-            # Whole users a call, each user's events together and in order: the actor computes one user's
-            # vectors in one batched pass of the model (users are independent, so their order does not matter).
+            # Whole users a call, each user's events together and in order, as a bulk import: the actor keeps
+            # every event in the user's history and computes the vector once, after the user's last (users
+            # are independent, so their order does not matter).
             parcels: dict[int, list[list[tuple[str, str, str, str]]]] = {}
             for uid, events in by_user.items():
                 mine = parcels.setdefault(partition_of(uid, len(actors)), [[]])
                 if mine[-1] and len(mine[-1]) + len(events) > HISTORY_CHUNK:
                     mine.append([])
                 mine[-1].extend(events)
-            calls = [actors[p].feedback_many.remote(parcel) for p, mine in parcels.items() for parcel in mine]
+            calls = [actors[p].feedback_many.remote(parcel, last_only=True) for p, mine in parcels.items()
+                     for parcel in mine]
             for answers in ray.get(calls):
                 failed = [a for a in answers if isinstance(a, BaseException)]
                 if failed:

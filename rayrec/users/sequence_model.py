@@ -48,23 +48,34 @@ class SequenceModel:
         return self.user_vectors([events])[0]
 
     def user_vectors(self, histories: list[list[tuple[int, int]]]) -> list[np.ndarray | None]:
-        """user_vector of each history, in one batched pass: each history's last `length` known events at the
-        last positions, left-padded; padding is never attended (as in training), so each row equals its own
-        unpadded pass."""
+        """user_vector of each history, in one batched pass (see outputs)."""
         lasts = [[(j, t) for j, t in events if 0 <= j < self.n_items][-self.length :] for events in histories]
-        live = [n for n, last in enumerate(lasts) if last]
-        out: list[np.ndarray | None] = [None] * len(histories)
-        if not live:
-            return out
-        w, k = self.w, max(len(lasts[n]) for n in live)
-        rows = np.zeros((len(live), k), np.int64)  # input row 0: padding
-        types = np.zeros((len(live), k), np.int64)
-        for b, n in enumerate(live):
-            last = lasts[n]
-            rows[b, k - len(last) :] = [j + 1 for j, _ in last]
-            types[b, k - len(last) :] = [t for _, t in last]
-        real = rows > 0
-        x = (w["inputs.weight"][rows] * np.float32(np.sqrt(self.dim)) + w["types.weight"][types]
+        k = max([len(last) for last in lasts] + [1])
+        rows = np.full((len(histories), k), -1, np.int64)
+        types = np.zeros((len(histories), k), np.int64)
+        for b, last in enumerate(lasts):
+            if last:
+                rows[b, k - len(last) :] = [j for j, _ in last]
+                types[b, k - len(last) :] = [t for _, t in last]
+        out, live = self.outputs(rows, types)
+        return [out[b] if live[b] else None for b in range(len(histories))]
+
+    def outputs(self, rows: np.ndarray, types: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The last slot's output of each row of events: rows (B, k) item rows, -1 where there is no event,
+        types (B, k) their event types; each row's events are its last `length` that are not -1 (rows the
+        model does not know count as none). Padding is never attended (as in training), so each row equals
+        its own unpadded pass. Returns ((B, dim) float32, (B,) whether the row had an event; zeros where not)."""
+        rows = np.asarray(rows, np.int64)
+        rows = np.where((rows >= 0) & (rows < self.n_items), rows, -1)
+        real = rows >= 0
+        # Each row's real events moved to its end, in order (a stable sort puts the padding first).
+        order = np.argsort(real, axis=1, kind="stable")
+        rows, types, real = (np.take_along_axis(a, order, axis=1) for a in (rows, np.asarray(types), real))
+        k = max(1, min(self.length, int(real.sum(axis=1).max(initial=0))))
+        rows, types, real = rows[:, -k:], types[:, -k:], real[:, -k:]
+        live = real.any(axis=1)
+        w = self.w
+        x = (w["inputs.weight"][rows + 1] * np.float32(np.sqrt(self.dim)) + w["types.weight"][types * real]
              + w["positions.weight"][-k:]) * real[..., None]
         allowed = (np.tril(np.ones((k, k), dtype=bool))[None] & real[:, None, :]) | np.eye(k, dtype=bool)[None]
         for b in range(self.blocks):
@@ -82,6 +93,4 @@ class SequenceModel:
                                    w[p + "up.bias"]), 0)
             x = (x + _linear(h, w[p + "down.weight"], w[p + "down.bias"])) * real[:, -x.shape[1] :, None]
         last_out = _norm(x[:, -1], w["norm.weight"], w["norm.bias"]).astype(np.float32)
-        for b, n in enumerate(live):
-            out[n] = last_out[b]
-        return out
+        return np.where(live[:, None], last_out, 0).astype(np.float32), live

@@ -70,53 +70,72 @@ class SequentialUser:
     def knows(self, item_id: str) -> bool:
         return item_id in self.rows
 
-    def parts(self, events: Sequence[tuple[str, str]]) -> list[tuple[np.ndarray, np.ndarray, float]] | None:
-        """Each part's user vector (float64), its items' covariance and its share, or None when the model
-        knows none of the events' items. The EASE and tower parts are decayed sums over positives and clicks."""
-        return self.parts_many([events])[0]
+    def encode(self, events: Sequence[tuple[str, str]]) -> tuple[np.ndarray, np.ndarray]:
+        """(item rows, event types) of (item id, event) events as int64 arrays; -1 where the model does not
+        know the item or the event type."""
+        rows = np.fromiter((self.rows.get(i, -1) if e in EVENT_TYPES else -1 for i, e in events), np.int64,
+                           len(events))
+        types = np.fromiter((EVENT_TYPES.get(e, 0) for _, e in events), np.int64, len(events))
+        return rows, types
 
-    def parts_many(
-        self, histories: Sequence[Sequence[tuple[str, str]]]
-    ) -> list[list[tuple[np.ndarray, np.ndarray, float]] | None]:
-        """parts of each history, the sequential model run once over all of them."""
-        knowns = [[(self.rows[i], EVENT_TYPES[e]) for i, e in events if i in self.rows and e in EVENT_TYPES]
-                  for events in histories]
-        hs = self.sequence.user_vectors(knowns)
+    def parts_of(self, rows: np.ndarray, types: np.ndarray) -> tuple[list[tuple[np.ndarray, np.ndarray, float]],
+                                                                     np.ndarray]:
+        """Each part's user vectors (B, k_p) float64, its items' covariance and its share, for rows of encoded
+        events (B, w), oldest first, -1 for none; and (B,) whether the model knows any of a row's events. The
+        EASE and tower parts are decayed sums over positives and clicks, each counted event decaying by
+        `decay` per later one."""
+        rows, types = np.atleast_2d(rows), np.atleast_2d(types)
+        h, live = self.sequence.outputs(rows, types)
+        known = rows >= 0
+        weights = np.where(known & (types == POSITIVE), 1.0, np.where(known & (types == CLICK), self.click, 0.0))
+        counted = weights > 0
+        later = counted.sum(axis=1, keepdims=True) - np.cumsum(counted, axis=1)  # counted events after each
+        coef = np.where(counted, weights * self.decay ** later, 0.0)
+        safe = np.where(counted, rows, 0)
         tables = [self.context] + ([] if self.tower is None else [self.tower])
-        out: list[list[tuple[np.ndarray, np.ndarray, float]] | None] = []
-        for known, h in zip(knowns, hs, strict=True):
-            if h is None:
-                out.append(None)
-                continue
-            # Each counted event (a positive, or a click at weight `click`) decays by `decay` per later one.
-            counted = [(row, 1.0 if kind == POSITIVE else self.click) for row, kind in known
-                       if kind == POSITIVE or (kind == CLICK and self.click > 0)]
-            rows = np.asarray([row for row, _ in counted], np.int64)
-            coef = np.asarray([w for _, w in counted], np.float64) * self.decay ** np.arange(len(counted) - 1, -1, -1)
-            sums = [coef @ table[rows].astype(np.float64) for table in tables]
-            parts = [(h.astype(np.float64), self.spread_output, self.weight),
-                     (sums[0], self.spread_target, 1.0 - self.weight - self.tower_share)]
-            if self.tower is not None:
-                parts.append((sums[1], self.spread_tower, self.tower_share))
-            out.append(parts)
-        return out
+        sums = [np.einsum("bw,bwr->br", coef, table[safe], dtype=np.float64) for table in tables]
+        parts = [(h.astype(np.float64), self.spread_output, self.weight),
+                 (sums[0], self.spread_target, 1.0 - self.weight - self.tower_share)]
+        if self.tower is not None:
+            parts.append((sums[1], self.spread_tower, self.tower_share))
+        return parts, live
+
+    def vectors_of(self, rows: np.ndarray, types: np.ndarray, chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+        """The user vectors (B, dim) float32 of rows of encoded events (see parts_of), `chunk` rows a pass,
+        and (B,) whether each has one (the model knows one of its events; zeros where not)."""
+        rows, types = np.atleast_2d(rows), np.atleast_2d(types)
+        out = np.zeros((len(rows), self.dim), np.float32)
+        live = np.zeros(len(rows), bool)
+        for start in range(0, len(rows), chunk):
+            parts, ok = self.parts_of(rows[start : start + chunk], types[start : start + chunk])
+            blended = []
+            for part, cov, share in parts:
+                sd = np.sqrt(np.maximum(np.einsum("bi,ij,bj->b", part, cov, part), 0.0))[:, None]
+                blended.append(np.where(sd > 1e-12, share * part / np.where(sd > 1e-12, sd, 1.0), 0.0))
+            u = np.concatenate([*blended, np.zeros((len(part), 1))], axis=1)
+            norm = np.linalg.norm(u, axis=1, keepdims=True)
+            ok &= norm[:, 0] > 0
+            out[start : start + chunk] = np.where(ok[:, None], u / np.where(norm > 0, norm, 1.0), 0.0)
+            live[start : start + chunk] = ok
+        return out, live
+
+    def parts(self, events: Sequence[tuple[str, str]]) -> list[tuple[np.ndarray, np.ndarray, float]] | None:
+        """parts_of one history ((item id, event) pairs, oldest first), one vector a part; None when the
+        model knows none of its events."""
+        parts, live = self.parts_of(*self.encode(events))
+        return [(part[0], cov, share) for part, cov, share in parts] if live[0] else None
 
     def vector(self, events: Sequence[tuple[str, str]]) -> np.ndarray | None:
         """The user's vector (dim,) float32, or None when the model knows none of the events' items."""
         return self.vectors([events])[0]
 
     def vectors(self, histories: Sequence[Sequence[tuple[str, str]]]) -> list[np.ndarray | None]:
-        """vector of each history, in one batched pass of the sequential model."""
-        out: list[np.ndarray | None] = []
-        for parts in self.parts_many(histories):
-            if parts is None:
-                out.append(None)
-                continue
-            blended = []
-            for part, cov, share in parts:
-                sd = float(np.sqrt(max(part @ cov @ part, 0.0)))
-                blended.append(share * part / sd if sd > 1e-12 else np.zeros_like(part))
-            u = np.concatenate([*blended, np.zeros(1)])
-            norm = float(np.linalg.norm(u))
-            out.append((u / norm).astype(np.float32) if norm > 0 else None)
-        return out
+        """vector of each history, in one batched pass (histories right-aligned, -1 before the shorter)."""
+        width = max([len(h) for h in histories] + [1])
+        rows = np.full((len(histories), width), -1, np.int64)
+        types = np.zeros((len(histories), width), np.int64)
+        for b, events in enumerate(histories):
+            if events:
+                rows[b, width - len(events) :], types[b, width - len(events) :] = self.encode(events)
+        out, live = self.vectors_of(rows, types)
+        return [out[b] if live[b] else None for b in range(len(histories))]

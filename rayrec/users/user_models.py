@@ -33,11 +33,18 @@ class Padded:
     def knows(self, item_id: str) -> bool:
         return self.model.knows(item_id)
 
-    def vector(self, events: Sequence[tuple[str, str]]) -> np.ndarray | None:
+    def encode(self, events: Sequence[tuple[str, str]]) -> tuple[np.ndarray, np.ndarray]:
+        return self.model.encode(events)
+
+    def vectors_of(self, rows: np.ndarray, types: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         from rayrec.learning.placement import pad
 
-        v = self.model.vector(events)
-        return None if v is None else pad(v[None, :], self.dim)[0]
+        vectors, live = self.model.vectors_of(rows, types)
+        return pad(vectors, self.dim), live
+
+    def vector(self, events: Sequence[tuple[str, str]]) -> np.ndarray | None:
+        vectors, live = self.vectors_of(*(a[None] for a in self.encode(events)))
+        return vectors[0] if live[0] else None
 
 
 Model = SequentialUser | Padded

@@ -13,7 +13,7 @@ import numpy as np
 from rayrec import constants as C
 from rayrec.config import FeedbackRule
 from rayrec.exceptions import InvalidInputError
-from rayrec.users.feedback_batch import prefix_histories
+from rayrec.users.feedback_batch import windows
 from rayrec.validation import check_event, check_id, check_vectors
 
 
@@ -155,9 +155,9 @@ class UserModel(Protocol):
 
     def knows(self, item_id: str) -> bool: ...
 
-    def vector(self, events: Sequence[tuple[str, str]]) -> np.ndarray | None: ...
+    def encode(self, events: Sequence[tuple[str, str]]) -> tuple[np.ndarray, np.ndarray]: ...
 
-    def vectors(self, histories: Sequence[Sequence[tuple[str, str]]]) -> list[np.ndarray | None]: ...
+    def vectors_of(self, rows: np.ndarray, types: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
 
 
 @dataclass(slots=True)
@@ -212,28 +212,59 @@ class UserStore:
         then), or when it knows none of the user's."""
         if self.model is None or not all(self.model.knows(i) for i, _ in events):
             return None
-        state = self._users.get(user_id)
-        return self._from_model([*([] if state is None else [(i, e) for i, e, _ in state.history]), *events])
+        return self._vector_of([*self._kept(user_id), *events])
+
+    def _vector_of(self, events: Sequence[tuple[str, str]]) -> np.ndarray | None:
+        """The model's vector (checked, normalised) after exactly these events; None where it gives none."""
+        assert self.model is not None
+        if not events:
+            return None
+        rows, types = self.model.encode(events)
+        return self._checked(*self.model.vectors_of(rows[None], types[None]))[0]
 
     def model_vectors(self, user_id: str, events: Sequence[tuple[str, str]]) -> list[np.ndarray | None]:
         """model_vector at each of events in turn, as if each event before it had been committed (the kept
         history then holds them, its last history_len), in one batched pass of the model; None where
         model_vector would give None for that event alone."""
+        return self.model_vectors_many([(user_id, events)])[0]
+
+    def model_vectors_many(
+        self, asks: Sequence[tuple[str, Sequence[tuple[str, str]]]], last_only: bool = False
+    ) -> list[list[np.ndarray | None]]:
+        """model_vectors of each (user id, events), every user's in one batched pass of the model; with
+        last_only, only at each user's last event the model knows (None at the others)."""
         if self.model is None:
-            return [None] * len(events)
-        state = self._users.get(user_id)
-        kept = [] if state is None else [(i, e) for i, e, _ in state.history]
-        asked = [t for t, (item, _) in enumerate(events) if self.model.knows(item)]
-        got = self.model.vectors(prefix_histories(kept, list(events), self.rule.history_len, asked))
-        out: list[np.ndarray | None] = [None] * len(events)
-        for t, v in zip(asked, got, strict=True):
-            out[t] = None if v is None else normalise(check_vectors(v, self.dim, what="user vector")[0])
+            return [[None] * len(events) for _, events in asks]
+        encoded, asked = [], []
+        for user_id, events in asks:
+            kept = self._kept(user_id)
+            rows, types = self.model.encode([*kept, *events])
+            mine = [t for t, (item, _) in enumerate(events) if self.model.knows(item)]
+            mine = mine[-1:] if last_only else mine
+            encoded.append((rows, types, [len(kept) + t for t in mine]))
+            asked.append(mine)
+        vectors = self._checked(*self.model.vectors_of(*windows(encoded, self.rule.history_len + 1)))
+        out, at = [], 0
+        for (_, events), mine in zip(asks, asked, strict=True):
+            got: list[np.ndarray | None] = [None] * len(events)
+            for t in mine:
+                got[t], at = vectors[at], at + 1
+            out.append(got)
         return out
 
-    def _from_model(self, events: Sequence[tuple[str, str]]) -> np.ndarray | None:
-        assert self.model is not None
-        v = self.model.vector(events)
-        return None if v is None else normalise(check_vectors(v, self.dim, what="user vector")[0])
+    def _kept(self, user_id: str) -> list[tuple[str, str]]:
+        state = self._users.get(user_id)
+        return [] if state is None else [(i, e) for i, e, _ in state.history]
+
+    def _checked(self, vectors: np.ndarray, live: np.ndarray) -> list[np.ndarray | None]:
+        """The model's (B, dim) vectors checked (width, finite) and normalised; None where it gave none."""
+        if not live.any():
+            return [None] * len(live)
+        ok = check_vectors(vectors[live], self.dim, what="user vector")
+        out: list[np.ndarray | None] = [None] * len(live)
+        for n, v in zip(np.flatnonzero(live), ok, strict=True):
+            out[n] = v
+        return out
 
     def __len__(self) -> int:
         return len(self._users)
@@ -306,7 +337,7 @@ class UserStore:
         if self.applied(user_id, event_id):
             return None
         items = list(item_ids)[-self.rule.history_len :]
-        vec = self._from_model([(i, HISTORY) for i in items]) if self.model is not None else None
+        vec = self._vector_of([(i, HISTORY) for i in items]) if self.model is not None else None
         if vec is None:
             vec = history_vector(check_vectors(vectors, self.dim, what="item vector"), self.rule.history_recency)
         return UserChange(HISTORY, user_id, self._next_version(user_id), vec, self._clock(), event_id, items=items)

@@ -63,8 +63,17 @@ def test_feedback_recomputes_the_user_from_their_events_and_survives_a_restart(r
         after = system.get_user("u")
         assert after["version"] == before["version"] + 1 and not np.allclose(after["vector"], before["vector"])
         assert system.feedback("u", "i7", "like", event_id="e6")["applied"] is False  # a resent event id
+        # A bulk import: every event kept and logged, the vector computed once, at the user's last event.
+        past = [("w", f"i{j}", kind, f"w{n}") for n, (j, kind) in enumerate(
+            [(1, "like"), (7, "skip"), (2, "click"), (9, "purchase"), (3, "dislike"), (4, "like")])]
+        answers = ray.get(actor.feedback_many.remote(past, last_only=True))
+        assert [a["version"] for a in answers] == [1, 2, 3, 4, 5, 6]
+        imported = system.get_user("w")
+        np.testing.assert_allclose(imported["vector"], user.vector([(i, e) for _, i, e, _ in past]), atol=1e-5)
     with Rayrec.start(config) as again:  # recovery replays the logged vectors: the same user comes back
         np.testing.assert_array_equal(again.get_user("u")["vector"], after["vector"])
+        np.testing.assert_array_equal(again.get_user("w")["vector"], imported["vector"])
+        assert len(again.get_user("w")["history"]) == 6 and again.get_user("w")["version"] == 6
         assert [h["item_id"] for h in again.get_user("u")["history"]] == ["i1", "i2", "i3", "i4", "i6", "new"]
 
 

@@ -218,3 +218,50 @@ def test_choose_blend_scores_every_candidate_as_its_own_replay_would():
         hits = float(np.mean((scored["sequential"].ranks > 0) & (scored["sequential"].ranks <= 10)))
         assert g["hr@10"] == round(hits, 5)
     assert len({g["hr@10"] for g in grid}) > 1  # the candidates differ here
+
+
+@pytest.mark.parametrize("last_only", [False, True])
+def test_many_users_planned_in_one_pass_equal_each_alone_and_a_user_changed_meanwhile_is_planned_again(last_only):
+    from rayrec.config import FeedbackRule
+    from rayrec.users.feedback_batch import UserEvents, group_by_user
+    from rayrec.users.user_state import UserStore
+
+    rng = np.random.default_rng(9)
+    user, *_ = _user(rng, click=0.5)
+    x = np.ones(user.dim, np.float32) / np.sqrt(user.dim)
+
+    def store() -> UserStore:
+        s = UserStore(user.dim, FeedbackRule(history_len=4), clock=lambda: 1.0, model=user)
+        s.commit(s.plan_history("a", ["i3", "i4", "i5", "i6"], np.zeros((4, user.dim), np.float32)))
+        s.commit(s.plan_history("b", ["i1"], np.zeros((1, user.dim), np.float32)))
+        return s
+
+    def apply(s: UserStore, uid: str, item: str, event: str, event_id: str | None) -> None:
+        vector = s.model_vector(uid, [(item, event)])
+        s.commit(s.plan_feedback(uid, item, event, None if vector is not None else x, event_id, model_vector=vector))
+
+    events = [("a", "i1", "like", "1"), ("b", "i2", "click", None), ("c", "i9", "like", None),
+              ("a", "unknown", "like", None), ("b", "i8", "skip", None), ("a", "i7", "click", "2"),
+              ("c", "i0", "purchase", None), ("c", "i4", "skip", None), ("a", "i2", "like", None),
+              ("a", "i11", "dislike", None)]
+    one, batched = store(), store()
+    for uid, item, event, event_id in events:  # one event at a time, as feedback does
+        if uid == "b" and item == "i2":
+            apply(one, "b", "i12", "like", "x")  # what another call does to b first (below)
+        apply(one, uid, item, event, event_id)
+    by_user, errors = group_by_user(events)
+    # a, b and c in one pass of the model (4 + 2 + 3 windows; last_only: a bulk import, one window for c, and
+    # a and b event by event: a has an item the model lacks, b changes meanwhile)
+    plans = UserEvents.many(batched, by_user, last_only)
+    apply(batched, "b", "i12", "like", "x")  # another call changes b after the plan: b is planned again
+    for uid, plan in plans.items():
+        for (_, item, event, event_id), new, vector in plan:
+            assert new
+            batched.commit(batched.plan_feedback(uid, item, event, None if vector is not None else x, event_id,
+                                                 model_vector=vector))
+        assert plan.exact == (uid != "b") and plan.last_only == (last_only and uid != "a")
+    assert not errors
+    for uid in "abc":
+        np.testing.assert_allclose(batched.get(uid).vector, one.get(uid).vector, atol=1e-6)
+        assert batched.get(uid).history == one.get(uid).history and batched.get(uid).version == one.get(uid).version
+    assert len(one.get("a").history) == 4  # the windows were cut to the kept history as the events came
