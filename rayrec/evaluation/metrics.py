@@ -56,25 +56,43 @@ def _point(ranks: np.ndarray, shown: np.ndarray, catalog_size: int) -> dict[str,
 def summarise(scored: Scored, catalog_size: int, resamples: int = 1000, seed: int = 0) -> dict[str, object]:
     """Each metric with a 95% percentile bootstrap interval over users (users resampled with replacement).
 
-    coverage@10 is the share of the catalog that appeared in any top-10 shown.
+    coverage@10 is the share of the catalog that appeared in any top-10 shown. A resample's mean over its
+    events is, per user, their count in it times their sum over their events, over the same for event
+    counts: every resample at once as matrix products over users (equal to concatenating its events).
     """
     users = sorted(set(scored.users))
     index = {u: i for i, u in enumerate(users)}
     owner = np.array([index[u] for u in scored.users], dtype=np.int64)
-    by_user = [np.flatnonzero(owner == i) for i in range(len(users))]
     shown_by_user = np.zeros((len(users), catalog_size), dtype=bool)
     for event, top in enumerate(scored.top10):
         shown_by_user[owner[event], top] = True
     point = _point(scored.ranks, shown_by_user.any(axis=0), catalog_size)
     rng = np.random.default_rng(seed)
-    samples: dict[str, list[float]] = {name: [] for name in point}
-    for _ in range(resamples if users else 0):
-        pick = rng.integers(0, len(users), len(users))
-        events = np.concatenate([by_user[u] for u in pick])
-        for name, value in _point(scored.ranks[events], shown_by_user[pick].any(axis=0), catalog_size).items():
-            samples[name].append(value)
+    picks = [rng.integers(0, len(users), len(users)) for _ in range(resamples if users else 0)]
+    samples = _resampled(scored.ranks, owner, shown_by_user, picks)
     out: dict[str, object] = {"events": int(len(scored.ranks)), "users": len(users)}
     for name, value in point.items():
-        low, high = (np.percentile(samples[name], [2.5, 97.5]) if samples[name] else (value, value))
+        low, high = (np.percentile(samples[name], [2.5, 97.5]) if len(samples[name]) else (value, value))
         out[name] = {"value": round(value, 5), "ci95": [round(float(low), 5), round(float(high), 5)]}
     return out
+
+
+def _resampled(ranks: np.ndarray, owner: np.ndarray, shown_by_user: np.ndarray, picks: list[np.ndarray],
+               chunk: int = 100) -> dict[str, np.ndarray]:
+    """Every metric of _point on each resample of users (picks: user indices, with repeats)."""
+    n_users, catalog_size = shown_by_user.shape
+    per_event = np.stack([(ranks > 0) & (ranks <= 10), (ranks > 0) & (ranks <= 20),
+                          np.where((ranks > 0) & (ranks <= 10), 1.0 / np.log2(np.maximum(ranks, 1) + 1.0), 0.0),
+                          np.where((ranks > 0) & (ranks <= 10), 1.0 / np.maximum(ranks, 1), 0.0)], axis=1)
+    sums = np.zeros((n_users, 4))
+    np.add.at(sums, owner, per_event.astype(np.float64))
+    events = np.bincount(owner, minlength=n_users).astype(np.float64)
+    shown = shown_by_user.astype(np.float32)
+    parts: list[np.ndarray] = []
+    for start in range(0, len(picks), chunk):
+        counts = np.stack([np.bincount(pick, minlength=n_users) for pick in picks[start : start + chunk]])
+        means = (counts @ sums) / np.maximum(counts @ events, 1.0)[:, None]
+        covered = ((counts > 0).astype(np.float32) @ shown > 0).sum(axis=1) / max(catalog_size, 1)
+        parts.append(np.concatenate([means, covered[:, None]], axis=1))
+    table = np.concatenate(parts) if parts else np.zeros((0, 5))
+    return {name: table[:, n] for n, name in enumerate(("hr@10", "hr@20", "ndcg@10", "mrr@10", "coverage@10"))}

@@ -155,3 +155,20 @@ def test_the_svd_space_recovers_planted_groups_and_places_unseen_items_by_text()
     # The unseen items land with their text's group.
     assert sims[20, a].mean() > sims[20, b].mean() + 0.5
     assert sims[21, b].mean() > sims[21, a].mean() + 0.5
+
+
+def test_the_bootstrap_in_matrix_products_equals_concatenating_each_resamples_events():
+    from rayrec.evaluation.metrics import _point, _resampled
+
+    rng = np.random.default_rng(3)
+    owner = rng.integers(0, 30, 400)
+    owner[:30] = np.arange(30)
+    ranks = rng.integers(0, 40, 400)
+    shown = rng.random((30, 50)) < 0.05
+    picks = [rng.integers(0, 30, 30) for _ in range(7)]
+    got = _resampled(ranks, owner, shown, picks, chunk=3)
+    by_user = [np.flatnonzero(owner == u) for u in range(30)]
+    for n, pick in enumerate(picks):  # by hand: the resample's events, concatenated
+        want = _point(ranks[np.concatenate([by_user[u] for u in pick])], shown[pick].any(axis=0), 50)
+        for name, value in want.items():
+            assert got[name][n] == pytest.approx(value, abs=1e-12), name
