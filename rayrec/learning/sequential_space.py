@@ -4,8 +4,9 @@ Trained from interactions alone (plain classes, no Ray): the sequential model
 (rayrec.learning.sequential), EASE with recency decay in low rank
 (rayrec.evaluation.ease), and their blend weight, each chosen on the last
 VALIDATION_SHARE of the events (by time), then the model trained again on every
-event for the best number of epochs. Items no positive interaction names get
-both parts of their vector from their text (a ridge map fitted on the others).
+event for the best number of epochs. Items no positive interaction names are
+ranked by the tower part (by the other parts, placed from their text, without
+one): see _user_model and item_vectors.
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ from rayrec.users.sequential_user import SequentialUser, equal_norms, spread
 RANK = 64  # of the EASE factors
 WEIGHTS = (0.1, 0.2, 0.3, 0.5, 0.6, 0.7, 0.8, 1.0)  # the sequential part's share, chosen on validation
 TOWER_SHARES = (0.0, 0.1, 0.2, 0.3)  # the two-tower part's share (when there is one), chosen on validation
+# The weight of a cold item's tower z-score (an item without a positive interaction: its other parts are
+# placed at the catalog's mean) besides the tower's share itself, chosen on validation.
+COLD_WEIGHTS = (0.5, 1.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,27 +61,49 @@ def low_rank(b: np.ndarray, rank: int, seed: int = 0) -> tuple[np.ndarray, np.nd
 def _user_model(
     model: Any, events: list[Event], index: dict[str, int], text: np.ndarray, ease: EaseChoice,
     tower: np.ndarray | None, weight: float = 0.5, tower_share: float = 0.0,
-) -> tuple[SequentialUser, np.ndarray, np.ndarray]:
-    """The SequentialUser, the item vectors and the from-text mask of a trained model on these events
-    (tower: the two-tower item vectors trained on the same events, a third part; None for two parts)."""
+) -> tuple[SequentialUser, list[np.ndarray], np.ndarray]:
+    """The SequentialUser, the item tables of its parts (see item_vectors) and the cold mask (items no positive
+    interaction names) of a trained model on these events (tower: the two-tower item vectors trained on the
+    same events, a third part; None for two parts)."""
     sequence = SequenceModel({k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}, model.params.blocks)
     context, target = low_rank(ease.weights(events, index), RANK)
     output = sequence.item_vectors.copy()
     cold = np.ones(len(index), dtype=bool)
     cold[[index[e.item] for e in events if e.positive]] = False
-    # The model's and EASE's parts of a cold item's vector by a ridge map from what places it: the tower's
-    # vector (its text path, trained on interactions) where there is a tower part, else its text.
+    # A cold item's context vector (what it adds to a user who engages with it) by a ridge map from what places
+    # it: the tower's vector (its text path, trained on interactions) where there is a tower part, else its
+    # text. Its output and target vectors: with a tower part, the catalog's mean (a z-score of 0 in those
+    # parts: the tower part alone ranks it, see item_vectors); without, by the same ridge map.
     tower = None if tower is None else np.asarray(tower, np.float32)
     source = text if tower is None else tower
     if cold.any() and (~cold).sum() > 1:
-        for table in (output, target, context):
+        for table in (context,) if tower is not None else (output, target, context):
             w, b = ridge_map(source[~cold], table[~cold])
             table[cold] = source[cold] @ w.T + b
+        if tower is not None:
+            for table in (output, target):
+                table[cold] = table[~cold].mean(axis=0)
         sequence.w["outputs.weight"] = output
     tables = [output, target] + ([] if tower is None else [tower])
     user = SequentialUser(sequence, dict(index), context, ease.decay, weight, spread(output), spread(target),
                           ease.click, tower, None if tower is None else spread(tower), tower_share)
-    return user, equal_norms(np.concatenate(tables, axis=1)), cold
+    return user, tables, cold
+
+
+def item_vectors(tables: list[np.ndarray], cold: np.ndarray, tower_share: float, cold_weight: float) -> np.ndarray:
+    """The index's item vectors: each part's item table side by side, brought to equal norms (equal_norms).
+
+    With a tower part, a cold item has the catalog's mean in the model's and EASE's parts (_user_model) and
+    its tower vector moved away from the catalog's mean tower vector by cold_weight / tower_share: its score
+    is then its tower z-score at weight cold_weight (the others', the blend of their parts' z-scores).
+    """
+    tables = [np.asarray(t, np.float64) for t in tables]
+    if len(tables) == 3 and tower_share > 0 and cold.any():
+        tower = tables[2].copy()
+        mean = tower.mean(axis=0)
+        tower[cold] = mean + (tower[cold] - mean) * (cold_weight / tower_share)
+        tables[2] = tower
+    return equal_norms(np.concatenate(tables, axis=1))
 
 
 class _Blends:
@@ -86,16 +112,17 @@ class _Blends:
     each candidate (sequential share, tower share) is a policy of its own over them."""
 
     def __init__(self, user: SequentialUser, tables: list[np.ndarray], history: list[Event],
-                 candidates: list[tuple[float, float]]) -> None:
+                 candidates: list[tuple[float, float, float]], cold: np.ndarray) -> None:
         from rayrec.evaluation.baselines import top_k
 
-        self.user, self.tables, self.top_k = user, [t.astype(np.float64) for t in tables], top_k
+        self.user, self.tables, self.top_k, self.cold = user, [t.astype(np.float64) for t in tables], top_k, cold
         self.events: dict[str, list[tuple[str, str]]] = {}
         self.cache: dict[str, np.ndarray | None] = {}  # user -> z-scored parts (p, n_items) since their last event
         for e in history:
             self._observe(e)
         # The first candidate feeds each event to the shared state; the others only read it.
-        self.policies = [_Candidate(self, weight, tower, n == 0) for n, (weight, tower) in enumerate(candidates)]
+        self.policies = [_Candidate(self, weight, tower, cold_weight, n == 0)
+                         for n, (weight, tower, cold_weight) in enumerate(candidates)]
 
     def _observe(self, event: Event) -> None:
         self.events.setdefault(event.user, []).append((event.item, event.feedback))
@@ -117,31 +144,44 @@ class _Blends:
 
 
 class _Candidate:
-    def __init__(self, blends: _Blends, weight: float, tower: float, feeds: bool) -> None:
-        self.blends, self.name, self.feeds = blends, f"{weight}/{tower}", feeds
+    def __init__(self, blends: _Blends, weight: float, tower: float, cold: float, feeds: bool) -> None:
+        self.blends, self.name, self.feeds = blends, f"{weight}/{tower}/{cold}", feeds
         shares = [weight, 1.0 - weight - tower] + ([tower] if len(blends.tables) == 3 else [])
         self.shares = np.asarray(shares, np.float64)
+        self.cold = cold if len(blends.tables) == 3 and tower > 0 and blends.cold.any() else None
 
     def recommend(self, user: str, k: int, seen: set[int]) -> list[int] | None:
         z = self.blends.scores(user)
-        return None if z is None else self.blends.top_k(self.shares @ z, k, seen)
+        if z is None:
+            return None
+        scores = self.shares @ z
+        if self.cold is not None:  # a cold item: its tower z-score at weight `cold`, not the share (item_vectors)
+            scores[self.blends.cold] += (self.cold - self.shares[2]) * z[2][self.blends.cold]
+        return self.blends.top_k(scores, k, seen)
 
     def observe(self, event: Event) -> None:
         if self.feeds:
             self.blends._observe(event)
 
 
+def candidates(tower_shares: tuple[float, ...]) -> list[tuple[float, float, float]]:
+    """(sequential share, tower share, cold items' weight) of every blend choose_blend tries: the shares leave
+    EASE some; a cold item's weight is the tower's share or one of COLD_WEIGHTS (where there is a tower part)."""
+    return [(w, t, c) for w in WEIGHTS for t in tower_shares if w + t <= 1.0 + 1e-9
+            for c in dict.fromkeys((t, *(COLD_WEIGHTS if t > 0 else ())))]
+
+
 def choose_blend(
     user: SequentialUser, tables: list[np.ndarray], fit: list[Event], held: list[Event], index: dict[str, int],
-    tower_shares: tuple[float, ...],
+    tower_shares: tuple[float, ...], cold: np.ndarray | None = None,
 ) -> list[dict[str, float]]:
-    """The validation HR@10 of every (sequential share in WEIGHTS, tower share) whose shares leave EASE some,
-    in one replay of held after fit."""
-    candidates = [(w, t) for w in WEIGHTS for t in tower_shares if w + t <= 1.0 + 1e-9]
-    blends = _Blends(user, tables, fit, candidates)
+    """The validation HR@10 of every candidate blend, in one replay of held after fit (cold: the items no
+    positive of fit names; tables: the item tables of _user_model)."""
+    grid = candidates(tower_shares)
+    blends = _Blends(user, tables, fit, grid, np.zeros(len(index), bool) if cold is None else cold)
     scored, _ = run_in_order(fit, held, index, blends.policies)
-    return [{"weight": w, "tower": t, "hr@10": round(hit_rate(scored[p.name].ranks, 10), 5)}
-            for (w, t), p in zip(candidates, blends.policies, strict=True)]
+    return [{"weight": w, "tower": t, "cold": c, "hr@10": round(hit_rate(scored[p.name].ranks, 10), 5)}
+            for (w, t, c), p in zip(grid, blends.policies, strict=True)]
 
 
 def tower_vectors(
@@ -204,23 +244,21 @@ def train_space(
             log("sequential: training the two-tower part on the same events")
             towers = tower_vectors(events, index, text, log)
         fit_tower, every_tower = towers
-    user, vectors, _ = _user_model(model, fit, index, text, ease, fit_tower)
-    d, r = user.sequence.dim, user.context.shape[1]
-    tables = [vectors[:, :d], vectors[:, d:d + r]] + ([] if fit_tower is None else [vectors[:, d + r:-1]])
-    grid = choose_blend(user, tables, fit, held, index, TOWER_SHARES if fit_tower is not None else (0.0,))
+    user, tables, fit_cold = _user_model(model, fit, index, text, ease, fit_tower)
+    grid = choose_blend(user, tables, fit, held, index, TOWER_SHARES if fit_tower is not None else (0.0,), fit_cold)
     best = max(grid, key=lambda g: g["hr@10"])  # the first of equals
-    log(f"sequential: {best_epoch} epochs, blend weight {best['weight']}, tower {best['tower']} "
-        f"(validation HR@10 {best['hr@10']:.4f}); " + (
+    log(f"sequential: {best_epoch} epochs, blend weight {best['weight']}, tower {best['tower']}, cold items "
+        f"{best['cold']} (validation HR@10 {best['hr@10']:.4f}); " + (
             f"the model kept as trained on the {len(fit)} events before the slice" if validation_capped(len(events))
             else "training again on every event"))
     final = model if validation_capped(len(events)) else train_sequential(
         events, index, dataclasses.replace(params, epochs=best_epoch), on_epoch=on_epoch)[0]
-    user, vectors, cold = _user_model(final, events, index, text, ease, every_tower,
-                                      best["weight"], best["tower"])
+    user, tables, cold = _user_model(final, events, index, text, ease, every_tower, best["weight"], best["tower"])
+    vectors = item_vectors(tables, cold, best["tower"], best["cold"])
     info = {"params": params.as_dict(), "epochs": history, "best_epoch": best_epoch,
             "ease": {"lambda": ease.lam, "decay": ease.decay, "click": ease.click, "rank": RANK,
                      "validation_hr@10": ease.validation_hr10},
-            "weight": best["weight"], "tower_share": best["tower"], "weight_grid": grid,
+            "weight": best["weight"], "tower_share": best["tower"], "cold_weight": best["cold"], "weight_grid": grid,
             "validation_hr@10": best["hr@10"], "retrained_on_every_event": final is not model,
             "seconds": round(time.perf_counter() - t0, 1)}
     return SequentialSpace(vectors, user, cold, info)

@@ -200,24 +200,27 @@ def test_choose_blend_scores_every_candidate_as_its_own_replay_would():
     """The grid's one replay over cached z-scored parts equals a replay per candidate of the user's dot product."""
     from rayrec.evaluation.data import Event
     from rayrec.evaluation.replay import run_in_order
-    from rayrec.learning.sequential_space import WEIGHTS, Policy, choose_blend
+    from rayrec.learning.sequential_space import COLD_WEIGHTS, WEIGHTS, Policy, choose_blend, item_vectors
 
     rng = np.random.default_rng(6)
     user, target = _with_tower(rng)
     tables = [user.sequence.item_vectors, target, user.tower]
-    events = [Event(f"u{rng.integers(12)}", f"i{rng.integers(30)}", float(t), float(rng.choice([2, 3, 4, 5])))
-              for t in range(400)]
+    # Items 24-29 only in held: cold, ranked by their tower z-score at each candidate's cold weight.
+    events = [Event(f"u{rng.integers(12)}", f"i{rng.integers(24 if t < 300 else 30)}", float(t),
+                    float(rng.choice([2, 3, 4, 5]))) for t in range(400)]
     fit, held = events[:300], events[300:]
-    grid = choose_blend(user, tables, fit, held, user.rows, (0.0, 0.2))
-    assert {(g["weight"], g["tower"]) for g in grid} == {(w, t) for w in WEIGHTS
-                                                         for t in (0.0, 0.2) if w + t <= 1}
-    vectors = equal_norms(np.concatenate(tables, axis=1))
+    cold = np.arange(30) >= 24
+    grid = choose_blend(user, tables, fit, held, user.rows, (0.0, 0.2), cold)
+    assert {(g["weight"], g["tower"], g["cold"]) for g in grid} == {
+        (w, t, c) for w in WEIGHTS for t in (0.0, 0.2) if w + t <= 1 for c in ((t, *COLD_WEIGHTS) if t else (t,))}
     for g in grid:
         one = dataclasses.replace(user, weight=g["weight"], tower_share=g["tower"])
+        vectors = item_vectors(tables, cold, g["tower"], g["cold"])  # what the index holds with this choice
         scored, _ = run_in_order(fit, held, user.rows, [Policy(one, vectors, fit)])
         hits = float(np.mean((scored["sequential"].ranks > 0) & (scored["sequential"].ranks <= 10)))
         assert g["hr@10"] == round(hits, 5)
     assert len({g["hr@10"] for g in grid}) > 1  # the candidates differ here
+    assert len({g["hr@10"] for g in grid if g["weight"] == 0.5 and g["tower"] == 0.2}) > 1  # and by cold weight
 
 
 @pytest.mark.parametrize("last_only", [False, True])
