@@ -188,45 +188,66 @@ def inputs_of(events: list[tuple[int, int]], length: int) -> tuple[list[int], li
     return [PAD_ROW] * pad + [j + 1 for j, _ in last], [0] * pad + [t for _, t in last]
 
 
-@torch.no_grad()
+class NextItemCheck:
+    """The scored events of `after` (each positive whose user had an event before it; users' events before
+    each come from `before`, then `after`) prepared once: their input windows, targets and the items they
+    exclude (everything the user had an event on). hit_rate(model) then costs the model's pass and a few
+    tensor operations per batch (each epoch's validation)."""
+
+    def __init__(self, before: list[Event], after: list[Event], index: dict[str, int], length: int) -> None:
+        sequences: dict[str, list[tuple[int, int]]] = {}
+        seen: dict[str, set[int]] = {}
+        for e in before:
+            sequences.setdefault(e.user, []).append((index[e.item], EVENT_TYPES[e.feedback]))
+            seen.setdefault(e.user, set()).add(index[e.item])
+        rows, types, targets, excluded = [], [], [], []
+        for e in after:
+            mine = sequences.setdefault(e.user, [])
+            row = index[e.item]
+            if e.positive and mine:
+                r, t = inputs_of(mine, length)
+                rows.append(r)
+                types.append(t)
+                targets.append(row)
+                excluded.append(sorted(seen[e.user]))
+            mine.append((row, EVENT_TYPES[e.feedback]))
+            seen.setdefault(e.user, set()).add(row)
+        self.rows = torch.tensor(rows, dtype=torch.int64).reshape(-1, length)
+        self.types = torch.tensor(types, dtype=torch.int64).reshape(-1, length)
+        self.targets = torch.tensor(targets, dtype=torch.int64)
+        # (event, item) of every excluded pair, and whether an event's target is among its excluded (a miss).
+        self.pairs = torch.tensor([(n, j) for n, skip in enumerate(excluded) for j in skip],
+                                  dtype=torch.int64).reshape(-1, 2)
+        self.seen_target = torch.tensor([target in set(skip) for target, skip in zip(targets, excluded, strict=True)],
+                                        dtype=torch.bool)
+
+    @torch.no_grad()
+    def hit_rate(self, model: SequentialModel, k: int = 10, batch: int = 512) -> float:
+        """HR@k of the model (seen items excluded; ties rank the lower row first)."""
+        n = len(self.targets)
+        if not n:
+            return 0.0
+        out = model.outputs.weight.T
+        columns = torch.arange(out.shape[1])
+        hits = 0
+        for start in range(0, n, batch):
+            end = min(n, start + batch)
+            scores = model.users(self.rows[start:end], self.types[start:end]) @ out
+            mine = self.pairs[(self.pairs[:, 0] >= start) & (self.pairs[:, 0] < end)]
+            scores[mine[:, 0] - start, mine[:, 1]] = float("-inf")
+            target = self.targets[start:end]
+            score = scores[torch.arange(end - start), target][:, None]
+            ahead = (scores > score).sum(dim=1) + ((scores == score) & (columns[None] < target[:, None])).sum(dim=1)
+            hits += int(((ahead < k) & ~self.seen_target[start:end]).sum())
+        return hits / n
+
+
 def next_item_hit_rate(
     model: SequentialModel, before: list[Event], after: list[Event], index: dict[str, int], k: int = 10,
     batch: int = 512,
 ) -> float:
-    """HR@k of the model on each positive of `after` whose user had an event before it (seen items excluded;
-    ties rank the lower row first). Users' events before each one come from `before`, then `after`."""
-    sequences: dict[str, list[tuple[int, int]]] = {}
-    seen: dict[str, set[int]] = {}
-    for e in before:
-        sequences.setdefault(e.user, []).append((index[e.item], EVENT_TYPES[e.feedback]))
-        seen.setdefault(e.user, set()).add(index[e.item])
-    rows, types, targets, excluded = [], [], [], []
-    for e in after:
-        mine = sequences.setdefault(e.user, [])
-        if e.positive and mine:
-            r, t = inputs_of(mine, model.params.length)
-            rows.append(r)
-            types.append(t)
-            targets.append(index[e.item])
-            excluded.append(sorted(seen[e.user]))
-        mine.append((index[e.item], EVENT_TYPES[e.feedback]))
-        seen.setdefault(e.user, set()).add(index[e.item])
-    if not targets:
-        return 0.0
-    out = model.outputs.weight.T
-    hits = 0
-    for start in range(0, len(targets), batch):
-        end = start + batch
-        scores = model.users(torch.tensor(rows[start:end]), torch.tensor(types[start:end])) @ out
-        for n, (target, skip) in enumerate(zip(targets[start:end], excluded[start:end])):
-            if target in skip:  # a seen item is never recommended again: a miss
-                continue
-            row = scores[n].clone()
-            row[skip] = float("-inf")
-            mine_score = row[target]
-            ahead = int((row > mine_score).sum()) + int((row[:target] == mine_score).sum())
-            hits += int(ahead < k)
-    return hits / len(targets)
+    """HR@k of the model on each positive of `after` whose user had an event before it (NextItemCheck)."""
+    return NextItemCheck(before, after, index, model.params.length).hit_rate(model, k, batch)
 
 
 def train_sequential(

@@ -24,7 +24,7 @@ from rayrec.evaluation.data import Event
 from rayrec.evaluation.ease import VALIDATION_SHARE, EaseChoice, tune, validation_capped, validation_cut
 from rayrec.evaluation.metrics import hit_rate
 from rayrec.evaluation.replay import run_in_order
-from rayrec.learning.sequential import SequenceParams, next_item_hit_rate, train_sequential
+from rayrec.learning.sequential import NextItemCheck, SequenceParams, train_sequential
 from rayrec.learning.spaces import ridge_map
 from rayrec.users.sequence_model import SequenceModel
 from rayrec.users.sequential_user import SequentialUser, equal_norms, spread
@@ -235,7 +235,8 @@ def train_space(
     ease = ease or tune(events, index)
     log(f"sequential: EASE lambda {ease.lam:g}, decay {ease.decay:g}, click {ease.click:g} "
         f"(validation HR@10 {ease.validation_hr10:.4f})")
-    model, history = train_sequential(fit, index, params, validate=lambda m: next_item_hit_rate(m, fit, held, index),
+    check = NextItemCheck(fit, held, index, params.length)  # prepared once, for every epoch
+    model, history = train_sequential(fit, index, params, validate=check.hit_rate,
                                       on_epoch=on_epoch)
     best_epoch = int(history[-1].get("best_epoch", len(history)))
     fit_tower = every_tower = None

@@ -186,3 +186,41 @@ def test_the_space_is_trained_again_on_every_event_unless_the_validation_slice_w
     assert space.info["retrained_on_every_event"] is not capped
     assert ("kept as trained on the 300 events" in lines[-1]) is capped
     assert space.vectors.shape[0] == 10 and space.user.vector([("i1", "like")]) is not None
+
+
+def test_the_prepared_check_equals_the_loop_over_each_scored_event():
+    from rayrec.learning.sequential import NextItemCheck
+
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    model = SequentialModel(30, SequenceParams(dim=8, length=5, blocks=1)).eval()
+    for p in model.parameters():
+        torch.nn.init.normal_(p, std=0.5)
+    index = {f"i{j}": j for j in range(30)}
+    events = [Event(f"u{rng.integers(8)}", f"i{rng.integers(30)}", float(t), float(rng.integers(1, 6)))
+              for t in range(600)]
+    before, after = events[:400], events[400:]
+
+    def by_hand(k: int) -> float:  # each scored event alone: its window's scores, its seen items at -inf
+        sequences: dict[str, list[tuple[int, int]]] = {}
+        seen: dict[str, set[int]] = {}
+        hits = scored = 0
+        for n, e in enumerate(events):
+            mine = sequences.setdefault(e.user, [])
+            if n >= 400 and e.positive and mine:
+                rows, types = inputs_of(mine, 5)
+                with torch.no_grad():
+                    row = (model.users(torch.tensor([rows]), torch.tensor([types])) @ model.outputs.weight.T)[0]
+                scored += 1
+                target = index[e.item]
+                if target not in seen[e.user]:
+                    row[sorted(seen[e.user])] = float("-inf")
+                    hits += int(int((row > row[target]).sum()) + int((row[:target] == row[target]).sum()) < k)
+            mine.append((index[e.item], EVENT_TYPES[e.feedback]))
+            seen.setdefault(e.user, set()).add(index[e.item])
+        return hits / scored
+
+    check = NextItemCheck(before, after, index, 5)
+    for k in (1, 3, 10):
+        assert check.hit_rate(model, k, batch=7) == check.hit_rate(model, k) == by_hand(k)
+    assert check.hit_rate(model, 10) > check.hit_rate(model, 1)
