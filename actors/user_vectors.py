@@ -13,15 +13,11 @@ import ray
 from rayrec import constants as C
 from rayrec import metrics
 from rayrec.config import RayrecConfig
-from rayrec.durability import user_log
-from rayrec.durability.journal import GroupCommit, Journal, fail_stop
-from rayrec.durability.storage import Storage
 from rayrec.exceptions import CALLER_ERRORS, InvalidInputError, ItemNotFoundError, LayoutChangedError
 from rayrec.hashing import partition_of, stable_hash
 from rayrec.routing.replicas import ReplicaSet
 from rayrec.routing.search import ShardSearch
 from rayrec.system.generations import ShardSet
-from rayrec.system.layout import require_layout
 from rayrec.system.model_swap import SpaceChangedError, placer_of
 from rayrec.users import recommending
 from rayrec.users.feedback_batch import UserEvents, group_by_user
@@ -29,6 +25,7 @@ from rayrec.users.item_cache import ItemVectorCache
 from rayrec.users.recommending import Fields
 from rayrec.users.rederiving import rederive_all
 from rayrec.users.swap_state import SwapState
+from rayrec.users.user_journal import UserJournal
 from rayrec.users.user_models import UserModels
 from rayrec.users.user_state import UserChange, UserStore
 from rayrec.validation import check_event, check_history, check_id
@@ -69,12 +66,6 @@ class UserVectors:
         # recommendation uses that vector (the feedback freshness metric).
         self._fresh: dict[str, float] = {}
         self._partition = str(partition)
-        self.journal: Journal | None = None
-        self._group: GroupCommit[UserChange] | None = None
-        self._fail_stop = fail_stop  # what a failed log write does: end the process (tests pass their own)
-        self._snapshotting: asyncio.Task[None] | None = None
-        self._snapshot_lock = asyncio.Lock()
-        self.recovered_changes = 0
         # Model swaps: the item space the vectors are in, and the pause a swap holds (rayrec.users.swap_state).
         self.swaps = SwapState(
             ask_space=lambda: self.router.item_space.remote(),
@@ -85,87 +76,22 @@ class UserVectors:
             recovered=config.storage is not None,
             adopt=self._adopt,
         )
-        if config.storage is not None:
-            if require_shared:  # a node that does not share the storage would recover nothing (see Shard)
-                require_layout(config)
-            self.journal = Journal(
-                Storage(config.storage).child(f"users-{partition}"),
-                user_log.log_schema(config.index.dim),
-                config.snapshot_every,
-            )
-            self._recover()
-            # On a local disk a lone change is written in the caller's turn (an fdatasync is
-            # ~0.5 ms here); an object store's upload takes longer, so it goes to a thread.
-            inline = self.journal.storage.local and C.WAL_INLINE_WRITES
-            self._group = GroupCommit(self._write_changes, inline=inline)
-
-    # ----- durability -----------------------------------------------------
-    def _recover(self) -> None:
-        """Loads the latest snapshot and replays the log after it (a restart by Ray lands here)."""
-        assert self.journal is not None
-        snap, batches = self.journal.recover()
-        if snap is not None:
-            user_log.table_to_store(snap.table("users"), self.store)
-            self.swaps.recorded = snap.info.get("item_space")
-        for batch in batches:
-            for change in user_log.batch_to_changes(batch, self.config.index.dim):
-                self.recovered_changes += self.store.commit(change)
-
-    def _write_changes(self, changes: list[UserChange]) -> None:
-        assert self.journal is not None
-        self.journal.append(user_log.changes_to_batch(changes, self.config.index.dim))
+        # Durability (with storage): the log each change is written to first, snapshots, recovery.
+        self.durable = UserJournal(config, self._partition, self.store, self._locks, self.swaps.version,
+                                   require_shared)
+        if self.durable.journal is not None:
+            self.swaps.recorded = self.durable.recover()
 
     async def _make(self, user_id: str, change: UserChange | None) -> dict[str, Any]:
         """Logs (with storage) and applies a planned change; the caller holds the user's lock."""
         if change is None:  # its event id was applied before
             return self._unchanged(user_id)
-        if self._group is not None:
-            await self._logged(change)
-        self.store.commit(change)
-        if self.journal is not None and self.journal.snapshot_due and (
-            self._snapshotting is None or self._snapshotting.done()
-        ):
-            self._snapshotting = asyncio.ensure_future(self.snapshot())
+        await self.durable.make(change)
         return {"user_id": user_id, "version": change.version, "applied": True}
 
-    async def _logged(self, change: UserChange) -> None:
-        """Makes change durable. A caller that gives up meanwhile (a cancelled call) does not stop the write:
-        once it is in the log it is applied in memory too, so no later change reuses its version. A failed
-        write ends the process (fail_stop): only recovery from the log knows whether the record is there."""
-        assert self._group is not None
-        write = asyncio.ensure_future(self._group.submit(change))
-        try:
-            try:
-                await asyncio.shield(write)
-            except asyncio.CancelledError:
-                await write
-                self.store.commit(change)
-                raise
-        except asyncio.CancelledError:
-            raise
-        except BaseException as exc:
-            self._fail_stop(f"user actor {self._partition}", exc)
-
     async def snapshot(self) -> None:
-        """Writes every user to storage and drops the log it covers (no-op without storage).
-
-        Holds every user lock while it captures the state (no change is between
-        its log write and its apply then), and writes the files after letting go.
-        """
-        if self.journal is None or self._group is None:
-            return
-        async with self._snapshot_lock:  # one at a time, files included: each prunes what came before it
-            for lock in self._locks:
-                await lock.acquire()
-            try:
-                await self._group.drain()
-                wal_from = self.journal.begin_snapshot()
-                table = user_log.store_to_table(self.store)
-            finally:
-                for lock in self._locks:
-                    lock.release()
-            info = {"users": len(self.store), "item_space": self.swaps.version()}
-            await asyncio.to_thread(self.journal.write_snapshot, wal_from, info, {"users": table})
+        """Writes every user to storage and drops the log it covers (no-op without storage; UserJournal)."""
+        await self.durable.snapshot()
 
     def _count_users(self) -> None:
         metrics.user_count().set(len(self.store), tags={"partition": self._partition})
@@ -545,8 +471,8 @@ class UserVectors:
         return {
             "partition": int(self._partition),
             "users": len(self.store),
-            "durable": self.journal is not None,
-            "recovered_changes": self.recovered_changes,
+            "durable": self.durable.journal is not None,
+            "recovered_changes": self.durable.recovered_changes,
             "search_batches": self.search.batches_run,  # fan-outs to the shards this actor made itself
             "item_vectors_kept": len(self.items),
             "item_vector_hits": self.items.hits,

@@ -37,6 +37,7 @@ PLAIN_MODULES = (
     "rayrec.index.vector_codec",
     "rayrec.system.resharding",
     "rayrec.users.swap_state",
+    "rayrec.users.user_journal",
     "rayrec.users.user_models",
     "rayrec.users.rederiving",
     "rayrec.learning.placement",
