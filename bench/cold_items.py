@@ -36,7 +36,8 @@ from rayrec.evaluation.metrics import summarise
 from rayrec.evaluation.replay import run_in_order
 from rayrec.learning.model import TrainParams
 from rayrec.learning.spaces import ridge_placed, two_tower
-from rayrec.users.user_state import UserStore, normalise
+from rayrec.users.feedback_rule import normalise
+from rayrec.users.user_state import UserStore
 
 
 class RealtimeRule:

@@ -13,7 +13,7 @@ swap_model runs the steps; the router and the user actors hold the state:
 5. Every user actor takes the new space's user model (a sequential version's
    own, loaded from its folder; none for another version: the feedback rule),
    re-derives its users' vectors from their kept history in the new space (by
-   that model where it knows the history, else rayrec.users.user_state.rederive;
+   that model where it knows the history, else rayrec.users.feedback_rule.rederive;
    a user set by text starts from their text embedding placed by the new text
    path), and resumes. With storage, it snapshots them first.
 

@@ -3,7 +3,7 @@
 Where the store has a user model (the new space's, see rayrec.users.user_models), a user is computed by it
 from their kept history, as their next feedback would compute them (UserStore.model_vector). Else, and for a
 user the model knows nothing of, the feedback rule's steps are taken again over the new space's item vectors
-(rayrec.users.user_state.rederive). A user whose vector was set last (by text, or a raw vector), with no
+(rayrec.users.feedback_rule.rederive). A user whose vector was set last (by text, or a raw vector), with no
 event since, starts from it: their text embedding placed by the new space's text path.
 """
 
@@ -15,7 +15,8 @@ from collections.abc import Callable
 import numpy as np
 
 from rayrec.exceptions import InvalidInputError
-from rayrec.users.user_state import HISTORY, UserState, UserStore, rederive
+from rayrec.users.feedback_rule import HISTORY, rederive
+from rayrec.users.user_state import UserState, UserStore
 
 log = logging.getLogger(__name__)
 

@@ -148,7 +148,7 @@ def test_hot_swap_under_traffic_no_failure_no_mixed_version_no_lost_feedback(tra
 
     from rayrec.config import FeedbackRule
     from rayrec.encoder import TextEncoder
-    from rayrec.users.user_state import history_vector, update_vector
+    from rayrec.users.feedback_rule import history_vector, update_vector
 
     folder, inter, items, ids = trained
     models = folder / "models"
@@ -309,7 +309,7 @@ def test_a_system_started_in_the_text_space_swaps_live_to_smaller_learned_models
     from rayrec.config import FeedbackRule
     from rayrec.encoder import TextEncoder
     from rayrec.users import model_files
-    from rayrec.users.user_state import history_vector, update_vector
+    from rayrec.users.feedback_rule import history_vector, update_vector
     from tests._models import padded
 
     folder, _, items, ids = trained

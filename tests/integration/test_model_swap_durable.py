@@ -14,7 +14,7 @@ from rayrec.learning import store
 from rayrec.system.deploy import create_shards
 from rayrec.system.layout import Generation
 from rayrec.system.model_swap import space_of
-from rayrec.users.user_state import history_vector, update_vector
+from rayrec.users.feedback_rule import history_vector, update_vector
 from tests.integration.conftest import make_config, unit_vectors
 from tests.integration.waiting import wait_until
 

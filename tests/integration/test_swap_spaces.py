@@ -12,7 +12,7 @@ import ray
 from rayrec import Rayrec
 from rayrec.hashing import partition_of
 from rayrec.learning import store
-from rayrec.users.user_state import history_vector, update_vector
+from rayrec.users.feedback_rule import history_vector, update_vector
 from tests._models import padded, sequential, two_tower
 from tests.integration.conftest import make_config, unit_vectors
 from tests.integration.waiting import wait_until

@@ -7,7 +7,7 @@ import pytest
 
 from bench.cold_items import RealtimeRule, centred, placements
 from rayrec.evaluation.data import Event
-from rayrec.users.user_state import normalise
+from rayrec.users.feedback_rule import normalise
 
 
 def _unit(rng, n, d):

@@ -19,7 +19,7 @@ from rayrec.learning import store
 from rayrec.learning.examples import make_examples, next_item_hit_rate, pooled
 from rayrec.learning.model import PAD, TrainParams, TwoTower
 from rayrec.learning.spaces import ridge_map, two_tower, validated_two_tower
-from rayrec.users.user_state import history_vector
+from rayrec.users.feedback_rule import history_vector
 
 GROUPS, PER_GROUP = 3, 12
 

@@ -12,6 +12,7 @@ PLAIN_MODULES = (
     "rayrec.routing.topk",
     "rayrec.index.item_index",
     "rayrec.users.user_state",
+    "rayrec.users.feedback_rule",
     "rayrec.routing.fanout",
     "rayrec.hashing",
     "rayrec.config",

@@ -20,7 +20,7 @@ from rayrec.learning import store
 from rayrec.system.layout import Generation
 from rayrec.system.model_swap import swap_model
 from rayrec.users import model_files
-from rayrec.users.user_state import history_vector, update_vector
+from rayrec.users.feedback_rule import history_vector, update_vector
 from tests._models import padded, sequential, two_tower
 
 from ._fakes import FakeHandle, retire_only

@@ -11,9 +11,10 @@ from rayrec.config import FeedbackRule
 from rayrec.learning import store
 from rayrec.system.model_swap import space_of
 from rayrec.users import model_files
+from rayrec.users.feedback_rule import history_vector, update_vector
 from rayrec.users.rederiving import rederive_all
 from rayrec.users.user_models import Padded, UserModels, of_space
-from rayrec.users.user_state import UserStore, history_vector, update_vector
+from rayrec.users.user_state import UserStore
 from tests._models import padded, sequential, two_tower
 
 IDS = [f"i{j}" for j in range(10)]

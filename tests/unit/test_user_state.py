@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 from rayrec.config import FeedbackRule
 from rayrec.constants import DEFAULT_LEARNING_RATES
 from rayrec.exceptions import InvalidInputError
-from rayrec.users.user_state import UserStore, decay_factor, history_vector, normalise, rederive, update_vector
+from rayrec.users.feedback_rule import decay_factor, history_vector, normalise, rederive, update_vector
+from rayrec.users.user_state import UserStore
 
 from ._helpers import hypothesis_settings
 
@@ -67,7 +68,7 @@ def test_update_by_hand() -> None:
 
 
 def test_a_history_whose_vectors_cancel_is_refused() -> None:
-    from rayrec.users.user_state import history_vector
+    from rayrec.users.feedback_rule import history_vector
 
     x = np.array([[1.0, 0.0], [-1.0, 0.0]], np.float32)
     with pytest.raises(InvalidInputError, match="cancel out"):
