@@ -20,10 +20,10 @@ from typing import Any
 
 import numpy as np
 
+from rayrec.evaluation.baselines import Popularity
 from rayrec.evaluation.data import Event
 from rayrec.evaluation.ease import VALIDATION_SHARE, EaseChoice, tune, validation_capped, validation_cut
-from rayrec.evaluation.metrics import hit_rate
-from rayrec.evaluation.replay import run_in_order
+from rayrec.evaluation.replay import initial_seen
 from rayrec.learning.sequential import NextItemCheck, SequenceParams, train_sequential
 from rayrec.learning.spaces import ridge_map
 from rayrec.users.sequence_model import SequenceModel
@@ -107,61 +107,61 @@ def item_vectors(tables: list[np.ndarray], cold: np.ndarray, tower_share: float,
 
 
 class _Blends:
-    """Every candidate blend of one SequentialUser's parts in one replay: each user's parts are computed
-    once per event and z-scored over the catalog (what the dot product of SequentialUser.vector ranks by);
-    each candidate (sequential share, tower share) is a policy of its own over them."""
+    """Every candidate blend of one SequentialUser's parts in one replay (run_in_order's protocol): each user's
+    parts are computed once per scored event and z-scored over the catalog (what SequentialUser.vector's dot
+    product ranks by); every candidate's scores are then one row of a (candidates x items) product, and the
+    target's rank is counted in each row (ties rank the lower row first, as top_k)."""
 
-    def __init__(self, user: SequentialUser, tables: list[np.ndarray], history: list[Event],
-                 candidates: list[tuple[float, float, float]], cold: np.ndarray) -> None:
-        from rayrec.evaluation.baselines import top_k
+    def __init__(self, user: SequentialUser, tables: list[np.ndarray], cold: np.ndarray,
+                 grid: list[tuple[float, float, float]]) -> None:
+        self.user, self.tables, self.cold = user, [t.astype(np.float64) for t in tables], cold
+        towered = len(tables) == 3
+        self.shares = np.asarray([[w, 1.0 - w - t] + ([t] if towered else []) for w, t, _ in grid], np.float64)
+        # A cold item's tower z-score weighs `cold`, not the tower's share (item_vectors): the difference.
+        self.cold_extra = np.asarray([c - t if towered and t > 0 else 0.0 for _, t, c in grid], np.float64)
 
-        self.user, self.tables, self.top_k, self.cold = user, [t.astype(np.float64) for t in tables], top_k, cold
-        self.events: dict[str, list[tuple[str, str]]] = {}
-        self.cache: dict[str, np.ndarray | None] = {}  # user -> z-scored parts (p, n_items) since their last event
-        for e in history:
-            self._observe(e)
-        # The first candidate feeds each event to the shared state; the others only read it.
-        self.policies = [_Candidate(self, weight, tower, cold_weight, n == 0)
-                         for n, (weight, tower, cold_weight) in enumerate(candidates)]
-
-    def _observe(self, event: Event) -> None:
-        self.events.setdefault(event.user, []).append((event.item, event.feedback))
-        self.cache.pop(event.user, None)
-
-    def scores(self, user: str) -> np.ndarray | None:
-        if user not in self.cache:
-            parts = self.user.parts(self.events.get(user, []))
-            if parts is None:
-                self.cache[user] = None
-            else:
-                z = []
-                for (part, _, _), table in zip(parts, self.tables, strict=True):
-                    s = table @ part
-                    sd = float(s.std())
-                    z.append((s - s.mean()) / sd if sd > 1e-12 else np.zeros_like(s))
-                self.cache[user] = np.stack(z)
-        return self.cache[user]
-
-
-class _Candidate:
-    def __init__(self, blends: _Blends, weight: float, tower: float, cold: float, feeds: bool) -> None:
-        self.blends, self.name, self.feeds = blends, f"{weight}/{tower}/{cold}", feeds
-        shares = [weight, 1.0 - weight - tower] + ([tower] if len(blends.tables) == 3 else [])
-        self.shares = np.asarray(shares, np.float64)
-        self.cold = cold if len(blends.tables) == 3 and tower > 0 and blends.cold.any() else None
-
-    def recommend(self, user: str, k: int, seen: set[int]) -> list[int] | None:
-        z = self.blends.scores(user)
-        if z is None:
+    def _z(self, events: list[tuple[str, str]]) -> np.ndarray | None:
+        parts = self.user.parts(events)
+        if parts is None:
             return None
-        scores = self.shares @ z
-        if self.cold is not None:  # a cold item: its tower z-score at weight `cold`, not the share (item_vectors)
-            scores[self.blends.cold] += (self.cold - self.shares[2]) * z[2][self.blends.cold]
-        return self.blends.top_k(scores, k, seen)
+        z = []
+        for (part, _, _), table in zip(parts, self.tables, strict=True):
+            s = table @ part
+            sd = float(s.std())
+            z.append((s - s.mean()) / sd if sd > 1e-12 else np.zeros_like(s))
+        return np.stack(z)
 
-    def observe(self, event: Event) -> None:
-        if self.feeds:
-            self.blends._observe(event)
+    def hit_rates(self, fit: list[Event], held: list[Event], index: dict[str, int], k: int = 10) -> np.ndarray:
+        """Each candidate's HR@k on the positives of held, replayed after fit (a user the model has nothing for
+        gets the popularity list of that moment, as in run_in_order)."""
+        popularity = Popularity(index, fit)
+        seen = initial_seen(fit, index)
+        events: dict[str, list[tuple[str, str]]] = {}
+        for e in fit:
+            events.setdefault(e.user, []).append((e.item, e.feedback))
+        hits = np.zeros(len(self.shares), np.int64)
+        scored = 0
+        any_cold = bool(self.cold.any()) and bool(self.cold_extra.any())
+        for e in held:
+            mine = seen.setdefault(e.user, set())
+            row = index[e.item]
+            if e.positive:
+                scored += 1
+                z = self._z(events.get(e.user, [])) if mine else None
+                if z is None:
+                    hits += row in popularity.recommend(e.user, k, mine)
+                elif row not in mine:  # a seen item is never recommended again: a miss
+                    scores = self.shares @ z
+                    if any_cold:
+                        scores[:, self.cold] += self.cold_extra[:, None] * z[2][self.cold]
+                    scores[:, sorted(mine)] = -np.inf
+                    own = scores[:, row : row + 1]
+                    ahead = (scores > own).sum(axis=1) + (scores[:, :row] == own).sum(axis=1)
+                    hits += ahead < k
+            events.setdefault(e.user, []).append((e.item, e.feedback))
+            popularity.observe(e)
+            mine.add(row)
+        return hits / max(scored, 1)
 
 
 def candidates(tower_shares: tuple[float, ...]) -> list[tuple[float, float, float]]:
@@ -178,10 +178,10 @@ def choose_blend(
     """The validation HR@10 of every candidate blend, in one replay of held after fit (cold: the items no
     positive of fit names; tables: the item tables of _user_model)."""
     grid = candidates(tower_shares)
-    blends = _Blends(user, tables, fit, grid, np.zeros(len(index), bool) if cold is None else cold)
-    scored, _ = run_in_order(fit, held, index, blends.policies)
-    return [{"weight": w, "tower": t, "cold": c, "hr@10": round(hit_rate(scored[p.name].ranks, 10), 5)}
-            for (w, t, c), p in zip(grid, blends.policies, strict=True)]
+    blends = _Blends(user, tables, np.zeros(len(index), bool) if cold is None else cold, grid)
+    rates = blends.hit_rates(fit, held, index)
+    return [{"weight": w, "tower": t, "cold": c, "hr@10": round(float(rate), 5)}
+            for (w, t, c), rate in zip(grid, rates, strict=True)]
 
 
 def tower_vectors(
