@@ -32,8 +32,9 @@ from rayrec.users.sequential_user import SequentialUser, equal_norms, spread
 RANK = 64  # of the EASE factors
 WEIGHTS = (0.1, 0.2, 0.3, 0.5, 0.6, 0.7, 0.8, 1.0)  # the sequential part's share, chosen on validation
 TOWER_SHARES = (0.0, 0.1, 0.2, 0.3)  # the two-tower part's share (when there is one), chosen on validation
-# The weight of a cold item's tower z-score (an item without a positive interaction: its other parts are
-# placed at the catalog's mean) besides the tower's share itself, chosen on validation.
+# How a cold item (no positive interaction) is ranked, chosen on validation: None, by every part, its model's
+# and EASE's vectors placed by a ridge map from its tower vector; or by its tower z-score alone at one of
+# these weights (its other parts at the catalog's mean: a z-score of 0 there). See item_vectors.
 COLD_WEIGHTS = (0.5, 1.0)
 
 
@@ -70,19 +71,14 @@ def _user_model(
     output = sequence.item_vectors.copy()
     cold = np.ones(len(index), dtype=bool)
     cold[[index[e.item] for e in events if e.positive]] = False
-    # A cold item's context vector (what it adds to a user who engages with it) by a ridge map from what places
-    # it: the tower's vector (its text path, trained on interactions) where there is a tower part, else its
-    # text. Its output and target vectors: with a tower part, the catalog's mean (a z-score of 0 in those
-    # parts: the tower part alone ranks it, see item_vectors); without, by the same ridge map.
+    # The model's and EASE's parts of a cold item's vector by a ridge map from what places it: the tower's
+    # vector (its text path, trained on interactions) where there is a tower part, else its text.
     tower = None if tower is None else np.asarray(tower, np.float32)
     source = text if tower is None else tower
     if cold.any() and (~cold).sum() > 1:
-        for table in (context,) if tower is not None else (output, target, context):
+        for table in (output, target, context):
             w, b = ridge_map(source[~cold], table[~cold])
             table[cold] = source[cold] @ w.T + b
-        if tower is not None:
-            for table in (output, target):
-                table[cold] = table[~cold].mean(axis=0)
         sequence.w["outputs.weight"] = output
     tables = [output, target] + ([] if tower is None else [tower])
     user = SequentialUser(sequence, dict(index), context, ease.decay, weight, spread(output), spread(target),
@@ -90,19 +86,23 @@ def _user_model(
     return user, tables, cold
 
 
-def item_vectors(tables: list[np.ndarray], cold: np.ndarray, tower_share: float, cold_weight: float) -> np.ndarray:
+def item_vectors(
+    tables: list[np.ndarray], cold: np.ndarray, tower_share: float, cold_weight: float | None
+) -> np.ndarray:
     """The index's item vectors: each part's item table side by side, brought to equal norms (equal_norms).
 
-    With a tower part, a cold item has the catalog's mean in the model's and EASE's parts (_user_model) and
-    its tower vector moved away from the catalog's mean tower vector by cold_weight / tower_share: its score
-    is then its tower z-score at weight cold_weight (the others', the blend of their parts' z-scores).
+    With a tower part and a cold_weight, a cold item has each table's mean (over every item) in the model's
+    and EASE's parts, a z-score of 0 there, and its tower vector moved away from the mean tower vector by
+    cold_weight / tower_share: its score is its tower z-score at weight cold_weight (the others', the blend
+    of their parts' z-scores). cold_weight None: as the tables hold it (_user_model's ridge map).
     """
     tables = [np.asarray(t, np.float64) for t in tables]
-    if len(tables) == 3 and tower_share > 0 and cold.any():
-        tower = tables[2].copy()
-        mean = tower.mean(axis=0)
-        tower[cold] = mean + (tower[cold] - mean) * (cold_weight / tower_share)
-        tables[2] = tower
+    if cold_weight is not None and len(tables) == 3 and tower_share > 0 and cold.any():
+        tables = [t.copy() for t in tables]
+        for table in tables[:2]:
+            table[cold] = table.mean(axis=0)
+        mean = tables[2].mean(axis=0)
+        tables[2][cold] = mean + (tables[2][cold] - mean) * (cold_weight / tower_share)
     return equal_norms(np.concatenate(tables, axis=1))
 
 
@@ -113,12 +113,13 @@ class _Blends:
     target's rank is counted in each row (ties rank the lower row first, as top_k)."""
 
     def __init__(self, user: SequentialUser, tables: list[np.ndarray], cold: np.ndarray,
-                 grid: list[tuple[float, float, float]]) -> None:
+                 grid: list[tuple[float, float, float | None]]) -> None:
         self.user, self.tables, self.cold = user, [t.astype(np.float64) for t in tables], cold
         towered = len(tables) == 3
         self.shares = np.asarray([[w, 1.0 - w - t] + ([t] if towered else []) for w, t, _ in grid], np.float64)
-        # A cold item's tower z-score weighs `cold`, not the tower's share (item_vectors): the difference.
-        self.cold_extra = np.asarray([c - t if towered and t > 0 else 0.0 for _, t, c in grid], np.float64)
+        # Candidates that rank a cold item by its tower z-score alone, at their weight (item_vectors).
+        self.by_tower = np.asarray([c is not None and towered and t > 0 for _, t, c in grid], bool)
+        self.cold_weight = np.asarray([c if b else 0.0 for (_, _, c), b in zip(grid, self.by_tower)], np.float64)
 
     def _z(self, events: list[tuple[str, str]]) -> np.ndarray | None:
         parts = self.user.parts(events)
@@ -141,7 +142,7 @@ class _Blends:
             events.setdefault(e.user, []).append((e.item, e.feedback))
         hits = np.zeros(len(self.shares), np.int64)
         scored = 0
-        any_cold = bool(self.cold.any()) and bool(self.cold_extra.any())
+        any_cold = bool(self.cold.any()) and bool(self.by_tower.any())
         for e in held:
             mine = seen.setdefault(e.user, set())
             row = index[e.item]
@@ -153,7 +154,8 @@ class _Blends:
                 elif row not in mine:  # a seen item is never recommended again: a miss
                     scores = self.shares @ z
                     if any_cold:
-                        scores[:, self.cold] += self.cold_extra[:, None] * z[2][self.cold]
+                        scores[np.ix_(self.by_tower, self.cold)] = (self.cold_weight[self.by_tower, None]
+                                                                    * z[2][self.cold])
                     scores[:, sorted(mine)] = -np.inf
                     own = scores[:, row : row + 1]
                     ahead = (scores > own).sum(axis=1) + (scores[:, :row] == own).sum(axis=1)
@@ -164,11 +166,12 @@ class _Blends:
         return hits / max(scored, 1)
 
 
-def candidates(tower_shares: tuple[float, ...]) -> list[tuple[float, float, float]]:
+def candidates(tower_shares: tuple[float, ...]) -> list[tuple[float, float, float | None]]:
     """(sequential share, tower share, cold items' weight) of every blend choose_blend tries: the shares leave
-    EASE some; a cold item's weight is the tower's share or one of COLD_WEIGHTS (where there is a tower part)."""
+    EASE some; cold items ranked by every part (None), or, where there is a tower part, by it alone at one of
+    COLD_WEIGHTS."""
     return [(w, t, c) for w in WEIGHTS for t in tower_shares if w + t <= 1.0 + 1e-9
-            for c in dict.fromkeys((t, *(COLD_WEIGHTS if t > 0 else ())))]
+            for c in (None, *(COLD_WEIGHTS if t > 0 else ()))]
 
 
 def choose_blend(
@@ -248,8 +251,9 @@ def train_space(
     user, tables, fit_cold = _user_model(model, fit, index, text, ease, fit_tower)
     grid = choose_blend(user, tables, fit, held, index, TOWER_SHARES if fit_tower is not None else (0.0,), fit_cold)
     best = max(grid, key=lambda g: g["hr@10"])  # the first of equals
-    log(f"sequential: {best_epoch} epochs, blend weight {best['weight']}, tower {best['tower']}, cold items "
-        f"{best['cold']} (validation HR@10 {best['hr@10']:.4f}); " + (
+    log(f"sequential: {best_epoch} epochs, blend weight {best['weight']}, tower {best['tower']}, cold items by "
+        + ("every part" if best["cold"] is None else f"the tower at {best['cold']}")
+        + f" (validation HR@10 {best['hr@10']:.4f}); " + (
             f"the model kept as trained on the {len(fit)} events before the slice" if validation_capped(len(events))
             else "training again on every event"))
     final = model if validation_capped(len(events)) else train_sequential(

@@ -205,14 +205,14 @@ def test_choose_blend_scores_every_candidate_as_its_own_replay_would():
     rng = np.random.default_rng(6)
     user, target = _with_tower(rng)
     tables = [user.sequence.item_vectors, target, user.tower]
-    # Items 24-29 only in held: cold, ranked by their tower z-score at each candidate's cold weight.
+    # Items 24-29 only in held: cold, ranked as the tables hold them or by their tower z-score alone.
     events = [Event(f"u{rng.integers(12)}", f"i{rng.integers(24 if t < 300 else 30)}", float(t),
                     float(rng.choice([2, 3, 4, 5]))) for t in range(400)]
     fit, held = events[:300], events[300:]
     cold = np.arange(30) >= 24
     grid = choose_blend(user, tables, fit, held, user.rows, (0.0, 0.2), cold)
     assert {(g["weight"], g["tower"], g["cold"]) for g in grid} == {
-        (w, t, c) for w in WEIGHTS for t in (0.0, 0.2) if w + t <= 1 for c in ((t, *COLD_WEIGHTS) if t else (t,))}
+        (w, t, c) for w in WEIGHTS for t in (0.0, 0.2) if w + t <= 1 for c in ((None, *COLD_WEIGHTS) if t else (None,))}
     for g in grid:
         one = dataclasses.replace(user, weight=g["weight"], tower_share=g["tower"])
         vectors = item_vectors(tables, cold, g["tower"], g["cold"])  # what the index holds with this choice
