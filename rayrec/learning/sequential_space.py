@@ -168,10 +168,11 @@ class _Blends:
 
 def candidates(tower_shares: tuple[float, ...]) -> list[tuple[float, float, float | None]]:
     """(sequential share, tower share, cold items' weight) of every blend choose_blend tries: the shares leave
-    EASE some; cold items ranked by every part (None), or, where there is a tower part, by it alone at one of
-    COLD_WEIGHTS."""
+    EASE some; cold items ranked, where there is a tower part, by it alone at one of COLD_WEIGHTS, or by
+    every part (None). In that order: where the validation slice cannot tell them apart (few of its targets
+    are cold items), the first of equals gives cold items the tower's ranking, the text path's."""
     return [(w, t, c) for w in WEIGHTS for t in tower_shares if w + t <= 1.0 + 1e-9
-            for c in (None, *(COLD_WEIGHTS if t > 0 else ()))]
+            for c in ((*COLD_WEIGHTS, None) if t > 0 else (None,))]
 
 
 def choose_blend(

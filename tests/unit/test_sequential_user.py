@@ -212,7 +212,7 @@ def test_choose_blend_scores_every_candidate_as_its_own_replay_would():
     cold = np.arange(30) >= 24
     grid = choose_blend(user, tables, fit, held, user.rows, (0.0, 0.2), cold)
     assert {(g["weight"], g["tower"], g["cold"]) for g in grid} == {
-        (w, t, c) for w in WEIGHTS for t in (0.0, 0.2) if w + t <= 1 for c in ((None, *COLD_WEIGHTS) if t else (None,))}
+        (w, t, c) for w in WEIGHTS for t in (0.0, 0.2) if w + t <= 1 for c in ((*COLD_WEIGHTS, None) if t else (None,))}
     for g in grid:
         one = dataclasses.replace(user, weight=g["weight"], tower_share=g["tower"])
         vectors = item_vectors(tables, cold, g["tower"], g["cold"])  # what the index holds with this choice
@@ -221,6 +221,8 @@ def test_choose_blend_scores_every_candidate_as_its_own_replay_would():
         assert g["hr@10"] == round(hits, 5)
     assert len({g["hr@10"] for g in grid}) > 1  # the candidates differ here
     assert len({g["hr@10"] for g in grid if g["weight"] == 0.5 and g["tower"] == 0.2}) > 1  # and by cold weight
+    # Equal on validation, the tower's ranking of cold items comes first (the first of equals is chosen).
+    assert [g["cold"] for g in grid if g["weight"] == 0.5 and g["tower"] == 0.2] == [*COLD_WEIGHTS, None]
 
 
 @pytest.mark.parametrize("last_only", [False, True])
