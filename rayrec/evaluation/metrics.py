@@ -29,28 +29,21 @@ def hit_rate(ranks: np.ndarray, k: int) -> float:
     return float(np.mean((ranks > 0) & (ranks <= k))) if len(ranks) else 0.0
 
 
-def ndcg(ranks: np.ndarray, k: int) -> float:
-    """One relevant item per event: 1 / log2(rank + 1) when it is in the top k."""
-    if not len(ranks):
-        return 0.0
-    gain = np.where((ranks > 0) & (ranks <= k), 1.0 / np.log2(np.maximum(ranks, 1) + 1.0), 0.0)
-    return float(np.mean(gain))
+MEAN_METRICS = ("hr@10", "hr@20", "ndcg@10", "mrr@10")  # the metrics that are means over events
 
 
-def mrr(ranks: np.ndarray, k: int) -> float:
-    if not len(ranks):
-        return 0.0
-    return float(np.mean(np.where((ranks > 0) & (ranks <= k), 1.0 / np.maximum(ranks, 1), 0.0)))
+def _gains(ranks: np.ndarray) -> np.ndarray:
+    """Per event (rows), each mean metric's value (columns, as MEAN_METRICS): a hit in the top 10 and the top
+    20; 1 / log2(rank + 1) in the top 10 (NDCG, one relevant item); 1 / rank in the top 10 (MRR)."""
+    top10, top20, safe = (ranks > 0) & (ranks <= 10), (ranks > 0) & (ranks <= 20), np.maximum(ranks, 1)
+    return np.stack([top10, top20, np.where(top10, 1.0 / np.log2(safe + 1.0), 0.0),
+                     np.where(top10, 1.0 / safe, 0.0)], axis=1).astype(np.float64)
 
 
 def _point(ranks: np.ndarray, shown: np.ndarray, catalog_size: int) -> dict[str, float]:
-    return {
-        "hr@10": hit_rate(ranks, 10),
-        "hr@20": hit_rate(ranks, 20),
-        "ndcg@10": ndcg(ranks, 10),
-        "mrr@10": mrr(ranks, 10),
-        "coverage@10": float(shown.sum()) / catalog_size if catalog_size else 0.0,
-    }
+    means = _gains(ranks).mean(axis=0) if len(ranks) else np.zeros(len(MEAN_METRICS))
+    return {**{name: float(v) for name, v in zip(MEAN_METRICS, means, strict=True)},
+            "coverage@10": float(shown.sum()) / catalog_size if catalog_size else 0.0}
 
 
 def summarise(scored: Scored, catalog_size: int, resamples: int = 1000, seed: int = 0) -> dict[str, object]:
@@ -81,11 +74,8 @@ def _resampled(ranks: np.ndarray, owner: np.ndarray, shown_by_user: np.ndarray, 
                chunk: int = 100) -> dict[str, np.ndarray]:
     """Every metric of _point on each resample of users (picks: user indices, with repeats)."""
     n_users, catalog_size = shown_by_user.shape
-    per_event = np.stack([(ranks > 0) & (ranks <= 10), (ranks > 0) & (ranks <= 20),
-                          np.where((ranks > 0) & (ranks <= 10), 1.0 / np.log2(np.maximum(ranks, 1) + 1.0), 0.0),
-                          np.where((ranks > 0) & (ranks <= 10), 1.0 / np.maximum(ranks, 1), 0.0)], axis=1)
-    sums = np.zeros((n_users, 4))
-    np.add.at(sums, owner, per_event.astype(np.float64))
+    sums = np.zeros((n_users, len(MEAN_METRICS)))
+    np.add.at(sums, owner, _gains(ranks))
     events = np.bincount(owner, minlength=n_users).astype(np.float64)
     shown = shown_by_user.astype(np.float32)
     parts: list[np.ndarray] = []
@@ -94,5 +84,5 @@ def _resampled(ranks: np.ndarray, owner: np.ndarray, shown_by_user: np.ndarray, 
         means = (counts @ sums) / np.maximum(counts @ events, 1.0)[:, None]
         covered = ((counts > 0).astype(np.float32) @ shown > 0).sum(axis=1) / max(catalog_size, 1)
         parts.append(np.concatenate([means, covered[:, None]], axis=1))
-    table = np.concatenate(parts) if parts else np.zeros((0, 5))
-    return {name: table[:, n] for n, name in enumerate(("hr@10", "hr@20", "ndcg@10", "mrr@10", "coverage@10"))}
+    table = np.concatenate(parts) if parts else np.zeros((0, len(MEAN_METRICS) + 1))
+    return {name: table[:, n] for n, name in enumerate((*MEAN_METRICS, "coverage@10"))}

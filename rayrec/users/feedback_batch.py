@@ -103,14 +103,13 @@ class UserEvents:
             for plan in plans.values():
                 plan.last_only = all(store.model.knows(item) for item, _ in plan.asked())
         try:
-            got = [*store.model_vectors_many([(u, p.asked()) for u, p in plans.items() if p.last_only], True),
-                   *store.model_vectors_many([(u, p.asked()) for u, p in plans.items() if not p.last_only])]
+            got = store.model_vectors_many([(u, p.asked()) for u, p in plans.items()],
+                                           [p.last_only for p in plans.values()])
         except CALLER_ERRORS:
             for plan in plans.values():
                 plan.exact = False
             return plans
-        ordered = [p for p in plans.values() if p.last_only] + [p for p in plans.values() if not p.last_only]
-        for plan, vectors in zip(ordered, got, strict=True):
+        for plan, vectors in zip(plans.values(), got, strict=True):
             plan._batch = iter(vectors)
         return plans
 

@@ -125,18 +125,19 @@ class UserStore:
         return self.model_vectors_many([(user_id, events)])[0]
 
     def model_vectors_many(
-        self, asks: Sequence[tuple[str, Sequence[tuple[str, str]]]], last_only: bool = False
+        self, asks: Sequence[tuple[str, Sequence[tuple[str, str]]]], last_only: Sequence[bool] | None = None
     ) -> list[list[np.ndarray | None]]:
-        """model_vectors of each (user id, events), every user's in one batched pass of the model; with
-        last_only, only at each user's last event the model knows (None at the others)."""
+        """model_vectors of each (user id, events), every user's in one batched pass of the model; where
+        last_only (one flag an ask) is set, only at that user's last event the model knows (None at the
+        others)."""
         if self.model is None:
             return [[None] * len(events) for _, events in asks]
         encoded, asked = [], []
-        for user_id, events in asks:
+        for n, (user_id, events) in enumerate(asks):
             kept = self._kept(user_id)
             rows, types = self.model.encode([*kept, *events])
             mine = [t for t, (item, _) in enumerate(events) if self.model.knows(item)]
-            mine = mine[-1:] if last_only else mine
+            mine = mine[-1:] if last_only is not None and last_only[n] else mine
             encoded.append((rows, types, [len(kept) + t for t in mine]))
             asked.append(mine)
         vectors = self._checked(*self.model.vectors_of(*windows(encoded, self.rule.history_len + 1)))
