@@ -18,15 +18,14 @@ from rayrec.hashing import partition_of, stable_hash
 from rayrec.routing.replicas import ReplicaSet
 from rayrec.routing.search import ShardSearch
 from rayrec.system.generations import ShardSet
-from rayrec.system.model_swap import SpaceChangedError, placer_of
+from rayrec.system.model_swap import SpaceChangedError
 from rayrec.users import recommending
 from rayrec.users.feedback_batch import UserEvents, group_by_user
 from rayrec.users.item_cache import ItemVectorCache
+from rayrec.users.model_switch import ModelSwitch
 from rayrec.users.recommending import Fields
-from rayrec.users.rederiving import rederive_all
 from rayrec.users.swap_state import SwapState
 from rayrec.users.user_journal import UserJournal
-from rayrec.users.user_models import UserModels
 from rayrec.users.user_state import UserChange, UserStore
 from rayrec.validation import check_event, check_history, check_id
 
@@ -51,16 +50,16 @@ class UserVectors:
         self.config = config
         self.router = router
         self.store = UserStore(config.index.dim, config.feedback)
-        # Which user model moves the users: the configured one, until the item space they are in names its own
-        # (a model swap to or from a sequential version; rayrec.users.user_models).
-        self.user_models = UserModels(config.user_model, config.index.dim)
-        self.user_model, self.user_model_error = self.user_models.name, None  # which moves users; why not one due
-        self._use_user_model()
         # The current shard generation and its shards' replicas, asked of the router on first use.
         self._shards: ShardSet | None = None
         # Item vectors for feedback, dropped by the router before it acknowledges a write of the item.
         self.items = ItemVectorCache(C.ITEM_VECTOR_CACHE_SIZE, C.ITEM_VECTOR_CACHE_TTL_S)
         self.search = ShardSearch(config, self._view, self._switched)
+        # Which user model moves the users: the configured one, until the item space they are in names its own
+        # (a model swap to or from a sequential version; rayrec.users.model_switch).
+        self.models = ModelSwitch(config.user_model, config.index.dim, self.store,
+                                  lambda item_ids: self.router.vectors_of.remote(item_ids, False),
+                                  self._cold_start_vector)
         self._locks = [asyncio.Lock() for _ in range(C.USER_LOCK_STRIPES)]
         # Per user, when the feedback behind their current vector arrived, until a
         # recommendation uses that vector (the feedback freshness metric).
@@ -69,12 +68,12 @@ class UserVectors:
         # Model swaps: the item space the vectors are in, and the pause a swap holds (rayrec.users.swap_state).
         self.swaps = SwapState(
             ask_space=lambda: self.router.item_space.remote(),
-            rederive=self._rederive,
+            rederive=self.models.rederive,
             snapshot=self.snapshot,
             swap_pending=lambda swap: self.router.swap_pending.remote(swap),
             checked=self._space_checked,
             recovered=config.storage is not None,
-            adopt=self._adopt,
+            adopt=self.models.adopt,
         )
         # Durability (with storage): the log each change is written to first, snapshots, recovery.
         self.durable = UserJournal(config, self._partition, self.store, self._locks, self.swaps.version,
@@ -362,7 +361,7 @@ class UserVectors:
                 out[n] = exc
         async with self.swaps.serving():
             space = (await self.swaps.current() or {}).get("version")
-            moved_by = self.user_model  # of that space: a swap waits for this call
+            moved_by = self.models.name  # of that space: a swap waits for this call
             cold = None
             if any(self.store.get(f[0]) is None for _, f in checked):
                 cold = await self._cold_start_vector()
@@ -404,18 +403,9 @@ class UserVectors:
         """
         if self.swaps.paused is not None:
             raise LayoutChangedError("this user actor is paused for another model swap")
-        placer = await asyncio.to_thread(placer_of, space, self.config.index.dim)  # also: the model is readable here
-        loaded = await asyncio.to_thread(self.user_models.load, space)  # its user model, if it has one
-        if loaded[1] is not None:
-            raise InvalidInputError(f"{loaded[1]}: nothing was swapped")
-        self.user_models.keep(loaded)  # taken at the switch without loading it again
+        text_dim = await self.models.prepare(space)  # also: the model and its user model are readable here
         await self.swaps.pause(swap, timeout_s)
-        text_dim = None if placer is None else placer.space.text_dim
-
-        def stuck(base: Any) -> bool:
-            return base is not None and (base[0] is None or (text_dim is not None and len(base[0]) != text_dim))
-
-        users = sorted(u for u, state in self.store.items() if stuck(state.base))
+        users = self.models.cannot_move(text_dim)  # once the calls in flight finished
         return {"cannot_move": users[:10], "cannot_move_count": len(users)}
 
     async def resume(self, swap: str) -> dict[str, Any]:
@@ -426,38 +416,7 @@ class UserVectors:
         try:
             return await self.swaps.resume(swap)
         finally:
-            self.user_models.keep(None)  # used since the switch, or not needed (the swap was aborted)
-
-    def _use_user_model(self) -> None:
-        """Has the user model of self.user_models move the users (the rule if none), and says which."""
-        error = self.user_models.error
-        if error is not None and error != self.user_model_error:  # the rule serves, and says so
-            log.warning("rayrec: %s; the feedback rule moves users", error)
-        self.store.model = self.user_models.model
-        self.user_model = self.user_models.name  # "sequential" or "rule": in info and every answer
-        self.user_model_error = error  # why a user model due is not in use
-
-    async def _adopt(self, space: dict[str, Any]) -> None:
-        """The users are in `space` from now on (the router's): its user model moves them (none: the rule)."""
-        self.user_models.use(await asyncio.to_thread(self.user_models.load, space))
-        self._use_user_model()
-
-    async def _rederive(self, space: dict[str, Any]) -> int:
-        """Every user's vector from their kept history, in `space` (the one the router now serves, its user
-        model taken): by that model where it knows them, else by the rule; users set by text start from
-        their text embedding placed by that model's text path (rayrec.users.rederiving)."""
-        placer = await asyncio.to_thread(placer_of, space, self.config.index.dim)
-        users = self.store.items()
-        unique = sorted({i for _, state in users for i, _, _ in state.history})
-        vectors: dict[str, np.ndarray] = {}
-        if unique:
-            found_vectors, found = await self.router.vectors_of.remote(unique, False)
-            vectors = {item: found_vectors[n] for n, item in enumerate(unique) if found[n]}
-        mean = await self._cold_start_vector()
-        done = rederive_all(self.store, vectors, mean, None if placer is None else placer.text, space.get("version"))
-        log.info("rayrec: %d users re-derived in %s, %d by the %s user model",
-                 done["users"], space.get("version"), done["by_model"], self.user_model)
-        return done["users"]
+            self.models.release()  # used since the switch, or not needed (the swap was aborted)
 
     async def count(self) -> int:
         """Users held by this actor."""
@@ -477,8 +436,8 @@ class UserVectors:
             "item_vectors_kept": len(self.items),
             "item_vector_hits": self.items.hits,
             "item_vector_misses": self.items.misses,
-            "user_model": self.user_model,  # "sequential", or "rule"
-            "user_model_error": self.user_model_error,  # why a user model due is not in use
+            "user_model": self.models.name,  # "sequential", or "rule"
+            "user_model_error": self.models.error,  # why a user model due is not in use
         }
 
 

@@ -40,6 +40,7 @@ PLAIN_MODULES = (
     "rayrec.users.swap_state",
     "rayrec.users.user_journal",
     "rayrec.users.user_models",
+    "rayrec.users.model_switch",
     "rayrec.users.rederiving",
     "rayrec.learning.placement",
     "rayrec.learning.background",
