@@ -61,7 +61,7 @@ def test_serve_config_on_a_three_node_cluster(tmp_path):
         )
         assert deploy.returncode == 0, deploy.stdout[-2000:] + deploy.stderr[-4000:]
         url = f"http://127.0.0.1:{http}"
-        wait_until(lambda: healthy(url), 300, "the app coming up", interval_s=2)
+        wait_until(lambda: healthy(url), 300, "the app coming up", interval_s=0.5)
         health = requests.get(url + "/healthz", timeout=10)
         assert health.json()["items"] == 200
 
@@ -146,7 +146,7 @@ def test_serve_config_on_a_three_node_cluster(tmp_path):
             )
             assert redeploy.returncode == 0, redeploy.stdout[-2000:] + redeploy.stderr[-4000:]
             wait_until(lambda: requests.get(url + "/healthz", timeout=10).json()["shards"] == 3, 300,
-                       "the re-shard to 3 shards", interval_s=2)
+                       "the re-shard to 3 shards", interval_s=0.5)
         assert stream.answered >= 5 and not stream.wrong, (stream.answered, stream.wrong[:3])
         assert requests.get(url + "/healthz", timeout=10).json()["items"] == 200
         replicas = defaultdict(set)
