@@ -31,7 +31,7 @@ from rayrec.users.sequential_user import SequentialUser, equal_norms, spread
 
 RANK = 64  # of the EASE factors
 WEIGHTS = (0.1, 0.2, 0.3, 0.5, 0.6, 0.7, 0.8, 1.0)  # the sequential part's share, chosen on validation
-TOWER_SHARES = (0.0, 0.1, 0.2, 0.3)  # the two-tower part's share (when there is one), chosen on validation
+TOWER_SHARES = (0.0, 0.1, 0.2, 0.3, 0.5)  # the two-tower part's share (when there is one), chosen on validation
 # How a cold item (no positive interaction) is ranked, chosen on validation: None, by every part, its model's
 # and EASE's vectors placed by a ridge map from its tower vector; or by its tower z-score alone at one of
 # these weights (its other parts at the catalog's mean: a z-score of 0 there). See item_vectors.
@@ -132,25 +132,30 @@ class _Blends:
             z.append((s - s.mean()) / sd if sd > 1e-12 else np.zeros_like(s))
         return np.stack(z)
 
-    def hit_rates(self, fit: list[Event], held: list[Event], index: dict[str, int], k: int = 10) -> np.ndarray:
+    def hit_rates(
+        self, fit: list[Event], held: list[Event], index: dict[str, int], k: int = 10
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Each candidate's HR@k on the positives of held, replayed after fit (a user the model has nothing for
-        gets the popularity list of that moment, as in run_in_order)."""
+        gets the popularity list of that moment, as in run_in_order), and on those of them whose item is cold."""
         popularity = Popularity(index, fit)
         seen = initial_seen(fit, index)
         events: dict[str, list[tuple[str, str]]] = {}
         for e in fit:
             events.setdefault(e.user, []).append((e.item, e.feedback))
         hits = np.zeros(len(self.shares), np.int64)
-        scored = 0
+        cold_hits = np.zeros(len(self.shares), np.int64)
+        scored = cold_scored = 0
         any_cold = bool(self.cold.any()) and bool(self.by_tower.any())
         for e in held:
             mine = seen.setdefault(e.user, set())
             row = index[e.item]
             if e.positive:
                 scored += 1
+                cold_scored += int(self.cold[row])
+                hit = np.zeros(len(self.shares), bool)
                 z = self._z(events.get(e.user, [])) if mine else None
                 if z is None:
-                    hits += row in popularity.recommend(e.user, k, mine)
+                    hit[:] = row in popularity.recommend(e.user, k, mine)
                 elif row not in mine:  # a seen item is never recommended again: a miss
                     scores = self.shares @ z
                     if any_cold:
@@ -159,18 +164,21 @@ class _Blends:
                     scores[:, sorted(mine)] = -np.inf
                     own = scores[:, row : row + 1]
                     ahead = (scores > own).sum(axis=1) + (scores[:, :row] == own).sum(axis=1)
-                    hits += ahead < k
+                    hit = ahead < k
+                hits += hit
+                if self.cold[row]:
+                    cold_hits += hit
             events.setdefault(e.user, []).append((e.item, e.feedback))
             popularity.observe(e)
             mine.add(row)
-        return hits / max(scored, 1)
+        return hits / max(scored, 1), cold_hits / max(cold_scored, 1)
 
 
 def candidates(tower_shares: tuple[float, ...]) -> list[tuple[float, float, float | None]]:
     """(sequential share, tower share, cold items' weight) of every blend choose_blend tries: the shares leave
     EASE some; cold items ranked, where there is a tower part, by it alone at one of COLD_WEIGHTS, or by
-    every part (None). In that order: where the validation slice cannot tell them apart (few of its targets
-    are cold items), the first of equals gives cold items the tower's ranking, the text path's."""
+    every part (None). In that order: where the validation slice cannot tell them apart, overall and on cold
+    items (best_blend), the first of equals gives cold items the tower's ranking, the text path's."""
     return [(w, t, c) for w in WEIGHTS for t in tower_shares if w + t <= 1.0 + 1e-9
             for c in ((*COLD_WEIGHTS, None) if t > 0 else (None,))]
 
@@ -179,13 +187,19 @@ def choose_blend(
     user: SequentialUser, tables: list[np.ndarray], fit: list[Event], held: list[Event], index: dict[str, int],
     tower_shares: tuple[float, ...], cold: np.ndarray | None = None,
 ) -> list[dict[str, float]]:
-    """The validation HR@10 of every candidate blend, in one replay of held after fit (cold: the items no
-    positive of fit names; tables: the item tables of _user_model)."""
+    """The validation HR@10 of every candidate blend, in one replay of held after fit, overall and on the targets
+    that are cold items (cold: the items no positive of fit names; tables: the item tables of _user_model)."""
     grid = candidates(tower_shares)
     blends = _Blends(user, tables, np.zeros(len(index), bool) if cold is None else cold, grid)
-    rates = blends.hit_rates(fit, held, index)
-    return [{"weight": w, "tower": t, "cold": c, "hr@10": round(float(rate), 5)}
-            for (w, t, c), rate in zip(grid, rates, strict=True)]
+    rates, cold_rates = blends.hit_rates(fit, held, index)
+    return [{"weight": w, "tower": t, "cold": c, "hr@10": round(float(rate), 5), "cold_hr@10": round(float(on_cold), 5)}
+            for (w, t, c), rate, on_cold in zip(grid, rates, cold_rates, strict=True)]
+
+
+def best_blend(grid: list[dict[str, float]]) -> dict[str, float]:
+    """choose_blend's best candidate: the highest HR@10; among equals, the highest on cold items (the items a
+    user can find only through their text); then the first."""
+    return max(grid, key=lambda g: (g["hr@10"], g["cold_hr@10"]))
 
 
 def tower_vectors(
@@ -251,7 +265,7 @@ def train_space(
         fit_tower, every_tower = towers
     user, tables, fit_cold = _user_model(model, fit, index, text, ease, fit_tower)
     grid = choose_blend(user, tables, fit, held, index, TOWER_SHARES if fit_tower is not None else (0.0,), fit_cold)
-    best = max(grid, key=lambda g: g["hr@10"])  # the first of equals
+    best = best_blend(grid)
     log(f"sequential: {best_epoch} epochs, blend weight {best['weight']}, tower {best['tower']}, cold items by "
         + ("every part" if best["cold"] is None else f"the tower at {best['cold']}")
         + f" (validation HR@10 {best['hr@10']:.4f}); " + (

@@ -211,18 +211,31 @@ def test_choose_blend_scores_every_candidate_as_its_own_replay_would():
     fit, held = events[:300], events[300:]
     cold = np.arange(30) >= 24
     grid = choose_blend(user, tables, fit, held, user.rows, (0.0, 0.2), cold)
+    on_cold = np.asarray([cold[user.rows[e.item]] for e in held if e.positive])
+    assert 0 < on_cold.sum() < len(on_cold)
     assert {(g["weight"], g["tower"], g["cold"]) for g in grid} == {
         (w, t, c) for w in WEIGHTS for t in (0.0, 0.2) if w + t <= 1 for c in ((*COLD_WEIGHTS, None) if t else (None,))}
     for g in grid:
         one = dataclasses.replace(user, weight=g["weight"], tower_share=g["tower"])
         vectors = item_vectors(tables, cold, g["tower"], g["cold"])  # what the index holds with this choice
         scored, _ = run_in_order(fit, held, user.rows, [Policy(one, vectors, fit)])
-        hits = float(np.mean((scored["sequential"].ranks > 0) & (scored["sequential"].ranks <= 10)))
-        assert g["hr@10"] == round(hits, 5)
-    assert len({g["hr@10"] for g in grid}) > 1  # the candidates differ here
+        hit = (scored["sequential"].ranks > 0) & (scored["sequential"].ranks <= 10)
+        assert g["hr@10"] == round(float(np.mean(hit)), 5)
+        assert g["cold_hr@10"] == round(float(np.mean(hit[on_cold])), 5)  # the targets that are cold items
+    assert len({g["hr@10"] for g in grid}) > 1 and len({g["cold_hr@10"] for g in grid}) > 1  # candidates differ
     assert len({g["hr@10"] for g in grid if g["weight"] == 0.5 and g["tower"] == 0.2}) > 1  # and by cold weight
     # Equal on validation, the tower's ranking of cold items comes first (the first of equals is chosen).
     assert [g["cold"] for g in grid if g["weight"] == 0.5 and g["tower"] == 0.2] == [*COLD_WEIGHTS, None]
+
+
+def test_the_best_blend_is_the_highest_overall_then_on_cold_items_then_the_first():
+    from rayrec.learning.sequential_space import best_blend
+
+    grid = [{"weight": 0.1, "hr@10": 0.2, "cold_hr@10": 0.0}, {"weight": 0.2, "hr@10": 0.3, "cold_hr@10": 0.0},
+            {"weight": 0.3, "hr@10": 0.3, "cold_hr@10": 0.05}, {"weight": 0.4, "hr@10": 0.3, "cold_hr@10": 0.05},
+            {"weight": 0.5, "hr@10": 0.29, "cold_hr@10": 0.5}]
+    assert best_blend(grid)["weight"] == 0.3
+    assert best_blend(grid[:2])["weight"] == 0.2
 
 
 @pytest.mark.parametrize("last_only", [False, True])
