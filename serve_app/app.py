@@ -154,9 +154,6 @@ def build_app(args: dict[str, Any] | AppArgs | None = None) -> Any:
             "num_cpus": opts.encoder_num_cpus,
             "num_gpus": opts.encoder_num_gpus,
             "resources": opts.encoder_resources,
-            # torch's OpenMP threads sleep between batches instead of spinning on the cores Serve's
-            # event loop needs (bench/encoder.py, 2 cores: 0.36-0.41 -> 0.46-0.51 of the plain class)
-            "runtime_env": {"env_vars": {"OMP_WAIT_POLICY": C.ENCODER_OMP_WAIT_POLICY}},
         },
         user_config={"max_batch_size": opts.max_batch_size, "batch_wait_timeout_s": opts.batch_wait_timeout_s},
     ).bind(opts.model_dir)
@@ -171,10 +168,9 @@ def build_app(args: dict[str, Any] | AppArgs | None = None) -> Any:
         "api_key_sha256": opts.api_key_sha256,
         "protect_reads": opts.protect_reads,
         "allowed_hosts": list(opts.allowed_hosts),
+        "max_body_bytes": opts.max_body_bytes,
     }
-    # The body limit is read when the ingress module loads, in the replica's own process.
-    env = {"RAYREC_MAX_BODY_BYTES": str(opts.max_body_bytes)}
-    ingress_options = {"num_cpus": opts.ingress_num_cpus, "runtime_env": {"env_vars": env}}
+    ingress_options = {"num_cpus": opts.ingress_num_cpus}
     return Ingress.options(
         **_scale(opts.ingress_replicas, opts.ingress_autoscaling), ray_actor_options=ingress_options
     ).bind(encoder, settings)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 import time
 from typing import Any
 
@@ -25,6 +26,14 @@ class Encoder:
     """
 
     def __init__(self, model_dir: str | None = None, device: str | None = None, threads: int | None = None) -> None:
+        # torch's OpenMP threads sleep between batches instead of spinning on the cores Serve's event loop
+        # needs (bench/encoder.py, 2 cores: 0.36-0.41 -> 0.46-0.51 of the plain class). OpenMP reads this
+        # when torch loads, which is here (nothing this replica imported before loads torch). Set here, not
+        # by a runtime_env: actors the replica starts would inherit one, and each worker would then start
+        # through Ray's setup_worker, twice the CPU.
+        if "torch" not in sys.modules:
+            os.environ["OMP_WAIT_POLICY"] = C.ENCODER_OMP_WAIT_POLICY
+        self._omp_wait_policy = os.environ.get("OMP_WAIT_POLICY") if "torch" not in sys.modules else None
         import torch
 
         # Ray sets OMP_NUM_THREADS=1 in its workers; a CPU encoder wants the node's cores
@@ -113,5 +122,5 @@ class Encoder:
             "dim": e.dim,
             "batches": self._batches,
             "texts": self._texts,
-            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),  # as torch's OpenMP read it at load
+            "omp_wait_policy": self._omp_wait_policy,  # as torch's OpenMP read it at load (None: loaded before)
         }

@@ -189,10 +189,8 @@ async def invalid_request(_: Request, exc: RequestValidationError) -> JSONRespon
 
 
 class BodyLimit:
-    """Answers 413 to a request body over C.MAX_BODY_BYTES, declared or streamed.
-
-    The app builder sets RAYREC_MAX_BODY_BYTES in the ingress replicas' environment.
-    """
+    """Answers 413 to a request body over the app's limit (app.state.max_body_bytes, which the ingress replica
+    sets from its settings; C.MAX_BODY_BYTES until then), declared or streamed."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
@@ -201,7 +199,7 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit = C.MAX_BODY_BYTES
+        limit = getattr(scope["app"].state, "max_body_bytes", C.MAX_BODY_BYTES)
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             response = JSONResponse(status_code=413, content=_too_large(limit))

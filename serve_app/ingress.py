@@ -137,6 +137,7 @@ class Ingress:
         self.max_items_per_call = int(settings.get("max_items_per_call", C.MAX_ITEMS_PER_CALL))
         # The write key: its digest from the app's args, or the key from this replica's environment.
         digest = settings.get("api_key_sha256") or api_key_digest(settings.get("api_key_env"))
+        api.state.max_body_bytes = int(settings.get("max_body_bytes", C.MAX_BODY_BYTES))  # http_edge.BodyLimit
         api.state.guard = Guard(digest, bool(settings.get("protect_reads", False)),
                                 list(settings.get("allowed_hosts") or LOOPBACK_HOSTS), ACCESS)
         # The item space: a learned model's (its folder, resolved by the app builder), or the encoder's own.
