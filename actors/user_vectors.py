@@ -173,7 +173,7 @@ class UserVectors:
         """Plans, logs and applies one checked event; the caller holds the user's lock. The model computes
         the vector where it knows the item (no shard is asked); else the rule moves it by the item's vector."""
         return await self._feedback_with(user_id, item_id, event, event_id,
-                                         self.store.model_vector(user_id, [(item_id, event)]))
+                                         self.store.by_model.vector(user_id, [(item_id, event)]))
 
     async def _feedback_with(
         self, user_id: str, item_id: str, event: str, event_id: str | None, vector: np.ndarray | None

@@ -31,9 +31,10 @@ class Encoder:
         # when torch loads, which is here (nothing this replica imported before loads torch). Set here, not
         # by a runtime_env: actors the replica starts would inherit one, and each worker would then start
         # through Ray's setup_worker, twice the CPU.
-        if "torch" not in sys.modules:
+        loaded = "torch" in sys.modules  # then its OpenMP has read the environment already
+        if not loaded:
             os.environ["OMP_WAIT_POLICY"] = C.ENCODER_OMP_WAIT_POLICY
-        self._omp_wait_policy = os.environ.get("OMP_WAIT_POLICY") if "torch" not in sys.modules else None
+        self._omp_wait_policy = None if loaded else C.ENCODER_OMP_WAIT_POLICY
         import torch
 
         # Ray sets OMP_NUM_THREADS=1 in its workers; a CPU encoder wants the node's cores

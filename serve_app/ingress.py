@@ -2,12 +2,10 @@
 
 
 import asyncio
-import html
 import logging
 import math
 import time
 import uuid
-from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
@@ -17,6 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from ray import serve
 from ray.exceptions import RayError
+from rayrec.serve_app import demo_page
 from rayrec.serve_app.catalogs import load_catalog
 from rayrec.serve_app.http_edge import (
     LOOPBACK_HOSTS,
@@ -77,16 +76,6 @@ from rayrec.users.client import RecommendClient
 log = logging.getLogger("ray.serve")
 # An id in a route's path: as long as any id may be (the actors check what it may hold).
 PathId = Annotated[str, PathParam(min_length=1, max_length=C.MAX_ID_CHARS)]
-# The demo page's files, shipped inside the package (no build step, nothing fetched from elsewhere), read once.
-STATIC = Path(__file__).parent / "static"
-PAGE = (STATIC / "demo.html").read_text(encoding="utf-8")
-STATIC_FILES = {name: ((STATIC / name).read_bytes(), kind) for name, kind in
-                (("demo.js", "text/javascript; charset=utf-8"), ("demo.css", "text/css; charset=utf-8"))}
-# The browser refuses anything from elsewhere (scripts, styles, fonts, calls): the page is self-contained.
-# No other site may frame it either (clickjacking the feedback buttons): frame-ancestors, and X-Frame-Options
-# for browsers that predate it.
-PAGE_HEADERS = {"cache-control": "no-cache", "content-security-policy": "default-src 'self'; frame-ancestors 'none'",
-                "x-frame-options": "DENY"}
 api = FastAPI(title="rayrec", description="Real-time recommendations on Ray", version="0.1.0")
 api.router.route_class = StrictJSONRoute  # every body parsed as strict JSON (serve_app/http_edge.py)
 api.add_exception_handler(BadBody, bad_body)
@@ -221,15 +210,11 @@ class Ingress:
     @api.get("/demo", include_in_schema=False)
     async def demo_page(self, request: Request) -> HTMLResponse:
         """The live demo page: pick a user, send feedback, watch the list move (under the app's route prefix)."""
-        root = html.escape(str(request.scope.get("root_path") or "").rstrip("/"), quote=True)
-        return HTMLResponse(PAGE.replace("{{root}}", root), headers=PAGE_HEADERS)
+        return demo_page.page(str(request.scope.get("root_path") or ""))
 
     @api.get("/static/{name}", include_in_schema=False)
     async def static_file(self, name: str) -> Response:
-        if name not in STATIC_FILES:
-            return JSONResponse(status_code=404, content={"detail": f"no static file {name!r}"})
-        body, kind = STATIC_FILES[name]
-        return Response(body, media_type=kind, headers={"cache-control": "no-cache"})
+        return demo_page.static_file(name)
 
     @api.get("/noop")
     async def noop(self) -> dict[str, str]:

@@ -79,7 +79,7 @@ class UserEvents:
         self.last_only = False  # see many
         if vectors is None:
             try:
-                vectors = store.model_vectors(user_id, self.asked())
+                vectors = store.by_model.vectors(user_id, self.asked())
             except CALLER_ERRORS:
                 self.exact = False
         self._batch = iter(vectors or [])
@@ -99,11 +99,11 @@ class UserEvents:
         history, and so the next vector, holds them all). A user with an item the model lacks is planned
         event by event (the rule moves such a user, and the rule depends on every step)."""
         plans = {user_id: cls(store, user_id, mine, vectors=[]) for user_id, mine in by_user.items()}
-        if last_only and store.model is not None:
+        if last_only and store.by_model.model is not None:
             for plan in plans.values():
-                plan.last_only = all(store.model.knows(item) for item, _ in plan.asked())
+                plan.last_only = all(store.by_model.model.knows(item) for item, _ in plan.asked())
         try:
-            got = store.model_vectors_many([(u, p.asked()) for u, p in plans.items()],
+            got = store.by_model.many([(u, p.asked()) for u, p in plans.items()],
                                            [p.last_only for p in plans.values()])
         except CALLER_ERRORS:
             for plan in plans.values():
@@ -130,7 +130,7 @@ class UserEvents:
                     vector = np.zeros(self.store.dim, np.float32) if state is None else state.vector
             else:
                 new = not self.store.applied(self.user_id, event_id)
-                vector = self.store.model_vector(self.user_id, [(item_id, event)]) if new else None
+                vector = self.store.by_model.vector(self.user_id, [(item_id, event)]) if new else None
             yield checked, new, vector
 
 

@@ -45,7 +45,7 @@ class ModelSwitch:
         error = self.models.error
         if error is not None and error != self.error:  # the rule serves, and says so
             log.warning("rayrec: %s; the feedback rule moves users", error)
-        self.store.model = self.models.model
+        self.store.by_model.model = self.models.model
         self.name = self.models.name  # in info and every answer
         self.error = error
 

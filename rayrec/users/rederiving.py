@@ -1,9 +1,9 @@
 """Every user of a store computed again in a new item space (a model swap), without Ray.
 
 Where the store has a user model (the new space's, see rayrec.users.user_models), a user is computed by it
-from their kept history, as their next feedback would compute them (UserStore.model_vector). Else, and for a
-user the model knows nothing of, the feedback rule's steps are taken again over the new space's item vectors
-(rayrec.users.feedback_rule.rederive). A user whose vector was set last (by text, or a raw vector), with no
+from their kept history, as their next feedback would compute them (rayrec.users.model_vectors). Else,
+and for a user the model knows nothing of, the feedback rule's steps are taken again over the new space's
+item vectors (rayrec.users.feedback_rule.rederive). A user whose vector was set last (by text, or a raw vector), with no
 event since, starts from it: their text embedding placed by the new space's text path.
 """
 
@@ -31,7 +31,7 @@ def rederive_all(
     """Commits every user's vector in the new space (a REDERIVED change each, history unchanged).
 
     Args:
-        store: the users; store.model is the new space's user model (None: the rule).
+        store: the users; store.by_model.model is the new space's user model (None: the rule).
         vectors: item id -> its vector in the new space, for the items the histories hold (deleted ones lack).
         mean: the new space's cold-start vector (the catalog mean): where a user starts when nothing else says.
         place_text: (n, e) text embeddings -> (n, dim) vectors by the new space's text path; None: no text path.
@@ -42,7 +42,7 @@ def rederive_all(
     """
     users, by_model = store.items(), 0
     for user_id, state in users:
-        vector = store.model_vector(user_id, []) if _model_moves(state) else None
+        vector = store.by_model.vector(user_id, []) if _model_moves(state) else None
         by_model += vector is not None
         if vector is None:
             try:

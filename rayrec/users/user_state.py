@@ -6,13 +6,12 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
 from rayrec.config import FeedbackRule
 from rayrec.exceptions import InvalidInputError
-from rayrec.users.feedback_batch import windows
 from rayrec.users.feedback_rule import (
     FEEDBACK,
     HISTORY,
@@ -24,6 +23,7 @@ from rayrec.users.feedback_rule import (
     normalise,
     update_vector,
 )
+from rayrec.users.model_vectors import ModelVectors, UserModel
 from rayrec.validation import check_event, check_id, check_vectors
 
 
@@ -44,16 +44,6 @@ class UserChange:
     event: str | None = None  # the feedback event type
     items: list[str] = field(default_factory=list)  # the feedback's item, or the history
     source: np.ndarray | None = None  # VECTOR: the text embedding it was placed from (None: a raw vector)
-
-
-class UserModel(Protocol):
-    """What computes a user's vector from their recent events (rayrec.users.sequential_user.SequentialUser)."""
-
-    def knows(self, item_id: str) -> bool: ...
-
-    def encode(self, events: Sequence[tuple[str, str]]) -> tuple[np.ndarray, np.ndarray]: ...
-
-    def vectors_of(self, rows: np.ndarray, types: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
 
 
 @dataclass(slots=True)
@@ -91,7 +81,9 @@ class UserState:
 
 
 class UserStore:
-    """The users of one partition, updated by the feedback rule."""
+    """The users of one partition, updated by the feedback rule (or by_model's user model)."""
+
+    __slots__ = ("dim", "rule", "_clock", "_users", "by_model")  # store.by_model.model, never a store.model
 
     def __init__(
         self, dim: int, rule: FeedbackRule, clock: Callable[[], float] = time.time, model: UserModel | None = None
@@ -100,68 +92,12 @@ class UserStore:
         self.rule = rule
         self._clock = clock
         self._users: dict[str, UserState] = {}
-        self.model = model  # computes a user's vector from their recent events; None: the rule moves users
-
-    def model_vector(self, user_id: str, events: Sequence[tuple[str, str]]) -> np.ndarray | None:
-        """The model's vector for the user after their kept history and then events ((item id, event) pairs);
-        None without a model, when it does not know one of these events' items (the rule moves the user
-        then), or when it knows none of the user's."""
-        if self.model is None or not all(self.model.knows(i) for i, _ in events):
-            return None
-        return self._vector_of([*self._kept(user_id), *events])
-
-    def _vector_of(self, events: Sequence[tuple[str, str]]) -> np.ndarray | None:
-        """The model's vector (checked, normalised) after exactly these events; None where it gives none."""
-        assert self.model is not None
-        if not events:
-            return None
-        rows, types = self.model.encode(events)
-        return self._checked(*self.model.vectors_of(rows[None], types[None]))[0]
-
-    def model_vectors(self, user_id: str, events: Sequence[tuple[str, str]]) -> list[np.ndarray | None]:
-        """model_vector at each of events in turn, as if each event before it had been committed (the kept
-        history then holds them, its last history_len), in one batched pass of the model; None where
-        model_vector would give None for that event alone."""
-        return self.model_vectors_many([(user_id, events)])[0]
-
-    def model_vectors_many(
-        self, asks: Sequence[tuple[str, Sequence[tuple[str, str]]]], last_only: Sequence[bool] | None = None
-    ) -> list[list[np.ndarray | None]]:
-        """model_vectors of each (user id, events), every user's in one batched pass of the model; where
-        last_only (one flag an ask) is set, only at that user's last event the model knows (None at the
-        others)."""
-        if self.model is None:
-            return [[None] * len(events) for _, events in asks]
-        encoded, asked = [], []
-        for n, (user_id, events) in enumerate(asks):
-            kept = self._kept(user_id)
-            rows, types = self.model.encode([*kept, *events])
-            mine = [t for t, (item, _) in enumerate(events) if self.model.knows(item)]
-            mine = mine[-1:] if last_only is not None and last_only[n] else mine
-            encoded.append((rows, types, [len(kept) + t for t in mine]))
-            asked.append(mine)
-        vectors = self._checked(*self.model.vectors_of(*windows(encoded, self.rule.history_len + 1)))
-        out, at = [], 0
-        for (_, events), mine in zip(asks, asked, strict=True):
-            got: list[np.ndarray | None] = [None] * len(events)
-            for t in mine:
-                got[t], at = vectors[at], at + 1
-            out.append(got)
-        return out
+        # The user model, if any, computes a user's vector from their recent events (None: the rule moves users).
+        self.by_model = ModelVectors(dim, rule.history_len, self._kept, model)
 
     def _kept(self, user_id: str) -> list[tuple[str, str]]:
         state = self._users.get(user_id)
         return [] if state is None else [(i, e) for i, e, _ in state.history]
-
-    def _checked(self, vectors: np.ndarray, live: np.ndarray) -> list[np.ndarray | None]:
-        """The model's (B, dim) vectors checked (width, finite) and normalised; None where it gave none."""
-        if not live.any():
-            return [None] * len(live)
-        ok = check_vectors(vectors[live], self.dim, what="user vector")
-        out: list[np.ndarray | None] = [None] * len(live)
-        for n, v in zip(np.flatnonzero(live), ok, strict=True):
-            out[n] = v
-        return out
 
     def __len__(self) -> int:
         return len(self._users)
@@ -234,7 +170,7 @@ class UserStore:
         if self.applied(user_id, event_id):
             return None
         items = list(item_ids)[-self.rule.history_len :]
-        vec = self._vector_of([(i, HISTORY) for i in items]) if self.model is not None else None
+        vec = self.by_model.of([(i, HISTORY) for i in items])
         if vec is None:
             vec = history_vector(check_vectors(vectors, self.dim, what="item vector"), self.rule.history_recency)
         return UserChange(HISTORY, user_id, self._next_version(user_id), vec, self._clock(), event_id, items=items)

@@ -41,6 +41,7 @@ PLAIN_MODULES = (
     "rayrec.users.user_journal",
     "rayrec.users.user_models",
     "rayrec.users.model_switch",
+    "rayrec.users.model_vectors",
     "rayrec.users.rederiving",
     "rayrec.learning.placement",
     "rayrec.learning.background",

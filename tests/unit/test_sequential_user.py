@@ -96,13 +96,13 @@ def test_a_store_with_the_model_moves_users_by_their_events_and_the_files_round_
     store.commit(store.plan_history("u", ["i3"], np.zeros((1, user.dim), np.float32)))
     np.testing.assert_allclose(store.get("u").vector, user.vector([("i3", "history")]), atol=1e-6)
     for item, event in events[1:]:
-        vector = store.model_vector("u", [(item, event)])
+        vector = store.by_model.vector("u", [(item, event)])
         store.commit(store.plan_feedback("u", item, event, None, f"e-{item}", model_vector=vector))
     # The vector after each event is the model's over the whole kept history, oldest first.
     np.testing.assert_allclose(store.get("u").vector, user.vector([("i3", "history"), *events[1:]]), atol=1e-6)
     assert [i for i, _, _ in store.get("u").history] == ["i3", "i7", "i9"] and store.get("u").version == 3
     assert store.plan_feedback("u", "i9", "like", None, "e-i9") is None  # its event id was applied
-    assert store.model_vector("nobody", [("unknown", "like")]) is None  # the rule takes over
+    assert store.by_model.vector("nobody", [("unknown", "like")]) is None  # the rule takes over
     with pytest.raises(InvalidInputError, match="no readable user model"):
         model_files.load(tmp_path / "missing")
 
@@ -142,7 +142,7 @@ def test_a_users_events_planned_in_one_batch_equal_applying_them_one_at_a_time(f
         if n == fails_at or one.applied("u", event_id):
             want.append(None)
             continue
-        vector = one.model_vector("u", [(item, event)])
+        vector = one.by_model.vector("u", [(item, event)])
         one.commit(one.plan_feedback("u", item, event, None if vector is not None else x, event_id,
                                      model_vector=vector))
         want.append(one.get("u").vector.copy())
@@ -255,7 +255,7 @@ def test_many_users_planned_in_one_pass_equal_each_alone_and_a_user_changed_mean
         return s
 
     def apply(s: UserStore, uid: str, item: str, event: str, event_id: str | None) -> None:
-        vector = s.model_vector(uid, [(item, event)])
+        vector = s.by_model.vector(uid, [(item, event)])
         s.commit(s.plan_feedback(uid, item, event, None if vector is not None else x, event_id, model_vector=vector))
 
     events = [("a", "i1", "like", "1"), ("b", "i2", "click", None), ("c", "i9", "like", None),

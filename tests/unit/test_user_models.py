@@ -84,7 +84,7 @@ def test_rederive_all_computes_users_by_the_model_where_it_knows_them_else_by_th
     embedding = rng.standard_normal(6).astype(np.float32)
     users.apply("t", "i5", "like", old["i5"])
     users.commit(users.plan_vector("t", old["i6"], source=embedding))  # then set by text: no event since
-    users.model = model  # the swap took the new space's user model
+    users.by_model.model = model  # the swap took the new space's user model
     mean = padded(rng.standard_normal(9), 16)[0]
     placed = padded(rng.standard_normal(9), 16)[0]
     done = rederive_all(users, new, mean, lambda e: np.asarray([placed]), "v2")
@@ -94,11 +94,11 @@ def test_rederive_all_computes_users_by_the_model_where_it_knows_them_else_by_th
     np.testing.assert_allclose(users.get("n").vector, new["new"], atol=1e-6)  # by the rule, from nothing
     np.testing.assert_allclose(users.get("t").vector, placed, atol=1e-6)  # their text, placed again
     # The next feedback moves them by the model from their whole kept history, as the swap did.
-    vector = users.model_vector("h", [("i7", "click")])
+    vector = users.by_model.vector("h", [("i7", "click")])
     np.testing.assert_allclose(vector, padded(user.vector([("i1", "history"), ("i2", "history"), ("i3", "like"),
                                                            ("i7", "click")]), 16)[0], atol=1e-6)
     # Without a model (a swap back to a non-sequential version) every user is the rule's again.
-    users.model = None
+    users.by_model.model = None
     assert rederive_all(users, old, mean, None)["by_model"] == 0
     rule = users.rule
     h = update_vector(history_vector(np.stack([old["i1"], old["i2"]]), rule.history_recency), old["i3"],
