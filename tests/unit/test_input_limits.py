@@ -12,8 +12,9 @@ import pytest
 from rayrec import constants as C
 from rayrec.config import IndexConfig
 from rayrec.exceptions import InvalidInputError
-from rayrec.index.item_index import META_PREFIX, ItemIndex
+from rayrec.index.item_index import ItemIndex
 from rayrec.index.metadata import check_metadata
+from rayrec.index.row_table import META_PREFIX
 from rayrec.learning import store
 from rayrec.validation import check_categories, check_history, check_id, check_text, parse_json
 

@@ -92,7 +92,7 @@ def test_a_copy_between_plain_shards_answers_like_one_exact_index(old, new, seed
         shard.commit_staged()
     assert sum(s.count() for s in dst) == len(live)
     for j, shard in enumerate(dst):
-        assert all(partition_of(i, new) == j for i in shard.index._row)
+        assert all(partition_of(i, new) == j for i in shard.index.live_items().ids)
 
     queries = normalise_rows(clustered(rng, 5, DIM))
     truth_vecs = normalise_rows(vecs[live])
