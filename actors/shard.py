@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-import threading
 from typing import Any
 
 import numpy as np
@@ -11,35 +9,32 @@ import pyarrow as pa
 import ray
 
 from rayrec import constants as C
-from rayrec.catalogs.catalog import ItemBatch, iter_items
+from rayrec.catalogs.catalog import ItemBatch
 from rayrec.catalogs.ingest import TEXT_COLUMN
 from rayrec.config import RayrecConfig
-from rayrec.durability import shard_log
-from rayrec.durability.journal import Journal, fail_stop
 from rayrec.durability.replica_state import ReplicaState
+from rayrec.durability.shard_journal import ShardJournal
 from rayrec.durability.storage import Storage
-from rayrec.durability.wal import LogFailedError
-from rayrec.exceptions import InvalidInputError, ShardRetiredError, ShardUnavailableError
-from rayrec.hashing import partitions_of
-from rayrec.index.faiss_kinds import omp_threads
-from rayrec.index.item_index import ItemIndex
-from rayrec.index.metadata import check_metadata
+from rayrec.exceptions import ShardRetiredError, ShardUnavailableError
+from rayrec.index.faiss_kinds import omp_threads, set_process_threads
+from rayrec.index.filtered_search import PerQuery
+from rayrec.index.item_index import ItemIndex, check_items
+from rayrec.index.staged_items import StagedItems
 from rayrec.routing.wire import pack_partial, unpack_search
 from rayrec.system.layout import Generation, require_layout
 from rayrec.system.resharding import split_batch
 from rayrec.validation import check_ids, check_vectors
 
-log = logging.getLogger(__name__)
 # Metadata a search result leaves out: the text an item was added by, kept for model swaps (which place it
 # again); an item's own record (GET /items/{id}, Rayrec.fetch) still carries it.
 SEARCH_LEAVES_OUT = frozenset({TEXT_COLUMN})
 
 
 class Shard:
-    """One shard: an ItemIndex plus two-phase bulk loads of its own rows.
+    """One shard replica: its ItemIndex, staged loads (StagedItems), durability (ShardJournal) and write position
+    (ReplicaState), composed; each call is checked (retired? in sync?), then delegated.
 
-    Plain Python; ShardActor below is this class as a Ray actor, which runs
-    calls one at a time, in order.
+    Plain Python; ShardActor below is this class as a Ray actor, which runs calls one at a time, in order.
     """
 
     def __init__(
@@ -53,26 +48,18 @@ class Shard:
     ) -> None:
         """require_shared: refuse to start where the storage holds no layout.json (a node that does not share
         it: see rayrec.system.layout.require_layout); deploy.py asks it of every shard actor."""
-        if threads is not None:
-            import faiss
-
-            # One OpenMP thread per actor: two make a single query ~2x slower on 2 cores.
-            faiss.omp_set_num_threads(threads)
-            faiss.cvar.distance_compute_blas_threshold = C.FAISS_BLAS_THRESHOLD
+        if threads is not None:  # one OpenMP thread per actor: two make a single query ~2x slower on 2 cores
+            set_process_threads(threads)
         self.config = config
         self.shard_id = shard_id
         self.replica = replica
         self.generation = generation or Generation.first(config.num_shards)
         self.retired = False
         self.index = ItemIndex(config.index, build_threads=C.SHARD_BUILD_THREADS)
-        self._staged: list[ItemBatch] = []
+        self.staged = StagedItems(self.index)
         # Batches big enough to split over threads may use more of them (a node's CPUs
         # divided by the shards it holds); a single query stays on one thread.
         self._batch_threads = C.SHARD_BATCH_THREADS if threads is not None else None
-        self.journal: Journal | None = None
-        self._fail_stop = fail_stop  # what a failed log write does: end the process (tests pass their own)
-        self.recovered_rows = 0
-        self._snapshotting: threading.Thread | None = None
         self.storage: Storage | None = None
         if config.storage is not None:
             if require_shared:
@@ -80,13 +67,9 @@ class Shard:
             self.storage = Storage(config.storage).child(self.generation.storage_name(shard_id, replica))
         # Among the shard's replicas: the position of the last sequenced write applied (write_at), out of sync.
         self.replication = ReplicaState(f"replica {replica} of shard {shard_id}", self.storage)
+        self.durability = ShardJournal(config, self.storage, self.index, self.replication, shard_id, replica)
         if self.storage is not None:
-            self.journal = Journal(
-                self.storage,
-                shard_log.log_schema(config.index.dim),
-                config.snapshot_every,
-            )
-            self._recover()
+            self.durability.recover()
 
     def _serving(self) -> None:
         if self.retired:
@@ -101,69 +84,18 @@ class Shard:
         self.replication.check_in_sync()
 
     # ----- durability -----------------------------------------------------
-    def _recover(self) -> None:
-        """Loads the latest snapshot and replays the log after it (a restart by Ray lands here)."""
-        assert self.journal is not None
-        snap, logged = self.journal.recover()
-        batches = list(logged)
-        if snap is not None:
-            blob = snap.blob("faiss") if snap.has("faiss") else None
-            self.index.import_state(snap.table("rows"), blob, snap.info)
-        self.recovered_rows = shard_log.replay(batches, self.index)
-        start = int(snap.info.get("position", 0)) if snap is not None else 0
-        self.replication.position = shard_log.position_of(batches, start)
-
-    def _log(self, batch: pa.RecordBatch) -> None:
-        """Makes a write's record durable (with storage); a sequenced write's position moves with it."""
-        seq = self.replication.applying
-        if seq is not None:
-            batch = batch.set_column(batch.schema.get_field_index(shard_log.SEQ), shard_log.SEQ,
-                                     pa.array([seq] * batch.num_rows, pa.int64()))
-        if self.journal is not None:
-            try:
-                self.journal.append(batch)
-            except LogFailedError as exc:  # the record may be on disk: only a recovery from the log may say
-                self._fail_stop(f"shard {self.shard_id} replica {self.replica}", exc)
-        self.replication.applied()
-
-    def _after_write(self) -> None:
-        if self.journal is not None and self.journal.snapshot_due:
-            self.snapshot(wait=False)
+    @property
+    def recovered_rows(self) -> int:
+        """Log rows replayed when this replica started (0 without storage)."""
+        return self.durability.recovered_rows
 
     def snapshot(self, wait: bool = True) -> None:
-        """Writes this shard's state to storage and drops the log it covers (no-op without storage).
-
-        The state is captured here (rows are append-only, so the vectors are not
-        copied); with wait=False the files are written by a thread while the shard
-        keeps answering. Until they are complete, the previous snapshot and the
-        whole log after it stay, so a crash meanwhile loses nothing.
-        """
-        if self.journal is None:
-            return
-        self.wait_snapshot()  # one at a time
-        wal_from = self.journal.begin_snapshot()
-        table, blob, info = self.index.export_state()
-        info = {**info, "position": self.replication.position}
-        blobs = {"faiss": blob} if blob is not None else {}
-        journal = self.journal
-        if wait:
-            journal.write_snapshot(wal_from, info, {"rows": table}, blobs)
-            return
-
-        def write() -> None:
-            try:
-                journal.write_snapshot(wal_from, info, {"rows": table}, blobs)
-            except Exception:  # the previous snapshot and the log still hold everything
-                log.exception("shard %s: snapshot %s failed; the log grows until one succeeds", self.shard_id, wal_from)
-
-        self._snapshotting = threading.Thread(target=write, name=f"snapshot-shard-{self.shard_id}", daemon=True)
-        self._snapshotting.start()
+        """ShardJournal.snapshot: this shard's state to storage, the log it covers dropped (no-op without storage)."""
+        self.durability.snapshot(wait)
 
     def wait_snapshot(self) -> None:
         """Returns once a snapshot being written in the background is complete."""
-        if self._snapshotting is not None:
-            self._snapshotting.join()
-            self._snapshotting = None
+        self.durability.wait_snapshot()
 
     def search(
         self,
@@ -179,12 +111,7 @@ class Shard:
         return self._search(queries, k, excludes, categories, with_metadata)
 
     def _search(
-        self,
-        queries: np.ndarray,
-        k: int,
-        excludes: list[list[str] | None] | None,
-        categories: list[list[str] | None] | None,
-        with_metadata: bool,
+        self, queries: np.ndarray, k: int, excludes: PerQuery, categories: PerQuery, with_metadata: bool
     ) -> tuple[np.ndarray, ...]:
         threads = self._batch_threads if queries.shape[0] >= C.SHARD_BATCH_MIN_QUERIES else None
         with omp_threads(threads):
@@ -207,18 +134,7 @@ class Shard:
         The router owns the layout, so it says which part this shard holds.
         """
         self._serving()
-        if not 0 <= part < num_parts:
-            raise InvalidInputError(f"part {part} is outside 0..{num_parts - 1}")
-
-        def mine(ids: list[str]) -> np.ndarray:
-            return partitions_of(ids, num_parts) == part
-
-        batches = list(iter_items(source, self.config.index.dim, keep=mine))
-        names = {name for b in [*self._staged, *batches] for name, col in (b.metadata or {}).items()
-                 if any(v is not None for v in col)}
-        self.index.check_room({name: [name] for name in names})  # before anything is applied
-        self._staged.extend(batches)
-        return sum(len(b) for b in batches)
+        return self.staged.read(source, part, num_parts)
 
     def commit_staged(self, expected: int | None = None) -> int:
         """Applies every staged batch (an upsert each); returns the rows written.
@@ -227,14 +143,13 @@ class Shard:
         lost them) refuses, so it is marked out of sync and repaired from a peer that committed.
         """
         self._serving()
-        held = sum(len(b) for b in self._staged)
+        held = self.staged.held()
         if expected is not None and held != expected:
             raise ShardUnavailableError(
                 f"replica {self.replica} of shard {self.shard_id} holds {held} staged rows, not the {expected} "
                 "the load staged (it restarted during the load)"
             )
-        staged, self._staged = self._staged, []
-        written = sum(self.index.upsert(b.ids, b.vectors, b.metadata) for b in staged)
+        written = self.staged.apply()
         if written:
             self.replication.applied()  # the snapshot records it
             self.snapshot()  # a bulk load is made durable by a snapshot, not row by row in the log
@@ -243,13 +158,7 @@ class Shard:
     def stage_batches(self, *batches: ItemBatch) -> int:
         """Stages items copied from other shards (a re-shard); commit_staged applies them."""
         self._serving()
-        for batch in batches:
-            ids = check_ids(batch.ids)
-            vectors = check_vectors(batch.vectors, self.config.index.dim)
-            if len(ids) != vectors.shape[0]:
-                raise InvalidInputError(f"a copied batch has {len(ids)} ids but {vectors.shape[0]} vectors")
-            self._staged.append(ItemBatch(ids, vectors, check_metadata(batch.metadata, len(ids))))
-        return sum(len(b) for b in batches)
+        return self.staged.add(*batches)
 
     def split(self, num_parts: int) -> ItemBatch | list[ItemBatch]:
         """This shard's live items grouped by their owner among num_parts new shards (a re-shard's copy).
@@ -269,45 +178,26 @@ class Shard:
         """
         self.retired = True
         self.close()
-        self._staged = []
+        self.staged.drop()
 
     def close(self) -> None:
         """Waits for a background snapshot, then lets go of storage (its writer lock): nothing more is written."""
-        self.wait_snapshot()
-        if self.journal is not None:
-            self.journal.close()
-        self.journal = None
+        self.durability.close()
 
     def abort_staged(self) -> None:
         """Drops staged rows (a load failed on some shard)."""
-        self._staged = []
+        self.staged.drop()
 
     def upsert(self, ids: list[str], vectors: np.ndarray, metadata: dict[str, list[Any]] | None = None) -> int:
         """ItemIndex.upsert on this shard, durable (with storage) before it returns."""
         self._serving()
-        ids = check_ids(ids)
-        vecs = check_vectors(vectors, self.config.index.dim)
-        if vecs.shape[0] != len(ids):
-            raise InvalidInputError(f"got {len(ids)} ids but {vecs.shape[0]} vectors")
-        meta = check_metadata(metadata, len(ids))
-        if not ids:
-            return 0
-        self.index.check_room(meta)  # before the log: a write refused here is never replayed
-        self._log(shard_log.upsert_batch(ids, vecs, meta, self.config.index.dim))
-        written = self.index.upsert(ids, vecs, meta)
-        self._after_write()
-        return written
+        ids, vecs, meta = check_items(ids, vectors, metadata, self.config.index.dim)
+        return self.durability.upsert(ids, vecs, meta) if ids else 0
 
     def delete(self, ids: list[str]) -> int:
         """ItemIndex.delete on this shard, durable (with storage) before it returns."""
         self._serving()
-        ids = check_ids(ids)
-        present = [i for i in ids if i in self.index]
-        if present:
-            self._log(shard_log.delete_batch(present, self.config.index.dim))
-        deleted = self.index.delete(present)
-        self._after_write()
-        return deleted
+        return self.durability.delete(check_ids(ids))
 
     def count(self) -> int:
         """Live items on this shard."""
@@ -342,9 +232,8 @@ class Shard:
     def clear(self) -> None:
         """Removes every item and anything staged."""
         self._serving()
-        self._log(shard_log.clear_batch(self.config.index.dim))
-        self.index.clear()
-        self._staged = []
+        self.durability.clear()
+        self.staged.drop()
 
     # ----- replicas: sequenced writes, out of sync, repair ------------------
     def write_at(self, seq: int, method: str, args: tuple[Any, ...]) -> tuple[Any, int]:
@@ -359,7 +248,7 @@ class Shard:
         try:
             answer = getattr(self, method)(*args)
             if self.replication.position < seq:  # it changed nothing (deleted ids that were absent): the position alone
-                self._log(shard_log.clear_batch(self.config.index.dim, op=shard_log.POSITION))
+                self.durability.log_position()
         finally:
             self.replication.end()
         return answer, self.replication.position
@@ -384,7 +273,7 @@ class Shard:
         self.wait_snapshot()
         table, blob, info, position = state
         self.index.import_state(table, blob, info)
-        self._staged = []
+        self.staged.drop()
         self.replication.position = int(position)
         self.snapshot()  # this replica's own storage holds the state before the mark goes
         self.replication.repaired()
@@ -400,7 +289,7 @@ class Shard:
             "index": self.config.index.factory,
             "index_ready": self.index.index_ready,
             "node_id": ray.get_runtime_context().get_node_id() if ray.is_initialized() else None,
-            "durable": self.journal is not None,
+            "durable": self.durability.journal is not None,
             "recovered_rows": self.recovered_rows,
             "generation": self.generation.number,
             "retired": self.retired,

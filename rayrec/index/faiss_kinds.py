@@ -33,6 +33,12 @@ def omp_threads(n: int | None) -> Iterator[None]:
         faiss.omp_set_num_threads(before)
 
 
+def set_process_threads(n: int) -> None:
+    """Has faiss in this process use n OpenMP threads, and BLAS from C.FAISS_BLAS_THRESHOLD queries a batch on."""
+    faiss.omp_set_num_threads(n)
+    faiss.cvar.distance_compute_blas_threshold = C.FAISS_BLAS_THRESHOLD
+
+
 def ivf_of(index: faiss.Index) -> Any:
     """The IVF part of an index, or None."""
     try:

@@ -19,6 +19,21 @@ from rayrec.index.row_index import RowIndex
 from rayrec.validation import check_ids, check_vectors
 
 
+def check_items(
+    ids: Sequence[Any], vectors: Any, metadata: Mapping[str, Sequence[Any]] | None, dim: int
+) -> tuple[list[str], np.ndarray, dict[str, list[str | None]]]:
+    """Checks one write's items (ItemIndex.upsert's arguments), raising InvalidInputError on any that is bad.
+
+    Returns:
+        (ids as strings, (n, dim) float32 vectors normalised, metadata as checked columns of n values each).
+    """
+    ids = check_ids(ids)
+    vecs = check_vectors(vectors, dim)
+    if vecs.shape[0] != len(ids):
+        raise InvalidInputError(f"got {len(ids)} ids but {vecs.shape[0]} vectors")
+    return ids, vecs, check_metadata(metadata, len(ids))
+
+
 class ItemIndex:
     """The items of one shard, searchable by inner product over L2-normalised vectors.
 
@@ -54,12 +69,8 @@ class ItemIndex:
         Returns:
             The number of items written. Nothing is written if any input is bad.
         """
-        ids = check_ids(ids)
-        vecs = check_vectors(vectors, self.config.dim)
+        ids, vecs, meta = check_items(ids, vectors, metadata, self.config.dim)
         n = len(ids)
-        if vecs.shape[0] != n:
-            raise InvalidInputError(f"got {n} ids but {vecs.shape[0]} vectors")
-        meta = check_metadata(metadata, n)
         last = {item: pos for pos, item in enumerate(ids)}
         if len(last) != n:
             keep = sorted(last.values())

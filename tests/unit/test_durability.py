@@ -149,7 +149,7 @@ def test_a_restarted_shard_answers_exactly_as_before(tmp_path, factory, snapshot
     np.testing.assert_allclose(got[0], want[0], rtol=1e-6)
     assert got[2].tolist() == want[2].tolist()
     assert restarted.count() == reference.count() == 400 - 20 - 10 + 1  # i3 came back
-    snapshots = latest_snapshot(restarted.journal.storage)  # type: ignore[union-attr]
+    snapshots = latest_snapshot(restarted.durability.journal.storage)  # type: ignore[union-attr]
     assert (snapshots is not None) == (snapshot_every == 50)
     assert restarted.recovered_rows > 0
 
@@ -168,7 +168,7 @@ def test_a_shard_whose_log_write_fails_stops_and_recovers_from_the_log(tmp_path,
         stops.append((what, type(exc).__name__))
         raise Stopped
 
-    shard._fail_stop = stop
+    shard.durability.fail_stop = stop
     shard.upsert(["a"], np.eye(dim)[:1])
     real = os.fdatasync
 
@@ -216,7 +216,7 @@ def test_a_committed_load_is_snapshotted_not_logged(tmp_path):
     )
     shard.stage(table, 0, 1)
     assert shard.commit_staged() == 50
-    assert wal.segments(shard.journal.storage) == []  # type: ignore[union-attr]
+    assert wal.segments(shard.durability.journal.storage) == []  # type: ignore[union-attr]
     shard.close()
     assert Shard(cfg, 0).count() == 50
 

@@ -32,6 +32,8 @@ PLAIN_MODULES = (
     "rayrec.durability.snapshot",
     "rayrec.durability.journal",
     "rayrec.durability.shard_log",
+    "rayrec.durability.shard_journal",
+    "rayrec.index.staged_items",
     "rayrec.durability.user_log",
     "rayrec.system.layout",
     "rayrec.routing.replicas",

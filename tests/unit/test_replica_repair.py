@@ -177,7 +177,7 @@ def test_a_load_whose_stage_one_replica_lost_lands_on_both(tmp_path: Path) -> No
         commit = forgetful.commit_staged
 
         def restarted_then_commit(expected: Any = None) -> int:
-            forgetful._staged = []  # what a restart between staging and committing leaves
+            forgetful.staged.drop()  # what a restart between staging and committing leaves
             return commit(expected)
 
         forgetful.commit_staged = restarted_then_commit
