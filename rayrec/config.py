@@ -155,6 +155,8 @@ class RayrecConfig:
         user_model: a folder holding a model-based user (rayrec.users.model_files): every feedback then
             computes the user's vector from their recent events with it; None (or a model that cannot be
             loaded, which the user actors report) keeps the feedback rule.
+        fence_wait_s: how long an actor waits for its storage directory's writer lock before refusing to
+            start; None: RAYREC_FENCE_WAIT_S of the actor's process (15 s unless set).
     """
 
     index: IndexConfig
@@ -179,6 +181,7 @@ class RayrecConfig:
     shard_resources: dict[str, float] = field(default_factory=dict)
     control_resources: dict[str, float] = field(default_factory=dict)
     user_model: str | None = None
+    fence_wait_s: float | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.index, IndexConfig):
@@ -220,6 +223,8 @@ class RayrecConfig:
             raise InvalidInputError(f"replica_hedge_s must be a number > 0, got {self.replica_hedge_s!r}")
         if isinstance(self.max_restarts, bool) or not isinstance(self.max_restarts, int) or self.max_restarts < -1:
             raise InvalidInputError(f"max_restarts must be an integer >= -1 (-1: always), got {self.max_restarts!r}")
+        if self.fence_wait_s is not None:
+            _non_negative_number("fence_wait_s", self.fence_wait_s)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RayrecConfig:

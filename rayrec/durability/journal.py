@@ -41,8 +41,11 @@ class Journal:
     log it covers. Appends and snapshots come from one thread at a time.
     """
 
-    def __init__(self, storage: Storage, schema: pa.Schema, snapshot_every: int) -> None:
+    def __init__(self, storage: Storage, schema: pa.Schema, snapshot_every: int,
+                 fence_wait_s: float | None = None) -> None:
+        """fence_wait_s: how long recover() waits for the writer lock (None: RAYREC_FENCE_WAIT_S)."""
         self.storage = storage
+        self.fence_wait_s = fence_wait_s
         self.schema = schema
         self.snapshot_every = snapshot_every
         self.since_snapshot = 0  # log rows appended since the last snapshot
@@ -55,7 +58,7 @@ class Journal:
         Call once, before the first append: the log opens a new segment afterwards.
         """
         if self.fence is None:
-            self.fence = WriterFence(self.storage)  # one writer per directory, before anything is read
+            self.fence = WriterFence(self.storage, self.fence_wait_s)  # one writer per directory, before any read
         snap = latest_snapshot(self.storage)
         batches = list(wal.read_log(self.storage, snap.wal_from if snap is not None else 0))
         self.since_snapshot = sum(b.num_rows for b in batches)

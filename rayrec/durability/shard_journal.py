@@ -40,7 +40,8 @@ class ShardJournal:
         self.shard_id, self.replica = shard_id, replica
         self.journal: Journal | None = None
         if storage is not None:
-            self.journal = Journal(storage, shard_log.log_schema(config.index.dim), config.snapshot_every)
+            self.journal = Journal(storage, shard_log.log_schema(config.index.dim), config.snapshot_every,
+                                   config.fence_wait_s)
         self.fail_stop = fail_stop  # what a failed log write does: end the process (tests pass their own)
         self.recovered_rows = 0
         self._snapshotting: threading.Thread | None = None

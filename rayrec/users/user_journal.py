@@ -35,7 +35,7 @@ class UserJournal:
             if require_shared:  # a node that does not share the storage would recover nothing (see Shard)
                 require_layout(config)
             self.journal = Journal(Storage(config.storage).child(f"users-{partition}"),
-                                   user_log.log_schema(config.index.dim), config.snapshot_every)
+                                   user_log.log_schema(config.index.dim), config.snapshot_every, config.fence_wait_s)
             # On a local disk a lone change is written in the caller's turn (an fdatasync is
             # ~0.5 ms here); an object store's upload takes longer, so it goes to a thread.
             inline = self.journal.storage.local and C.WAL_INLINE_WRITES

@@ -270,7 +270,8 @@ def test_a_second_system_on_the_same_storage_is_refused_and_the_first_loses_noth
     with Rayrec.start(config) as first:
         first.upsert(ids[:20], unit_vectors(rng, 20, DIM))
         first.set_histories({"u1": ids[:5]})
-        second = dataclasses.replace(config, namespace=config.namespace + "-second")
+        # (its actors wait 1 s, not the default 15 s, for the lock the first system holds: refused all the same)
+        second = dataclasses.replace(config, namespace=config.namespace + "-second", fence_wait_s=1.0)
         with pytest.raises(Exception, match="another process writes to") as refused:
             Rayrec.start(second).shutdown()
         assert "give this system its own storage" in str(refused.value)

@@ -514,6 +514,26 @@ def test_a_second_writer_on_a_local_directory_is_refused_until_the_first_is_gone
     second.close()
 
 
+def test_a_config_sets_how_long_its_actors_wait_for_the_writer_lock(tmp_path, monkeypatch):
+    """fence_wait_s of the config, not RAYREC_FENCE_WAIT_S, when given (the integration tests' second system
+    waits 1 s to be refused instead of 15 s)."""
+    import time
+
+    from rayrec import constants as C
+    from rayrec.durability.fence import StorageInUseError
+
+    monkeypatch.setattr(C, "FENCE_WAIT_S", 60.0)  # what a config without fence_wait_s would wait
+    cfg = RayrecConfig(index=IndexConfig(dim=4), storage=str(tmp_path), fence_wait_s=0.2)
+    first = Shard(cfg, 0)
+    t0 = time.monotonic()
+    with pytest.raises(StorageInUseError, match="waited 0 s"):
+        Shard(cfg, 0)
+    assert time.monotonic() - t0 < 30
+    first.close()
+    with pytest.raises(InvalidInputError, match="fence_wait_s must be a finite number >= 0"):
+        RayrecConfig(index=IndexConfig(dim=4), fence_wait_s=-1)
+
+
 def test_on_an_object_store_a_newer_writer_fences_the_older_one(tmp_path):
     """A KubeRay upgrade: the old and the new cluster share s3://...; once the new writer starts, the old one
     can neither acknowledge a change nor prune the new one's log."""
