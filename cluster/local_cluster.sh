@@ -17,19 +17,20 @@
 #   RAYREC_CLUSTER_PORT  the head's GCS port (default 6390)
 #   RAYREC_DASHBOARD_PORT  the dashboard's port (default 8266)
 #   RAYREC_NODE_CPUS     CPUs each node offers (default 1)
+#   RAYREC_CLUSTER_STOP_WAIT_S  whole seconds `stop` gives the nodes to stop gently before it kills
+#                        what is left (default 10; the tests, which need nothing drained, set 0)
 set -euo pipefail
 
 DIR=${RAYREC_CLUSTER_DIR:-/tmp/rayrec-cluster}
 PORT=${RAYREC_CLUSTER_PORT:-6390}
 DASHBOARD=${RAYREC_DASHBOARD_PORT:-8266}   # the dashboard: Ray's state API and `serve deploy`/`serve status`
 CPUS=${RAYREC_NODE_CPUS:-1}
+STOP_WAIT_S=${RAYREC_CLUSTER_STOP_WAIT_S:-10}
 MEMORY=$((2 * 1024 * 1024 * 1024))        # each raylet would otherwise claim all of the RAM
 STORE=$((300 * 1024 * 1024))              # object store per node
 export RAY_AUTH_MODE=token                # Ray 2.60's token auth (the token in ~/.ray/auth_token)
-# Clients (this script's `ray status`, drivers) need RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, or Ray
-# turns the address 127.0.0.1 into the machine's outward IP; the nodes must not have it (it forbids
-# workers joining).
-status() { RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 timeout 20 ray status --address="127.0.0.1:$PORT" 2>/dev/null; }
+# Clients (drivers, `ray status`) need RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, or Ray turns the address
+# 127.0.0.1 into the machine's outward IP; the nodes must not have it (it forbids workers joining).
 
 free_ports() {  # free_ports N: N TCP ports nobody listens on now, none in $TAKEN (given out already)
   python3 -c "import socket,sys
@@ -66,33 +67,43 @@ alive() {  # alive NAME: fail at once, with its log, if that node's `ray start` 
   fi
 }
 
+wait_started() {  # wait_started NAME: until that node's `ray start` says "Ray runtime started.", which it
+  # prints once the node's raylet has registered with the GCS (a worker: it has joined the cluster).
+  # Read from its log rather than by polling `ray status`: each of those is a Python start and an
+  # import of Ray, seconds of CPU on a small machine.
+  for _ in $(seq 600); do
+    if grep -q "Ray runtime started" "$DIR/$1.log"; then return 0; fi
+    alive "$1"
+    sleep 0.2
+  done
+  echo "rayrec local cluster: node $1 did not start within 120 s; see $DIR/$1.log" >&2
+  exit 1
+}
+
 case ${1:-} in
   start)
     mkdir -p "$DIR"
     node head 127.0.0.1 --head --port="$PORT" --include-dashboard=true --dashboard-host=127.0.0.1 \
       --dashboard-port="$DASHBOARD" --resources='{}'
-    for _ in $(seq 60); do  # the head is up once it answers
-      if status >/dev/null; then break; fi
+    # The workers start once the head's GCS listens, while the head still starts its raylet and
+    # dashboard (a worker's `ray start` waits, with retries, for what the head writes into the GCS).
+    for _ in $(seq 600); do
+      if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then break; fi
       alive head
-      sleep 1
+      sleep 0.2
     done
     node worker1 127.0.0.2 --address="127.0.0.1:$PORT" --resources='{"rayrec_shard": 100}'
     node worker2 127.0.0.3 --address="127.0.0.1:$PORT" --resources='{"rayrec_shard": 100, "rayrec_encoder": 100}'
-    for _ in $(seq 60); do  # until all three nodes have joined
-      if [ "$(status | grep -c '^ 1 node_')" -ge 3 ]; then break; fi
-      alive worker1
-      alive worker2
-      sleep 2
-    done
-    if [ "$(status | grep -c '^ 1 node_')" -lt 3 ]; then
-      echo "rayrec local cluster: not all 3 nodes joined; see $DIR/*.log" >&2
-      exit 1
-    fi
+    wait_started head
+    wait_started worker1
+    wait_started worker2
     echo "rayrec local cluster: 3 nodes at 127.0.0.1:$PORT, dashboard http://127.0.0.1:$DASHBOARD (logs in $DIR)"
     ;;
   stop)
-    # Each node's `ray start` leads a session of its own (setsid): end every process in those
-    # sessions (raylet, GCS, workers), gently first, then for good.
+    # Each node's `ray start` leads a session of its own (setsid). Gently first: SIGTERM to each
+    # `ray start`, which drains its node and stops the processes it started (a SIGTERM to every
+    # process at once would stop the head's GCS under its `ray start`, which would then wait for it,
+    # ~10 s). Then, for good, SIGKILL to whatever is left in those sessions (raylet, GCS, workers).
     sids=""
     for name in worker2 worker1 head; do
       if [ -f "$DIR/$name.pid" ]; then
@@ -100,13 +111,20 @@ case ${1:-} in
         rm -f "$DIR/$name.pid"
       fi
     done
-    members() { for sid in $sids; do ps -e -o pid=,sid= | awk -v s="$sid" '$2 == s {print $1}'; done; }
-    members | xargs -r kill -TERM 2>/dev/null || true
-    for _ in $(seq 20); do
-      [ -z "$(members)" ] && break
+    # the live processes of those sessions (a zombie is gone once its parent has ended)
+    members() { for sid in "$@"; do ps -e -o pid=,sid=,stat= | awk -v s="$sid" '$2 == s && $3 !~ /^Z/ {print $1}'; done; }
+    for sid in $sids; do  # the leader if still there (its PID is its session's), else what is left
+      if [ "$(ps -o sid= -p "$sid" 2>/dev/null | tr -d ' ')" = "$sid" ]; then
+        kill -TERM "$sid" 2>/dev/null || true
+      else
+        members "$sid" | xargs -r kill -TERM 2>/dev/null || true
+      fi
+    done
+    for _ in $(seq $((STOP_WAIT_S * 2))); do
+      [ -z "$(members $sids)" ] && break
       sleep 0.5
     done
-    members | xargs -r kill -KILL 2>/dev/null || true
+    members $sids | xargs -r kill -KILL 2>/dev/null || true
     ;;
   *)
     echo "usage: $0 start|stop" >&2

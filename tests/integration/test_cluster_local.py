@@ -5,8 +5,10 @@ from 2 to 3 shards by deploying the config again while recommendations stream.""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import select
 import shutil
 import socket
 import subprocess
@@ -43,8 +45,11 @@ def test_serve_config_on_a_three_node_cluster(tmp_path):
     gcs, dashboard, http = _free_ports(3)
     state = tempfile.mkdtemp(prefix="rrc-", dir="/tmp")  # short: Ray's socket paths must fit in 107 bytes
     env = dict(os.environ, RAYREC_CLUSTER_DIR=state, RAYREC_CLUSTER_PORT=str(gcs),
-               RAYREC_DASHBOARD_PORT=str(dashboard), RAY_AUTH_MODE="token", HF_HUB_OFFLINE="1")
+               RAYREC_DASHBOARD_PORT=str(dashboard), RAY_AUTH_MODE="token", HF_HUB_OFFLINE="1",
+               RAYREC_CLUSTER_STOP_WAIT_S="0")  # nothing to drain at the end: no 10 s for a gentle stop
     env.pop("RAY_ADDRESS", None)
+    # the script's `ray start` is this interpreter's (as `serve` below), the virtual environment active or not
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     client_env = dict(env, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")
     config = yaml.safe_load((ROOT / "cluster" / "serve_config.multinode.yaml").read_text())
     config["http_options"]["port"] = http  # the file's port may be taken on this machine
@@ -52,8 +57,14 @@ def test_serve_config_on_a_three_node_cluster(tmp_path):
     config_path = tmp_path / "serve_config.yaml"
     config_path.write_text(yaml.safe_dump(config))
     start = subprocess.run([str(SCRIPT), "start"], env=env, capture_output=True, text=True, timeout=300)
+    stack = contextlib.ExitStack()
     try:
         assert start.returncode == 0, start.stdout + start.stderr
+        # One checker process for every look at the cluster (each look: one line to it, one JSON line back),
+        # started now so that its start overlaps the app's.
+        cluster_state = stack.enter_context(
+            _Checker(f"127.0.0.1:{gcs}", f"http://127.0.0.1:{dashboard}", client_env, tmp_path / "check.log")
+        )
         deploy = subprocess.run(
             [str(Path(sys.executable).parent / "serve"), "run", "--address", f"127.0.0.1:{gcs}", "--non-blocking",
              str(config_path)],
@@ -64,15 +75,6 @@ def test_serve_config_on_a_three_node_cluster(tmp_path):
         wait_until(lambda: healthy(url), 300, "the app coming up", interval_s=0.5)
         health = requests.get(url + "/healthz", timeout=10)
         assert health.json()["items"] == 200
-
-        def cluster_state() -> dict:
-            check = subprocess.run(
-                [sys.executable, "-m", "tests.integration.cluster_check", f"127.0.0.1:{gcs}",
-                 f"http://127.0.0.1:{dashboard}"],
-                env=client_env, capture_output=True, text=True, timeout=120, cwd=ROOT,
-            )
-            assert check.returncode == 0, check.stderr[-3000:]
-            return json.loads(check.stdout.strip().splitlines()[-1])
 
         seen = cluster_state()
         nodes = seen["nodes"]
@@ -163,8 +165,41 @@ def test_serve_config_on_a_three_node_cluster(tmp_path):
                                                    "event": "like"}, timeout=60)
         assert fb.status_code == 200 and fb.json()["user_version"] == after["user_version"] + 1
     finally:
+        stack.close()
         subprocess.run([str(SCRIPT), "stop"], env=env, timeout=120)
         shutil.rmtree(state, ignore_errors=True)
+
+
+class _Checker:
+    """`python -m tests.integration.cluster_check ... --each-line`, kept running: calling it asks for the
+    cluster's state (nodes, actors and where they are, each rayrec actor's calls) now."""
+
+    def __init__(self, address: str, dashboard: str, env: dict[str, str], log: Path) -> None:
+        self.log = log
+        with open(log, "wb") as err:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "tests.integration.cluster_check", address, dashboard, "--each-line"],
+                env=env, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, text=True,
+            )
+
+    def __call__(self, timeout_s: float = 120) -> dict:
+        self.proc.stdin.write("\n")
+        self.proc.stdin.flush()
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout_s)
+        line = self.proc.stdout.readline() if ready else ""
+        assert line, f"cluster_check gave no answer within {timeout_s:g} s: {self.log.read_text()[-3000:]}"
+        return json.loads(line)
+
+    def __enter__(self) -> _Checker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.proc.stdin.close()  # it disconnects and ends
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
 
 
 class _RecommendStream:
@@ -230,7 +265,7 @@ def _calls_by_actor(
                 answer[name] = (cls, {m: n - earlier.get(m, 0) for m, n in methods.items()})
         return until(answer)
 
-    wait_until(counted, timeout_s, "Ray's task events counting every call", interval_s=2, retry_on=())
+    wait_until(counted, timeout_s, "Ray's task events counting every call", interval_s=0.5, retry_on=())
     return dict(answer)
 
 
