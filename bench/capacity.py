@@ -76,14 +76,11 @@ def clustered(n: int, dim: int, seed: int = 0):
 
 def measure_index(factory: str) -> dict:
     """One shard's ItemIndex of this kind: bytes per item, and CPU-ms per query alone and in batches of 64."""
-    import faiss
-
-    from rayrec import constants as C
     from rayrec.config import IndexConfig
+    from rayrec.index.faiss_kinds import set_process_threads
     from rayrec.index.item_index import ItemIndex
 
-    faiss.omp_set_num_threads(1)  # as a shard actor runs
-    faiss.cvar.distance_compute_blas_threshold = C.FAISS_BLAS_THRESHOLD
+    set_process_threads(1)  # as a shard actor runs
     vectors = clustered(args.items, args.dim)
     queries = clustered(args.queries, args.dim, seed=1)
     before = rss_bytes()  # the input vectors are already here: what grows is what the index keeps
