@@ -24,9 +24,16 @@ def _environment(names: list[str]) -> dict[str, str | None]:
 
 @pytest.fixture(scope="session")
 def ray_session() -> Iterator[None]:
-    # Shards answer filtered queries through the faiss IDSelector path however few rows
-    # are eligible (the exact-subset shortcut is covered by the unit tests).
-    env = {"RAYREC_EXACT_SUBSET_MAX_ROWS": "0"}
+    env = {
+        # Shards answer filtered queries through the faiss IDSelector path however few rows
+        # are eligible (the exact-subset shortcut is covered by the unit tests).
+        "RAYREC_EXACT_SUBSET_MAX_ROWS": "0",
+        # A Ray Train job's controller polls its workers every 0.2 s instead of every 2 s: a worker's report of an
+        # epoch waits for the next poll, so each epoch of the tests' Ray Train jobs (rayrec train, eval, the
+        # background swap) cost ~2 s whatever its work (15 epochs of test_learned_space's first job: 75 -> 48 s).
+        # A poll that a busy worker misses is only a missed check (a worker fails after 10 min of them).
+        "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",
+    }
     # Given to the Ray processes through their environment, not a job runtime_env: the raylet started here
     # inherits this process's environment and every worker it starts inherits the raylet's, whereas a job
     # runtime_env makes each worker start through Ray's setup_worker (two interpreter starts, twice the CPU per
