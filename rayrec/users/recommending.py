@@ -1,5 +1,6 @@
 """A user actor's recommendations, as plain steps: plan each request from the user's state, answer it from its
-search result. The actor searches all the planned requests of one call in one batched fan-out between them."""
+search result. UserReads (rayrec.users.user_reads) searches all the planned requests of one call in one
+batched fan-out between them."""
 
 from __future__ import annotations
 
