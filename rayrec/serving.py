@@ -29,7 +29,7 @@ def serve_command(args: argparse.Namespace) -> int:
     from rayrec import constants as C
     from rayrec.exceptions import InvalidInputError
     from rayrec.learning import store
-    from rayrec.learning.background import QUIET_HOOK, plan_start
+    from rayrec.learning.background import QUIET_HOOK, plan_start, quick_train_polls
     from rayrec.serve_app.app import AppArgs, build_app
     from rayrec.serve_app.http_edge import LOOPBACK_HOSTS, api_key_digest
     from rayrec.system.driver import Rayrec
@@ -50,6 +50,7 @@ def serve_command(args: argparse.Namespace) -> int:
     env = {"worker_process_setup_hook": QUIET_HOOK} if plan.train and not args.exit_after_start else None
     if args.address is None:
         # "local": a new Ray of our own, never one that somebody's `ray start` left on this machine.
+        quick_train_polls()
         ray.init(address="local", num_cpus=args.num_cpus or os.cpu_count(), namespace=args.namespace,
                  include_dashboard=False, runtime_env=env)
     else:

@@ -82,12 +82,14 @@ def run_training(
     else:
         import ray
 
+        from rayrec.learning.background import quick_train_polls
         from rayrec.learning.job import train
 
         started = not ray.is_initialized()  # a driver (or test) may have connected already
         if started and args.address is None:
             # Workers' logs stay off: without a dashboard, Ray Train's placement-group cleaner logs a
             # failed state-API query every second. The epochs are printed from this process instead.
+            quick_train_polls()  # each epoch's report would otherwise wait ~2 s for the controller's poll
             ray.init(address="local", num_cpus=args.num_cpus or os.cpu_count(), include_dashboard=False,
                      log_to_driver=False)
         elif started:

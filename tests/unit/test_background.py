@@ -3,6 +3,7 @@ over plain fakes, and the `rayrec train` arguments the Ray Train job runs with."
 
 from __future__ import annotations
 
+import os
 import threading
 
 import numpy as np
@@ -17,11 +18,13 @@ from rayrec.learning.background import (
     FAILED,
     STOPPED,
     SWAPPING,
+    TRAIN_POLL_ENV,
     TRAINING,
     WAITING,
     BackgroundSwap,
     plan_start,
     progress_line,
+    quick_train_polls,
     train_cpus,
 )
 from rayrec.learning.sequential_job import SequentialJob
@@ -198,3 +201,12 @@ def test_serve_takes_model_text_and_one_exit_flag() -> None:
     assert _parser().parse_args(["serve"]).model is None
     with pytest.raises(SystemExit):
         _parser().parse_args(["serve", "--exit-after-start", "--exit-after-swap"])
+
+
+def test_quick_train_polls_sets_the_controller_poll_unless_the_user_did(monkeypatch):
+    monkeypatch.delenv(TRAIN_POLL_ENV, raising=False)
+    quick_train_polls()
+    assert os.environ[TRAIN_POLL_ENV] == "0.2"
+    monkeypatch.setenv(TRAIN_POLL_ENV, "5")
+    quick_train_polls()
+    assert os.environ[TRAIN_POLL_ENV] == "5"
