@@ -243,14 +243,14 @@ def user_recovery(root: str) -> dict[str, object]:
     t0 = time.perf_counter()
     again = UserVectors(cfg, router=None, partition=0)
     recovery_s = time.perf_counter() - t0
-    assert len(again.store) == n and again.recovered_changes == args.log_tail
+    assert len(again.store) == n and again.durable.recovered_changes == args.log_tail
     probe = f"u{n // 2}"
     assert again.store.get(probe).version == store.get(probe).version  # type: ignore[union-attr]
     return {
         "users": n,
         "user_snapshot_s": round(snapshot_s, 2),
         "user_recovery_s": round(recovery_s, 2),
-        "user_replayed_changes": again.recovered_changes,
+        "user_replayed_changes": again.durable.recovered_changes,
     }
 
 
