@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -26,6 +27,9 @@ from tests.integration.waiting import healthy, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "cluster" / "local_cluster.sh"
+# How long the per-actor call counts must stay the same before they count as complete (Ray's task events
+# arrive about a second after the calls)
+SETTLED_S = 3.0
 
 
 def _free_ports(n: int) -> list[int]:
@@ -249,10 +253,12 @@ def _calls_by_actor(
 ) -> dict[str, tuple[str, dict[str, int]]]:
     """Per rayrec actor (by name): (class, calls per method), less those in `since`.
 
-    state: asks cluster_check again, until until(answer) holds (Ray reports task events a little after
-    the calls); fails after timeout_s.
+    state: asks cluster_check again, until until(answer) holds and the answer has not changed for SETTLED_S
+    (Ray reports task events a little after the calls, each worker about once a second: a call not yet
+    reported would be counted in the next window, or not at all); fails after timeout_s.
     """
     answer: dict[str, tuple[str, dict[str, int]]] = {}
+    unchanged_since = [0.0, {}]  # when the current answer was first seen, and that answer
 
     def counted() -> bool:
         seen = state()
@@ -263,7 +269,10 @@ def _calls_by_actor(
                 name, cls = names[actor]
                 earlier = (since or {}).get(name, ("", {}))[1]
                 answer[name] = (cls, {m: n - earlier.get(m, 0) for m, n in methods.items()})
-        return until(answer)
+        now = time.monotonic()
+        if answer != unchanged_since[1]:
+            unchanged_since[:] = [now, dict(answer)]
+        return until(answer) and now - unchanged_since[0] >= SETTLED_S
 
     wait_until(counted, timeout_s, "Ray's task events counting every call", interval_s=0.5, retry_on=())
     return dict(answer)
