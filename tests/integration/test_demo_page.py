@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import shutil
 from collections import Counter
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -48,38 +47,47 @@ def port(ray_session):
         serve.shutdown()
 
 
-@contextmanager
-def deployed(port: int, name: str, prefix: str, settings: dict):
-    """The app of `settings` (plus small CPU shares, exact search) under `prefix`; its URL; deleted after."""
+def _app(settings: dict):
+    """The app of `settings` plus small CPU shares and exact search."""
     from rayrec.serve_app.app import build_app
 
-    app = build_app({"index": "Flat", "actor_num_cpus": 0.02, "encoder_num_cpus": 0.05, "ingress_num_cpus": 0.02,
-                     **settings})
-    serve.run(app, name=name, route_prefix=prefix)
-    try:
-        yield f"http://127.0.0.1:{port}{prefix.rstrip('/')}"
-    finally:
-        serve.delete(name)
-        Rayrec.connect(namespace=settings["namespace"]).shutdown()
+    return build_app({"index": "Flat", "actor_num_cpus": 0.02, "encoder_num_cpus": 0.05, "ingress_num_cpus": 0.02,
+                      **settings})
 
 
 @pytest.fixture(scope="module")
-def base(port):
-    """The app as `rayrec serve` builds it (MovieLens 100K: 1,682 movies, 942 users), with exact search."""
-    with deployed(port, APP, "/", {"catalog": "movielens-100k", "namespace": NAMESPACE}) as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
-def keyed(port, tmp_path_factory):
-    """A second app under the route prefix /keyed: 40 MovieLens movies, no users, write routes behind an API key."""
+def apps(port, tmp_path_factory):
+    """The module's two apps, deployed together so that their replicas start side by side; their URLs; deleted
+    after. At /: the app as `rayrec serve` builds it (MovieLens 100K: 1,682 movies, 942 users). At /keyed: 40
+    MovieLens movies, no users, write routes behind an API key."""
     from rayrec.serve_app.http_edge import key_digest
 
     path = tmp_path_factory.mktemp("catalog") / "movies.parquet"
     pq.write_table(movielens.load().items.slice(0, 40), path)
-    settings = {"catalog": str(path), "namespace": KEYED_NAMESPACE, "api_key_sha256": key_digest(KEY)}
-    with deployed(port, KEYED_APP, "/keyed", settings) as url:
-        yield url
+    keyed = {"catalog": str(path), "namespace": KEYED_NAMESPACE, "api_key_sha256": key_digest(KEY)}
+    systems = {APP: NAMESPACE, KEYED_APP: KEYED_NAMESPACE}
+    serve.run_many([
+        serve.RunTarget(_app({"catalog": "movielens-100k", "namespace": NAMESPACE}), name=APP, route_prefix="/"),
+        serve.RunTarget(_app(keyed), name=KEYED_APP, route_prefix="/keyed"),
+    ])
+    try:
+        yield {APP: f"http://127.0.0.1:{port}", KEYED_APP: f"http://127.0.0.1:{port}/keyed"}
+    finally:
+        for name, namespace in systems.items():
+            serve.delete(name)
+            Rayrec.connect(namespace=namespace).shutdown()
+
+
+@pytest.fixture(scope="module")
+def base(apps):
+    """The app as `rayrec serve` builds it (MovieLens 100K: 1,682 movies, 942 users), with exact search."""
+    return apps[APP]
+
+
+@pytest.fixture(scope="module")
+def keyed(apps):
+    """A second app under the route prefix /keyed: 40 MovieLens movies, no users, write routes behind an API key."""
+    return apps[KEYED_APP]
 
 
 @pytest.fixture(scope="module")
