@@ -20,6 +20,7 @@ from tests.integration.test_http import free_port, post
 from tests.integration.waiting import wait_until
 
 NAMESPACE = "learned-space-tests"
+TEXT_APP, TEXT_NAMESPACE = "rayrec-text-space-test", "text-space-tests"  # the last test's app, in the text space
 TOPICS = {
     "space": "A space opera about starships and distant galaxies",
     "romance": "A romantic comedy about love and a wedding",
@@ -89,20 +90,27 @@ def test_rayrec_train_writes_versions_a_server_can_load(trained, capsys):
 
 @pytest.fixture(scope="module")
 def served(trained):
-    """The app serving model v1 (two-tower, 16-d) over the 30 items; after the first test (which writes v1)."""
+    """The app serving model v1 (two-tower, 16-d) over the 30 items; after the first test (which writes v1). Beside
+    it, deployed together so that their replicas start side by side, the last test's app at /text: the same items
+    in the text space (no model)."""
     from rayrec.serve_app.app import build_app
 
     folder, _, items, _ = trained
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    app = build_app({"catalog": items, "model": "v1", "models_root": str(folder / "models"), "namespace": NAMESPACE,
-                     "index": "Flat", "actor_num_cpus": 0.02, "encoder_num_cpus": 0.1, "ingress_num_cpus": 0.02})
-    serve.run(app, name="rayrec-learned-test", route_prefix="/")
+    small = {"catalog": items, "models_root": str(folder / "models"), "index": "Flat", "actor_num_cpus": 0.02,
+             "encoder_num_cpus": 0.1, "ingress_num_cpus": 0.02}
+    serve.run_many([
+        serve.RunTarget(build_app({**small, "model": "v1", "namespace": NAMESPACE}), name="rayrec-learned-test",
+                        route_prefix="/"),
+        serve.RunTarget(build_app({**small, "namespace": TEXT_NAMESPACE}), name=TEXT_APP, route_prefix="/text"),
+    ])
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
-        serve.delete("rayrec-learned-test")
-        Rayrec.connect(namespace=NAMESPACE).shutdown()
+        for name, namespace in (("rayrec-learned-test", NAMESPACE), (TEXT_APP, TEXT_NAMESPACE)):
+            serve.delete(name)
+            Rayrec.connect(namespace=namespace).shutdown()
         serve.shutdown()
 
 
@@ -307,70 +315,60 @@ def test_a_system_started_in_the_text_space_swaps_live_to_smaller_learned_models
     and to the 159-d sequential version, both served padded in the 384-d index (every answer the brute-force
     top-k of the padded space; a text item added after the swap placed by the model's text path, padded),
     the sequential version's user model moving users from then on, the rule again after a swap back."""
-    from rayrec.serve_app.app import build_app
-
     from rayrec.config import FeedbackRule
     from rayrec.encoder import TextEncoder
     from rayrec.users import model_files
     from rayrec.users.feedback_rule import history_vector, update_vector
     from tests._models import padded
 
-    folder, _, items, ids = trained
+    folder, _, _, ids = trained
     models = folder / "models"
     seq_version = next(f"v{n}" for n in store.versions(models) if store.load(f"v{n}", models).kind == "sequential")
     tower, seq = store.load("v1", models), store.load(seq_version, models)
     user_model = model_files.load(models / seq_version / store.USER_MODEL)
     encoder, rule = TextEncoder(), FeedbackRule()
-    name, namespace = "rayrec-text-space-test", "text-space-tests"
-    app = build_app({"catalog": items, "models_root": str(models), "namespace": namespace, "index": "Flat",
-                     "actor_num_cpus": 0.02, "encoder_num_cpus": 0.1, "ingress_num_cpus": 0.02})
-    serve.run(app, name=name, route_prefix="/text")
-    base = served + "/text"
-    try:
-        health = requests.get(base + "/healthz", timeout=30).json()
-        assert (health["model_version"], health["dim"], health["items"]) == ("text", 384, 30)
-        history = ["space-1", "space-2", "horror-3"]
-        assert requests.put(f"{base}/users/fan", json={"history": history}, timeout=60).status_code == 200
+    base = served + "/text"  # the app `served` started in the text space
+    health = requests.get(base + "/healthz", timeout=30).json()
+    assert (health["model_version"], health["dim"], health["items"]) == ("text", 384, 30)
+    history = ["space-1", "space-2", "horror-3"]
+    assert requests.put(f"{base}/users/fan", json={"history": history}, timeout=60).status_code == 200
 
-        def check(space, extra: dict[str, np.ndarray], user: np.ndarray, moved_by: str, version: str) -> None:
-            catalog = padded(np.vstack([space.vectors, *extra.values()]), 384)
-            names = ids + list(extra)
-            for item in ("space-3", *extra):
-                got = np.array(requests.get(f"{base}/items/{item}", timeout=30).json()["embedding"])
-                assert got.shape == (384,) and not got[space.dim:].any()
-                np.testing.assert_allclose(got, catalog[names.index(item)], atol=1e-4)
-            out = post(base, "/recommend", {"user_id": "fan", "k": 5}).json()
-            seen = {h["item_id"] for h in requests.get(f"{base}/users/fan", timeout=30).json()["history"]}
-            truth = [names[j] for j in np.argsort(-(catalog @ padded(user, 384)[0])) if names[j] not in seen][:5]
-            assert (out["model_version"], out["user_model"]) == (version, moved_by)
-            assert [i["item_id"] for i in out["items"]] == truth
+    def check(space, extra: dict[str, np.ndarray], user: np.ndarray, moved_by: str, version: str) -> None:
+        catalog = padded(np.vstack([space.vectors, *extra.values()]), 384)
+        names = ids + list(extra)
+        for item in ("space-3", *extra):
+            got = np.array(requests.get(f"{base}/items/{item}", timeout=30).json()["embedding"])
+            assert got.shape == (384,) and not got[space.dim:].any()
+            np.testing.assert_allclose(got, catalog[names.index(item)], atol=1e-4)
+        out = post(base, "/recommend", {"user_id": "fan", "k": 5}).json()
+        seen = {h["item_id"] for h in requests.get(f"{base}/users/fan", timeout=30).json()["history"]}
+        truth = [names[j] for j in np.argsort(-(catalog @ padded(user, 384)[0])) if names[j] not in seen][:5]
+        assert (out["model_version"], out["user_model"]) == (version, moved_by)
+        assert [i["item_id"] for i in out["items"]] == truth
 
-        # To the 16-d two-tower: the index stays 384-d; the rule moves users.
-        swapped = post(base, "/model", {"model": "v1"})
-        assert swapped.status_code == 200, swapped.text
-        assert (swapped.json()["model_version"], swapped.json()["previous"]) == ("v1", "text")
-        text = "A haunted house full of ghosts, a horror film"  # added after the swap: placed by v1's text path
-        put = requests.put(base + "/items", json={"items": [{"item_id": "late", "text": text, "category": "horror"}]},
-                           timeout=60)
-        assert put.status_code == 200
-        embedding = encoder.encode([text])
-        by_rule = history_vector(np.stack([tower.vectors[ids.index(i)] for i in history]), rule.history_recency)
-        check(tower, {"late": tower.place(embedding)[0]}, by_rule, "rule", "v1")
+    # To the 16-d two-tower: the index stays 384-d; the rule moves users.
+    swapped = post(base, "/model", {"model": "v1"})
+    assert swapped.status_code == 200, swapped.text
+    assert (swapped.json()["model_version"], swapped.json()["previous"]) == ("v1", "text")
+    text = "A haunted house full of ghosts, a horror film"  # added after the swap: placed by v1's text path
+    put = requests.put(base + "/items", json={"items": [{"item_id": "late", "text": text, "category": "horror"}]},
+                       timeout=60)
+    assert put.status_code == 200
+    embedding = encoder.encode([text])
+    by_rule = history_vector(np.stack([tower.vectors[ids.index(i)] for i in history]), rule.history_recency)
+    check(tower, {"late": tower.place(embedding)[0]}, by_rule, "rule", "v1")
 
-        # To the 159-d sequential version: its user model computes the fan from their history, then their feedback.
-        swapped = post(base, "/model", {"model": seq_version})
-        assert swapped.status_code == 200, swapped.text
-        events = [(i, "history") for i in history]
-        check(seq, {"late": seq.place(embedding)[0]}, user_model.vector(events), "sequential", seq_version)
-        assert post(base, "/feedback", {"user_id": "fan", "item_id": "romance-4", "event": "like"}).status_code == 200
-        events.append(("romance-4", "like"))
-        check(seq, {"late": seq.place(embedding)[0]}, user_model.vector(events), "sequential", seq_version)
-        assert requests.get(base + "/healthz", timeout=30).json()["dim"] == 384
+    # To the 159-d sequential version: its user model computes the fan from their history, then their feedback.
+    swapped = post(base, "/model", {"model": seq_version})
+    assert swapped.status_code == 200, swapped.text
+    events = [(i, "history") for i in history]
+    check(seq, {"late": seq.place(embedding)[0]}, user_model.vector(events), "sequential", seq_version)
+    assert post(base, "/feedback", {"user_id": "fan", "item_id": "romance-4", "event": "like"}).status_code == 200
+    events.append(("romance-4", "like"))
+    check(seq, {"late": seq.place(embedding)[0]}, user_model.vector(events), "sequential", seq_version)
+    assert requests.get(base + "/healthz", timeout=30).json()["dim"] == 384
 
-        # Back to v1: the fan re-derived by the rule from the same history, which moves them again.
-        assert post(base, "/model", {"model": "v1"}).status_code == 200
-        by_rule = update_vector(by_rule, tower.vectors[ids.index("romance-4")], rule.learning_rates["like"])
-        check(tower, {"late": tower.place(embedding)[0]}, by_rule, "rule", "v1")
-    finally:
-        serve.delete(name)
-        Rayrec.connect(namespace=namespace).shutdown()
+    # Back to v1: the fan re-derived by the rule from the same history, which moves them again.
+    assert post(base, "/model", {"model": "v1"}).status_code == 200
+    by_rule = update_vector(by_rule, tower.vectors[ids.index("romance-4")], rule.learning_rates["like"])
+    check(tower, {"late": tower.place(embedding)[0]}, by_rule, "rule", "v1")
