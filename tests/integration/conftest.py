@@ -12,6 +12,7 @@ import pytest
 import ray
 
 from rayrec import IndexConfig, RayrecConfig
+from rayrec.learning.background import TRAIN_POLL_ENV, TRAIN_POLL_S
 
 # Every actor claims a sliver of a CPU so dozens fit on the 2 logical CPUs.
 TINY_CPU = 0.02
@@ -28,11 +29,10 @@ def ray_session() -> Iterator[None]:
         # Shards answer filtered queries through the faiss IDSelector path however few rows
         # are eligible (the exact-subset shortcut is covered by the unit tests).
         "RAYREC_EXACT_SUBSET_MAX_ROWS": "0",
-        # A Ray Train job's controller polls its workers every 0.2 s instead of every 2 s: a worker's report of an
-        # epoch waits for the next poll, so each epoch of the tests' Ray Train jobs (rayrec train, eval, the
-        # background swap) cost ~2 s whatever its work (15 epochs of test_learned_space's first job: 75 -> 48 s).
+        # Ray Train's controller poll, as on the Ray `rayrec train` and `rayrec serve` start (quick_train_polls):
+        # each epoch's report waits for it (15 epochs of test_learned_space's first job: 75 -> 48 s).
         # A poll that a busy worker misses is only a missed check (a worker fails after 10 min of them).
-        "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",
+        TRAIN_POLL_ENV: TRAIN_POLL_S,
     }
     # Given to the Ray processes through their environment, not a job runtime_env: the raylet started here
     # inherits this process's environment and every worker it starts inherits the raylet's, whereas a job
