@@ -34,7 +34,6 @@ class UserVectors:
     """
 
     def __init__(self, config: RayrecConfig, router: Any, partition: int = 0, require_shared: bool = False) -> None:
-        self.config = config
         self.router = router
         self.store = UserStore(config.index.dim, config.feedback)
         # Item vectors for feedback, dropped by the router before it acknowledges a write of the item.

@@ -99,12 +99,12 @@ class UserEvents:
         history, and so the next vector, holds them all). A user with an item the model lacks is planned
         event by event (the rule moves such a user, and the rule depends on every step)."""
         plans = {user_id: cls(store, user_id, mine, vectors=[]) for user_id, mine in by_user.items()}
-        if last_only and store.by_model.model is not None:
+        if last_only:
             for plan in plans.values():
-                plan.last_only = all(store.by_model.model.knows(item) for item, _ in plan.asked())
+                plan.last_only = store.by_model.knows(plan.asked())
         try:
             got = store.by_model.many([(u, p.asked()) for u, p in plans.items()],
-                                           [p.last_only for p in plans.values()])
+                                      [p.last_only for p in plans.values()])
         except CALLER_ERRORS:
             for plan in plans.values():
                 plan.exact = False

@@ -37,11 +37,15 @@ class ModelVectors:
         self.dim, self.history_len, self._kept = dim, history_len, kept
         self.model = model
 
+    def knows(self, events: Events) -> bool:
+        """Whether there is a model and it knows every one of these events' items."""
+        return self.model is not None and all(self.model.knows(i) for i, _ in events)
+
     def vector(self, user_id: str, events: Events) -> np.ndarray | None:
         """The model's vector for the user after their kept history and then events; None without a model,
         when it does not know one of these events' items (the rule moves the user then), or when it knows
         none of the user's."""
-        if self.model is None or not all(self.model.knows(i) for i, _ in events):
+        if not self.knows(events):
             return None
         return self.of([*self._kept(user_id), *events])
 
