@@ -62,30 +62,30 @@ class ShardJournal:
     def upsert(self, ids: list[str], vectors: np.ndarray, metadata: dict[str, list[str | None]]) -> int:
         """ItemIndex.upsert of checked items, logged first; metadata the index has no room for is refused first."""
         self.index.check_room(metadata)  # before the log: a write refused here is never replayed
-        self.log(shard_log.upsert_batch(ids, vectors, metadata, self.index.config.dim))
+        self._log(shard_log.upsert_batch(ids, vectors, metadata, self.index.config.dim))
         written = self.index.upsert(ids, vectors, metadata)
-        self.after_write()
+        self._after_write()
         return written
 
     def delete(self, ids: list[str]) -> int:
         """ItemIndex.delete of checked ids; only the ids present are logged."""
         present = [i for i in ids if i in self.index]
         if present:
-            self.log(shard_log.delete_batch(present, self.index.config.dim))
+            self._log(shard_log.delete_batch(present, self.index.config.dim))
         deleted = self.index.delete(present)
-        self.after_write()
+        self._after_write()
         return deleted
 
     def clear(self) -> None:
         """ItemIndex.clear, logged first."""
-        self.log(shard_log.clear_batch(self.index.config.dim))
+        self._log(shard_log.clear_batch(self.index.config.dim))
         self.index.clear()
 
     def log_position(self) -> None:
         """Logs the position alone: a sequenced write that changed nothing (deleted ids that were absent)."""
-        self.log(shard_log.clear_batch(self.index.config.dim, op=shard_log.POSITION))
+        self._log(shard_log.clear_batch(self.index.config.dim, op=shard_log.POSITION))
 
-    def log(self, batch: pa.RecordBatch) -> None:
+    def _log(self, batch: pa.RecordBatch) -> None:
         """Makes a write's record durable (with storage); a sequenced write's position moves with it."""
         seq = self.replication.applying
         if seq is not None:
@@ -98,7 +98,7 @@ class ShardJournal:
                 self.fail_stop(f"shard {self.shard_id} replica {self.replica}", exc)
         self.replication.applied()
 
-    def after_write(self) -> None:
+    def _after_write(self) -> None:
         """Starts a background snapshot once the log has grown by snapshot_every rows."""
         if self.journal is not None and self.journal.snapshot_due:
             self.snapshot(wait=False)

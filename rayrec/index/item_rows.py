@@ -45,7 +45,7 @@ class ItemRows:
         self._alive_bitmap: np.ndarray | None = None
 
     # ----- writes ---------------------------------------------------------
-    def reserve(self, extra: int) -> None:
+    def _reserve(self, extra: int) -> None:
         """Makes room for extra more rows (growing by doubling, at least C.SHARD_INITIAL_ROWS)."""
         need = self.n + extra
         if need <= self._cap:
@@ -72,7 +72,7 @@ class ItemRows:
             metadata: checked columns of len(ids) values each (category among them or not).
         """
         n = len(ids)
-        self.reserve(n)
+        self._reserve(n)
         for item in ids:
             old = self._row.get(item)
             if old is not None:
@@ -176,7 +176,7 @@ class ItemRows:
 
     def eligible(self, excluded_rows: np.ndarray, categories: Sequence[str] | None) -> np.ndarray:
         """Per used row, whether it is live, in one of the categories (None: any) and not excluded."""
-        mask = self._alive[: self.n].copy()
+        mask = self.live_mask().copy()
         if categories is not None:
             codes = [self._cat_code[c] for c in categories if c in self._cat_code]
             mask &= np.isin(self._category[: self.n], codes)
@@ -197,7 +197,7 @@ class ItemRows:
 
     def category_counts(self) -> dict[str, int]:
         """Live items per category (items without one are not counted)."""
-        codes = self._category[: self.n][self._alive[: self.n]]
+        codes = self._category[: self.n][self.live_mask()]
         counts = np.bincount(codes[codes != _NO_CATEGORY], minlength=len(self._cat_code))
         return {name: int(counts[code]) for name, code in self._cat_code.items() if counts[code]}
 
@@ -256,7 +256,7 @@ class ItemRows:
         assert self.n == 0, "rows are loaded into empty rows only"
         rows = row_table.decode(table, self.dim)
         n = len(rows.ids)
-        self.reserve(n + max(C.SHARD_INITIAL_ROWS, n // 8))  # room for the log tail without doubling
+        self._reserve(n + max(C.SHARD_INITIAL_ROWS, n // 8))  # room for the log tail without doubling
         self.vectors[:n] = rows.vectors
         self._alive[:n] = rows.alive
         self._ids[:n] = rows.ids
