@@ -21,10 +21,10 @@ from rayrec.actors.router_swap import ModelSwaps
 
 from rayrec.config import RayrecConfig
 from rayrec.exceptions import InvalidInputError, ShardUnavailableError
-from rayrec.index.metadata import check_metadata
+from rayrec.index.metadata import check_items
 from rayrec.routing.fanout import describe, fan_out
 from rayrec.system.topology import Topology
-from rayrec.validation import check_ids, check_vectors
+from rayrec.validation import check_ids
 
 log = logging.getLogger(__name__)
 
@@ -97,11 +97,7 @@ class ItemWrites:
             is written; a shard failure raises ShardUnavailableError (upserts are
             idempotent, so retrying the call is safe).
         """
-        ids = check_ids(ids)
-        vecs = check_vectors(vectors, self.topology.config.index.dim, what="item vector")
-        if vecs.shape[0] != len(ids):
-            raise InvalidInputError(f"got {len(ids)} ids but {vecs.shape[0]} vectors")
-        metadata = check_metadata(metadata, len(ids))
+        ids, vecs, metadata = check_items(ids, vectors, metadata, self.topology.config.index.dim, what="item vector")
         if not ids:
             return 0
         async with self.topology.gate.write():

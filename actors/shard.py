@@ -18,7 +18,8 @@ from rayrec.durability.storage import Storage
 from rayrec.exceptions import ShardRetiredError, ShardUnavailableError
 from rayrec.index.faiss_kinds import omp_threads, set_process_threads
 from rayrec.index.filtered_search import PerQuery
-from rayrec.index.item_index import ItemIndex, check_items
+from rayrec.index.item_index import ItemIndex
+from rayrec.index.metadata import check_items
 from rayrec.index.staged_items import StagedItems
 from rayrec.routing.wire import pack_partial, unpack_search
 from rayrec.system.layout import Generation, require_layout

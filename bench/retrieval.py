@@ -44,8 +44,8 @@ import faiss  # noqa: E402
 import numpy as np  # noqa: E402
 
 from rayrec import IndexConfig, Rayrec, RayrecConfig  # noqa: E402
-from rayrec import constants as C  # noqa: E402
 from rayrec.catalogs.catalog import items_table  # noqa: E402
+from rayrec.index.faiss_kinds import set_process_threads  # noqa: E402
 from rayrec.routing.client import RouterClient  # noqa: E402
 
 
@@ -101,8 +101,7 @@ def main() -> dict:
     except RuntimeError:
         pass
 
-    faiss.omp_set_num_threads(1)  # one query at a time on one core, like a shard
-    faiss.cvar.distance_compute_blas_threshold = C.FAISS_BLAS_THRESHOLD
+    set_process_threads(1)  # one query at a time on one core, like a shard
     lat, single_found = [], []
     for i in range(args.queries):
         t = time.perf_counter()

@@ -11,27 +11,11 @@ import pyarrow as pa
 from rayrec import constants as C
 from rayrec.catalogs.catalog import ItemBatch
 from rayrec.config import IndexConfig
-from rayrec.exceptions import InvalidInputError
 from rayrec.index.filtered_search import FilteredSearch, PerQuery
 from rayrec.index.item_rows import ItemRows
-from rayrec.index.metadata import check_metadata
+from rayrec.index.metadata import check_items
 from rayrec.index.row_index import RowIndex
-from rayrec.validation import check_ids, check_vectors
-
-
-def check_items(
-    ids: Sequence[Any], vectors: Any, metadata: Mapping[str, Sequence[Any]] | None, dim: int
-) -> tuple[list[str], np.ndarray, dict[str, list[str | None]]]:
-    """Checks one write's items (ItemIndex.upsert's arguments), raising InvalidInputError on any that is bad.
-
-    Returns:
-        (ids as strings, (n, dim) float32 vectors normalised, metadata as checked columns of n values each).
-    """
-    ids = check_ids(ids)
-    vecs = check_vectors(vectors, dim)
-    if vecs.shape[0] != len(ids):
-        raise InvalidInputError(f"got {len(ids)} ids but {vecs.shape[0]} vectors")
-    return ids, vecs, check_metadata(metadata, len(ids))
+from rayrec.validation import check_ids
 
 
 class ItemIndex:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
+
+import numpy as np
 
 from rayrec import constants as C
 from rayrec.exceptions import InvalidInputError
-from rayrec.validation import check_text
+from rayrec.validation import check_ids, check_text, check_vectors
 
 CATEGORY = "category"
 # The item text kept for model swaps (rayrec.catalogs.ingest.TEXT_COLUMN): limited as a text, not as metadata,
@@ -118,3 +120,19 @@ def columns_of(rows: Sequence[dict[str, str] | None]) -> dict[str, list[str | No
 def take(metadata: dict[str, list[str | None]], positions: Sequence[int]) -> dict[str, list[str | None]] | None:
     """The rows at positions of every column (None when there are no columns)."""
     return {name: [col[p] for p in positions] for name, col in metadata.items()} or None
+
+
+def check_items(
+    ids: Sequence[Any], vectors: Any, metadata: Mapping[str, Sequence[Any]] | None, dim: int, what: str = "vector"
+) -> tuple[list[str], np.ndarray, dict[str, list[str | None]]]:
+    """Checks one write's items (ItemIndex.upsert's arguments), raising InvalidInputError on any that is bad
+    (what: how the errors name a vector).
+
+    Returns:
+        (ids as strings, (n, dim) float32 vectors normalised, metadata as checked columns of n values each).
+    """
+    ids = check_ids(ids)
+    vecs = check_vectors(vectors, dim, what=what)
+    if vecs.shape[0] != len(ids):
+        raise InvalidInputError(f"got {len(ids)} ids but {vecs.shape[0]} vectors")
+    return ids, vecs, check_metadata(metadata, len(ids))
