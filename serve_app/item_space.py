@@ -114,7 +114,9 @@ class ItemSpace:
                 f"model {folder.name} was trained on {text_dim}-d text embeddings, not this encoder's"
             )
         out = await swap_model(self.router, self.users, str(folder), self.encode, create_shards)
-        await self.follow()
+        # Recorded before this replica loads the model: GET /healthz names the new version from the moment the
+        # router switched, and its record of the swap follows as soon as the swap has ended.
         self.last_swap = {"at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                           **{key: out[key] for key in ("model_version", "previous", "seconds", "users", "items")}}
+        await self.follow()
         return out

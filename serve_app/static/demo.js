@@ -5,6 +5,7 @@
   const EVENTS = ["like", "click", "skip", "dislike"];
   const HISTORY_SHOWN = 15;
   const HEALTH_EVERY_MS = 5000; // how often the page asks which model serves (a live swap shows within this)
+  const SWAP_RECORD_RETRY_MS = 1000; // after a model change without its swap's record yet (a swap ending)
   const LABELS = { history: "rated 4-5", like: "liked", click: "clicked", purchase: "purchased", skip: "skipped",
                    dislike: "disliked" };
   // Where the app is mounted (its Serve route prefix; "" at the root): every call goes under it.
@@ -280,6 +281,10 @@
     renderHealth(health);
     const moved = state.model !== null && health.model_version !== state.model;
     state.model = health.model_version;
+    // A swap names its new model from the moment it switched, and its record (when, how long) only once it
+    // has ended: ask again soon rather than at the next round.
+    const recorded = health.last_swap && health.last_swap.model_version === health.model_version;
+    if (moved && !recorded) setTimeout(watchModel, SWAP_RECORD_RETRY_MS);
     if (moved && state.user !== null && !state.busy) {
       state.list = null; // another model's list, not a move of this one
       refresh().catch((err) => showError(err.message));
