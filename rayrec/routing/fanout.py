@@ -39,8 +39,8 @@ class FanOutResult(Generic[T]):
         return None
 
 
-def _start(call: Callable[[], Awaitable[T]]) -> tuple[Awaitable[T] | None, asyncio.Future[T]]:
-    """Starts a call; returns what it gave and a future of its answer.
+def _start(call: Callable[[], Awaitable[T]]) -> asyncio.Future[T]:
+    """Starts a call; returns a future of its answer.
 
     A Ray ObjectRef gives its future directly (no wrapper task). A call that
     raises while being started (a dead handle, say) gives a failed future.
@@ -50,41 +50,37 @@ def _start(call: Callable[[], Awaitable[T]]) -> tuple[Awaitable[T] | None, async
     except Exception as exc:
         failed: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         failed.set_exception(exc)
-        return None, failed
+        return failed
     future = getattr(awaitable, "future", None)  # ray.ObjectRef.future(): a concurrent.futures.Future
     if callable(future):
-        return awaitable, asyncio.wrap_future(future())
-    return awaitable, asyncio.ensure_future(awaitable)
+        return asyncio.wrap_future(future())
+    return asyncio.ensure_future(awaitable)
 
 
 async def fan_out(
     calls: Sequence[Callable[[], Awaitable[T]]],
     timeout_s: float,
     retries: int,
-    on_timeout: Callable[[Awaitable[T]], None] | None = None,
 ) -> FanOutResult[T]:
     """Runs every call concurrently under one deadline per round; failed calls are retried.
 
     Each round starts the calls still owed an answer and waits at most
     timeout_s for them. A call that raised a caller error (bad input) is not
     retried; other failures and late answers are, up to `retries` more rounds.
-    on_timeout receives the awaitable of each late call (the router cancels
-    the Ray task, so late work does not pile up on a slow shard).
+    Only the wait for a late call ends: a Ray actor call goes on to its end
+    (ray.cancel of actor calls stalls the actor; see ReplicaSet._one).
     """
     result: FanOutResult[T] = FanOutResult(results=[None] * len(calls))
     todo = list(range(len(calls)))
     for attempt in range(retries + 1):
         if not todo:
             break
-        started = {i: _start(calls[i]) for i in todo}
-        futures = {i: fut for i, (_, fut) in started.items()}
+        futures = {i: _start(calls[i]) for i in todo}
         done, _ = await asyncio.wait(futures.values(), timeout=timeout_s)
         todo = []
         for i, fut in futures.items():
             if fut not in done:
                 fut.cancel()
-                if on_timeout is not None and started[i][0] is not None:
-                    on_timeout(started[i][0])
                 result.errors[i] = TimeoutError(f"no answer within {timeout_s:g} s ({attempt + 1} tries)")
                 todo.append(i)
             elif fut.cancelled():

@@ -20,20 +20,6 @@ SYNC_TIMEOUT_S = 10.0
 OnDiverged = Callable[["ReplicaSet", list[int], str], Awaitable[None]]
 
 
-def cancel_call(call: Any) -> None:
-    """Cancels a Ray call nobody waits for any more (late, or hedged away), so work does not pile up.
-
-    Anything but a Ray ObjectRef (a coroutine of ReplicaSet's, whose task the caller cancels) is left alone.
-    """
-    try:
-        import ray
-
-        if isinstance(call, ray.ObjectRef):
-            ray.cancel(call)
-    except Exception:  # already finished: nothing to cancel
-        pass
-
-
 class ReplicaSet:
     """Handles of one shard's replicas (each an actor holding the same items).
 
@@ -115,12 +101,11 @@ class ReplicaSet:
         return lambda: self._hedged(method, args)
 
     async def _one(self, replica: int, method: str, args: tuple[Any, ...]) -> Any:
-        ref = getattr(self.handles[replica], method).remote(*args)
+        # A read hedged away or past its deadline is not cancelled (ray.cancel) but left to finish: a cancelled
+        # call leaves a gap in the order of the caller's calls to that actor, and Ray's actor then waits 30 s for
+        # it and fails every call queued behind it, writes included (seen with a replica still starting).
         try:
-            return await ref
-        except asyncio.CancelledError:
-            cancel_call(ref)
-            raise
+            return await getattr(self.handles[replica], method).remote(*args)
         except Exception as exc:
             if not isinstance(root_cause(exc), CALLER_ERRORS):
                 self.suspect(replica)

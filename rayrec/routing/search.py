@@ -18,7 +18,6 @@ from rayrec.exceptions import CALLER_ERRORS, ShardRetiredError, ShardUnavailable
 from rayrec.hashing import partition_of
 from rayrec.routing.fanout import Coalescer, FanOutResult, describe, fan_out
 from rayrec.routing.query import SearchRequest
-from rayrec.routing.replicas import cancel_call
 from rayrec.routing.topk import SearchResult, merge_topk
 from rayrec.routing.wire import pack_search, unpack_partial
 
@@ -58,7 +57,7 @@ async def run_on_shards(
     answered: then the result lists them in `errors`. shard_ids names call i's shard in errors.
     """
     timeout, retries = deadline_of(config, kind)
-    res = await fan_out(calls, timeout, retries, on_timeout=cancel_call)
+    res = await fan_out(calls, timeout, retries)  # a late call is left to finish (see ReplicaSet._one)
     bad_request = res.caller_error()
     if bad_request is not None:
         raise bad_request

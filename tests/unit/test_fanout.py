@@ -82,14 +82,6 @@ def test_no_retries_means_one_try() -> None:
     assert flaky.calls == 1
 
 
-def test_on_timeout_gets_each_late_call_to_cancel_it() -> None:
-    late: list[object] = []
-    slow = Target(1, bad_tries=100, how="slow")
-    result = asyncio.run(fan_out([Target(0), slow], DEADLINE_S, retries=1, on_timeout=late.append))
-    assert result.results == [0, None]
-    assert len(late) == 2 and all(asyncio.iscoroutine(c) for c in late)  # one per try of the slow call
-
-
 class RayTaskErrorLike(Exception):
     """Stands in for Ray's wrapper of an actor's error: the actor's own error is .cause."""
 
