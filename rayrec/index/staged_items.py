@@ -9,8 +9,7 @@ from rayrec.catalogs.catalog import ItemBatch, iter_items
 from rayrec.exceptions import InvalidInputError
 from rayrec.hashing import partitions_of
 from rayrec.index.item_index import ItemIndex
-from rayrec.index.metadata import check_metadata
-from rayrec.validation import check_ids, check_vectors
+from rayrec.index.metadata import check_items
 
 
 class StagedItems:
@@ -50,11 +49,9 @@ class StagedItems:
     def add(self, *batches: ItemBatch) -> int:
         """Checks and stages items copied from other shards (a re-shard); returns the rows staged."""
         for batch in batches:
-            ids = check_ids(batch.ids)
-            vectors = check_vectors(batch.vectors, self.index.config.dim)
-            if len(ids) != vectors.shape[0]:
-                raise InvalidInputError(f"a copied batch has {len(ids)} ids but {vectors.shape[0]} vectors")
-            self._batches.append(ItemBatch(ids, vectors, check_metadata(batch.metadata, len(ids))))
+            ids, vectors, metadata = check_items(batch.ids, batch.vectors, batch.metadata, self.index.config.dim,
+                                                 what="copied vector")
+            self._batches.append(ItemBatch(ids, vectors, metadata))
         return sum(len(b) for b in batches)
 
     def apply(self) -> int:
