@@ -126,7 +126,7 @@ class Ingress:
 
     @api.get("/", include_in_schema=False)
     @api.get("/demo", include_in_schema=False)
-    async def demo_page(self, request: Request) -> HTMLResponse:
+    async def page(self, request: Request) -> HTMLResponse:
         """The live demo page: pick a user, send feedback, watch the list move (under the app's route prefix)."""
         return demo_page.page(str(request.scope.get("root_path") or ""))
 
