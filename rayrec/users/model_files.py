@@ -1,6 +1,7 @@
 """A model-based user on disk: safetensors and JSON (never pickle), in one folder.
 
-    <folder>/user_model.json          kind, blocks, decay, weight, click, tower_share, item ids (the row order)
+    <folder>/user_model.json          kind, blocks, decay, weight, click, tower_share, tower_decay, item ids
+                                      (the row order)
     <folder>/user_model.safetensors   the sequential model's weights, the EASE context vectors, the tower's
                                       item vectors (if it has that part), the parts' spreads
 """
@@ -37,7 +38,8 @@ def save(user: SequentialUser, folder: str | os.PathLike[str], extra: dict[str, 
     save_file(tensors, os.path.join(folder, TENSORS))
     ids = [i for i, _ in sorted(user.rows.items(), key=lambda kv: kv[1])]
     info = {"kind": KIND, "blocks": user.sequence.blocks, "decay": user.decay, "weight": user.weight,
-            "click": user.click, "tower_share": user.tower_share, "dim": user.dim, "item_ids": ids,
+            "click": user.click, "tower_share": user.tower_share, "tower_decay": user.tower_decay, "dim": user.dim,
+            "item_ids": ids,
             **(extra or {})}
     with open(os.path.join(folder, INFO), "w") as f:
         json.dump(info, f)
@@ -63,7 +65,8 @@ def load(folder: str | os.PathLike[str]) -> SequentialUser:
                                 f"{len(rows)} item ids, {sequence.n_items} item rows")
     return SequentialUser(sequence, rows, tensors["context"], float(info["decay"]), float(info["weight"]),
                           tensors["spread_output"], tensors["spread_target"], float(info.get("click", 0.0)),
-                          tensors.get("tower"), tensors.get("spread_tower"), float(info.get("tower_share", 0.0)))
+                          tensors.get("tower"), tensors.get("spread_tower"), float(info.get("tower_share", 0.0)),
+                          None if info.get("tower_decay") is None else float(info["tower_decay"]))
 
 
 def load_checked(folder: str, dim: int) -> tuple[SequentialUser | None, str | None]:

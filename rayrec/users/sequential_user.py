@@ -6,9 +6,10 @@ Two or three parts, blended into one dot product over concatenated vectors:
 - EASE with recency decay in low rank (B ~ context @ target^T): the decayed sum
   of the context vectors of the user's positives (and of their clicks, at weight
   `click`), against each item's target vector;
-- optionally the two-tower space: the same decayed sum of the tower's item
-  vectors, against the items' own (it also places items nobody interacted with
-  by the tower's text path).
+- optionally the two-tower space: a decayed sum of the tower's item vectors
+  (at its own decay, `tower_decay`: the recent events weigh more there than in
+  EASE's part), against the items' own (it also places items nobody interacted
+  with by the tower's text path).
 Each part's scores are z-scored over the catalog before they are mixed
 (weight, 1 - weight - tower_share, tower_share). A per-user mean shifts every
 item alike, so only the per-user spread matters, and it is a quadratic form of
@@ -61,6 +62,7 @@ class SequentialUser:
     tower: np.ndarray | None = None  # (n_items, t) two-tower item vectors: a third part, like EASE's (or none)
     spread_tower: np.ndarray | None = None  # (t, t) covariance of the tower vectors
     tower_share: float = 0.0  # the tower part's share (EASE's is 1 - weight - tower_share)
+    tower_decay: float | None = None  # the tower part's recency decay per counted event (None: EASE's `decay`)
 
     @property
     def dim(self) -> int:
@@ -82,23 +84,32 @@ class SequentialUser:
                                                                      np.ndarray]:
         """Each part's user vectors (B, k_p) float64, its items' covariance and its share, for rows of encoded
         events (B, w), oldest first, -1 for none; and (B,) whether the model knows any of a row's events. The
-        EASE and tower parts are decayed sums over positives and clicks, each counted event decaying by
-        `decay` per later one."""
+        EASE and tower parts are decayed sums over positives and clicks (decayed_sum), each counted event decaying
+        by `decay` (the tower's: tower_decay) per later one."""
         rows, types = np.atleast_2d(rows), np.atleast_2d(types)
         h, live = self.sequence.outputs(rows, types)
+        parts = [(h.astype(np.float64), self.spread_output, self.weight),
+                 (self.decayed_sum(rows, types, self.context, self.decay), self.spread_target,
+                  1.0 - self.weight - self.tower_share)]
+        if self.tower is not None:
+            parts.append((self.tower_part(rows, types), self.spread_tower, self.tower_share))
+        return parts, live
+
+    def tower_part(self, rows: np.ndarray, types: np.ndarray, decay: float | None = None) -> np.ndarray:
+        """The tower part's user vectors (B, t) float64 of encoded events, at `decay` (None: tower_decay)."""
+        assert self.tower is not None
+        decay = decay if decay is not None else self.tower_decay if self.tower_decay is not None else self.decay
+        return self.decayed_sum(np.atleast_2d(rows), np.atleast_2d(types), self.tower, decay)
+
+    def decayed_sum(self, rows: np.ndarray, types: np.ndarray, table: np.ndarray, decay: float) -> np.ndarray:
+        """(B, k) float64: per row of encoded events, the sum of table's rows of its positives (weight 1) and
+        clicks (weight `click`), each multiplied by decay once per counted event after it."""
         known = rows >= 0
         weights = np.where(known & (types == POSITIVE), 1.0, np.where(known & (types == CLICK), self.click, 0.0))
         counted = weights > 0
         later = counted.sum(axis=1, keepdims=True) - np.cumsum(counted, axis=1)  # counted events after each
-        coef = np.where(counted, weights * self.decay ** later, 0.0)
-        safe = np.where(counted, rows, 0)
-        tables = [self.context] + ([] if self.tower is None else [self.tower])
-        sums = [np.einsum("bw,bwr->br", coef, table[safe], dtype=np.float64) for table in tables]
-        parts = [(h.astype(np.float64), self.spread_output, self.weight),
-                 (sums[0], self.spread_target, 1.0 - self.weight - self.tower_share)]
-        if self.tower is not None:
-            parts.append((sums[1], self.spread_tower, self.tower_share))
-        return parts, live
+        coef = np.where(counted, weights * decay ** later, 0.0)
+        return np.einsum("bw,bwr->br", coef, table[np.where(counted, rows, 0)], dtype=np.float64)
 
     def vectors_of(self, rows: np.ndarray, types: np.ndarray, chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:
         """The user vectors (B, dim) float32 of rows of encoded events (see parts_of), `chunk` rows a pass,

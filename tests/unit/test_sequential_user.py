@@ -193,14 +193,27 @@ def test_a_tower_part_is_a_third_decayed_sum_in_the_same_dot_product(tmp_path):
     model_files.save(user, tmp_path / "m")
     loaded = model_files.load(tmp_path / "m")
     np.testing.assert_array_equal(loaded.vector(events), u)
-    assert loaded.tower_share == 0.2 and loaded.dim == user.dim
+    assert loaded.tower_share == 0.2 and loaded.dim == user.dim and loaded.tower_decay is None
+
+    # The tower part at its own decay (0.5), EASE's still at 0.8: only the tower's sum changes.
+    quick = dataclasses.replace(user, tower_decay=0.5)
+    g = 0.5**2 * user.tower[3] + 0.5 * 0.5 * user.tower[7] + user.tower[9]
+    parts[2] = (user.tower.astype(np.float64) @ g, 0.2)
+    blend = sum(share * (s - s.mean()) / s.std() for s, share in parts)
+    got = items.astype(np.float64) @ quick.vector(events)
+    slope, offset = np.polyfit(blend, got, 1)
+    np.testing.assert_allclose(got, slope * blend + offset, atol=1e-5)
+    assert slope > 0 and not np.allclose(quick.vector(events), u)
+    model_files.save(quick, tmp_path / "q")
+    assert model_files.load(tmp_path / "q").tower_decay == 0.5
+    np.testing.assert_array_equal(model_files.load(tmp_path / "q").vector(events), quick.vector(events))
 
 
 def test_choose_blend_scores_every_candidate_as_its_own_replay_would():
     """The grid's one replay over cached z-scored parts equals a replay per candidate of the user's dot product."""
     from rayrec.evaluation.data import Event
     from rayrec.evaluation.replay import run_in_order
-    from rayrec.learning.sequential_space import COLD_WEIGHTS, WEIGHTS, Policy, choose_blend, item_vectors
+    from rayrec.learning.sequential_space import COLD_WEIGHTS, TOWER_DECAYS, WEIGHTS, Policy, choose_blend, item_vectors
 
     rng = np.random.default_rng(6)
     user, target = _with_tower(rng)
@@ -213,10 +226,12 @@ def test_choose_blend_scores_every_candidate_as_its_own_replay_would():
     grid = choose_blend(user, tables, fit, held, user.rows, (0.0, 0.2), cold)
     on_cold = np.asarray([cold[user.rows[e.item]] for e in held if e.positive])
     assert 0 < on_cold.sum() < len(on_cold)
-    assert {(g["weight"], g["tower"], g["cold"]) for g in grid} == {
-        (w, t, c) for w in WEIGHTS for t in (0.0, 0.2) if w + t <= 1 for c in ((*COLD_WEIGHTS, None) if t else (None,))}
+    decays = (user.decay, *TOWER_DECAYS)  # EASE's first
+    assert [(g["weight"], g["tower"], g["tower_decay"], g["cold"]) for g in grid] == [
+        (w, t, d, c) for w in WEIGHTS for t in (0.0, 0.2) if w + t <= 1 for d in (decays if t else (user.decay,))
+        for c in ((*COLD_WEIGHTS, None) if t else (None,))]
     for g in grid:
-        one = dataclasses.replace(user, weight=g["weight"], tower_share=g["tower"])
+        one = dataclasses.replace(user, weight=g["weight"], tower_share=g["tower"], tower_decay=g["tower_decay"])
         vectors = item_vectors(tables, cold, g["tower"], g["cold"])  # what the index holds with this choice
         scored, _ = run_in_order(fit, held, user.rows, [Policy(one, vectors, fit)])
         hit = (scored["sequential"].ranks > 0) & (scored["sequential"].ranks <= 10)
@@ -224,8 +239,11 @@ def test_choose_blend_scores_every_candidate_as_its_own_replay_would():
         assert g["cold_hr@10"] == round(float(np.mean(hit[on_cold])), 5)  # the targets that are cold items
     assert len({g["hr@10"] for g in grid}) > 1 and len({g["cold_hr@10"] for g in grid}) > 1  # candidates differ
     assert len({g["hr@10"] for g in grid if g["weight"] == 0.5 and g["tower"] == 0.2}) > 1  # and by cold weight
-    # Equal on validation, the tower's ranking of cold items comes first (the first of equals is chosen).
-    assert [g["cold"] for g in grid if g["weight"] == 0.5 and g["tower"] == 0.2] == [*COLD_WEIGHTS, None]
+    by_decay = {g["hr@10"] for g in grid if g["weight"] == 0.5 and g["tower"] == 0.2 and g["cold"] is None}
+    assert len(by_decay) > 1  # and by the tower's decay
+    # Equal on validation, EASE's decay and the tower's ranking of cold items come first (the first of equals wins).
+    assert [(g["tower_decay"], g["cold"]) for g in grid if g["weight"] == 0.5 and g["tower"] == 0.2][:3] == [
+        (user.decay, c) for c in (*COLD_WEIGHTS, None)]
 
 
 def test_the_best_blend_is_the_highest_overall_then_on_cold_items_then_the_first():
