@@ -191,16 +191,18 @@ class _Blends:
         return hits / max(scored, 1), cold_hits / max(cold_scored, 1)
 
 
-def candidates(tower_shares: tuple[float, ...], decay: float) -> list[tuple[float, float, float, float | None]]:
+def candidates(
+    tower_shares: tuple[float, ...], decay: float, cold_weights: tuple[float, ...] = COLD_WEIGHTS
+) -> list[tuple[float, float, float, float | None]]:
     """(sequential share, tower share, tower decay, cold items' weight) of every blend choose_blend tries: the
     shares leave EASE some; the tower part at EASE's decay or one of TOWER_DECAYS (EASE's where it has no
     share); cold items ranked, where there is a tower part, by it alone at one of COLD_WEIGHTS, or by every
     part (None). In that order: where the validation slice cannot tell them apart, overall and on cold items
     (best_blend), the first of equals keeps EASE's decay and gives cold items the tower's ranking, the text
-    path's."""
+    path's. cold_weights: () where there are no cold items (every way of ranking them is the same)."""
     decays = tuple(dict.fromkeys((decay, *TOWER_DECAYS)))
     return [(w, t, d, c) for w in WEIGHTS for t in tower_shares if w + t <= 1.0 + 1e-9
-            for d in (decays if t > 0 else (decay,)) for c in ((*COLD_WEIGHTS, None) if t > 0 else (None,))]
+            for d in (decays if t > 0 else (decay,)) for c in ((*cold_weights, None) if t > 0 else (None,))]
 
 
 def choose_blend(
@@ -209,8 +211,9 @@ def choose_blend(
 ) -> list[dict[str, float]]:
     """The validation HR@10 of every candidate blend, in one replay of held after fit, overall and on the targets
     that are cold items (cold: the items no positive of fit names; tables: the item tables of _user_model)."""
-    grid = candidates(tower_shares, user.decay)
-    blends = _Blends(user, tables, np.zeros(len(index), bool) if cold is None else cold, grid)
+    cold = np.zeros(len(index), bool) if cold is None else cold
+    grid = candidates(tower_shares, user.decay, COLD_WEIGHTS if cold.any() else ())
+    blends = _Blends(user, tables, cold, grid)
     rates, cold_rates = blends.hit_rates(fit, held, index)
     return [{"weight": w, "tower": t, "tower_decay": d, "cold": c, "hr@10": round(float(rate), 5),
              "cold_hr@10": round(float(on_cold), 5)}

@@ -301,3 +301,12 @@ def test_many_users_planned_in_one_pass_equal_each_alone_and_a_user_changed_mean
         np.testing.assert_allclose(batched.get(uid).vector, one.get(uid).vector, atol=1e-6)
         assert batched.get(uid).history == one.get(uid).history and batched.get(uid).version == one.get(uid).version
     assert len(one.get("a").history) == 4  # the windows were cut to the kept history as the events came
+
+
+def test_without_cold_items_the_grid_has_no_cold_weights_to_try():
+    from rayrec.learning.sequential_space import COLD_WEIGHTS, TOWER_DECAYS, WEIGHTS, candidates
+
+    full, plain = candidates((0.0, 0.2), 0.8), candidates((0.0, 0.2), 0.8, ())
+    assert {c for *_, c in plain} == {None} and {c for *_, c in full} == {*COLD_WEIGHTS, None}
+    assert [g[:3] for g in plain] == list(dict.fromkeys(g[:3] for g in full))  # every share and decay, once
+    assert len(plain) == len(WEIGHTS) + (len(WEIGHTS) - 1) * (1 + len(TOWER_DECAYS))  # w + 0.2 <= 1 but for w = 1
