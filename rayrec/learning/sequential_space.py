@@ -141,7 +141,7 @@ class _Blends:
         if self.decays:
             rows, types = self.user.encode(events)
             vectors += [self.user.tower_part(rows, types, d)[0] for d in self.decays]
-        tables = self.tables[:2] + [self.tables[2]] * len(self.decays)
+        tables = self.tables[:2] + [self.tables[-1]] * len(self.decays)  # the tower's, once per decay (if any)
         z = []
         for part, table in zip(vectors, tables, strict=True):
             s = table @ part
