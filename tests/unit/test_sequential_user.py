@@ -213,7 +213,8 @@ def test_choose_blend_scores_every_candidate_as_its_own_replay_would():
     """The grid's one replay over cached z-scored parts equals a replay per candidate of the user's dot product."""
     from rayrec.evaluation.data import Event
     from rayrec.evaluation.replay import run_in_order
-    from rayrec.learning.sequential_space import COLD_WEIGHTS, TOWER_DECAYS, WEIGHTS, Policy, choose_blend, item_vectors
+    from rayrec.learning.blend_choice import COLD_WEIGHTS, TOWER_DECAYS, WEIGHTS, choose_blend
+    from rayrec.learning.sequential_space import Policy, item_vectors
 
     rng = np.random.default_rng(6)
     user, target = _with_tower(rng)
@@ -247,7 +248,7 @@ def test_choose_blend_scores_every_candidate_as_its_own_replay_would():
 
 
 def test_the_best_blend_is_the_highest_overall_then_on_cold_items_then_the_first():
-    from rayrec.learning.sequential_space import best_blend
+    from rayrec.learning.blend_choice import best_blend
 
     grid = [{"weight": 0.1, "hr@10": 0.2, "cold_hr@10": 0.0}, {"weight": 0.2, "hr@10": 0.3, "cold_hr@10": 0.0},
             {"weight": 0.3, "hr@10": 0.3, "cold_hr@10": 0.05}, {"weight": 0.4, "hr@10": 0.3, "cold_hr@10": 0.05},
@@ -304,7 +305,7 @@ def test_many_users_planned_in_one_pass_equal_each_alone_and_a_user_changed_mean
 
 
 def test_without_cold_items_the_grid_has_no_cold_weights_to_try():
-    from rayrec.learning.sequential_space import COLD_WEIGHTS, TOWER_DECAYS, WEIGHTS, candidates
+    from rayrec.learning.blend_choice import COLD_WEIGHTS, TOWER_DECAYS, WEIGHTS, candidates
 
     full, plain = candidates((0.0, 0.2), 0.8), candidates((0.0, 0.2), 0.8, ())
     assert {c for *_, c in plain} == {None} and {c for *_, c in full} == {*COLD_WEIGHTS, None}
